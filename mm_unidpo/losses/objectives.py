@@ -1,0 +1,133 @@
+"""The DPO family, one short function each: tensors in, per-pair losses out.
+
+Notation (as in the papers): L = summed response log-prob, ℓ̄ = L / length (mean token log-prob),
+w = chosen (preferred), l = rejected, ref = the frozen reference model, σ = the logistic function.
+
+Every function takes the validated `PairLogps` and `chosen_scale`, the AdaDPO coefficient c_w
+(1 when balance is off; see `balance.py`), which multiplies the objective's chosen term — the
+log-ratio for dpo/ipo/hinge/rdpo, the log-prob for simpo/cpo, the log-odds for orpo. It returns
+`Terms`: the per-pair loss and the implicit rewards reported as metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .pair import PairLogps
+
+
+@dataclass
+class Terms:
+    per_pair: torch.Tensor  # (B,)
+    chosen_rewards: torch.Tensor  # (B,), detached
+    rejected_rewards: torch.Tensor  # (B,), detached
+    details: dict[str, torch.Tensor] = field(default_factory=dict)  # extra per-pair values, detached
+
+
+def _log_ratios(pair: PairLogps, length_normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy-vs-reference log-ratios of the chosen and the rejected response (sums or means)."""
+    if length_normalize:
+        return (pair.policy_chosen_mean - pair.reference_chosen_mean,
+                pair.policy_rejected_mean - pair.reference_rejected_mean)
+    return pair.policy_chosen - pair.reference_chosen, pair.policy_rejected - pair.reference_rejected
+
+
+def _terms(per_pair: torch.Tensor, beta: float, chosen: torch.Tensor, rejected: torch.Tensor) -> Terms:
+    return Terms(per_pair, (beta * chosen).detach(), (beta * rejected).detach())
+
+
+def dpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+        label_smoothing: float = 0.0, length_normalize: bool = False) -> Terms:
+    """DPO (Rafailov et al., arXiv 2305.18290) with cDPO label smoothing ε.
+
+        Δ = (L_w − L^ref_w) − (L_l − L^ref_l)          (ℓ̄ instead of L if length_normalize)
+        loss = −(1 − ε)·log σ(βΔ) − ε·log σ(−βΔ)
+    """
+    chosen, rejected = _log_ratios(pair, length_normalize)
+    logits = beta * (chosen_scale * chosen - rejected)
+    per_pair = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    return _terms(per_pair, beta, chosen, rejected)
+
+
+def ipo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1) -> Terms:
+    """IPO (Azar et al., arXiv 2310.12036), on mean token log-probs.
+
+        h = (ℓ̄_w − ℓ̄^ref_w) − (ℓ̄_l − ℓ̄^ref_l);   loss = (h − 1/(2β))²
+    """
+    chosen, rejected = _log_ratios(pair, length_normalize=True)
+    per_pair = (chosen_scale * chosen - rejected - 1 / (2 * beta)) ** 2
+    return _terms(per_pair, beta, chosen, rejected)
+
+
+def hinge(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+          length_normalize: bool = False) -> Terms:
+    """Hinge / SLiC as used by RSO (Liu et al., arXiv 2309.06657):  loss = relu(1 − βΔ)."""
+    chosen, rejected = _log_ratios(pair, length_normalize)
+    per_pair = torch.relu(1 - beta * (chosen_scale * chosen - rejected))
+    return _terms(per_pair, beta, chosen, rejected)
+
+
+def rdpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+         alpha: float = 0.01, length_normalize: bool = False) -> Terms:
+    """R-DPO (Park et al., arXiv 2403.19159), DPO with a length penalty α:
+
+        loss = −log σ(βΔ − α(|y_w| − |y_l|))
+    """
+    chosen, rejected = _log_ratios(pair, length_normalize)
+    length_gap = pair.chosen_lengths - pair.rejected_lengths
+    per_pair = -F.logsigmoid(beta * (chosen_scale * chosen - rejected) - alpha * length_gap)
+    return _terms(per_pair, beta, chosen, rejected)
+
+
+def simpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 2.0,
+          margin: float = 1.0) -> Terms:
+    """SimPO (Meng et al., arXiv 2405.14734), reference-free; `margin` is the target reward margin γ:
+
+        loss = −log σ(β(ℓ̄_w − ℓ̄_l) − γ)            (defaults β=2, γ=1: the paper's γ/β = 0.5)
+    """
+    chosen, rejected = pair.policy_chosen_mean, pair.policy_rejected_mean
+    per_pair = -F.logsigmoid(beta * (chosen_scale * chosen - rejected) - margin)
+    return _terms(per_pair, beta, chosen, rejected)
+
+
+def cpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+        nll_weight: float = 1.0) -> Terms:
+    """CPO (Xu et al., arXiv 2401.08417), reference-free, with an NLL term on the chosen response:
+
+        loss = −log σ(β(L_w − L_l)) − nll_weight · ℓ̄_w
+    """
+    chosen, rejected = pair.policy_chosen, pair.policy_rejected
+    nll = -pair.policy_chosen_mean
+    per_pair = -F.logsigmoid(beta * (chosen_scale * chosen - rejected)) + nll_weight * nll
+    terms = _terms(per_pair, beta, chosen, rejected)
+    terms.details["loss/nll"] = (nll_weight * nll).detach()
+    return terms
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(x)) for x < 0, accurate at both ends (Mächler 2012)."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+# A mean log-prob of exactly 0 has infinite odds; cap it just below (odds ≈ 13.8), far above anything
+# a real response reaches, so the loss stays finite.
+_MAX_MEAN_LOGP = -1e-6
+
+
+def orpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1) -> Terms:
+    """ORPO (Hong et al., arXiv 2403.07691), reference-free; β is the paper's λ:
+
+        odds(y) = ℓ̄ − log(1 − exp(ℓ̄));   loss = −ℓ̄_w − β · log σ(odds_w − odds_l)
+    """
+    chosen = pair.policy_chosen_mean.clamp(max=_MAX_MEAN_LOGP)
+    rejected = pair.policy_rejected_mean.clamp(max=_MAX_MEAN_LOGP)
+    odds_chosen, odds_rejected = chosen - log1mexp(chosen), rejected - log1mexp(rejected)
+    odds_term = F.logsigmoid(chosen_scale * odds_chosen - odds_rejected)
+    per_pair = -chosen - beta * odds_term
+    terms = _terms(per_pair, beta, pair.policy_chosen_mean, pair.policy_rejected_mean)
+    terms.details["loss/nll"] = (-chosen).detach()
+    terms.details["orpo/log_odds_ratio"] = (odds_chosen - odds_rejected).detach()
+    return terms
