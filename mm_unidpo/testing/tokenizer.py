@@ -1,0 +1,264 @@
+"""Offline tiny tokenizers for tests.
+
+A small byte-level BPE is trained with the ``tokenizers`` library on a built-in
+English corpus (deterministic, no network).  The trained base vocabulary is
+cached once per process; :func:`tiny_tokenizer` then wraps a copy of it as a
+``PreTrainedTokenizerFast`` with the special tokens and a Jinja chat template
+shaped like the real one of each model family:
+
+==================  ===========================================================
+style               modelled on
+==================  ===========================================================
+``llama3``          Llama-3.x-Instruct (``<|begin_of_text|>`` added by the
+                    tokenizer *and* written by the template, like the real one)
+``llava``           llava-hf/llava-1.5 (``USER: <image>\\n... ASSISTANT: ...``)
+``mistral``         llava-hf/llava-v1.6-mistral (``[INST] ... [/INST] ...``)
+``chatml_llava``    llava-hf/llava-onevision-qwen2 (``<|im_start|>user <image>\\n...``)
+``qwen2_vl``        Qwen2-VL / Qwen2.5-VL (ChatML, default system prompt,
+                    ``<|vision_start|><|image_pad|><|vision_end|>``)
+``qwen3_vl``        Qwen3-VL-Instruct (as ``qwen2_vl`` without default system)
+``vicuna``          original LLaVA-1.5 ``conv_vicuna_v1`` (``USER: ... ASSISTANT: ...</s>``)
+==================  ===========================================================
+
+Every template ends assistant turns with the family's end-of-turn token (which
+is also the tokenizer's ``eos_token``), accepts ``content`` as a string or as a
+list of ``{"type": "text"|"image"|"video"}`` parts, and supports
+``add_generation_prompt``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+__all__ = ["BASE_VOCAB_SIZE", "STYLES", "base_tokenizer_json", "tiny_tokenizer"]
+
+BASE_VOCAB_SIZE = 600  # 256 byte symbols + merges; special tokens come on top
+
+_CORPUS = """\
+The quick brown fox jumps over the lazy dog. A picture is worth a thousand words.
+What is shown in this image? The image shows a person standing next to a rocket.
+Describe the photo in detail. There is a horse in a green field under a blue sky.
+An astronaut in a white space suit is smiling at the camera. A man holds a camera.
+The cat is sleeping on the sofa. Two dogs are playing with a red ball in the park.
+Question: How many people are in the picture? Answer: There are two people.
+Please answer the question with a single word or phrase. Yes. No. Left. Right.
+The answer is correct because the object on the left is larger than the one on the right.
+I think the image is a photograph of a city street at night, with cars and lights.
+You are a helpful assistant. The user asks a question and the assistant answers it.
+Let us think step by step. First, we count the objects. Then we compare their colors.
+Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 42 100 2024. Colors: red, green, blue, yellow, black.
+The model prefers the chosen response over the rejected response. Reward, loss, margin.
+A small boat sails on the calm water near the mountains. The sun is setting in the west.
+This is a chart that shows the sales of the company over the last five years.
+The text in the image says: "Welcome to the museum". The sign is written in English.
+She is wearing a black hat and a long coat. He is reading a book in the library.
+"""
+
+STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna")
+
+
+@functools.lru_cache(maxsize=None)
+def base_tokenizer_json() -> str:
+    """Train the byte-level BPE (once per process) and return it serialized."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=BASE_VOCAB_SIZE,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
+    lines = _CORPUS.splitlines() * 3
+    tok.train_from_iterator(lines, trainer=trainer, length=len(lines))
+    return tok.to_str()
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat templates (Jinja).  `_TEXT` renders a message's text whether content is a str or parts.
+_TEXT = (
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}{%- if part['type'] == 'text' %}"
+    "{{- part['text'] }}{%- endif %}{%- endfor %}{%- endif %}"
+)
+
+_LLAMA3 = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    + _TEXT.replace("{{- message['content'] }}", "{{- message['content'] | trim }}").replace(
+        "{{- part['text'] }}", "{{- part['text'] | trim }}"
+    )
+    + "{{- '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+
+# llava-hf/llava-1.5: images first ("<image>\n" each), then text; the real template does not
+# close assistant turns, ours closes them with eos "</s>" (as LLaVA was trained).
+_LLAVA = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}" + _TEXT + "{{- ' ' }}"
+    "{%- else %}{{- message['role'].upper() + ': ' }}"
+    "{%- if message['content'] is not string %}"
+    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>\n' }}{%- endif %}{%- endfor %}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'assistant' %}{% generation %}" + _TEXT + "{{- eos_token }}{% endgeneration %}"
+    "{%- else %}" + _TEXT + "{{- ' ' }}{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- 'ASSISTANT:' }}{%- endif %}"
+)
+
+# llava-hf/llava-v1.6-mistral: "[INST] <image>\nq [/INST] a</s>" (the real one has the "<\\s>" typo).
+_MISTRAL = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{- '<<SYS>>\n' }}" + _TEXT + "{{- '\n<</SYS>>\n\n' }}"
+    "{%- elif message['role'] == 'user' %}{{- '[INST] ' }}"
+    "{%- if message['content'] is not string %}"
+    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>\n' }}{%- endif %}{%- endfor %}"
+    "{%- endif %}" + _TEXT + "{{- ' [/INST]' }}"
+    "{%- else %}{{- ' ' }}" + _TEXT + "{{- eos_token }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+)
+
+# llava-hf/llava-onevision-qwen2: "<|im_start|>user <image>\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
+# (the real one renders past assistant turns as "assistant \n", unlike its generation prompt; ours
+# keeps "prompt + response" a prefix-consistent rendering).
+_CHATML_LLAVA = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] }}"
+    "{%- if message['role'] != 'assistant' %}{{- ' ' }}{%- endif %}"
+    "{%- if message['content'] is not string %}"
+    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>' }}{%- endif %}{%- endfor %}"
+    "{%- for part in message['content'] %}{%- if part['type'] == 'video' %}{{- '<video>' }}{%- endif %}{%- endfor %}"
+    "{%- endif %}"
+    "{{- '\n' }}" + _TEXT + "{{- '<|im_end|>\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+_QWEN_PARTS = (
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' or 'video' in part %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif 'text' in part %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+)
+
+_QWEN2_VL = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] != 'system' %}"
+    "{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' }}" + _QWEN_PARTS + "{{- '<|im_end|>\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+_QWEN3_VL = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' }}" + _QWEN_PARTS + "{{- '<|im_end|>\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+# llava.conversation.conv_vicuna_v1 (sep=" ", sep2="</s>"), the LLaVA-1.5 training format.
+_VICUNA = (
+    "{%- if messages[0]['role'] == 'system' %}{%- set message = messages[0] %}" + _TEXT + "{{- ' ' }}"
+    "{%- else %}{{- \"A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions. \" }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}{{- 'USER: ' }}"
+    "{%- if message['content'] is not string %}"
+    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>\n' }}{%- endif %}{%- endfor %}"
+    "{%- endif %}" + _TEXT + "{{- ' ' }}"
+    "{%- elif message['role'] == 'assistant' %}{{- 'ASSISTANT: ' }}" + _TEXT + "{{- eos_token }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- 'ASSISTANT:' }}{%- endif %}"
+)
+
+_LLAMA2_SPECIALS = dict(bos="<s>", eos="</s>", unk="<unk>")
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# style -> (chat template, special tokens in id order, token roles, extra named tokens, add-bos?)
+_SPECS: dict[str, dict] = {
+    "llama3": dict(
+        template=_LLAMA3,
+        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                  "<|eot_id|>", "<|finetune_right_pad_id|>"],
+        roles=dict(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>"),
+        extra={}, add_bos=True,
+    ),
+    "llava": dict(
+        template=_LLAVA, specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
+        roles=dict(_LLAMA2_SPECIALS, pad="<pad>"), extra={"image_token": "<image>"}, add_bos=True,
+    ),
+    "mistral": dict(
+        template=_MISTRAL, specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
+        roles=dict(_LLAMA2_SPECIALS, pad="<pad>"), extra={"image_token": "<image>"}, add_bos=True,
+    ),
+    "chatml_llava": dict(
+        template=_CHATML_LLAVA, specials=_QWEN_SPECIALS + ["<image>", "<video>"],
+        roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
+        extra={"image_token": "<image>", "video_token": "<video>"}, add_bos=False,
+    ),
+    "qwen2_vl": dict(
+        template=_QWEN2_VL,
+        specials=_QWEN_SPECIALS + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+        roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
+        extra={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+               "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
+        add_bos=False,
+    ),
+    "vicuna": dict(
+        template=_VICUNA, specials=["<unk>", "<s>", "</s>"],
+        # LLaVA's train.py sets pad_token = unk_token for the v1 (vicuna) conversation format.
+        roles=dict(_LLAMA2_SPECIALS, pad="<unk>"), extra={}, add_bos=True,
+    ),
+}
+_SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)
+
+
+def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right"):
+    """Build a ``PreTrainedTokenizerFast`` for one chat-template ``style`` (see module doc).
+
+    Special tokens get ids after the ``BASE_VOCAB_SIZE`` BPE ids, in the listed order; roles
+    (``bos_token`` / ``eos_token`` / ``pad_token`` / ``unk_token``) and named extra tokens
+    (``tokenizer.image_token``, ``tokenizer.image_token_id``...) are set as in the real tokenizers.
+    """
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    if style not in _SPECS:
+        raise ValueError(f"unknown tokenizer style {style!r}; choose one of {STYLES}")
+    spec = _SPECS[style]
+    tok = Tokenizer.from_str(base_tokenizer_json())
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec["specials"]])
+    if spec["add_bos"]:
+        bos = spec["roles"]["bos"]
+        bos_id = tok.token_to_id(bos)
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)]
+            ),
+        ])
+    kwargs = {f"{role}_token": tok_str for role, tok_str in spec["roles"].items()}
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        chat_template=spec["template"],
+        model_max_length=model_max_length,
+        padding_side=padding_side,
+        extra_special_tokens=dict(spec["extra"]),
+        clean_up_tokenization_spaces=False,
+        **kwargs,
+    )
+    return hf
