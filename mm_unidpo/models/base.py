@@ -1,0 +1,305 @@
+"""The adapter contract: preference records in, image-conditioned response log-probs out.
+
+    adapter = get_adapter(model, processor)
+    batch = adapter.collate(records)            # tensors for the chosen and the rejected sequences
+    out = adapter.sequence_logps(model, batch)  # (B,) sums and counts over response tokens
+
+Each pair becomes two sequences, [prompt + images][chosen] and [prompt + images][rejected], run as
+one batch of 2B rows (chosen rows first). The prompt is rendered with the model's own chat template,
+the response is what the template writes for an assistant turn, up to and including its end-of-turn
+token (counted in the length). Only response tokens are scored. Truncation cuts the response from its
+end and never the prompt (which holds the image tokens); a prompt that leaves no room for one response
+token is a bad record. A family adapter overrides only what differs: how a prompt with images is
+turned into token ids and vision tensors, and which tensors the forward needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from mm_unidpo.data.images import DEFAULT_MAX_PIXELS, load_record_images
+from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord, SkipReport
+
+logger = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+@dataclass
+class EncodedPair:
+    """One record tokenized: the shared prompt (image tokens expanded) and both responses."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    vision: dict[str, torch.Tensor]  # processor outputs for this record's images (per image, dim 0)
+    token_extras: dict[str, list[int]]  # per-prompt-token side inputs (e.g. mm_token_type_ids)
+    truncated: bool
+    record: PreferenceRecord
+
+
+@dataclass
+class PairBatch:
+    """2B rows: chosen sequences 0..B-1, then rejected sequences B..2B-1."""
+
+    input_ids: torch.Tensor  # (2B, T)
+    attention_mask: torch.Tensor  # (2B, T)
+    labels: torch.Tensor  # (2B, T); IGNORE_INDEX on prompt, image and padding positions
+    vision: dict[str, torch.Tensor]  # already laid out for the 2B rows
+    token_extras: dict[str, torch.Tensor]  # (2B, T) each
+    score_chosen: torch.Tensor | None
+    score_rejected: torch.Tensor | None
+    ids: list[str | None]
+    indices: list[int | None]
+    num_truncated: int = 0
+    kept: list[int] | None = None  # with on_bad_record="skip": positions of the input records kept
+
+    @property
+    def num_pairs(self) -> int:
+        return self.input_ids.shape[0] // 2
+
+    def to(self, device: torch.device | str) -> "PairBatch":
+        def move(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+        return dataclasses.replace(
+            self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
+            labels=move(self.labels), vision={k: move(v) for k, v in self.vision.items()},
+            token_extras={k: move(v) for k, v in self.token_extras.items()},
+            score_chosen=move(self.score_chosen), score_rejected=move(self.score_rejected))
+
+
+@dataclass
+class SequenceLogps:
+    chosen_logps: torch.Tensor  # (B,) sums over response tokens
+    rejected_logps: torch.Tensor
+    chosen_lengths: torch.Tensor  # (B,) response token counts
+    rejected_lengths: torch.Tensor
+
+
+@dataclass
+class AdapterStats:
+    truncated: int = 0
+    encoded: int = 0
+
+
+class Adapter:
+    """Shared logic for every family; subclasses set `family` and override the hooks below."""
+
+    family: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()  # config.model_type values this adapter serves
+    token_extra_keys: ClassVar[tuple[str, ...]] = ()  # processor outputs that are per token
+    pass_position_ids: ClassVar[bool] = True  # False where the model derives positions itself (M-RoPE)
+
+    def __init__(self, model: Any, processor: Any, *, max_length: int = 2048, padding_side: str = "right",
+                 max_image_pixels: int | None = DEFAULT_MAX_PIXELS, on_bad_record: str = "error"):
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if on_bad_record not in ("error", "skip"):
+            raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.max_length = max_length
+        self.padding_side = padding_side
+        self.max_image_pixels = max_image_pixels
+        self.on_bad_record = on_bad_record
+        self.skips = SkipReport()  # records dropped at encode time (e.g. prompt_too_long) under "skip"
+        self.stats = AdapterStats()
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
+        self.end_token_ids = self._end_token_ids(model)
+
+    @classmethod
+    def matches(cls, model: Any) -> bool:
+        config = getattr(model, "config", None)
+        return getattr(config, "model_type", None) in cls.model_types
+
+    # ---- hooks a family overrides ---------------------------------------------------------------
+
+    def render(self, messages: list[Message], response: str | None) -> str:
+        """The chat-template text of `messages` (+ the assistant `response`, or the generation prompt)."""
+        template_owner = self.processor if hasattr(self.processor, "apply_chat_template") else self.tokenizer
+        if response is None:
+            return template_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        turn = {"role": "assistant", "content": [{"type": "text", "text": response}]}
+        return template_owner.apply_chat_template(messages + [turn], tokenize=False, add_generation_prompt=False)
+
+    def tokenize_prompt(self, text: str, images: list, record: PreferenceRecord) -> tuple[list[int], dict, dict]:
+        """Token ids of the rendered prompt (image tokens expanded), vision tensors, per-token extras."""
+        kwargs = {"images": images} if images else {}
+        out = self.processor(text=[text], return_tensors="pt", add_special_tokens=self._needs_special_tokens(text),
+                             **kwargs)
+        ids = out["input_ids"][0].tolist()
+        extras = {k: out[k][0].tolist() for k in self.token_extra_keys if k in out}
+        vision = {k: v for k, v in out.items()
+                  if k not in ("input_ids", "attention_mask", *self.token_extra_keys) and isinstance(v, torch.Tensor)}
+        return ids, vision, extras
+
+    def _needs_special_tokens(self, text: str) -> bool:
+        # As transformers' apply_chat_template: a template that writes BOS itself gets none added.
+        bos = self.tokenizer.bos_token
+        return not (bos and text.startswith(bos))
+
+    def stack_vision(self, per_record: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Lay the records' vision tensors out for the 2B rows (chosen rows, then rejected rows)."""
+        keys = {k for v in per_record for k in v}
+        doubled = per_record + per_record
+        return {k: torch.cat([v[k] for v in doubled if k in v], dim=0) for k in sorted(keys)}
+
+    def model_inputs(self, batch: PairBatch) -> dict[str, Any]:
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                  **batch.vision, **batch.token_extras}
+        if self.pass_position_ids:
+            inputs["position_ids"] = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return inputs
+
+    # ---- messages and rendering -------------------------------------------------------------------
+
+    def messages(self, record: PreferenceRecord) -> list[Message]:
+        """The prompt as chat messages whose content is a list of text / image parts."""
+        if isinstance(record.prompt, str):
+            return [{"role": "user", "content": _parts(record.prompt)}]
+        out = []
+        for message in record.prompt:
+            content = message.get("content")
+            parts = _parts(content) if isinstance(content, str) else list(content or [])
+            out.append({"role": message.get("role", "user"), "content": parts})
+        return out
+
+    def render_pair(self, record: PreferenceRecord) -> tuple[str, str, str]:
+        """(prompt text, chosen text, rejected text); each response as the template writes it."""
+        messages = self.messages(record)
+        prompt = self.render(messages, None)
+        return prompt, self._response_text(messages, prompt, record.chosen, record), \
+            self._response_text(messages, prompt, record.rejected, record)
+
+    def _response_text(self, messages: list[Message], prompt: str, response: str, record: PreferenceRecord) -> str:
+        full = self.render(messages, response)
+        if not full.startswith(prompt):
+            raise BadRecordError(record, "template_mismatch",
+                                 "the chat template renders the prompt differently with and without a response; "
+                                 "cannot separate response tokens")
+        # Anything a template writes after the end-of-turn token (e.g. "\n") is not part of the response.
+        return full[len(prompt):].rstrip()
+
+    # ---- encoding -----------------------------------------------------------------------------------
+
+    def encode(self, record: PreferenceRecord) -> EncodedPair:
+        prompt_text, chosen_text, rejected_text = self.render_pair(record)
+        images = load_record_images(record, max_pixels=self.max_image_pixels) if record.images else []
+        prompt_ids, vision, extras = self.tokenize_prompt(prompt_text, images, record)
+        room = self.max_length - len(prompt_ids)
+        if room < 1:
+            raise BadRecordError(record, "prompt_too_long",
+                                 f"the prompt takes {len(prompt_ids)} tokens (images included) and max_length is "
+                                 f"{self.max_length}: no response token fits")
+        chosen, rejected = self._response_ids(chosen_text), self._response_ids(rejected_text)
+        truncated = len(chosen) > room or len(rejected) > room
+        self.stats.encoded += 1
+        if truncated:
+            self.stats.truncated += 1
+        return EncodedPair(prompt_ids, chosen[:room], rejected[:room], vision, extras, truncated, record)
+
+    def _response_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids or ids[-1] not in self.end_token_ids:
+            ids = ids + [self.tokenizer.eos_token_id]
+        return ids
+
+    def _end_token_ids(self, model: Any) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+        return {i for i in ids if i is not None}
+
+    # ---- batching -----------------------------------------------------------------------------------
+
+    def collate(self, records: list[PreferenceRecord | EncodedPair]) -> PairBatch:
+        encoded, kept = self._encode_all(records)
+        rows = [(e.prompt_ids, e.chosen_ids, e) for e in encoded] + [(e.prompt_ids, e.rejected_ids, e) for e in encoded]
+        width = max(len(p) + len(r) for p, r, _ in rows)
+        n = len(rows)
+        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((n, width), dtype=torch.long)
+        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+        extra_keys = sorted({k for e in encoded for k in e.token_extras})
+        extras = {k: torch.zeros((n, width), dtype=torch.long) for k in extra_keys}
+        for i, (prompt, response, e) in enumerate(rows):
+            length = len(prompt) + len(response)
+            start = 0 if self.padding_side == "right" else width - length
+            span = slice(start, start + length)
+            input_ids[i, span] = torch.tensor(prompt + response)
+            attention_mask[i, span] = 1
+            labels[i, start + len(prompt):start + length] = torch.tensor(response)
+            for k in extra_keys:
+                extras[k][i, start:start + len(prompt)] = torch.tensor(e.token_extras[k])
+        scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
+        has_scores = all(sc is not None and sr is not None for sc, sr in scores)
+        return PairBatch(
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+            vision=self.stack_vision([e.vision for e in encoded]), token_extras=extras,
+            score_chosen=torch.tensor([s[0] for s in scores], dtype=torch.float32) if has_scores else None,
+            score_rejected=torch.tensor([s[1] for s in scores], dtype=torch.float32) if has_scores else None,
+            ids=[e.record.id for e in encoded], indices=[e.record.index for e in encoded],
+            num_truncated=sum(e.truncated for e in encoded),
+            kept=kept,
+        )
+
+    def _encode_all(self, records: list[PreferenceRecord | EncodedPair]) -> tuple[list[EncodedPair], list[int] | None]:
+        if self.on_bad_record == "error":
+            return [r if isinstance(r, EncodedPair) else self.encode(r) for r in records], None
+        encoded, kept = [], []
+        for i, r in enumerate(records):
+            try:
+                encoded.append(r if isinstance(r, EncodedPair) else self.encode(r))
+                kept.append(i)
+            except BadRecordError as error:
+                self.skips.add(error)
+                logger.warning("skipping %s", error)
+        if not encoded:
+            raise BadRecordError(None, "empty_batch", f"all {len(records)} records of this batch were bad "
+                                 f"({self.skips.summary()})")
+        return encoded, kept
+
+    # ---- log-probs ----------------------------------------------------------------------------------
+
+    def forward_logits(self, model: Any, batch: PairBatch) -> torch.Tensor:
+        return model(**self.model_inputs(batch), use_cache=False).logits
+
+    def sequence_logps(self, model: Any, batch: PairBatch) -> SequenceLogps:
+        logits = self.forward_logits(model, batch)
+        sums, counts = response_logps(logits, batch.labels)
+        b = batch.num_pairs
+        return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
+
+
+def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of log p(label) over positions whose label is not IGNORE_INDEX.
+
+    Logits at position t predict the token at t + 1. The log-softmax is taken in float32 and only at
+    scored positions, so bf16 models lose no precision and image/prompt positions cost nothing here.
+    """
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    scored_logits = logits[:, :-1][mask].float()  # (N, V)
+    token_logps = scored_logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1) - scored_logits.logsumexp(-1)
+    row = torch.nonzero(mask, as_tuple=True)[0]
+    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device).index_add(0, row, token_logps)
+    counts = mask.sum(-1)
+    return sums, counts
+
+
+def _parts(text: str) -> list[dict[str, str]]:
+    """Split text at <image> placeholders into interleaved image / text parts."""
+    parts: list[dict[str, str]] = []
+    for i, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
+        if i > 0:
+            parts.append({"type": "image"})
+        chunk = chunk.strip() if len(text.split(IMAGE_PLACEHOLDER)) > 1 else chunk
+        if chunk:
+            parts.append({"type": "text", "text": chunk})
+    return parts

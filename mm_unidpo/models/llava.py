@@ -1,0 +1,41 @@
+"""transformers' LLaVA classes: LLaVA-1.5 (`llava`), LLaVA-NeXT (`llava_next`, anyres tiles with
+`image_sizes`) and LLaVA-OneVision (`llava_onevision`). The processor expands each `<image>` into the
+exact number of image tokens the model consumes; the prompt is never truncated, so they always match."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Adapter
+
+
+class LlavaAdapter(Adapter):
+    family = "llava"
+    model_types = ("llava",)
+
+
+class LlavaNextAdapter(Adapter):
+    """Each image is a variable number of tiles: pad the tile dimension across records. The model
+    reads the true tile count of every image from `image_sizes` and drops the padding."""
+
+    family = "llava_next"
+    model_types = ("llava_next",)
+
+    def stack_vision(self, per_record):
+        tiles = [v["pixel_values"] for v in per_record if "pixel_values" in v]
+        if not tiles:
+            return {}
+        most = max(t.shape[1] for t in tiles)
+        padded = [torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 0, 0, most - t.shape[1])) for t in tiles]
+        out = {"pixel_values": torch.cat(padded + padded)}
+        # image_sizes (one row per image) and batch_num_images (one entry per sequence) follow the rows.
+        for key in ("image_sizes", "batch_num_images"):
+            parts = [v[key] for v in per_record if key in v]
+            if parts:
+                out[key] = torch.cat(parts + parts)
+        return out
+
+
+class LlavaOnevisionAdapter(LlavaNextAdapter):
+    family = "llava_onevision"
+    model_types = ("llava_onevision",)

@@ -1,0 +1,139 @@
+"""Load a model and its processor from a hub id or a local path, optionally 4-bit and with a LoRA adapter.
+
+    model, processor = load_pretrained("llava-hf/llava-1.5-7b-hf", load_in_4bit=True, adapter="runs/x/adapter")
+
+The family comes from the checkpoint's config (`model_type`), the class from transformers' auto
+mappings (AutoModelForImageTextToText for VLMs, AutoModelForCausalLM otherwise). Weights load from
+safetensors; `trust_remote_code` stays off unless the caller turns it on. In 4-bit, only the language
+model is quantised: the vision tower, the projector and the LM head stay in `dtype` (checked after
+loading, since a skip list that names the wrong modules silently quantises them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# config.model_type -> adapter family (see mm_unidpo.models.ADAPTERS)
+VLM_MODEL_TYPES = {
+    "llava": "llava", "llava_next": "llava_next", "llava_onevision": "llava_onevision",
+    "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_llama": "llava_orig",
+}
+# Module-name fragments of the parts that stay out of 4-bit quantisation.
+NOT_QUANTISED = ("vision_tower", "visual", "multi_modal_projector", "mm_projector", "lm_head", "merger")
+
+
+def detect_family(name_or_path: str, *, trust_remote_code: bool = False, **hub_kwargs: Any) -> str:
+    from transformers import AutoConfig
+
+    if _is_llava_orig(name_or_path):
+        return "llava_orig"
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
+    return VLM_MODEL_TYPES.get(config.model_type, "causal_lm")
+
+
+def _is_llava_orig(name_or_path: str) -> bool:
+    config_file = os.path.join(name_or_path, "config.json")
+    if os.path.isfile(config_file):
+        import json
+
+        with open(config_file, encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "llava_llama"
+    return False
+
+
+def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
+    """NF4 with double quantisation, the QLoRA recipe (Dettmers et al., arXiv 2305.14314)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype,
+        llm_int8_skip_modules=list(NOT_QUANTISED),
+    )
+
+
+def quantised_module_names(model: torch.nn.Module) -> list[str]:
+    """Names of the modules that hold 4-bit weights."""
+    import bitsandbytes as bnb
+
+    return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
+
+
+def check_quantisation(model: torch.nn.Module) -> None:
+    """Raise if any vision-tower / projector / LM-head module was quantised, or nothing was."""
+    names = quantised_module_names(model)
+    if not names:
+        raise RuntimeError("load_in_4bit was requested but no Linear4bit module was found")
+    wrong = [n for n in names if any(part in n.split(".") for part in NOT_QUANTISED)]
+    if wrong:
+        raise RuntimeError(f"these modules must stay unquantised but are 4-bit: {wrong[:5]}")
+
+
+def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = False, **hub_kwargs: Any):
+    from transformers import AutoProcessor, AutoTokenizer
+
+    if family == "causal_lm":
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    try:
+        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
+    except (AttributeError, ImportError, ValueError) as error:
+        # transformers builds every video processor with torchvision; without it, Qwen-VL and
+        # LLaVA-OneVision processors fail. Build the same processor without its video half.
+        from .processors import load_processor_without_video
+
+        logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
+        return load_processor_without_video(_local_dir(name_or_path, **hub_kwargs), **hub_kwargs)
+
+
+def _local_dir(name_or_path: str, **hub_kwargs: Any) -> str:
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name_or_path, allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
+                             **{k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")})
+
+
+def load_pretrained(name_or_path: str, *, family: str | None = None, adapter: str | None = None,
+                    load_in_4bit: bool = False, dtype: str | torch.dtype = "auto", trust_remote_code: bool = False,
+                    attn_implementation: str | None = None, device_map: Any = None,
+                    is_trainable: bool = False, **hub_kwargs: Any) -> tuple[Any, Any]:
+    """(model, processor) for a hub id or local checkpoint, with an optional LoRA adapter on top."""
+    family = family or detect_family(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
+                              "use_safetensors": True, **hub_kwargs}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if load_in_4bit:
+        compute = torch_dtype if isinstance(torch_dtype, torch.dtype) else torch.bfloat16
+        kwargs["quantization_config"] = quantization_config(compute)
+
+    if family == "llava_orig":
+        from .llava_orig import load_llava_orig
+
+        model, processor = load_llava_orig(name_or_path, **kwargs)
+    else:
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+        auto = AutoModelForCausalLM if family == "causal_lm" else AutoModelForImageTextToText
+        model = auto.from_pretrained(name_or_path, **kwargs)
+        processor = load_processor(name_or_path, family, trust_remote_code=trust_remote_code, **hub_kwargs)
+    if load_in_4bit:
+        check_quantisation(model)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
+    return model, processor
