@@ -25,8 +25,15 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(args.rest)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from mm_unidpo.train.run import main as train_main
+
+    return train_main(args.rest)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "losses": (_losses, "list the objectives of the loss core and their parameters"),
+    "train": (_train, "train with a YAML config: mm-unidpo train CONFIG.yaml [--section.key=value ...]"),
     "demo": (_demo, "run the embedded default end to end (see README)"),
 }
 

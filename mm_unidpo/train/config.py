@@ -1,0 +1,186 @@
+"""Training configuration: dataclasses read from YAML, with `--section.key=value` overrides.
+
+    model:  what to load (hub id or path), dtype, 4-bit
+    lora:   LoRA / QLoRA adapter settings (disable for full fine-tuning)
+    data:   the preference data and how to read it
+    loss:   an objective of the loss core and its parameters
+    train:  any `transformers.TrainingArguments` field, plus our reference-cache options
+
+Every key is checked: an unknown key or a bad value is an error that names it, at load time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mm_unidpo.losses import LOSSES
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = ""
+    family: str | None = None  # detected from the checkpoint's config when None
+    dtype: str = "bfloat16"
+    load_in_4bit: bool = False
+    attn_implementation: str | None = "sdpa"
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = True
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    # "all-linear": every linear layer of the language model (not the vision tower, projector or LM head);
+    # or a list of module-name suffixes such as [q_proj, v_proj].
+    target_modules: str | list[str] = "all-linear"
+    train_projector: bool = False  # also train the multimodal projector (fully, as modules_to_save)
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    eval: str | None = None
+    format: str | None = None  # detected when None
+    split: str = "train"
+    eval_split: str | None = None
+    image_root: str | None = None
+    on_bad_record: str = "error"  # or "skip": counted and reported
+    max_length: int = 2048
+    limit: int | None = None
+
+
+@dataclass
+class LossConfig:
+    name: str = "unidpo"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReferenceConfig:
+    precompute: bool = False  # compute reference log-probs once before training, cached on disk
+    cache_dir: str | None = None  # default: <output_dir>/reference_cache
+    batch_size: int = 4
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    train: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
+
+    def validate(self) -> "TrainConfig":
+        if not self.model.name_or_path:
+            raise ValueError("model.name_or_path is required")
+        if not self.data.train:
+            raise ValueError("data.train is required")
+        if self.data.on_bad_record not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_record must be 'error' or 'skip', got {self.data.on_bad_record!r}")
+        if self.data.max_length < 2:
+            raise ValueError(f"data.max_length must be >= 2, got {self.data.max_length}")
+        if self.loss.name not in LOSSES:
+            raise ValueError(f"loss.name {self.loss.name!r} is not an objective; known: {', '.join(LOSSES)}")
+        allowed = LOSSES[self.loss.name].parameters()
+        unknown = sorted(set(self.loss.params) - set(allowed))
+        if unknown:
+            raise ValueError(f"loss.params {unknown} are not parameters of {self.loss.name!r}; "
+                             f"it takes {sorted(allowed)}")
+        if self.model.load_in_4bit and not self.lora.enabled:
+            raise ValueError("model.load_in_4bit needs lora.enabled: 4-bit weights cannot be trained directly")
+        from transformers import TrainingArguments
+
+        known = {f.name for f in dataclasses.fields(TrainingArguments)}
+        bad = sorted(set(self.train) - known)
+        if bad:
+            raise ValueError(f"train.{bad[0]} is not a transformers.TrainingArguments field" +
+                             (f" (also: {bad[1:]})" if len(bad) > 1 else ""))
+        if "output_dir" not in self.train:
+            raise ValueError("train.output_dir is required")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "lora": LoraSettings, "data": DataConfig, "loss": LossConfig,
+             "reference": ReferenceConfig}
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig:
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"train"})
+    if unknown:
+        raise ValueError(f"{source}: unknown section(s) {unknown}; sections are {sorted([*_SECTIONS, 'train'])}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section {name!r} must be a mapping")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(values) - fields)
+        if bad:
+            raise ValueError(f"{source}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(fields)}")
+        sections[name] = cls(**values)
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise ValueError(f"{source}: section 'train' must be a mapping")
+    return TrainConfig(**sections, train=dict(train))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--a.b.c=value` overrides (value parsed as YAML) to the raw config mapping."""
+    raw = dict(raw)
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise ValueError(f"override {item!r} must look like --section.key=value")
+        dotted, value = text.split("=", 1)
+        keys = dotted.split(".")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source=str(path)).validate()
+
+
+CONFIG_NAME = "mm_unidpo_config.yaml"
+
+
+def save_run_config(config: dict[str, Any], directory: str | Path) -> None:
+    """Write our config next to a saved adapter, so a checkpoint says how it was trained."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    with open(Path(directory) / CONFIG_NAME, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def training_arguments(config: TrainConfig):
+    """transformers.TrainingArguments from the `train` section, with defaults suited to preference data."""
+    from transformers import TrainingArguments
+
+    args = {"remove_unused_columns": False, "logging_steps": 10, "report_to": "none", "save_strategy": "steps",
+            "save_steps": 500, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    if config.model.dtype == "bfloat16":
+        args["bf16"] = True
+    args.update(config.train)
+    accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
+    return TrainingArguments(**{k: v for k, v in args.items() if k in accepted})

@@ -1,0 +1,102 @@
+"""Build the policy (and, for full fine-tuning, the frozen reference) from a `TrainConfig`.
+
+LoRA / QLoRA: the reference is the same base with the adapter disabled, so there is one copy of the
+weights in memory. The vision tower and the projector stay frozen (and, in 4-bit, unquantised);
+LoRA goes on every linear layer of the language model unless the config names modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Any
+
+import torch
+
+from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained
+
+from .config import LoraSettings, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def language_model_linear_names(model: torch.nn.Module) -> list[str]:
+    """Full names of the linear layers of the language model (vision tower, projector, LM head excluded)."""
+    names = []
+    for name, module in model.named_modules():
+        if not _is_linear(module):
+            continue
+        if any(part in name.split(".") for part in NOT_QUANTISED):
+            continue
+        names.append(name)
+    return names
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    if isinstance(module, torch.nn.Linear):
+        return True
+    try:
+        import bitsandbytes as bnb
+
+        return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+    except ImportError:
+        return False
+
+
+def lora_config(model: torch.nn.Module, settings: LoraSettings):
+    from peft import LoraConfig
+
+    names = language_model_linear_names(model)
+    if settings.target_modules != "all-linear":
+        suffixes = tuple(settings.target_modules)
+        names = [n for n in names if n.split(".")[-1] in suffixes]
+    if not names:
+        raise ValueError(f"lora.target_modules={settings.target_modules!r} matches no language-model linear layer")
+    # peft full-matches a string pattern against module names: an explicit alternation of the names
+    # keeps LoRA off the vision tower and the projector, whatever their layers are called.
+    pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
+    modules_to_save = [_projector_name(model)] if settings.train_projector else None
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=pattern, modules_to_save=modules_to_save, task_type="CAUSAL_LM")
+
+
+def _projector_name(model: torch.nn.Module) -> str:
+    for name, _ in model.named_modules():
+        leaf = name.split(".")[-1]
+        if leaf in ("multi_modal_projector", "mm_projector", "merger"):
+            return leaf
+    raise ValueError("lora.train_projector is set but the model has no multimodal projector")
+
+
+def freeze_vision(model: torch.nn.Module) -> None:
+    for name, param in model.named_parameters():
+        if any(part in name.split(".") for part in ("vision_tower", "visual", "multi_modal_projector", "mm_projector")):
+            param.requires_grad_(False)
+
+
+def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> tuple[Any, Any, Any]:
+    """(policy, processor, reference_or_None). With LoRA the reference is None (adapter disabled)."""
+    m = config.model
+    model, processor = load_pretrained(
+        m.name_or_path, family=m.family, load_in_4bit=m.load_in_4bit, dtype=m.dtype,
+        trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
+        **({"revision": m.revision} if m.revision else {}))
+    if not config.lora.enabled:
+        freeze_vision(model)
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        return model, processor, reference
+
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if m.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()
+    model = get_peft_model(model, lora_config(model, config.lora))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("LoRA: %d trainable parameters of %d (%.3f%%)", trainable, total, 100 * trainable / max(total, 1))
+    return model, processor, None

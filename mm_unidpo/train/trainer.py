@@ -1,0 +1,173 @@
+"""The preference trainer: a `transformers.Trainer` whose step is
+
+    adapter log-probs (policy)  →  reference log-probs (cache | adapter disabled | frozen copy)
+    →  preference_loss(objective, ...)  →  metrics
+
+Everything else — optimisation, gradient accumulation, checkpointing, resume with RNG state and data
+order, DDP / FSDP / DeepSpeed through accelerate, report_to — is the Trainer's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import defaultdict
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer
+
+from mm_unidpo.data.records import PreferenceRecord
+from mm_unidpo.losses import PairLogps, preference_loss
+from mm_unidpo.models.base import Adapter
+
+from .config import save_run_config
+
+logger = logging.getLogger(__name__)
+
+# Per-pair values kept over the whole run for the report's histograms.
+TRACKED_DETAILS = ("weights/quality", "weights/perf", "balance/coef")
+
+
+class RecordDataset(Dataset):
+    """Preference records by position; the position is what the reference cache is keyed on."""
+
+    def __init__(self, records: list[PreferenceRecord]):
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, PreferenceRecord]:
+        return i, self.records[i]
+
+
+class PairCollator:
+    def __init__(self, adapter: Adapter):
+        self.adapter = adapter
+
+    def __call__(self, items: list[tuple[int, PreferenceRecord]]) -> dict[str, Any]:
+        batch = self.adapter.collate([record for _, record in items])
+        positions = [position for position, _ in items]
+        if batch.kept is not None:
+            positions = [positions[i] for i in batch.kept]
+        return {"batch": batch, "positions": torch.tensor(positions, dtype=torch.long)}
+
+
+class PreferenceTrainer(Trainer):
+    def __init__(self, *args: Any, adapter: Adapter, loss_name: str, loss_params: dict[str, Any] | None = None,
+                 reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
+                 run_config: dict[str, Any] | None = None, **kwargs: Any):
+        kwargs.setdefault("data_collator", PairCollator(adapter))
+        super().__init__(*args, **kwargs)
+        self.adapter = adapter
+        self.loss_name = loss_name
+        self.loss_params = dict(loss_params or {})
+        self.reference_model = reference_model
+        self.reference_logps = reference_logps
+        self.run_config = run_config
+        # Our loss is already a mean over pairs: the Trainer must divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.pair_details: dict[str, list[float]] = defaultdict(list)
+        self.pair_details_steps: dict[str, list[int]] = defaultdict(list)
+        if reference_model is not None:
+            self.reference_model = reference_model.to(self.args.device)
+
+    # ---- the step -----------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = inputs["batch"].to(self.args.device)
+        policy = self.adapter.sequence_logps(model, batch)
+        ref_chosen, ref_rejected = self._reference(model, batch, inputs["positions"])
+        pair = PairLogps(
+            policy_chosen=policy.chosen_logps, policy_rejected=policy.rejected_logps,
+            chosen_lengths=policy.chosen_lengths, rejected_lengths=policy.rejected_lengths,
+            reference_chosen=ref_chosen, reference_rejected=ref_rejected,
+            score_chosen=batch.score_chosen, score_rejected=batch.score_rejected,
+        )
+        out = preference_loss(self.loss_name, pair, **self.loss_params)
+        mode = "train" if model.training else "eval"
+        self._store(mode, out, batch)
+        return (out.loss, {"per_pair": out.per_pair}) if return_outputs else out.loss
+
+    def _reference(self, model, batch, positions):
+        from mm_unidpo.losses import LOSSES
+
+        if not LOSSES[self.loss_name].needs_reference and self.loss_params.get("balance") != "ratio":
+            return None, None
+        if self.reference_logps is not None:
+            chosen = self.reference_logps["chosen"][positions].to(self.args.device)
+            rejected = self.reference_logps["rejected"][positions].to(self.args.device)
+            return chosen, rejected
+        with torch.no_grad():
+            if self.reference_model is not None:
+                result = self.adapter.sequence_logps(self.reference_model, batch)
+            else:  # LoRA: the base model is the reference
+                unwrapped = self.accelerator.unwrap_model(model)
+                context = unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext()
+                with context:
+                    result = self.adapter.sequence_logps(model, batch)
+        return result.chosen_logps.detach(), result.rejected_logps.detach()
+
+    # ---- metrics ------------------------------------------------------------------------------------
+
+    def _store(self, mode: str, out, batch) -> None:
+        values = torch.tensor(list(out.metrics.values()), device=self.args.device)
+        # The mean over processes of per-process means: equal micro-batches make it the global mean.
+        values = self.accelerator.gather_for_metrics(values.unsqueeze(0)).mean(0).tolist()
+        for key, value in zip(out.metrics, values):
+            self._stored[mode][key].append(value)
+        self._stored[mode]["data/truncated_fraction"].append(batch.num_truncated / max(batch.num_pairs, 1))
+        if mode == "train":
+            for key in TRACKED_DETAILS:
+                if key in out.details:
+                    values = self.accelerator.gather_for_metrics(out.details[key].detach().float()).cpu().tolist()
+                    self.pair_details[key].extend(values)
+                    self.pair_details_steps[key].extend([self.state.global_step] * len(values))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if "loss" in logs else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for key, values in self._stored[mode].items():
+            if values:
+                logs[prefix + key] = sum(values) / len(values)
+        self._stored[mode].clear()
+        if self.adapter.skips.total:
+            logs["data/skipped_records"] = float(self.adapter.skips.total)
+        super().log(logs, start_time)
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.run_config is not None:
+            save_run_config(self.run_config, output_dir or self.args.output_dir)
+
+    def _save_checkpoint(self, model, trial):
+        """Write the checkpoint under a temporary name and rename it when complete, so a crash mid-save
+        never leaves a `checkpoint-N` that resume would pick."""
+        import transformers.trainer as hf_trainer
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial=trial)
+        final = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
+        staging = os.path.join(run_dir, f"tmp-checkpoint-{self.state.global_step}")
+        original_prefix, limit = hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit
+        # Rotation must wait until the new checkpoint is complete, or a crash could leave none.
+        hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = "tmp-checkpoint", None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = original_prefix, limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
