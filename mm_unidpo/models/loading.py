@@ -54,7 +54,9 @@ def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype,
-        llm_int8_skip_modules=list(NOT_QUANTISED),
+        # transformers matches skip entries from the start of a module's full name (or as its exact
+        # suffix), so a bare "vision_tower" would not cover "model.vision_tower.encoder...": use patterns.
+        llm_int8_skip_modules=[rf"(?:.*\.)?{name}" for name in NOT_QUANTISED],
     )
 
 
@@ -85,7 +87,7 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
         return tokenizer
     try:
         return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
-    except (AttributeError, ImportError, ValueError) as error:
+    except (AttributeError, ImportError, OSError, ValueError) as error:
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
         from .processors import load_processor_without_video

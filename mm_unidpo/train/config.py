@@ -7,6 +7,7 @@
     train:  any `transformers.TrainingArguments` field, plus our reference-cache options
 
 Every key is checked: an unknown key or a bad value is an error that names it, at load time.
+A top-level `base: other.yaml` builds on another config (merged recursively; see `read_config`).
 """
 
 from __future__ import annotations
@@ -156,10 +157,60 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` on top of `base`: mappings merge recursively, anything else (lists too) replaces.
+
+    One exception keeps objectives apart: a child `loss` that names another objective replaces the
+    base's `loss` whole, so e.g. Uni-DPO's `eta` never leaks into a DPO baseline's params.
+    """
+    out = dict(base)
+    for key, value in child.items():
+        old = out.get(key)
+        if (key == "loss" and isinstance(old, dict) and isinstance(value, dict)
+                and value.get("name", old.get("name")) != old.get("name")):
+            out[key] = dict(value)
+        elif isinstance(old, dict) and isinstance(value, dict):
+            out[key] = _merge_nested(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _merge_nested(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        old = out.get(key)
+        out[key] = _merge_nested(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML config with its `base:` chain resolved.
+
+    `base: other.yaml` (or a list of files, merged in order) names configs this one builds on; paths
+    are relative to the file that names them. The bases are merged first (`merge_configs`), then this
+    file's own keys on top.
+    """
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ValueError(f"config base cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
-    raw = apply_overrides(raw, overrides or [])
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a mapping of sections")
+    bases = raw.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ValueError(f"{path}: 'base' must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        merged = merge_configs(merged, read_config(path.parent / name, (*_chain, path)))
+    return merge_configs(merged, raw)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    raw = apply_overrides(read_config(path), overrides or [])
     return config_from_dict(raw, source=str(path)).validate()
 
 
@@ -177,10 +228,13 @@ def training_arguments(config: TrainConfig):
     """transformers.TrainingArguments from the `train` section, with defaults suited to preference data."""
     from transformers import TrainingArguments
 
+    accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
+    # transformers 5 renamed gradient_checkpointing_kwargs; use whichever this version has.
+    checkpointing = ("activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in accepted
+                     else "gradient_checkpointing_kwargs")
     args = {"remove_unused_columns": False, "logging_steps": 10, "report_to": "none", "save_strategy": "steps",
-            "save_steps": 500, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+            "save_steps": 500, checkpointing: {"use_reentrant": False}}
     if config.model.dtype == "bfloat16":
         args["bf16"] = True
     args.update(config.train)
-    accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
     return TrainingArguments(**{k: v for k, v in args.items() if k in accepted})
