@@ -25,6 +25,8 @@ import torch
 from mm_unidpo.data.images import DEFAULT_MAX_PIXELS, load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord, SkipReport
 
+from .packed import PackedPairBatch, attention_bias, pack, packed_logps, scored_columns
+
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
@@ -93,9 +95,11 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]] = ()  # config.model_type values this adapter serves
     token_extra_keys: ClassVar[tuple[str, ...]] = ()  # processor outputs that are per token
     pass_position_ids: ClassVar[bool] = True  # False where the model derives positions itself (M-RoPE)
+    supports_shared_prefix: ClassVar[bool] = True  # the packed fast path (see packed.py)
 
     def __init__(self, model: Any, processor: Any, *, max_length: int = 2048, padding_side: str = "right",
-                 max_image_pixels: int | None = DEFAULT_MAX_PIXELS, on_bad_record: str = "error"):
+                 max_image_pixels: int | None = DEFAULT_MAX_PIXELS, on_bad_record: str = "error",
+                 shared_prefix: bool = True):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if on_bad_record not in ("error", "skip"):
@@ -111,6 +115,12 @@ class Adapter:
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.end_token_ids = self._end_token_ids(model)
+        attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+        # Flash-attention kernels take no arbitrary mask: they use the plain layout.
+        self.shared_prefix = shared_prefix and self.supports_shared_prefix and not attn.startswith("flash")
+        self.attn_implementation = attn
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        self.compute_dtype = getattr(getattr(embeddings, "weight", None), "dtype", torch.float32)
 
     @classmethod
     def matches(cls, model: Any) -> bool:
@@ -143,11 +153,12 @@ class Adapter:
         bos = self.tokenizer.bos_token
         return not (bos and text.startswith(bos))
 
-    def stack_vision(self, per_record: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Lay the records' vision tensors out for the 2B rows (chosen rows, then rejected rows)."""
+    def stack_vision(self, per_record: list[dict[str, torch.Tensor]], copies: int = 2) -> dict[str, torch.Tensor]:
+        """Lay the records' vision tensors out for the rows: `copies=2` for the plain layout (chosen rows,
+        then rejected rows), 1 for the packed layout (one row per pair)."""
         keys = {k for v in per_record for k in v}
-        doubled = per_record + per_record
-        return {k: torch.cat([v[k] for v in doubled if k in v], dim=0) for k in sorted(keys)}
+        repeated = per_record * copies
+        return {k: torch.cat([v[k] for v in repeated if k in v], dim=0) for k in sorted(keys)}
 
     def model_inputs(self, batch: PairBatch) -> dict[str, Any]:
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
@@ -218,8 +229,12 @@ class Adapter:
 
     # ---- batching -----------------------------------------------------------------------------------
 
-    def collate(self, records: list[PreferenceRecord | EncodedPair]) -> PairBatch:
+    def collate(self, records: list[PreferenceRecord | EncodedPair]) -> PairBatch | PackedPairBatch:
         encoded, kept = self._encode_all(records)
+        if self.shared_prefix:
+            batch = pack(encoded, self.pad_token_id, self.stack_vision([e.vision for e in encoded], copies=1))
+            batch.kept = kept
+            return batch
         rows = [(e.prompt_ids, e.chosen_ids, e) for e in encoded] + [(e.prompt_ids, e.rejected_ids, e) for e in encoded]
         width = max(len(p) + len(r) for p, r, _ in rows)
         n = len(rows)
@@ -270,11 +285,39 @@ class Adapter:
     def forward_logits(self, model: Any, batch: PairBatch) -> torch.Tensor:
         return model(**self.model_inputs(batch), use_cache=False).logits
 
-    def sequence_logps(self, model: Any, batch: PairBatch) -> SequenceLogps:
+    def packed_position_ids(self, model: Any, batch: PackedPairBatch) -> torch.Tensor:
+        return batch.position_ids
+
+    def packed_inputs(self, model: Any, batch: PackedPairBatch) -> dict[str, Any]:
+        if self.attn_implementation == "sdpa":
+            # sdpa takes a boolean mask (True = attend), which is valid whatever the autocast dtype.
+            mask = attention_bias(batch.segments, torch.float32) == 0
+        else:
+            mask = attention_bias(batch.segments, self.compute_dtype)
+        return {"input_ids": batch.input_ids, "attention_mask": mask,
+                "position_ids": self.packed_position_ids(model, batch), **batch.vision, **batch.token_extras}
+
+    def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
+        if isinstance(batch, PackedPairBatch):
+            keep, chosen_index, rejected_index = scored_columns(batch)
+            logits = model(**self.packed_inputs(model, batch), use_cache=False, logits_to_keep=keep).logits
+            c_sum, c_len, r_sum, r_len = packed_logps(logits, batch, chosen_index, rejected_index)
+            return SequenceLogps(c_sum, r_sum, c_len, r_len)
         logits = self.forward_logits(model, batch)
         sums, counts = response_logps(logits, batch.labels)
         b = batch.num_pairs
         return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
+
+
+def unwrap_model(model: Any) -> Any:
+    """The transformers model under peft / DDP / accelerate wrappers."""
+    while True:
+        if hasattr(model, "get_base_model") and callable(model.get_base_model):
+            model = model.get_base_model()
+        elif hasattr(model, "module") and hasattr(model.module, "config"):  # DDP and similar wrappers
+            model = model.module
+        else:
+            return model
 
 
 def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

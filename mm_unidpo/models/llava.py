@@ -21,18 +21,18 @@ class LlavaNextAdapter(Adapter):
     family = "llava_next"
     model_types = ("llava_next",)
 
-    def stack_vision(self, per_record):
+    def stack_vision(self, per_record, copies: int = 2):
         tiles = [v["pixel_values"] for v in per_record if "pixel_values" in v]
         if not tiles:
             return {}
         most = max(t.shape[1] for t in tiles)
         padded = [torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 0, 0, most - t.shape[1])) for t in tiles]
-        out = {"pixel_values": torch.cat(padded + padded)}
+        out = {"pixel_values": torch.cat(padded * copies)}
         # image_sizes (one row per image) and batch_num_images (one entry per sequence) follow the rows.
         for key in ("image_sizes", "batch_num_images"):
             parts = [v[key] for v in per_record if key in v]
             if parts:
-                out[key] = torch.cat(parts + parts)
+                out[key] = torch.cat(parts * copies)
         return out
 
 

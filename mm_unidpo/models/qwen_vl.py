@@ -9,7 +9,10 @@ mask, so no `position_ids` are passed (passing 1-D ones would silently drop M-Ro
 
 from __future__ import annotations
 
-from .base import Adapter
+import torch
+
+from .base import Adapter, unwrap_model
+from .packed import PAD, PackedPairBatch
 
 
 class Qwen2VLAdapter(Adapter):
@@ -17,6 +20,20 @@ class Qwen2VLAdapter(Adapter):
     model_types = ("qwen2_vl",)
     token_extra_keys = ("mm_token_type_ids", "token_type_ids")
     pass_position_ids = False
+
+    def packed_position_ids(self, model, batch: PackedPairBatch) -> torch.Tensor:
+        """3-D M-RoPE positions for the packed row: the model's own rope index for the prompt (images
+        included), then both responses continue from the same next position, as text (t = h = w)."""
+        p = batch.prompt_length
+        prompt_mask = (batch.segments[:, :p] != PAD).long()
+        extras = {k: v[:, :p] for k, v in batch.token_extras.items() if k == "mm_token_type_ids"}
+        prompt_positions, _ = unwrap_model(model).model.get_rope_index(
+            batch.input_ids[:, :p], image_grid_thw=batch.vision.get("image_grid_thw"), attention_mask=prompt_mask,
+            **extras)
+        next_position = prompt_positions.masked_fill(prompt_mask[None] == 0, -1).amax(dim=(0, 2)) + 1  # (B,)
+        offset = batch.position_ids[:, p:] - prompt_mask.sum(-1, keepdim=True)  # 0, 1, ... in each response
+        responses = (next_position[:, None] + offset).clamp(min=0)
+        return torch.cat([prompt_positions, responses[None].expand(3, -1, -1).to(prompt_positions)], dim=2)
 
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):  # noqa: N801 (the model's own name)
