@@ -32,6 +32,8 @@ class ModelConfig:
     attn_implementation: str | None = "sdpa"
     trust_remote_code: bool = False
     revision: str | None = None
+    # The shared-prefix fast path (one packed row per pair); false = the plain two-row layout.
+    shared_prefix: bool = True
 
 
 @dataclass

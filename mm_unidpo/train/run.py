@@ -55,7 +55,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     set_seed(args.seed)
     model, processor, reference_model = build_models(config, args.gradient_checkpointing)
     adapter = get_adapter(model, processor, family=config.model.family, max_length=config.data.max_length,
-                          on_bad_record=config.data.on_bad_record)
+                          on_bad_record=config.data.on_bad_record, shared_prefix=config.model.shared_prefix)
     train_data = _load_data(config, config.data.train, config.data.split)
     eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split)
 

@@ -1,0 +1,117 @@
+"""The shared-prefix fast path equals the plain two-row path: log-probs, gradients and training curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mm_unidpo.data import PreferenceRecord
+from mm_unidpo.models import get_adapter
+from mm_unidpo.models.packed import CHOSEN, PAD, PROMPT, REJECTED, PackedPairBatch, attention_bias
+from mm_unidpo.testing import available_families, tiny
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO.parent / "shared" / "data" / "images"
+needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"real photos not found at {IMAGES}")
+
+
+def _records(text_only: bool) -> list[PreferenceRecord]:
+    rows = [("<image>\nWhat is in the image?", "An astronaut in a white suit.", "A horse.", "astronaut.png"),
+            ("Describe <image> briefly, with all the detail you can see.", "A cat.",
+             "A dog sleeping on a red sofa next to a window.", "chelsea.png"),
+            ("<image>\nAnd this one?", "A cup of coffee on a table.", "Tea.", "camera.png")]
+    out = []
+    for i, (prompt, chosen, rejected, photo) in enumerate(rows):
+        if text_only:
+            out.append(PreferenceRecord(prompt.replace("<image>", "").strip(), chosen, rejected, id=f"t{i}", index=i))
+        else:
+            out.append(PreferenceRecord(prompt, chosen, rejected, images=[photo], image_root=str(IMAGES),
+                                        id=f"v{i}", index=i))
+    return out
+
+
+FAST_FAMILIES = [f for f in available_families() if f != "llava_orig"]
+
+
+@needs_images
+@pytest.mark.parametrize("family", FAST_FAMILIES)
+def test_fast_path_equals_plain_path_logps_and_gradients(family):
+    model, processor = tiny(family)
+    records = _records(text_only=family == "causal_lm")
+    plain, fast = get_adapter(model, processor, shared_prefix=False), get_adapter(model, processor)
+    assert fast.shared_prefix and isinstance(fast.collate(records), PackedPairBatch)
+
+    def run(adapter):
+        model.zero_grad()
+        out = adapter.sequence_logps(model, adapter.collate(records))
+        (out.chosen_logps.sum() - 0.5 * out.rejected_logps.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    a, grads_a = run(plain)
+    b, grads_b = run(fast)
+    torch.testing.assert_close(b.chosen_logps, a.chosen_logps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b.rejected_logps, a.rejected_logps, rtol=1e-4, atol=1e-4)
+    assert torch.equal(b.chosen_lengths, a.chosen_lengths) and torch.equal(b.rejected_lengths, a.rejected_lengths)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_packed_mask_keeps_the_rejected_span_from_the_chosen_span():
+    segments = torch.tensor([[PAD, PROMPT, PROMPT, CHOSEN, CHOSEN, PAD, REJECTED, REJECTED]])
+    allowed = (attention_bias(segments, torch.float32) == 0)[0, 0]
+    rejected_query = 7
+    assert allowed[rejected_query, [1, 2, 6, 7]].all()  # the prompt and its own span
+    assert not allowed[rejected_query, [0, 3, 4, 5]].any()  # never padding or the chosen span
+    assert allowed[4, [1, 2, 3, 4]].all() and not allowed[4, [0, 5, 6, 7]].any()
+    assert not allowed[3, 4]  # causal inside a span
+    assert allowed[0, 0] and allowed[5, 5]  # padding rows see themselves only: no empty softmax
+
+
+def test_fast_path_scores_only_response_columns():
+    model, processor = tiny("causal_lm")
+    adapter = get_adapter(model, processor)
+    batch = adapter.collate(_records(text_only=True))
+    seen = {}
+
+    def hook(module, args, kwargs, output):
+        seen["logits_columns"] = output.logits.shape[1]
+
+    handle = model.register_forward_hook(hook, with_kwargs=True)
+    adapter.sequence_logps(model, batch)
+    handle.remove()
+    width = batch.input_ids.shape[1]
+    responses = batch.chosen_targets.shape[1] + batch.rejected_targets.shape[1]
+    assert seen["logits_columns"] == responses - 1 < width - batch.prompt_length
+
+
+@needs_images
+def test_training_curves_match_between_fast_and_plain_paths(tmp_path):
+    from mm_unidpo.train.config import config_from_dict
+    from mm_unidpo.train.run import train
+
+    model, processor = tiny("llava")
+    model.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    with open(tmp_path / "data.jsonl", "w") as f:
+        for i, r in enumerate(_records(text_only=False) * 4):
+            f.write(json.dumps({"id": f"r{i}", "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
+                                "images": r.images, "score_chosen": 7.0, "score_rejected": 3.0}) + "\n")
+    curves = {}
+    for shared in (True, False):
+        raw = {"model": {"name_or_path": str(tmp_path / "llava"), "dtype": "float32", "shared_prefix": shared},
+               "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+               "data": {"train": str(tmp_path / "data.jsonl"), "image_root": str(IMAGES)},
+               "loss": {"name": "unidpo"},
+               "train": {"output_dir": str(tmp_path / f"out_{shared}"), "learning_rate": 3e-3, "max_steps": 6,
+                         "per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "no",
+                         "use_cpu": True, "disable_tqdm": True, "seed": 0}}
+        train(config_from_dict(raw).validate())
+        state = json.loads((tmp_path / f"out_{shared}" / "trainer_state.json").read_text())
+        curves[shared] = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(curves[True]) == 6
+    torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)
