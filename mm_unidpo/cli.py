@@ -31,14 +31,48 @@ def _train(args: argparse.Namespace) -> int:
     return train_main(args.rest)
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from mm_unidpo.train.merge import main as merge_main
+
+    return merge_main(args.rest)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from mm_unidpo.train.score import main as score_main
+
+    return score_main(args.rest)
+
+
+EVALUATIONS = {
+    "math": "mm_unidpo.evaluation.math.harness",
+    "lmms": "mm_unidpo.evaluation.lmms.cli",
+}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import importlib
+
+    if not args.rest or args.rest[0] not in EVALUATIONS:
+        print(f"usage: mm-unidpo eval {{{','.join(EVALUATIONS)}}} [options]  (--help on each)")
+        return 2
+    return importlib.import_module(EVALUATIONS[args.rest[0]]).main(args.rest[1:])
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "losses": (_losses, "list the objectives of the loss core and their parameters"),
     "train": (_train, "train with a YAML config: mm-unidpo train CONFIG.yaml [--section.key=value ...]"),
+    "eval": (_eval, "evaluate: mm-unidpo eval math ... | mm-unidpo eval lmms ..."),
     "demo": (_demo, "run the embedded default end to end (see README)"),
+    "merge": (_merge, "merge a LoRA adapter into its 16-bit base for serving: mm-unidpo merge ADAPTER_DIR --out DIR"),
+    "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:  # each subcommand parses its own options, --help included
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return COMMANDS[argv[0]][0](argparse.Namespace(command=argv[0], rest=argv[1:]))
     parser = argparse.ArgumentParser(prog="mm-unidpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():

@@ -22,7 +22,7 @@ from .objectives import Terms, cpo, dpo, hinge, ipo, orpo, rdpo, simpo
 from .pair import PairLogps, validate_and_cast
 from .unidpo import unidpo
 
-__all__ = ["LOSSES", "LossOutput", "Objective", "PairLogps", "preference_loss"]
+__all__ = ["LOSSES", "LossOutput", "Objective", "PairLogps", "needs_reference", "preference_loss"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,12 @@ LOSSES: dict[str, Objective] = {
     "unidpo": Objective(unidpo, needs_reference=True),
     "adadpo": Objective(dpo, needs_reference=True, defaults={"balance": "policy"}),
 }
+
+
+def needs_reference(name: str, params: dict[str, Any] | None = None) -> bool:
+    """Whether objective `name` with `params` reads reference log-probs (ratio-space balance does)."""
+    objective = LOSSES[name]
+    return objective.needs_reference or {**objective.defaults, **(params or {})}.get("balance") == "ratio"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mm_unidpo.losses import needs_reference
 from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained
 
 from .config import LoraSettings, TrainConfig
@@ -84,16 +85,18 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
         **({"revision": m.revision} if m.revision else {}))
     if not config.lora.enabled:
         freeze_vision(model)
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        # A frozen copy only when the objective reads a reference (SimPO, CPO, ORPO do not).
+        reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference(config.loss.name, config.loss.params) else None
         return model, processor, reference
 
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
-    if m.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif gradient_checkpointing:
+    # QLoRA preparation without peft's prepare_model_for_kbit_training: that casts every non-4-bit
+    # weight (embeddings, LM head, the whole vision tower) to float32, ~3.5 GB more on Qwen2-VL-7B, which
+    # is what decides whether a 7B VLM fits on 24 GB. The frozen weights stay in the compute dtype;
+    # LoRA weights are float32 (peft's autocast_adapter_dtype) and the loss is computed in float32.
+    model.requires_grad_(False)
+    if gradient_checkpointing or m.load_in_4bit:
         model.enable_input_require_grads()
     model = get_peft_model(model, lora_config(model, config.lora))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 
 from mm_unidpo.data.records import PreferenceRecord
-from mm_unidpo.losses import PairLogps, preference_loss
+from mm_unidpo.losses import PairLogps, needs_reference, preference_loss
 from mm_unidpo.models.base import Adapter
 
 from .config import save_run_config
@@ -95,9 +95,7 @@ class PreferenceTrainer(Trainer):
         return (out.loss, {"per_pair": out.per_pair}) if return_outputs else out.loss
 
     def _reference(self, model, batch, positions):
-        from mm_unidpo.losses import LOSSES
-
-        if not LOSSES[self.loss_name].needs_reference and self.loss_params.get("balance") != "ratio":
+        if not needs_reference(self.loss_name, self.loss_params):
             return None, None
         if self.reference_logps is not None:
             chosen = self.reference_logps["chosen"][positions].to(self.args.device)
