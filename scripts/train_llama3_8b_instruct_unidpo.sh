@@ -4,8 +4,8 @@
 # One 24 GB GPU: QLoRA instead of the official full fine-tuning, 1 pair per micro-batch instead of 2.
 # Loss settings, data and the global batch of 128 stay; the learning rate goes from 1e-6 to 1e-5
 # because LoRA needs a larger one.
-# Expected peak ~18-20 GB at 2048 tokens (ESTIMATE from parameter counts, not yet measured: NF4 LM
-# linear layers 3.6 GB + fp32 embeddings and LM head 2 x 525M = 4.2 GB + LoRA r=64 with AdamW 2.7 GB
+# Expected peak ~16-18 GB at 2048 tokens (ESTIMATE from parameter counts, not yet measured: NF4 LM
+# linear layers 3.6 GB + bf16 embeddings and LM head 2 x 525M = 2.1 GB + LoRA r=64 with AdamW 2.7 GB
 # + checkpointed activations 1.1 GB + fp32 logits of <= 2 x 2048 response tokens x 128256 vocab,
 # 2.1 GB a copy, 2-3 live).
 #

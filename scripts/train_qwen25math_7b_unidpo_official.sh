@@ -4,8 +4,8 @@
 # One 24 GB GPU: QLoRA instead of the official full fine-tuning, and max length 2048 instead of 4096
 # (at 4096 the estimate is 25-30 GB). Loss settings, data, 2 epochs and the global batch of 128 stay;
 # the learning rate goes from 1e-6 to 1e-5 because LoRA needs a larger one.
-# Expected peak ~18-21 GB at 2048 tokens (ESTIMATE from parameter counts, not yet measured: NF4 LM
-# linear layers 3.4 GB + fp32 embeddings and LM head 2 x 545M = 4.4 GB + LoRA r=64 with AdamW 2.6 GB
+# Expected peak ~16-19 GB at 2048 tokens (ESTIMATE from parameter counts, not yet measured: NF4 LM
+# linear layers 3.4 GB + bf16 embeddings and LM head 2 x 545M = 2.2 GB + LoRA r=64 with AdamW 2.6 GB
 # + checkpointed activations 0.8 GB + fp32 logits of <= 2 x 2048 response tokens x 152064 vocab,
 # 2.5 GB a copy, 2-3 live).
 #
