@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps
+from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps, unwrap_model
 from .causal_lm import CausalLMAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, LlavaOnevisionAdapter
+from .llava_orig import LlavaOrigAdapter
 from .qwen_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
@@ -24,22 +25,12 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2_5_VLAdapter,
     "qwen3_vl": Qwen3VLAdapter,
+    "llava_orig": LlavaOrigAdapter,
     "causal_lm": CausalLMAdapter,
 }
 
 __all__ = ["ADAPTERS", "Adapter", "EncodedPair", "PairBatch", "SequenceLogps", "get_adapter", "response_logps",
            "unwrap_model"]
-
-
-def unwrap_model(model: Any) -> Any:
-    """The transformers model under peft / DDP / accelerate wrappers."""
-    while True:
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):
-            model = model.get_base_model()
-        elif hasattr(model, "module") and isinstance(getattr(model, "module"), object) and hasattr(model.module, "config"):
-            model = model.module
-        else:
-            return model
 
 
 def get_adapter(model: Any, processor: Any, family: str | None = None, **options: Any) -> Adapter:

@@ -115,6 +115,11 @@ class Adapter:
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.end_token_ids = self._end_token_ids(model)
+        # A response must not hold the token the model replaces with image / video features.
+        config = getattr(model, "config", None)
+        self.media_token_ids = {getattr(config, k, None) for k in ("image_token_id", "image_token_index",
+                                                                    "video_token_id", "video_token_index")}
+        self.media_token_ids = {i for i in self.media_token_ids if isinstance(i, int)}
         attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
         # Flash-attention kernels take no arbitrary mask: they use the plain layout.
         self.shared_prefix = shared_prefix and self.supports_shared_prefix and not attn.startswith("flash")
@@ -208,6 +213,11 @@ class Adapter:
                                  f"the prompt takes {len(prompt_ids)} tokens (images included) and max_length is "
                                  f"{self.max_length}: no response token fits")
         chosen, rejected = self._response_ids(chosen_text), self._response_ids(rejected_text)
+        for name, ids in (("chosen", chosen), ("rejected", rejected)):
+            if self.media_token_ids.intersection(ids):
+                raise BadRecordError(record, "placeholder_mismatch",
+                                     f"the {name} response contains the model's image/video token, which the model "
+                                     f"would take for an image slot")
         truncated = len(chosen) > room or len(rejected) > room
         self.stats.encoded += 1
         if truncated:

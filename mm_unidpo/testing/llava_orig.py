@@ -12,7 +12,8 @@ The original code loads its vision tower by name: ``LlavaMetaModel.__init__`` ca
 a real checkpoint (``llava.model.builder.load_pretrained_model``).  The directory is removed at
 interpreter exit, so a saved tiny checkpoint's ``mm_vision_tower`` is only valid in-process.
 
-The processor is :class:`LlavaOrigProcessor`: ``.tokenizer`` (vicuna_v1 chat template, pad =
+The processor is :class:`mm_unidpo.models.llava_orig.LlavaOrigProcessor` (also what
+``load_llava_orig`` builds for real checkpoints): ``.tokenizer`` (vicuna_v1 chat template, pad =
 unk as in LLaVA's training), ``.image_processor`` (the tower's ``CLIPImageProcessor``, PIL
 backend), ``.conv_mode = "vicuna_v1"`` (a key of ``llava.conversation.conv_templates``) and a
 ``__call__`` that does what LLaVA's scripts do (``process_images`` with ``image_aspect_ratio="pad"``
@@ -28,9 +29,10 @@ import functools
 import json
 import shutil
 import tempfile
-from typing import Any
 
 import torch
+
+from mm_unidpo.models.llava_orig import LlavaOrigProcessor
 
 from .tokenizer import tiny_tokenizer
 
@@ -63,58 +65,6 @@ def _vision_tower_dir(vision_config_json: str, seed: int) -> str:
     size = cfg.image_size
     CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(path)
     return path
-
-
-class LlavaOrigProcessor:
-    """Minimal processor for the original LLaVA code (see module doc)."""
-
-    image_token = "<image>"
-
-    def __init__(self, tokenizer, image_processor, model_config, num_image_tokens: int, conv_mode: str = "vicuna_v1"):
-        from llava.constants import IMAGE_TOKEN_INDEX
-
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.model_config = model_config
-        self.num_image_tokens = num_image_tokens
-        self.conv_mode = conv_mode
-        self.image_token_index = IMAGE_TOKEN_INDEX
-        self.chat_template = tokenizer.chat_template
-
-    def apply_chat_template(self, messages, **kwargs):
-        return self.tokenizer.apply_chat_template(messages, **kwargs)
-
-    def process_images(self, images) -> torch.Tensor | list[torch.Tensor]:
-        from llava.mm_utils import process_images
-
-        return process_images([im.convert("RGB") for im in images], self.image_processor, self.model_config)
-
-    def __call__(self, text: str | list[str], images=None, padding: bool = True, return_tensors: str = "pt"):
-        """Tokenize ``text`` (``<image>`` -> -200) and preprocess ``images`` (flat list, in order).
-
-        Returns ``{"input_ids", "attention_mask", "images", "image_sizes"}`` (``images`` and
-        ``image_sizes`` only with images); rows are padded on ``tokenizer.padding_side``.
-        """
-        from llava.mm_utils import tokenizer_image_token
-
-        texts = [text] if isinstance(text, str) else list(text)
-        rows = [tokenizer_image_token(t, self.tokenizer) for t in texts]
-        n_img = sum(t.count(self.image_token) for t in texts)
-        if n_img != (len(images) if images is not None else 0):
-            raise ValueError(f"{n_img} {self.image_token} placeholders but {0 if images is None else len(images)} images")
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            sl = slice(width - len(r), width) if self.tokenizer.padding_side == "left" else slice(0, len(r))
-            ids[i, sl] = torch.tensor(r, dtype=torch.long)
-            mask[i, sl] = 1
-        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-        if images:
-            out["images"] = self.process_images(images)
-            out["image_sizes"] = [im.size for im in images]
-        return out
 
 
 def tiny_llava_orig(seed, attn, padding_side, text_kwargs, clip_vision, overrides):

@@ -1,0 +1,416 @@
+"""The original LLaVA code (``llava-torch``, haotian-liu/LLaVA): ``LlavaLlamaForCausalLM``, config
+``model_type == "llava_llama"``, as in the liuhaotian/llava-v1.5-* checkpoints.
+
+It differs from the transformers LLaVA classes in three ways, all handled here:
+
+* Prompts are rendered with LLaVA's own conversation templates (``llava.conversation.conv_templates``,
+  ``"vicuna_v1"`` for LLaVA-1.5: ``"<system> USER: <image>\\n... ASSISTANT: <answer></s>"``), not a
+  tokenizer chat template (the original checkpoints have none).
+* Each ``<image>`` is ONE token id (``IMAGE_TOKEN_INDEX`` = -200) that the model replaces with
+  ``num_image_tokens`` projected vision features. So the prompt length that counts against
+  ``max_length`` is the *expanded* one, and the logits come over the expanded sequence: they do not
+  line up with ``input_ids``. We splice with the model's own ``prepare_inputs_labels_for_multimodal``
+  (which carries the labels along) and gather the log-probs with the spliced labels.
+* After splicing, LLaVA re-pads on ``config.tokenizer_padding_side`` (whatever side we padded on) and
+  truncates to ``config.tokenizer_model_max_length``. ``max_length`` is capped at that limit, so the
+  spliced sequences always fit and LLaVA never cuts anything (checked on every forward).
+
+Both batch layouts work: the plain two-row one, and the shared-prefix packed one (one row per pair,
+see packed.py), for which LLaVA splices the prompts alone and the packed row is rebuilt from embeddings.
+
+A row without an image in a batch with images gets a zero dummy image, as LLaVA's own training data
+collator does: ``prepare_inputs_labels_for_multimodal`` consumes one image per image-less row (and
+uses none of its features). Only the "pad" / "square" image modes with "flat" feature merging
+(LLaVA-1.5) are supported; LLaVA-1.6 "anyres" checkpoints are refused (use the llava-hf conversion with
+the ``llava_next`` family).
+
+``llava`` is imported only when this family is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+from mm_unidpo.data.images import load_record_images
+from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
+
+from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps, unwrap_model
+from .packed import PAD, PROMPT, PackedPairBatch, attention_bias, packed_logps, scored_columns
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LlavaOrigAdapter", "LlavaOrigProcessor", "load_llava_orig", "num_image_tokens"]
+
+DEFAULT_CONV_MODE = "vicuna_v1"
+
+
+def num_image_tokens(model: Any) -> int:
+    """Vision features one image becomes, from the model's vision tower (no weights needed)."""
+    tower = unwrap_model(model).get_vision_tower()
+    extra = 1 if getattr(tower, "select_feature", "patch") == "cls_patch" else 0
+    return int(tower.num_patches) + extra
+
+
+class LlavaOrigProcessor:
+    """Processor for the original LLaVA code: a tokenizer, the vision tower's ``CLIPImageProcessor`` and
+    the conversation template name (a key of ``llava.conversation.conv_templates``).
+
+    Calling it does what LLaVA's scripts do: ``process_images`` (per ``model_config.image_aspect_ratio``)
+    and ``tokenizer_image_token`` (each ``<image>`` becomes one ``image_token_index`` id, -200).
+    """
+
+    image_token = IMAGE_PLACEHOLDER
+
+    def __init__(self, tokenizer: Any, image_processor: Any, model_config: Any, num_image_tokens: int,
+                 conv_mode: str = DEFAULT_CONV_MODE):
+        from llava.constants import IMAGE_TOKEN_INDEX as llava_index
+
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.model_config = model_config
+        self.num_image_tokens = num_image_tokens
+        self.conv_mode = conv_mode
+        self.image_token_index = llava_index
+        # Real LLaVA tokenizers have no chat template; name the conversation template instead, so that a
+        # fingerprint of the processor's template still changes when the conversation format does.
+        self.chat_template = getattr(tokenizer, "chat_template", None) or \
+            f"llava.conversation.conv_templates[{conv_mode!r}]"
+
+    def apply_chat_template(self, messages, **kwargs):
+        return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def process_images(self, images) -> torch.Tensor | list[torch.Tensor]:
+        from llava.mm_utils import process_images
+
+        return process_images([im.convert("RGB") for im in images], self.image_processor, self.model_config)
+
+    def __call__(self, text: str | list[str], images=None, padding: bool = True, return_tensors: str = "pt"):
+        """Tokenize ``text`` (``<image>`` -> -200) and preprocess ``images`` (flat list, in order).
+
+        Returns ``{"input_ids", "attention_mask", "images", "image_sizes"}`` (``images`` and
+        ``image_sizes`` only with images); rows are padded on ``tokenizer.padding_side``.
+        """
+        from llava.mm_utils import tokenizer_image_token
+
+        texts = [text] if isinstance(text, str) else list(text)
+        rows = [tokenizer_image_token(t, self.tokenizer, self.image_token_index) for t in texts]
+        n_img = sum(t.count(self.image_token) for t in texts)
+        if n_img != (len(images) if images is not None else 0):
+            raise ValueError(f"{n_img} {self.image_token} placeholders but {0 if images is None else len(images)} images")
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            sl = slice(width - len(r), width) if self.tokenizer.padding_side == "left" else slice(0, len(r))
+            ids[i, sl] = torch.tensor(r, dtype=torch.long)
+            mask[i, sl] = 1
+        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if images:
+            out["images"] = self.process_images(images)
+            out["image_sizes"] = [im.size for im in images]
+        return out
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Save the tokenizer and the image processor (the conversation mode is not saved: pass it again)."""
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+
+
+class LlavaOrigAdapter(Adapter):
+    family = "llava_orig"
+    model_types = ("llava_llama",)
+
+    def __init__(self, model: Any, processor: Any, *, conv_mode: str | None = None, **options: Any):
+        super().__init__(model, processor, **options)
+        from llava.constants import IMAGE_TOKEN_INDEX as llava_index
+        from llava.conversation import conv_templates
+
+        config = model.config
+        self.conv_mode = conv_mode or getattr(processor, "conv_mode", None) or DEFAULT_CONV_MODE
+        if self.conv_mode not in conv_templates:
+            raise ValueError(f"unknown LLaVA conversation mode {self.conv_mode!r}; known: {', '.join(conv_templates)}")
+        aspect = getattr(config, "image_aspect_ratio", "square")
+        merge = getattr(config, "mm_patch_merge_type", "flat")
+        if aspect == "anyres" or merge != "flat":
+            raise NotImplementedError(
+                f"llava_orig supports LLaVA-1.5 style checkpoints (image_aspect_ratio 'pad'/'square', "
+                f"mm_patch_merge_type 'flat'); this one has {aspect!r} / {merge!r} (LLaVA-1.6 anyres), whose "
+                f"image token count varies per image. Use its llava-hf conversion with the llava_next family.")
+        self.image_token_index = getattr(processor, "image_token_index", llava_index)
+        self.num_image_tokens = num_image_tokens(model)
+        given = getattr(processor, "num_image_tokens", None)
+        if given is not None and given != self.num_image_tokens:
+            raise ValueError(f"the processor says {given} tokens per image but the model's vision tower makes "
+                             f"{self.num_image_tokens}")
+        self.use_im_start_end = bool(getattr(config, "mm_use_im_start_end", False))
+        limit = getattr(config, "tokenizer_model_max_length", None)
+        if limit is not None and self.max_length > limit:
+            logger.warning("llava_orig: max_length %d is above the model's tokenizer_model_max_length %d, at which "
+                           "LLaVA cuts the spliced sequence; using %d", self.max_length, limit, limit)
+            self.max_length = int(limit)
+
+    # ---- rendering with llava.conversation ------------------------------------------------------------
+
+    def messages(self, record: PreferenceRecord) -> list[Message]:
+        """Chat messages with text content (verbatim for string prompts, as in LLaVA's data files), checked to
+        be what a LLaVA conversation can hold: an optional system message, then user / assistant turns
+        alternating from a user turn and ending with one."""
+        if isinstance(record.prompt, str):
+            return [{"role": "user", "content": record.prompt}]
+        out = [{"role": m.get("role", "user"), "content": _content_text(m.get("content"))} for m in record.prompt]
+        turns = out[1:] if out and out[0]["role"] == "system" else out
+        for i, m in enumerate(turns):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if m["role"] != expected:
+                raise BadRecordError(record, "bad_prompt",
+                                     f"message {i + len(out) - len(turns)} has role {m['role']!r} where the LLaVA "
+                                     f"conversation expects {expected!r} (an optional system message, then user and "
+                                     f"assistant turns alternating, ending with a user turn)")
+        if not turns or turns[-1]["role"] != "user":
+            raise BadRecordError(record, "bad_prompt", "the prompt must end with a user turn")
+        return out
+
+    def render(self, messages: list[Message], response: str | None) -> str:
+        from llava.conversation import conv_templates
+
+        conv = conv_templates[self.conv_mode].copy()
+        for m in messages:
+            text = m["content"] if isinstance(m["content"], str) else _content_text(m["content"])
+            if self.use_im_start_end:
+                from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN
+
+                text = text.replace(IMAGE_PLACEHOLDER, DEFAULT_IM_START_TOKEN + IMAGE_PLACEHOLDER + DEFAULT_IM_END_TOKEN)
+            if m["role"] == "system":
+                conv.system = text
+            else:
+                conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], text)
+        conv.append_message(conv.roles[1], response)
+        return conv.get_prompt()
+
+    # ---- encoding -----------------------------------------------------------------------------------
+
+    def encode(self, record: PreferenceRecord) -> EncodedPair:
+        prompt_text, chosen_text, rejected_text = self.render_pair(record)
+        for name, text in (("chosen", chosen_text), ("rejected", rejected_text)):
+            if IMAGE_PLACEHOLDER in text:
+                raise BadRecordError(record, "placeholder_mismatch",
+                                     f"the {name} response contains {IMAGE_PLACEHOLDER!r}, which LLaVA would replace "
+                                     f"with image features")
+        images = load_record_images(record, max_pixels=self.max_image_pixels) if record.images else []
+        try:
+            out = self.processor(text=[prompt_text], images=images or None)
+        except ValueError as error:
+            raise BadRecordError(record, "placeholder_mismatch", str(error)) from None
+        prompt_ids = out["input_ids"][0].tolist()
+        vision: dict[str, torch.Tensor] = {}
+        if images:
+            pixels = out["images"]
+            if isinstance(pixels, list):  # only "anyres" gives per-image shapes, refused in __init__
+                pixels = torch.stack(pixels)
+            vision = {"images": pixels, "image_sizes": torch.tensor(out["image_sizes"], dtype=torch.long)}
+        n_images = prompt_ids.count(self.image_token_index)
+        prompt_length = len(prompt_ids) + n_images * (self.num_image_tokens - 1)
+        room = self.max_length - prompt_length
+        if room < 1:
+            raise BadRecordError(record, "prompt_too_long",
+                                 f"the prompt takes {prompt_length} tokens ({n_images} image(s) of "
+                                 f"{self.num_image_tokens} tokens included) and max_length is {self.max_length}: "
+                                 f"no response token fits")
+        chosen = self._continuation_ids(prompt_text, prompt_ids, chosen_text)
+        rejected = self._continuation_ids(prompt_text, prompt_ids, rejected_text)
+        truncated = len(chosen) > room or len(rejected) > room
+        self.stats.encoded += 1
+        if truncated:
+            self.stats.truncated += 1
+        return EncodedPair(prompt_ids, chosen[:room], rejected[:room], vision, {}, truncated, record)
+
+    def _continuation_ids(self, prompt_text: str, prompt_ids: list[int], response_text: str) -> list[int]:
+        """The response's tokens as LLaVA's training tokenizes them: the whole conversation at once, minus the
+        prompt's tokens (falls back to tokenizing the response alone if the prompt is not a token prefix)."""
+        from llava.mm_utils import tokenizer_image_token
+
+        full = tokenizer_image_token(prompt_text + response_text, self.tokenizer, self.image_token_index)
+        if full[:len(prompt_ids)] == prompt_ids:
+            ids = list(full[len(prompt_ids):])
+        else:
+            ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
+        if not ids or ids[-1] not in self.end_token_ids:
+            ids = ids + [self.tokenizer.eos_token_id]
+        return ids
+
+    def stack_vision(self, per_record: list[dict[str, torch.Tensor]], copies: int = 2) -> dict[str, torch.Tensor]:
+        """All images of the rows in row order (`copies` rows per record, chosen rows then rejected rows);
+        an image-less row gets one zero image (see module doc)."""
+        with_images = [v for v in per_record if "images" in v]
+        if not with_images:
+            return {}
+        shape = with_images[0]["images"].shape[1:]
+        dtype = with_images[0]["images"].dtype
+        dummy = {"images": torch.zeros((1, *shape), dtype=dtype),
+                 "image_sizes": torch.tensor([[shape[-1], shape[-2]]], dtype=torch.long)}
+        rows = [v if "images" in v else dummy for v in per_record] * copies
+        return {k: torch.cat([v[k] for v in rows]) for k in ("images", "image_sizes")}
+
+    # ---- log-probs ----------------------------------------------------------------------------------
+
+    def spliced_logits(self, model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) over the expanded sequences (image features spliced in, LLaVA's padding)."""
+        base = unwrap_model(model)
+        position_ids = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        images = batch.vision.get("images")
+        if images is None:  # text only: no splicing
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
+                           use_cache=False).logits
+            return logits, batch.labels
+        projector = base.get_model().mm_projector
+        images = images.to(device=batch.input_ids.device, dtype=next(projector.parameters()).dtype)
+        image_sizes = batch.vision["image_sizes"].tolist() if "image_sizes" in batch.vision else None
+        # Passing position_ids makes LLaVA rebuild them for its own padding (None would give arange,
+        # wrong for left-padded rows).
+        _, position_ids, attention_mask, _, inputs_embeds, labels = base.prepare_inputs_labels_for_multimodal(
+            batch.input_ids, position_ids, batch.attention_mask, None, batch.labels, images, image_sizes)
+        logits = model(input_ids=None, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                       position_ids=position_ids, use_cache=False).logits
+        return logits, labels
+
+    def forward_logits(self, model: Any, batch: PairBatch) -> torch.Tensor:
+        raise NotImplementedError("llava_orig logits come over the expanded sequence and do not line up with "
+                                  "batch.input_ids; use spliced_logits(), which returns the matching labels")
+
+    def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
+        if isinstance(batch, PackedPairBatch):
+            return self._packed_logps(model, batch)
+        logits, labels = self.spliced_logits(model, batch)
+        sums, counts = response_logps(logits, labels)
+        expected = (batch.labels != -100).sum(-1).to(counts.device)
+        if not torch.equal(counts, expected):
+            raise RuntimeError(f"LLaVA's splicing changed the number of response tokens ({expected.tolist()} -> "
+                               f"{counts.tolist()}): was the sequence cut at tokenizer_model_max_length?")
+        b = batch.num_pairs
+        return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
+
+    def _packed_logps(self, model: Any, batch: PackedPairBatch) -> SequenceLogps:
+        """The shared-prefix layout (see packed.py) over the expanded prompt: LLaVA splices the image
+        features into the prompts only; the packed row is rebuilt from embeddings with every prompt
+        right-aligned at the new prompt width, the responses after it as packed."""
+        base = unwrap_model(model)
+        embed = base.get_model().embed_tokens
+        p = batch.prompt_length
+        prompt_ids, prompt_mask = batch.input_ids[:, :p], batch.segments[:, :p] != PAD
+        images = batch.vision.get("images")
+        if images is None:
+            prompts = [embed(prompt_ids[i][prompt_mask[i]]) for i in range(batch.num_pairs)]
+        else:
+            projector = base.get_model().mm_projector
+            images = images.to(device=prompt_ids.device, dtype=next(projector.parameters()).dtype)
+            _, _, spliced_mask, _, spliced, _ = base.prepare_inputs_labels_for_multimodal(
+                prompt_ids, None, prompt_mask.long(), None, None, images, None)
+            prompts = [spliced[i][spliced_mask[i].bool()] for i in range(batch.num_pairs)]
+        lengths = torch.tensor([x.shape[0] for x in prompts], device=prompt_ids.device)
+        n_images = (prompt_ids == self.image_token_index).sum(-1)
+        expected = prompt_mask.sum(-1) + n_images * (self.num_image_tokens - 1)
+        if not torch.equal(lengths, expected):
+            raise RuntimeError(f"LLaVA's splicing gave prompts of {lengths.tolist()} positions, expected "
+                               f"{expected.tolist()}: was a prompt cut at tokenizer_model_max_length?")
+        width = int(lengths.max())
+        responses = embed(batch.input_ids[:, p:])
+        inputs_embeds = torch.zeros((batch.num_pairs, width + responses.shape[1], responses.shape[2]),
+                                    dtype=responses.dtype, device=responses.device)
+        segments = torch.full(inputs_embeds.shape[:2], PAD, dtype=batch.segments.dtype, device=responses.device)
+        positions = torch.zeros(inputs_embeds.shape[:2], dtype=batch.position_ids.dtype, device=responses.device)
+        for i, prompt in enumerate(prompts):
+            n = prompt.shape[0]
+            inputs_embeds[i, width - n:width] = prompt
+            segments[i, width - n:width] = PROMPT
+            positions[i, width - n:width] = torch.arange(n, device=responses.device)
+        inputs_embeds[:, width:] = responses
+        segments[:, width:] = batch.segments[:, p:]
+        # responses restart right after their (expanded) prompt, as in their own sequences
+        shift = (lengths - prompt_mask.sum(-1))[:, None]
+        positions[:, width:] = torch.where(batch.segments[:, p:] != PAD, batch.position_ids[:, p:] + shift, 0)
+        if self.attn_implementation == "sdpa":
+            mask = attention_bias(segments, torch.float32) == 0
+        else:
+            mask = attention_bias(segments, self.compute_dtype)
+        # LlavaLlamaForCausalLM.forward takes no logits_to_keep: the LM head runs on every column.
+        logits = model(input_ids=None, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
+                       use_cache=False).logits
+        keep, chosen_index, rejected_index = scored_columns(batch)
+        c_sum, c_len, r_sum, r_len = packed_logps(logits[:, keep + (width - p)], batch, chosen_index, rejected_index)
+        return SequenceLogps(c_sum, r_sum, c_len, r_len)
+
+
+def _content_text(content: Any) -> str:
+    """A message's content as LLaVA text: string content verbatim; parts in order, each image as "<image>\\n"
+    on its own line, text parts concatenated."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    text = ""
+    for part in content:
+        if part.get("type") == "image":
+            if text and not text.endswith("\n"):
+                text += "\n"
+            text += IMAGE_PLACEHOLDER + "\n"
+        elif part.get("type") == "text":
+            text += part.get("text", "")
+    return text
+
+
+_HUB_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies", "subfolder")
+
+
+def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **kwargs: Any) -> tuple[Any, LlavaOrigProcessor]:
+    """(model, processor) for an original LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b), as
+    ``llava.model.builder.load_pretrained_model`` builds them: the tokenizer, ``LlavaLlamaForCausalLM``,
+    the extra image tokens the config asks for, and the CLIP vision tower loaded by LLaVA's own
+    ``load_model()`` (from ``config.mm_vision_tower``) in the projector's dtype and device.
+
+    ``kwargs`` go to ``from_pretrained`` (dtype, use_safetensors, attn_implementation, device_map,
+    quantization_config, revision...); ``trust_remote_code`` is ignored (the LLaVA code is a local package).
+    """
+    from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+    from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    kwargs.pop("trust_remote_code", None)
+    hub = {k: kwargs[k] for k in _HUB_KEYS if k in kwargs}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)
+    try:
+        model = LlavaLlamaForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        if kwargs.get("use_safetensors") and "safetensors" in str(error):
+            raise OSError(f"{name_or_path}: no safetensors weights ({error}). The original LLaVA checkpoints "
+                          f"(liuhaotian/llava-v1.5-*) ship PyTorch pickles only; convert them once, in a trusted "
+                          f"environment, with LlavaLlamaForCausalLM.from_pretrained(path, use_safetensors=False)"
+                          f".save_pretrained(out) (safetensors is the default) and load the converted copy") from error
+        raise
+    config = model.config
+    # As load_pretrained_model: the tokens the checkpoint was trained with (LLaVA-1.5: none).
+    added = []
+    if getattr(config, "mm_use_im_patch_token", True):
+        added.append(DEFAULT_IMAGE_PATCH_TOKEN)
+    if getattr(config, "mm_use_im_start_end", False):
+        added += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
+    if added:
+        tokenizer.add_tokens(added, special_tokens=True)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if tokenizer.pad_token is None:  # LLaVA's v1 training sets pad = unk
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+
+    tower = model.get_vision_tower()
+    if tower is None:
+        raise ValueError(f"{name_or_path}: the config names no vision tower (mm_vision_tower)")
+    if not tower.is_loaded:
+        tower.load_model(device_map=kwargs.get("device_map"))
+    projector = next(model.get_model().mm_projector.parameters())
+    tower.to(device=projector.device, dtype=projector.dtype)
+    processor = LlavaOrigProcessor(tokenizer, tower.image_processor, config, num_image_tokens(model), conv_mode)
+    return model, processor
