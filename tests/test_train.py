@@ -289,6 +289,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(workdir,
                    capture_output=True, cwd=REPO)
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                 str(REPO / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
+                "--mixed_precision", "no",  # the shipped config says bf16 (GPUs); the 1-process run is fp32
                 "-m", "mm_unidpo.cli", "train", str(_write_config(two, workdir / "ddp2.yaml"))]
     if not (REPO / "configs" / "accelerate" / "ddp.yaml").is_file():
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
