@@ -25,7 +25,7 @@ import torch
 from mm_unidpo.data.images import DEFAULT_MAX_PIXELS, load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord, SkipReport
 
-from .packed import PackedPairBatch, attention_bias, pack, packed_logps, scored_columns
+from .packed import PackedPairBatch, attention_allowed, attention_bias, pack, packed_logps, scored_columns
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -301,7 +301,7 @@ class Adapter:
     def packed_inputs(self, model: Any, batch: PackedPairBatch) -> dict[str, Any]:
         if self.attn_implementation == "sdpa":
             # sdpa takes a boolean mask (True = attend), which is valid whatever the autocast dtype.
-            mask = attention_bias(batch.segments, torch.float32) == 0
+            mask = attention_allowed(batch.segments)
         else:
             mask = attention_bias(batch.segments, self.compute_dtype)
         return {"input_ids": batch.input_ids, "attention_mask": mask,

@@ -39,7 +39,7 @@ from mm_unidpo.data.images import load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
 
 from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps, unwrap_model
-from .packed import PAD, PROMPT, PackedPairBatch, attention_bias, packed_logps, scored_columns
+from .packed import PAD, PROMPT, PackedPairBatch, attention_allowed, attention_bias, packed_logps, scored_columns
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class LlavaOrigAdapter(Adapter):
         shift = (lengths - prompt_mask.sum(-1))[:, None]
         positions[:, width:] = torch.where(batch.segments[:, p:] != PAD, batch.position_ids[:, p:] + shift, 0)
         if self.attn_implementation == "sdpa":
-            mask = attention_bias(segments, torch.float32) == 0
+            mask = attention_allowed(segments)
         else:
             mask = attention_bias(segments, self.compute_dtype)
         # LlavaLlamaForCausalLM.forward takes no logits_to_keep: the LM head runs on every column.

@@ -104,17 +104,21 @@ def pack(encoded: list, pad_token_id: int, vision: dict[str, torch.Tensor]) -> P
         num_truncated=sum(e.truncated for e in encoded))
 
 
-def attention_bias(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, T, T) additive mask: causal, real keys only, and a response sees the prompt and itself."""
+def attention_allowed(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) boolean mask, True = attend: causal, real keys only, a response sees the prompt and itself."""
     t = segments.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
     q, k = segments[:, :, None], segments[:, None, :]
     allowed = causal & (k != PAD) & ((k == PROMPT) | (k == q))
     # A padding query attends to itself only, so no row of the softmax is empty (which would give NaN).
     allowed = allowed | torch.eye(t, dtype=torch.bool, device=segments.device)
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
-    bias.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return bias[:, None]
+    return allowed[:, None]
+
+
+def attention_bias(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The same mask as an additive bias (0 / most negative), for attention implementations that add it."""
+    allowed = attention_allowed(segments)
+    return torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def scored_columns(batch: PackedPairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
