@@ -60,8 +60,14 @@ STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", 
 
 
 @functools.lru_cache(maxsize=None)
-def base_tokenizer_json() -> str:
-    """Train the byte-level BPE (once per process) and return it serialized."""
+def base_tokenizer_json(corpus: str | None = None) -> str:
+    """Train the byte-level BPE (once per process and corpus) and return it serialized.
+
+    ``corpus`` (optional text, one example per line) is trained on together with the built-in corpus
+    and weighted up, so that its words become whole tokens; the vocabulary size stays
+    ``BASE_VOCAB_SIZE``, so special-token ids are the same as without it and a tiny model built for
+    the default tokenizer fits this one too.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -74,7 +80,12 @@ def base_tokenizer_json() -> str:
         special_tokens=[],
     )
     lines = _CORPUS.splitlines() * 3
+    if corpus:
+        lines = [line for line in corpus.splitlines() if line.strip()] * 20 + lines
     tok.train_from_iterator(lines, trainer=trainer, length=len(lines))
+    if tok.get_vocab_size() != BASE_VOCAB_SIZE:
+        raise ValueError(f"the BPE vocabulary has {tok.get_vocab_size()} tokens, not {BASE_VOCAB_SIZE}: "
+                         "special-token ids would move")
     return tok.to_str()
 
 
@@ -227,8 +238,12 @@ _SPECS: dict[str, dict] = {
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)
 
 
-def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right"):
+def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right",
+                   corpus: str | None = None):
     """Build a ``PreTrainedTokenizerFast`` for one chat-template ``style`` (see module doc).
+
+    ``corpus``: extra training text whose words should be single tokens (see :func:`base_tokenizer_json`);
+    special-token ids do not change with it.
 
     Special tokens get ids after the ``BASE_VOCAB_SIZE`` BPE ids, in the listed order; roles
     (``bos_token`` / ``eos_token`` / ``pad_token`` / ``unk_token``) and named extra tokens
@@ -240,7 +255,7 @@ def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str =
     if style not in _SPECS:
         raise ValueError(f"unknown tokenizer style {style!r}; choose one of {STYLES}")
     spec = _SPECS[style]
-    tok = Tokenizer.from_str(base_tokenizer_json())
+    tok = Tokenizer.from_str(base_tokenizer_json(corpus))
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec["specials"]])
     if spec["add_bos"]:
         bos = spec["roles"]["bos"]
