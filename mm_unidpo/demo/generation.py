@@ -6,24 +6,14 @@ processor with left padding, so every row continues from its own last token.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mm_unidpo.evaluation.math.generate import left_padding
 from mm_unidpo.models import get_adapter
-
-
-@contextmanager
-def _left_padding(tokenizer: Any) -> Iterator[None]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side
 
 
 @torch.no_grad()
@@ -43,7 +33,7 @@ def generate(model: Any, processor: Any, prompts: list[str], images: list[Image.
                 else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None})
     out: list[list[str]] = []
     rows = range(0, len(prompts), batch_size)
-    with _left_padding(tokenizer):
+    with left_padding(tokenizer):
         for start in tqdm(rows, desc=desc, unit="batch", disable=desc is None, leave=False):
             chunk = prompts[start:start + batch_size]
             texts = [adapter.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],

@@ -39,7 +39,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 @contextmanager
-def _left_padding(tokenizer: Any) -> Iterator[None]:
+def left_padding(tokenizer: Any) -> Iterator[None]:
     """Decoder-only models need left padding so every row's last position is a real token."""
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -73,7 +73,7 @@ class HFGenerator:
         import torch
 
         tok = self.tokenizer
-        with _left_padding(tok):
+        with left_padding(tok):
             enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in enc.items()}
