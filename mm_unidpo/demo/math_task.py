@@ -15,6 +15,7 @@ import glob
 import importlib.util
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,6 +127,10 @@ def build_pairs(model: Any, tokenizer: Any, problems: list[Problem], config: Mat
     samples = solve(model, tokenizer, problems, config, samples=config.samples, seed=seed, desc="sampling solutions")
     records, ties, scores = [], 0, []
     for k, (problem, options) in enumerate(zip(problems, samples)):
+        options = [o for o in options if o.strip()]  # an empty response is not valid in our data format
+        if not options:
+            ties += 1
+            continue
         values = [solution_score(o, problem.answer) for o in options]
         scores += values
         best, worst = int(np.argmax(values)), int(np.argmin(values))
@@ -164,6 +169,7 @@ def run_seed(config: MathConfig, seed: int, out: Path, checkpoint: Path) -> dict
         overrides = [f"--model.name_or_path={checkpoint}", f"--data.train={pref['path']}",
                      f"--train.output_dir={out / method}", f"--reference.cache_dir={out / 'work' / 'reference_cache'}",
                      f"--train.seed={seed}", f"--train.data_seed={seed}", *config.train_overrides]
+        shutil.rmtree(out / method, ignore_errors=True)  # no stale logs or adapters from an earlier run
         with log_stdout_to(out / method / "trainer_stdout.log"):
             summary = train(load_config(CONFIG_DIR / f"math_{method}.yaml", overrides))
         model, tokenizer = _load(checkpoint, summary["final_dir"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,6 +133,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, 
                      f"--train.output_dir={out / method}", f"--reference.cache_dir={work / 'reference_cache'}",
                      f"--train.seed={seed}", f"--train.data_seed={seed}", *config.train_overrides]
         train_config = load_config(CONFIG_DIR / f"{method}.yaml", overrides)
+        shutil.rmtree(out / method, ignore_errors=True)  # no stale logs or adapters from an earlier run
         with log_stdout_to(out / method / "trainer_stdout.log"):
             summary = train(train_config)
         runs[method] = {"global_step": summary["global_step"], "train_loss": summary["train_loss"],

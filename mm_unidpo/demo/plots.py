@@ -42,9 +42,11 @@ def _grouped(ax, groups: list[str], methods: list[str], values, errors, labels: 
         offset = x + (j - (len(methods) - 1) / 2) * width
         bars = ax.bar(offset, values[j], width * 0.92, color=COLOURS.get(m, "#999"), label=labels.get(m, m),
                       yerr=errors[j] if errors is not None else None, capsize=2, error_kw={"lw": 0.8})
-        for bar, v in zip(bars, values[j]):
+        spreads = errors[j] if errors is not None else [0.0] * len(values[j])
+        for bar, v, e in zip(bars, values[j], spreads):
             if np.isfinite(v):
-                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), fmt.format(v), ha="center",
+                top = bar.get_height() + (e if np.isfinite(e) else 0.0)  # above the error bar
+                ax.text(bar.get_x() + bar.get_width() / 2, top + 0.01, fmt.format(v), ha="center",
                         va="bottom", fontsize=6.5, rotation=90 if len(methods) > 3 and len(groups) > 1 else 0)
     ax.set_xticks(x, groups)
     ax.grid(axis="y", alpha=0.3)

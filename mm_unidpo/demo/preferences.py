@@ -29,6 +29,7 @@ class PreferenceStats:
     samples_per_image: int = 0
     caption_pairs: int = 0
     caption_ties: int = 0  # images whose samples all scored the same: no pair
+    empty_samples: int = 0  # sampled captions that were empty (dropped before pairing)
     yes_no_pairs: int = 0
     mean_sample_score: float = 0.0
     mean_chosen_score: float = 0.0
@@ -62,6 +63,12 @@ def build_preferences(model: Any, processor: Any, scenes: list[Scene], work_dir:
     all_scores, hallucinating = [], 0
     for scene, path, options in zip(scenes, files, captions):
         truth = _truth(scene)
+        # An empty sample (end of turn at once) cannot be a response in our data format: dropped, counted.
+        stats.empty_samples += sum(not c.strip() for c in options)
+        options = [c for c in options if c.strip()]
+        if not options:
+            stats.caption_ties += 1
+            continue
         scores = [caption_score(c, truth) for c in options]
         all_scores += scores
         hallucinating += sum(_hallucinates(c, scene) for c in options)

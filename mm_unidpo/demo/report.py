@@ -235,7 +235,8 @@ def _markdown(mean: dict[str, Any], std: dict[str, Any], per_seed: list[dict[str
         f"**Preference data** (`{Path(pref['path']).name}`, our JSONL format). {pref['samples_per_image']} captions "
         f"sampled at temperature {cfg['temperature']} per image, scored 0-10 by the rule judge "
         "(`mm_unidpo.demo.judge:score_response`), best vs worst: "
-        f"{pref['caption_pairs']} caption pairs ({pref['caption_ties']} images skipped: all samples tied); "
+        f"{pref['caption_pairs']} caption pairs ({pref['caption_ties']} images skipped: all samples tied"
+        + (f"; {pref['empty_samples']} empty samples dropped" if pref.get("empty_samples") else "") + "); "
         f"{pref['hallucinating_samples']:.0%} of the samples hallucinate; mean score chosen "
         f"{pref['mean_chosen_score']:.2f}, rejected {pref['mean_rejected_score']:.2f}. Plus {pref['yes_no_pairs']} "
         "yes/no pairs on the same images (the correct answer chosen).", "",
