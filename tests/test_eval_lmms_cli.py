@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -182,3 +183,48 @@ def test_our_cli_runs_and_summarizes(checkpoints, offline, tmp_path, monkeypatch
     # a failing evaluation is an exit status, not only a log line
     assert main(["--pretrained", str(tmp_path / "missing"), "--tasks", "mm_pope_sample", "--output-path",
                  str(tmp_path / "bad"), "--verbosity", "ERROR"]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llava") is None, reason="needs llava-torch")
+def test_llava_orig_checkpoint_and_adapter_through_lmms_eval(offline, tmp_path):
+    """The original LLaVA code: a checkpoint on disk + a LoRA adapter, by name through lmms-eval's evaluator
+    (our CLI), and the adapter applied (log-likelihoods equal the in-memory peft model's)."""
+    from peft import LoraConfig, get_peft_model
+
+    from mm_unidpo.evaluation.lmms.cli import main
+    from mm_unidpo.evaluation.lmms.model import MMUniDPO
+
+    model, processor = tiny("llava_orig", seed=0)
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    torch.manual_seed(1)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=r"model\.layers\.\d+\.self_attn\.(q_proj|v_proj)",
+                        init_lora_weights=False)
+    peft_model = get_peft_model(model, config).eval()
+    peft_model.save_pretrained(adapter)
+
+    image = [Image.open(IMAGE).convert("RGB")]
+    items = [("Is there a circle in the image?", " Yes", image), ("Say hi.", " Hi", [])]
+    plain = MMUniDPO(pretrained=str(base), device="cpu")
+    tuned = MMUniDPO(pretrained=str(base), adapter=str(adapter), device="cpu", batch_size=2)
+    in_memory = MMUniDPO(model=peft_model, processor=processor, device="cpu")
+    assert plain.family == tuned.family == "llava_orig"
+    ll_plain, ll_tuned = plain.loglikelihoods(items), tuned.loglikelihoods(items)
+    assert all(abs(a[0] - b[0]) > 1e-3 for a, b in zip(ll_plain, ll_tuned))
+    assert [x[0] for x in ll_tuned] == pytest.approx([x[0] for x in in_memory.loglikelihoods(items)], abs=1e-4)
+
+    out = tmp_path / "out"
+    assert main(["--pretrained", str(base), "--adapter", str(adapter), "--tasks", "mm_pope_sample,mm_chair_sample",
+                 "--output-path", str(out), "--device", "cpu", "--batch-size", "4", "--log-samples",
+                 "--verbosity", "WARNING"]) == 0
+    pope = _samples(out, "mm_pope_sample")
+    assert len(pope) == 8 and all(isinstance(s["filtered_resps"], str) for s in pope)
+    # what lmms-eval logged is what the model class generates for that prompt and image
+    docs = [json.loads(line) for line in (EVAL_DIR / "data" / "pope_sample.jsonl").read_text().splitlines()]
+    sample = pope[0]
+    image = Image.open(EVAL_DIR / "data" / docs[sample["doc_id"]]["image"]).convert("RGB")
+    again = tuned.generate([sample["input"]], [[image]], {"max_new_tokens": 8, "temperature": 0, "until": ["\n\n"]})
+    assert sample["filtered_resps"].strip() == again[0].strip()
+    assert (out / "summary.md").is_file()

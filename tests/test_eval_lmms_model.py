@@ -16,7 +16,7 @@ from mm_unidpo.evaluation.lmms.model import MMUniDPO  # noqa: E402
 from mm_unidpo.testing import available_families, tiny  # noqa: E402
 
 EVAL_DATA = os.path.join(os.path.dirname(__file__), "..", "eval", "data", "images")
-FAMILIES = [f for f in ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = [f for f in ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
             if f in available_families()]
 
 
@@ -61,7 +61,7 @@ def test_loglikelihood_is_the_sum_of_token_logprobs_and_greedy_flag(family):
     img = [_image(1)]
     prompt = lm.render("Is there a circle?", 1)
     inputs = lm.processor(text=[prompt], images=img, return_tensors="pt",
-                          add_special_tokens=lm._needs_special_tokens(prompt))
+                          add_special_tokens=lm.adapter._needs_special_tokens(prompt))
     with torch.no_grad():
         out = lm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lm.pad_token_id,
                                 eos_token_id=[-1])
@@ -155,11 +155,59 @@ def test_video_visuals_are_refused():
         lm.generate_until([req])
 
 
-@pytest.mark.skipif("llava_orig" not in available_families(), reason="needs llava-torch")
-def test_llava_orig_is_refused_clearly():
-    model, processor = tiny("llava_orig")
-    with pytest.raises(NotImplementedError, match="llava_orig"):
+def test_text_only_models_are_refused_clearly():
+    model, processor = tiny("causal_lm")
+    with pytest.raises(NotImplementedError, match="causal_lm.*eval math"):
         MMUniDPO(model=model, processor=processor, device="cpu")
+
+
+@pytest.mark.skipif("llava_orig" not in available_families(), reason="needs llava-torch")
+def test_llava_orig_against_llavas_own_code():
+    """The original LLaVA code, run the way its own scripts run it (one prompt at a time, conversation
+    template, ``tokenizer_image_token``, ``model.generate(inputs, images, image_sizes)`` / ``model(...)``),
+    gives what our batched, left-padded generation and log-likelihoods give."""
+    from llava.conversation import conv_templates
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    lm = _lm("llava_orig", batch_size=3)
+    assert lm.family == "llava_orig"
+    model, tok, image_processor = lm.model, lm.tokenizer, lm.processor.image_processor
+    contexts = ["Is there a circle in the image?", "Describe <image> and <image> briefly.", "Say hello."]
+    images = [[_image(1)], [_image(2), _image(3)], []]
+
+    def llava_prompt(context: str, n_images: int) -> str:
+        conv = conv_templates["vicuna_v1"].copy()
+        text = context if "<image>" in context else "<image>\n" * n_images + context  # as llava/eval/*.py
+        conv.append_message(conv.roles[0], text)
+        conv.append_message(conv.roles[1], None)
+        return conv.get_prompt()
+
+    def llava_inputs(context: str, imgs: list) -> dict:
+        ids = torch.tensor([tokenizer_image_token(llava_prompt(context, len(imgs)), tok, -200)])
+        extra = {"images": process_images(imgs, image_processor, model.config), "image_sizes": [im.size for im in imgs]} \
+            if imgs else {}
+        return {"ids": ids, **extra}
+
+    assert lm.render(contexts[0], 1) == llava_prompt(contexts[0], 1)
+    ours = lm.generate(contexts, images, {"max_new_tokens": 5, "temperature": 0})
+    for context, imgs, text in zip(contexts, images, ours):
+        inputs = llava_inputs(context, imgs)
+        with torch.no_grad():
+            out = model.generate(inputs=inputs["ids"], images=inputs.get("images"), image_sizes=inputs.get("image_sizes"),
+                                 max_new_tokens=5, do_sample=False, eos_token_id=sorted(lm.adapter.end_token_ids),
+                                 pad_token_id=lm.pad_token_id)
+        assert text == tok.decode(out[0], skip_special_tokens=True)
+
+    items = [(contexts[0], " Yes", images[0]), (contexts[1], " a blue square", images[1]), (contexts[2], " Hi!", images[2])]
+    for (context, continuation, imgs), (logp, _) in zip(items, lm.loglikelihoods(items)):
+        inputs = llava_inputs(context, imgs)
+        cont = lm._continuation_ids(llava_prompt(context, len(imgs)), continuation)
+        ids = torch.cat([inputs["ids"], torch.tensor([cont])], dim=1)
+        with torch.no_grad():
+            logits = model(input_ids=ids, images=inputs.get("images"), image_sizes=inputs.get("image_sizes")).logits
+        start = logits.shape[1] - len(cont) - 1  # the expanded prompt's last position predicts the first token
+        by_hand = sum(torch.log_softmax(logits[0, start + j], -1)[t].item() for j, t in enumerate(cont))
+        assert logp == pytest.approx(by_hand, abs=1e-4)
 
 
 def test_arguments_checked():

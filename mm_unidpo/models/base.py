@@ -295,6 +295,29 @@ class Adapter:
     def forward_logits(self, model: Any, batch: PairBatch) -> torch.Tensor:
         return model(**self.model_inputs(batch), use_cache=False).logits
 
+    def logits_and_labels(self, model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the plain layout and the labels they line up with (a family whose model changes the
+        sequence, e.g. by splicing in image features, returns the labels moved along)."""
+        return self.forward_logits(model, batch), batch.labels
+
+    # ---- generation (evaluation, on-policy sampling) ------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None,
+                 **settings: Any) -> torch.Tensor:
+        """New token ids continuing each rendered prompt (`images`: one list of PIL images per prompt),
+        ``num_return_sequences`` rows per prompt, padded after the end token. Rows are padded on the left,
+        so every row continues from its own last token; `settings` go to ``model.generate``."""
+        flat = [image for row in images for image in row]
+        extra = {"images": flat} if flat else {}
+        inputs = self.processor(text=prompts, padding=True, padding_side="left", return_tensors="pt",
+                                add_special_tokens=self._needs_special_tokens(prompts[0]), **extra)
+        inputs = _to_model(dict(inputs), model, device)
+        settings.setdefault("pad_token_id", self.pad_token_id)
+        settings.setdefault("eos_token_id", sorted(self.end_token_ids))
+        out = model.generate(**inputs, **settings)
+        return out[:, inputs["input_ids"].shape[1]:]
+
     def packed_position_ids(self, model: Any, batch: PackedPairBatch) -> torch.Tensor:
         return batch.position_ids
 
@@ -328,6 +351,20 @@ def unwrap_model(model: Any) -> Any:
             model = model.module
         else:
             return model
+
+
+def _to_model(inputs: dict[str, Any], model: Any, device: Any = None) -> dict[str, Any]:
+    """Tensors onto `device` (default: the model's), floating ones in the model's dtype."""
+    device = device if device is not None else getattr(model, "device", None)
+    dtype = getattr(model, "dtype", None)
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device)
+            if value.is_floating_point() and dtype is not None and dtype.is_floating_point:
+                value = value.to(dtype)
+        out[key] = value
+    return out
 
 
 def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,8 @@ the ``llava_next`` family).
 from __future__ import annotations
 
 import logging
-import os
+from contextlib import contextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -38,87 +39,13 @@ import torch
 from mm_unidpo.data.images import load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
 
-from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps, unwrap_model
+from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, _to_model, response_logps, unwrap_model
+from .llava_orig_processor import DEFAULT_CONV_MODE, LlavaOrigProcessor, load_llava_orig, num_image_tokens
 from .packed import PAD, PROMPT, PackedPairBatch, attention_allowed, attention_bias, packed_logps, scored_columns
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LlavaOrigAdapter", "LlavaOrigProcessor", "load_llava_orig", "num_image_tokens"]
-
-DEFAULT_CONV_MODE = "vicuna_v1"
-
-
-def num_image_tokens(model: Any) -> int:
-    """Vision features one image becomes, from the model's vision tower (no weights needed)."""
-    tower = unwrap_model(model).get_vision_tower()
-    extra = 1 if getattr(tower, "select_feature", "patch") == "cls_patch" else 0
-    return int(tower.num_patches) + extra
-
-
-class LlavaOrigProcessor:
-    """Processor for the original LLaVA code: a tokenizer, the vision tower's ``CLIPImageProcessor`` and
-    the conversation template name (a key of ``llava.conversation.conv_templates``).
-
-    Calling it does what LLaVA's scripts do: ``process_images`` (per ``model_config.image_aspect_ratio``)
-    and ``tokenizer_image_token`` (each ``<image>`` becomes one ``image_token_index`` id, -200).
-    """
-
-    image_token = IMAGE_PLACEHOLDER
-
-    def __init__(self, tokenizer: Any, image_processor: Any, model_config: Any, num_image_tokens: int,
-                 conv_mode: str = DEFAULT_CONV_MODE):
-        from llava.constants import IMAGE_TOKEN_INDEX as llava_index
-
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.model_config = model_config
-        self.num_image_tokens = num_image_tokens
-        self.conv_mode = conv_mode
-        self.image_token_index = llava_index
-        # Real LLaVA tokenizers have no chat template; name the conversation template instead, so that a
-        # fingerprint of the processor's template still changes when the conversation format does.
-        self.chat_template = getattr(tokenizer, "chat_template", None) or \
-            f"llava.conversation.conv_templates[{conv_mode!r}]"
-
-    def apply_chat_template(self, messages, **kwargs):
-        return self.tokenizer.apply_chat_template(messages, **kwargs)
-
-    def process_images(self, images) -> torch.Tensor | list[torch.Tensor]:
-        from llava.mm_utils import process_images
-
-        return process_images([im.convert("RGB") for im in images], self.image_processor, self.model_config)
-
-    def __call__(self, text: str | list[str], images=None, padding: bool = True, return_tensors: str = "pt"):
-        """Tokenize ``text`` (``<image>`` -> -200) and preprocess ``images`` (flat list, in order).
-
-        Returns ``{"input_ids", "attention_mask", "images", "image_sizes"}`` (``images`` and
-        ``image_sizes`` only with images); rows are padded on ``tokenizer.padding_side``.
-        """
-        from llava.mm_utils import tokenizer_image_token
-
-        texts = [text] if isinstance(text, str) else list(text)
-        rows = [tokenizer_image_token(t, self.tokenizer, self.image_token_index) for t in texts]
-        n_img = sum(t.count(self.image_token) for t in texts)
-        if n_img != (len(images) if images is not None else 0):
-            raise ValueError(f"{n_img} {self.image_token} placeholders but {0 if images is None else len(images)} images")
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            sl = slice(width - len(r), width) if self.tokenizer.padding_side == "left" else slice(0, len(r))
-            ids[i, sl] = torch.tensor(r, dtype=torch.long)
-            mask[i, sl] = 1
-        out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-        if images:
-            out["images"] = self.process_images(images)
-            out["image_sizes"] = [im.size for im in images]
-        return out
-
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Save the tokenizer and the image processor (the conversation mode is not saved: pass it again)."""
-        self.tokenizer.save_pretrained(path)
-        self.image_processor.save_pretrained(path)
 
 
 class LlavaOrigAdapter(Adapter):
@@ -203,16 +130,9 @@ class LlavaOrigAdapter(Adapter):
                                      f"with image features")
         images = load_record_images(record, max_pixels=self.max_image_pixels) if record.images else []
         try:
-            out = self.processor(text=[prompt_text], images=images or None)
+            prompt_ids, vision, _ = self.tokenize_prompt(prompt_text, images, record)
         except ValueError as error:
             raise BadRecordError(record, "placeholder_mismatch", str(error)) from None
-        prompt_ids = out["input_ids"][0].tolist()
-        vision: dict[str, torch.Tensor] = {}
-        if images:
-            pixels = out["images"]
-            if isinstance(pixels, list):  # only "anyres" gives per-image shapes, refused in __init__
-                pixels = torch.stack(pixels)
-            vision = {"images": pixels, "image_sizes": torch.tensor(out["image_sizes"], dtype=torch.long)}
         n_images = prompt_ids.count(self.image_token_index)
         prompt_length = len(prompt_ids) + n_images * (self.num_image_tokens - 1)
         room = self.max_length - prompt_length
@@ -228,6 +148,18 @@ class LlavaOrigAdapter(Adapter):
         if truncated:
             self.stats.truncated += 1
         return EncodedPair(prompt_ids, chosen[:room], rejected[:room], vision, {}, truncated, record)
+
+    def tokenize_prompt(self, text: str, images: list, record: PreferenceRecord | None = None
+                        ) -> tuple[list[int], dict, dict]:
+        """Prompt ids (each ``<image>`` one id, -200) and ``{"images", "image_sizes"}`` for its images."""
+        out = self.processor(text=[text], images=images or None)
+        vision: dict[str, torch.Tensor] = {}
+        if images:
+            pixels = out["images"]
+            if isinstance(pixels, list):  # only "anyres" gives per-image shapes, refused in __init__
+                pixels = torch.stack(pixels)
+            vision = {"images": pixels, "image_sizes": torch.tensor(out["image_sizes"], dtype=torch.long)}
+        return out["input_ids"][0].tolist(), vision, {}
 
     def _continuation_ids(self, prompt_text: str, prompt_ids: list[int], response_text: str) -> list[int]:
         """The response's tokens as LLaVA's training tokenizes them: the whole conversation at once, minus the
@@ -281,6 +213,47 @@ class LlavaOrigAdapter(Adapter):
     def forward_logits(self, model: Any, batch: PairBatch) -> torch.Tensor:
         raise NotImplementedError("llava_orig logits come over the expanded sequence and do not line up with "
                                   "batch.input_ids; use spliced_logits(), which returns the matching labels")
+
+    def logits_and_labels(self, model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.spliced_logits(model, batch)
+
+    @torch.no_grad()
+    def generate(self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None,
+                 **settings: Any) -> torch.Tensor:
+        """As :meth:`Adapter.generate`, through LLaVA's own ``generate(inputs, images, image_sizes)``, which
+        splices the image features in and decodes from embeddings (so it returns the new tokens only).
+        Rows without an image in a batch with images get LLaVA's zero dummy image (see module doc)."""
+        per_row = [self.tokenize_prompt(text, row) for text, row in zip(prompts, images)]
+        lengths = [len(ids) + ids.count(self.image_token_index) * (self.num_image_tokens - 1) for ids, _, _ in per_row]
+        base = unwrap_model(model)
+        limit = getattr(base.config, "tokenizer_model_max_length", None)
+        if limit is not None and max(lengths) > limit:
+            row = max(range(len(lengths)), key=lengths.__getitem__)
+            raise ValueError(f"prompt {row} takes {lengths[row]} positions with its image features and LLaVA cuts "
+                             f"at tokenizer_model_max_length={limit}: shorten it")
+        width = max(len(ids) for ids, _, _ in per_row)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, (ids, _, _) in enumerate(per_row):
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            attention_mask[i, width - len(ids):] = 1
+        inputs = {"inputs": input_ids, "attention_mask": attention_mask,
+                  **self.stack_vision([vision for _, vision, _ in per_row], copies=1)}
+        inputs = _to_model(inputs, model, device)
+        if "image_sizes" in inputs:
+            inputs["image_sizes"] = inputs["image_sizes"].tolist()
+        settings.setdefault("pad_token_id", self.pad_token_id)
+        settings.setdefault("eos_token_id", sorted(self.end_token_ids))
+        if settings.get("stop_strings"):
+            # LLaVA's forward takes no **kwargs, and generate() hands `tokenizer` on to it: pass the
+            # stop-string criterion built here instead.
+            from transformers import StoppingCriteriaList, StopStringCriteria
+
+            criterion = StopStringCriteria(settings.pop("tokenizer", None) or self.tokenizer,
+                                           settings.pop("stop_strings"))
+            settings["stopping_criteria"] = StoppingCriteriaList([*settings.get("stopping_criteria", []), criterion])
+        with _padding_side(base.config, "left"):  # LLaVA re-pads the spliced rows on this side
+            return model.generate(**inputs, **settings)
 
     def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
         if isinstance(batch, PackedPairBatch):
@@ -363,54 +336,11 @@ def _content_text(content: Any) -> str:
     return text
 
 
-_HUB_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies", "subfolder")
-
-
-def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **kwargs: Any) -> tuple[Any, LlavaOrigProcessor]:
-    """(model, processor) for an original LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b), as
-    ``llava.model.builder.load_pretrained_model`` builds them: the tokenizer, ``LlavaLlamaForCausalLM``,
-    the extra image tokens the config asks for, and the CLIP vision tower loaded by LLaVA's own
-    ``load_model()`` (from ``config.mm_vision_tower``) in the projector's dtype and device.
-
-    ``kwargs`` go to ``from_pretrained`` (dtype, use_safetensors, attn_implementation, device_map,
-    quantization_config, revision...); ``trust_remote_code`` is ignored (the LLaVA code is a local package).
-    """
-    from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
-    from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-    from transformers import AutoTokenizer
-
-    kwargs.pop("trust_remote_code", None)
-    hub = {k: kwargs[k] for k in _HUB_KEYS if k in kwargs}
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)
+@contextmanager
+def _padding_side(config: Any, side: str) -> Iterator[None]:
+    saved = getattr(config, "tokenizer_padding_side", "right")
+    config.tokenizer_padding_side = side
     try:
-        model = LlavaLlamaForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except OSError as error:
-        if kwargs.get("use_safetensors") and "safetensors" in str(error):
-            raise OSError(f"{name_or_path}: no safetensors weights ({error}). The original LLaVA checkpoints "
-                          f"(liuhaotian/llava-v1.5-*) ship PyTorch pickles only; convert them once, in a trusted "
-                          f"environment, with LlavaLlamaForCausalLM.from_pretrained(path, use_safetensors=False)"
-                          f".save_pretrained(out) (safetensors is the default) and load the converted copy") from error
-        raise
-    config = model.config
-    # As load_pretrained_model: the tokens the checkpoint was trained with (LLaVA-1.5: none).
-    added = []
-    if getattr(config, "mm_use_im_patch_token", True):
-        added.append(DEFAULT_IMAGE_PATCH_TOKEN)
-    if getattr(config, "mm_use_im_start_end", False):
-        added += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
-    if added:
-        tokenizer.add_tokens(added, special_tokens=True)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    if tokenizer.pad_token is None:  # LLaVA's v1 training sets pad = unk
-        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
-
-    tower = model.get_vision_tower()
-    if tower is None:
-        raise ValueError(f"{name_or_path}: the config names no vision tower (mm_vision_tower)")
-    if not tower.is_loaded:
-        tower.load_model(device_map=kwargs.get("device_map"))
-    projector = next(model.get_model().mm_projector.parameters())
-    tower.to(device=projector.device, dtype=projector.dtype)
-    processor = LlavaOrigProcessor(tokenizer, tower.image_processor, config, num_image_tokens(model), conv_mode)
-    return model, processor
+        yield
+    finally:
+        config.tokenizer_padding_side = saved

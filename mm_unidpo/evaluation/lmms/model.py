@@ -5,8 +5,8 @@
 
 Model arguments (``--model_args key=value,...``):
 
-``pretrained``            hub id or local checkpoint (any family ``load_pretrained`` knows: llava, llava_next,
-                          llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl)
+``pretrained``            hub id or local checkpoint (any VLM family ``load_pretrained`` knows: llava, llava_next,
+                          llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, llava_orig)
 ``adapter``               a LoRA adapter directory (peft) applied on top; ``merge_adapter=true`` merges it
 ``load_in_4bit``          NF4 4-bit base (QLoRA recipe; needs CUDA and bitsandbytes)
 ``dtype``                 ``auto`` (the checkpoint's), ``bfloat16``, ``float16``, ``float32``
@@ -17,11 +17,12 @@ Model arguments (``--model_args key=value,...``):
 ``attn_implementation``   e.g. ``sdpa`` or ``flash_attention_2``
 ``max_rounds``            cap on rounds in ``generate_until_multi_round`` (16)
 
-Prompts are rendered with the processor's own chat template from a user message of image parts and
-text parts (``<image>`` in a task's text marks where each image goes; without markers images come
-first), with the generation prompt for generation. Batched generation pads on the left. Log-likelihoods
-are summed log-probs of the continuation tokens given the prompt and images, computed through the
-family adapters (:mod:`mm_unidpo.models`), the same code that scores responses in training.
+Prompts are rendered by the family adapter (:mod:`mm_unidpo.models`), as in training: the processor's chat
+template, or LLaVA's conversation template for the original LLaVA code (``llava_orig``), from a user
+message of image parts and text parts (``<image>`` in a task's text marks where each image goes; without
+markers images come first), with the generation prompt. Generation is the adapter's batched, left-padded
+``generate``; log-likelihoods are summed log-probs of the continuation tokens given the prompt and images,
+computed by the same adapter code that scores responses in training.
 """
 
 from __future__ import annotations
@@ -46,9 +47,8 @@ from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, response_logps
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "mm_unidpo"
-# Families whose processor renders chat templates and expands image tokens (transformers classes). The
-# original LLaVA code (llava_orig: conversation templates, spliced image features) is not supported yet.
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# The VLM families (causal_lm has no images: evaluate text models with lm-eval-harness or `mm-unidpo eval math`).
+FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
 # generation kwargs passed on to `generate` (others that tasks set, e.g. `image_aspect_ratio`, are ignored)
 _GENERATE_KEYS = ("max_new_tokens", "num_beams", "top_p", "top_k", "repetition_penalty", "length_penalty",
                   "no_repeat_ngram_size", "min_new_tokens")
@@ -119,8 +119,9 @@ class MMUniDPO(lmms):
             raise ValueError(f"{MODEL_NAME}: {error}") from None
         self.family = self.adapter.family
         if self.family not in FAMILIES:
-            raise NotImplementedError(f"{MODEL_NAME} does not evaluate the {self.family!r} family yet "
-                                      f"(supported: {', '.join(FAMILIES)})")
+            raise NotImplementedError(f"{MODEL_NAME} evaluates vision-language models ({', '.join(FAMILIES)}); "
+                                      f"this is a {self.family!r} model: evaluate text models with "
+                                      f"lm-eval-harness or `mm-unidpo eval math`")
         self.batch_size_per_gpu = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens)
         self.system_prompt = system_prompt or None
@@ -153,33 +154,22 @@ class MMUniDPO(lmms):
     # ---- prompts ------------------------------------------------------------------------------------
 
     def messages(self, context: str, n_images: int) -> list[dict[str, Any]]:
-        """A user message of image and text parts (images where ``<image>`` stands, else first)."""
-        chunks = context.split(IMAGE_PLACEHOLDER)
-        parts: list[dict[str, Any]] = []
-        if len(chunks) - 1 == n_images and n_images > 0:
-            for i, chunk in enumerate(chunks):
-                if i > 0:
-                    parts.append({"type": "image"})
-                if chunk.strip():
-                    parts.append({"type": "text", "text": chunk.strip()})
-        else:
-            if len(chunks) > 1:
-                logger.warning("context has %d <image> markers but %d images: images go first", len(chunks) - 1,
-                               n_images)
-            text = " ".join(c.strip() for c in chunks if c.strip()) if len(chunks) > 1 else context
-            parts = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
-        out = [{"role": "user", "content": parts}]
+        """The prompt as the family adapter's chat messages: the task's text with images where ``<image>``
+        stands (else first, one per line, as LLaVA's scripts do), after an optional system message."""
+        n_markers = context.count(IMAGE_PLACEHOLDER)
+        if n_markers != n_images:
+            if n_markers:
+                logger.warning("context has %d <image> markers but %d images: images go first", n_markers, n_images)
+            text = " ".join(c.strip() for c in context.split(IMAGE_PLACEHOLDER) if c.strip()) if n_markers else context
+            context = f"{IMAGE_PLACEHOLDER}\n" * n_images + text
+        prompt: str | list[dict[str, Any]] = context
         if self.system_prompt:
-            out.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
-        return out
+            prompt = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": context}]
+        return self.adapter.messages(PreferenceRecord(prompt=prompt, chosen="", rejected=""))
 
     def render(self, context: str, n_images: int) -> str:
         """The chat-template text of a prompt, ending with the assistant generation prompt."""
         return self.adapter.render(self.messages(context, n_images), None)
-
-    def _needs_special_tokens(self, text: str) -> bool:
-        bos = self.tokenizer.bos_token
-        return not (bos and text.startswith(bos))
 
     def _visuals(self, doc_to_visual: Callable | None, doc: Any) -> list[Image.Image]:
         visuals = doc_to_visual(doc) if doc_to_visual is not None else None
@@ -242,17 +232,10 @@ class MMUniDPO(lmms):
         """Generate for one batch of prompts (one list of images per prompt)."""
         settings, until = self._generation_settings(gen_kwargs)
         texts = [self.render(c, len(imgs)) for c, imgs in zip(contexts, images)]
-        flat = [img for imgs in images for img in imgs]
-        extra = {"images": flat} if flat else {}
-        # Left padding: batched generation continues every row from its own last token.
-        inputs = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt",
-                                add_special_tokens=self._needs_special_tokens(texts[0]), **extra)
-        inputs = self._to_device(dict(inputs))
         if until:
             settings.update(stop_strings=until, tokenizer=self.tokenizer)
-        out = self.model.generate(**inputs, **settings, pad_token_id=self.pad_token_id,
-                                  eos_token_id=self.stop_token_ids)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]
+        new_tokens = self.adapter.generate(self.model, texts, images, device=self.device, **settings,
+                                           pad_token_id=self.pad_token_id, eos_token_id=self.stop_token_ids)
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [self._cut(text, until) for text in decoded]
 
@@ -263,17 +246,6 @@ class MMUniDPO(lmms):
             if index >= 0:
                 text = text[:index]
         return text
-
-    def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        dtype = self.model.dtype
-        out = {}
-        for key, value in inputs.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(self.device)
-                if value.is_floating_point():
-                    value = value.to(dtype)
-            out[key] = value
-        return out
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         args = [r.args for r in requests]
@@ -377,16 +349,14 @@ class MMUniDPO(lmms):
                 labels[i, len(prompt_ids):length] = torch.tensor(cont_ids)
             for k in extra_keys:
                 extras[k][i, :len(prompt_ids)] = torch.tensor(row_extras[k])
-        # The adapter lays vision tensors out for chosen + rejected rows (each record twice): keep one copy.
-        doubled = self.adapter.stack_vision([v for _, _, v, _ in rows])
-        vision = {k: v[: v.shape[0] // 2] for k, v in doubled.items()}
+        vision = self.adapter.stack_vision([v for _, _, v, _ in rows], copies=1)
         batch = PairBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels, vision=vision,
                           token_extras=extras, score_chosen=None, score_rejected=None, ids=[None] * n,
                           indices=[None] * n)
         batch = dataclasses.replace(batch, **self._batch_tensors_to_device(batch))
-        logits = self.adapter.forward_logits(self.model, batch)
-        sums, _ = response_logps(logits, batch.labels)
-        targets = batch.labels[:, 1:]
+        logits, labels = self.adapter.logits_and_labels(self.model, batch)
+        sums, _ = response_logps(logits, labels)
+        targets = labels[:, 1:]
         scored = targets != IGNORE_INDEX
         greedy = ((logits[:, :-1].argmax(-1) == targets) | ~scored).all(-1)
         return [(float(s), bool(g)) for s, g in zip(sums.tolist(), greedy.tolist())]
