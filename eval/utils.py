@@ -8,9 +8,10 @@ Images: a document's ``image`` (or ``images``: a list) is a path, a PIL image, o
 ``image_root`` field if it has one, else ``$MM_UNIDPO_IMAGE_ROOT`` if set, else this folder's ``data/``
 (where the sample images are).
 
-Object tables (CHAIR / AMBER): the built-in COCO table, or the file named by
-``$MM_UNIDPO_CHAIR_SYNONYMS`` (e.g. the original CHAIR ``synonyms.txt``); the sample tasks use
-``data/shape_synonyms.txt`` through their own ``*_sample_*`` hooks.
+Object tables (CHAIR / AMBER): the file a document names in its ``synonyms`` field (a dataset that
+brings its own object list), else the file named by ``$MM_UNIDPO_CHAIR_SYNONYMS`` (e.g. the original CHAIR
+``synonyms.txt``), else the built-in COCO table; the sample tasks use ``data/shape_synonyms.txt`` through
+their own ``*_sample_*`` hooks.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _chair_item(doc: dict, results: list[str], table: str | None) -> dict[str, d
 
 
 def chair_process_results(doc: dict, results: list[str]) -> dict[str, dict]:
-    return _chair_item(doc, results, _default_table())
+    return _chair_item(doc, results, doc.get("synonyms") or _default_table())
 
 
 def chair_sample_process_results(doc: dict, results: list[str]) -> dict[str, dict]:
@@ -186,7 +187,7 @@ def _amber_item(doc: dict, results: list[str], table: str | None) -> dict[str, d
 
 
 def amber_process_results(doc: dict, results: list[str]) -> dict[str, dict]:
-    return _amber_item(doc, results, _default_table())
+    return _amber_item(doc, results, doc.get("synonyms") or _default_table())
 
 
 def amber_sample_process_results(doc: dict, results: list[str]) -> dict[str, dict]:

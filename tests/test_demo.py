@@ -86,11 +86,26 @@ def test_tiny_demo_end_to_end(tmp_path):
         assert (out / method / "training_curves.png").is_file()
         assert (out / method / "final" / "adapter_model.safetensors").is_file()
     assert (out / "unidpo" / "pair_weights.png").is_file()
+    # Evaluation went through lmms-eval with our model class: its results JSON per model are the numbers reported.
+    for method, metrics in results["methods"].items():
+        lmms = json.loads((out / "lmms_eval" / f"{method}_results.json").read_text())
+        assert lmms["config"]["model_backend"].startswith("mm_unidpo.evaluation.lmms.model.MMUniDPO")
+        for split in ("random", "popular", "adversarial"):
+            task = lmms["results"][f"demo_pope_{split}"]
+            assert metrics["pope_splits"][split]["accuracy"] == pytest.approx(task["pope_accuracy,none"])
+            assert metrics["pope_splits"][split]["n"] == lmms["n-samples"][f"demo_pope_{split}"]["effective"]
+        assert _same(metrics["chair"]["chair_i"], lmms["results"]["demo_chair"]["chair_i,none"])
+    assert "| chair_i ↓ | " in (out / "lmms_eval" / "summary.md").read_text()
+    assert "lmms-eval (`simple_evaluate`) with our plugin model `mm_unidpo`" in report
     # The preference data is in our format and loads back with its scores.
     from mm_unidpo.data import load_preference_data
 
     data = load_preference_data(out / "work" / "preferences.jsonl")
     assert len(data) > 0 and all(r.score_chosen is not None for r in data)
+
+
+def _same(a, b) -> bool:
+    return (a is None and b != b) or a == pytest.approx(b)  # an undefined rate is null in our JSON, NaN in theirs
 
 
 def test_math_problems_are_seeded_and_judged():

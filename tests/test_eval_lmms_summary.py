@@ -119,6 +119,13 @@ def test_sample_data_and_task_hooks():
     # circle in 2 of 4 images, star in 1: captions 1 (star), 2 (circle + star), 3 (-), 4 (circle + star) hallucinate
     assert u.chair_s(invented) == 3 / 4 and u.chair_i(invented) == 5 / 8
 
+    # A document may name its own object table; the general hook then uses it instead of COCO's.
+    own = [u.chair_process_results({**d, "synonyms": str(EVAL_DIR / "data" / "shape_synonyms.txt")},
+                                   ["Two red discs and a star."])["chair_i"] for d in chair]
+    assert u.chair_i(own) == 5 / 8
+    coco = [u.chair_process_results(d, ["Two red discs and a star."])["chair_i"] for d in chair]
+    assert coco[0]["table"] is None and u.chair_s(coco) == 0  # no COCO object is named
+
     amber = _lines("amber_g_sample.jsonl")
     prone = [u.amber_sample_process_results(d, ["A " + d["hallu"][0] + "."])["amber_cog"] for d in amber]
     assert (u.amber_chair(prone), u.amber_hal(prone), u.amber_cog(prone), u.amber_cover(prone)) == (1, 1, 1, 0)

@@ -1,7 +1,7 @@
 """Batched generation for the demo's VLM: one image and one user prompt per row.
 
-Prompts are rendered by the family adapter (the chat template, as in training) and encoded by the
-processor with left padding, so every row continues from its own last token.
+Prompts are rendered by the family adapter (the chat template, as in training) and continued by the
+adapter's batched, left-padded ``generate`` (the one the lmms-eval plugin uses).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mm_unidpo.evaluation.math.generate import left_padding
 from mm_unidpo.models import get_adapter
 
 
@@ -33,19 +32,14 @@ def generate(model: Any, processor: Any, prompts: list[str], images: list[Image.
                 else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None})
     out: list[list[str]] = []
     rows = range(0, len(prompts), batch_size)
-    with left_padding(tokenizer):
-        for start in tqdm(rows, desc=desc, unit="batch", disable=desc is None, leave=False):
-            chunk = prompts[start:start + batch_size]
-            texts = [adapter.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
-                                    None) for p in chunk]
-            # BOS is added unless the template writes it itself (as the adapter does in training).
-            bos = tokenizer.bos_token
-            inputs = processor(text=texts, images=images[start:start + batch_size], padding=True,
-                               return_tensors="pt", add_special_tokens=not (bos and texts[0].startswith(bos)))
-            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=adapter.pad_token_id,
-                                 eos_token_id=sorted(adapter.end_token_ids), **sampling)
-            decoded = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            per_row = num_samples if temperature > 0 else 1
-            out += [[t.strip() for t in decoded[i:i + per_row]] for i in range(0, len(decoded), per_row)]
+    for start in tqdm(rows, desc=desc, unit="batch", disable=desc is None, leave=False):
+        chunk = prompts[start:start + batch_size]
+        texts = [adapter.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}], None)
+                 for p in chunk]
+        ids = adapter.generate(model, texts, [[image] for image in images[start:start + batch_size]],
+                               max_new_tokens=max_new_tokens, **sampling)
+        decoded = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        per_row = num_samples if temperature > 0 else 1
+        out += [[t.strip() for t in decoded[i:i + per_row]] for i in range(0, len(decoded), per_row)]
     model.train(was_training)
     return out

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .evaluate import evaluate_model, pope_questions
+from .evaluate import evaluate_model, pope_questions, write_tasks
 from .preferences import build_preferences
 from .sft import ModelSize, NoiseConfig, build_model, sft_examples, train_sft
 from .vision import pretrain_vision, probe_accuracy
@@ -120,9 +120,12 @@ def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, 
           f"hallucinate -> {pref_path}")
     lap("preferences")
 
-    stage("[4/6] evaluation of the SFT model on held-out scenes")
+    stage("[4/6] evaluation of the SFT model on held-out scenes (lmms-eval, model mm_unidpo)")
     questions = pope_questions(heldout, train_scenes, seed * 1000 + 5)
-    results = {"sft": evaluate_model(model, processor, heldout, questions, batch_size=config.batch_size, name="sft")}
+    shutil.rmtree(out / "lmms_eval", ignore_errors=True)
+    tasks = write_tasks(work / "lmms_tasks", heldout, questions)
+    results = {"sft": evaluate_model(model, processor, heldout, tasks, batch_size=config.batch_size, name="sft",
+                                     results_path=out / "lmms_eval" / "sft_results.json")}
     del model, probe
     lap("eval_sft")
 
@@ -141,8 +144,8 @@ def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, 
         tuned, tuned_processor = load_pretrained(str(work / "sft"), family="llava", adapter=summary["final_dir"],
                                                  dtype="float32")
         tuned = tuned.merge_and_unload()
-        results[method] = evaluate_model(tuned, tuned_processor, heldout, questions, batch_size=config.batch_size,
-                                         name=method)
+        results[method] = evaluate_model(tuned, tuned_processor, heldout, tasks, batch_size=config.batch_size,
+                                         name=method, results_path=out / "lmms_eval" / f"{method}_results.json")
         del tuned
         lap(method)
 

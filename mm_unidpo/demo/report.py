@@ -153,6 +153,13 @@ def write_report(out: Path, per_seed: list[dict[str, Any]], seconds: float, argv
         "preferences": plots.preference_scores(first["preference_data"], out / "preferences.png"),
         "sft": plots.sft_curves(first["logs"], out / "sft_curves.png"),
     }
+    lmms_files = [runs / "lmms_eval" / f"{m}_results.json" for m in first["methods"]]
+    if all(f.is_file() for f in lmms_files):  # lmms-eval's own numbers, as `mm-unidpo eval lmms summarize` shows them
+        from mm_unidpo.evaluation.lmms.summary import summarize_runs
+
+        summary = summarize_runs(lmms_files, names=[LABELS[m] for m in first["methods"]],
+                                 title=f"lmms-eval results, seed {first['seed']} (model mm_unidpo)")
+        (runs / "lmms_eval" / "summary.md").write_text(summary, encoding="utf-8")
     lines = _markdown(mean, std, per_seed, figures, prefix, seconds, results["command"])
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -244,7 +251,9 @@ def _markdown(mean: dict[str, Any], std: dict[str, Any], per_seed: list[dict[str
         "## Run", "",
         f"- {seconds / 60:.1f} min wall time on CPU; stages of seed {first['seed']}: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in first["timings"].items()),
-        "- evaluation: the POPE and CHAIR functions of `mm_unidpo.evaluation.hallucination` on our own batched "
-        "greedy generation (not through lmms-eval)",
+        "- evaluation: lmms-eval (`simple_evaluate`) with our plugin model `mm_unidpo` around each model, on the "
+        "held-out scenes written as local tasks that include `eval/_pope.yaml` / `eval/_chair.yaml` (greedy "
+        f"decoding); lmms-eval's results JSON per model and their [summary]({prefix}lmms_eval/summary.md) in "
+        f"`{prefix}lmms_eval/`",
         f"- command: `{command.strip()}`; every number in [results.json](results.json)",
     ]
