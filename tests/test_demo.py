@@ -97,6 +97,8 @@ def test_tiny_demo_end_to_end(tmp_path):
         assert _same(metrics["chair"]["chair_i"], lmms["results"]["demo_chair"]["chair_i,none"])
     assert "| chair_i ↓ | " in (out / "lmms_eval" / "summary.md").read_text()
     assert "lmms-eval (`simple_evaluate`) with our plugin model `mm_unidpo`" in report
+    captions = json.loads((out / "captions.json").read_text())
+    assert all(isinstance(c, str) and not c.startswith(("[", " ")) for e in captions for c in e["captions"].values())
     # The preference data is in our format and loads back with its scores.
     from mm_unidpo.data import load_preference_data
 

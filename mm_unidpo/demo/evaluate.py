@@ -129,7 +129,7 @@ def evaluate_model(model: Any, processor: Any, scenes: list[Scene], tasks: Path,
     pope = {k: _mean([splits[s][k] for s in SPLITS]) for k in (*POPE_KEYS, "ambiguous_ratio")}
 
     logged = sorted(samples[CHAIR_TASK], key=lambda s: s["doc_id"])
-    captions = [str(s["filtered_resps"]).strip() for s in logged]
+    captions = [_response(s["filtered_resps"]).strip() for s in logged]
     # Counts and diagnostics from the captions lmms-eval logged (the rates come from its results).
     chair = chair_scores(captions, [s.objects for s in scenes], MATCHER)
     # How many hallucinated objects are the companion of an object that is there: the text prior at work.
@@ -147,6 +147,13 @@ def evaluate_model(model: Any, processor: Any, scenes: list[Scene], tasks: Path,
         "judge_caption_score": float(np.mean(judge)) if judge else 0.0,
         "captions": captions,
     }
+
+
+def _response(logged: Any) -> str:
+    """A logged sample's (filtered) response: lmms-eval logs it as a string or a one-element list."""
+    while isinstance(logged, (list, tuple)):
+        logged = logged[0] if logged else ""
+    return str(logged)
 
 
 def _finite(value: float | None) -> float | None:
