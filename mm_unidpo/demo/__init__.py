@@ -9,8 +9,9 @@
 The VLM task (default): a synthetic world of shapes (:mod:`.world`), a small LLaVA pretrained on vision
 (:mod:`.vision`) and fine-tuned on noisy web-style text until it hallucinates (:mod:`.sft`), on-policy
 preference pairs judged by a rule judge (:mod:`.preferences`, :mod:`.judge`), DPO / Uni-DPO / AdaDPO
-through `mm-unidpo train` with `configs/demo/*.yaml`, and held-out POPE + CHAIR (:mod:`.evaluate`),
-reported in `report.md` with figures (:mod:`.report`, :mod:`.plots`) and `results.json`.
+through `mm-unidpo train` with `configs/demo/*.yaml`, and held-out POPE + CHAIR through lmms-eval with our
+plugin model (:mod:`.evaluate`), reported in `report.md` with figures (:mod:`.report`, :mod:`.plots`) and
+`results.json`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,17 @@ COLOURS = {"sft": "#8c8c8c", "dpo": "#4c72b0", "unidpo": "#dd8452", "adadpo": "#
 GREEN, RED, ORANGE = (20, 140, 40), (210, 30, 30), (230, 130, 0)
 
 
+def _save(fig: Any, path: Path, tight: bool = True) -> str:
+    """Write the figure and free it; returns the file name the report links to."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path.name
+
+
 def _plt():
     import matplotlib
 
@@ -78,9 +89,7 @@ def metric_bars(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, la
         ax.set_title(title)
         ax.set_ylim(0, 1.12)
     _legend_below(fig, axes[0], len(methods))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path, tight=False)  # _legend_below laid the figure out
 
 
 def pope_splits(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, labels: dict[str, str]) -> str:
@@ -96,9 +105,7 @@ def pope_splits(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, la
         ax.set_ylim(0, 1.12)
     axes[1].axhline(0.5, color="black", lw=0.8, ls="--")
     _legend_below(fig, axes[0], len(methods))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path, tight=False)  # _legend_below laid the figure out
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -181,10 +188,7 @@ def training_curves(out: Path, methods: list[str], path: Path, labels: dict[str,
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def pair_weights(out: Path, path: Path, labels: dict[str, str]) -> str | None:
@@ -220,10 +224,7 @@ def pair_weights(out: Path, path: Path, labels: dict[str, str]) -> str | None:
         ax.set_title(title)
         ax.set_xlabel("weight")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def preference_scores(pref: dict[str, Any], path: Path) -> str | None:
@@ -239,10 +240,7 @@ def preference_scores(pref: dict[str, Any], path: Path) -> str | None:
     ax.set_ylabel("caption pairs")
     ax.set_title("on-policy caption pairs: best vs worst of the samples")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def sft_curves(logs: dict[str, list[dict[str, Any]]], path: Path) -> str:
@@ -262,7 +260,4 @@ def sft_curves(logs: dict[str, list[dict[str, Any]]], path: Path) -> str:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
