@@ -20,3 +20,24 @@ accumulation_for() {
     (( steps >= 1 )) || { echo "global batch $1 < $2 x $NUM_GPUS GPUs" >&2; exit 2; }
     echo "$steps"
 }
+
+# The train_*.sh scripts' launch: `mm_unidpo.cli train $1` with
+#   $1  the training config,
+#   $2  the accelerate config used when NUM_GPUS > 1,
+#   $3  GLOBAL/PER_GPU (e.g. 128/2): on many GPUs, add the gradient accumulation that keeps a global
+#       batch of GLOBAL pairs with PER_GPU pairs per GPU (accumulation_for); "" adds nothing,
+# then the overrides for one GPU, up to "--", then the caller's arguments, which go last in both cases.
+launch_train() {
+    local config=$1 accelerate_config=$2 batch=$3
+    shift 3
+    local one_gpu=()
+    while (( $# )) && [[ $1 != -- ]]; do one_gpu+=("$1"); shift; done
+    if (( $# )); then shift; fi
+    if (( NUM_GPUS > 1 )); then
+        run "$ACCELERATE" launch --config_file "$accelerate_config" --num_processes "$NUM_GPUS" \
+            -m mm_unidpo.cli train "$config" \
+            ${batch:+"--train.gradient_accumulation_steps=$(accumulation_for "${batch%/*}" "${batch#*/}")"} "$@"
+    else
+        run "$PYTHON" -m mm_unidpo.cli train "$config" "${one_gpu[@]}" "$@"
+    fi
+}

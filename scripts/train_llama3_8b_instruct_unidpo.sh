@@ -17,14 +17,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-CONFIG=configs/llama3_8b_instruct_unidpo.yaml
-if (( NUM_GPUS > 1 )); then
-    run "$ACCELERATE" launch --config_file configs/accelerate/zero3.yaml --num_processes "$NUM_GPUS" \
-        -m mm_unidpo.cli train "$CONFIG" \
-        --train.gradient_accumulation_steps="$(accumulation_for 128 2)" "$@"
-else
-    run "$PYTHON" -m mm_unidpo.cli train "$CONFIG" \
-        --model.load_in_4bit=true --lora.enabled=true --reference.precompute=false \
-        --train.per_device_train_batch_size=1 --train.gradient_accumulation_steps=128 \
-        --train.learning_rate=1.0e-5 --train.output_dir=runs/llama3_8b_instruct_unidpo_qlora "$@"
-fi
+launch_train configs/llama3_8b_instruct_unidpo.yaml configs/accelerate/zero3.yaml 128/2 \
+    --model.load_in_4bit=true --lora.enabled=true --reference.precompute=false \
+    --train.per_device_train_batch_size=1 --train.gradient_accumulation_steps=128 \
+    --train.learning_rate=1.0e-5 --train.output_dir=runs/llama3_8b_instruct_unidpo_qlora -- "$@"

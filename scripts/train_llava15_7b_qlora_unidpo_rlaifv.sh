@@ -16,10 +16,4 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-CONFIG=configs/llava15_7b_qlora_unidpo_rlaifv.yaml
-if (( NUM_GPUS > 1 )); then
-    run "$ACCELERATE" launch --config_file configs/accelerate/ddp.yaml --num_processes "$NUM_GPUS" \
-        -m mm_unidpo.cli train "$CONFIG" "$@"
-else
-    run "$PYTHON" -m mm_unidpo.cli train "$CONFIG" "$@"
-fi
+launch_train configs/llava15_7b_qlora_unidpo_rlaifv.yaml configs/accelerate/ddp.yaml "" -- "$@"

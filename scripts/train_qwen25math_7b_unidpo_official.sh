@@ -16,14 +16,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-CONFIG=configs/qwen25math_7b_unidpo_official.yaml
-if (( NUM_GPUS > 1 )); then
-    run "$ACCELERATE" launch --config_file configs/accelerate/zero3.yaml --num_processes "$NUM_GPUS" \
-        -m mm_unidpo.cli train "$CONFIG" \
-        --train.gradient_accumulation_steps="$(accumulation_for 128 1)" "$@"
-else
-    run "$PYTHON" -m mm_unidpo.cli train "$CONFIG" \
-        --model.load_in_4bit=true --lora.enabled=true --reference.precompute=false \
-        --data.max_length=2048 --train.learning_rate=1.0e-5 --train.gradient_accumulation_steps=128 \
-        --train.output_dir=runs/qwen25math_7b_unidpo_qlora "$@"
-fi
+launch_train configs/qwen25math_7b_unidpo_official.yaml configs/accelerate/zero3.yaml 128/1 \
+    --model.load_in_4bit=true --lora.enabled=true --reference.precompute=false \
+    --data.max_length=2048 --train.learning_rate=1.0e-5 --train.gradient_accumulation_steps=128 \
+    --train.output_dir=runs/qwen25math_7b_unidpo_qlora -- "$@"

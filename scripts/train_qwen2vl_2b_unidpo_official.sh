@@ -17,14 +17,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-CONFIG=configs/qwen2vl_2b_unidpo_official.yaml
-if (( NUM_GPUS > 1 )); then
-    run "$ACCELERATE" launch --config_file configs/accelerate/zero2.yaml --num_processes "$NUM_GPUS" \
-        -m mm_unidpo.cli train "$CONFIG" \
-        --train.gradient_accumulation_steps="$(accumulation_for 128 1)" "$@"
-else
-    run "$PYTHON" -m mm_unidpo.cli train "$CONFIG" \
-        --model.load_in_4bit=true --lora.enabled=true --reference.precompute=false \
-        --train.learning_rate=2.0e-5 --train.gradient_accumulation_steps=128 \
-        --train.output_dir=runs/qwen2vl_2b_unidpo_qlora "$@"
-fi
+launch_train configs/qwen2vl_2b_unidpo_official.yaml configs/accelerate/zero2.yaml 128/1 \
+    --model.load_in_4bit=true --lora.enabled=true --reference.precompute=false \
+    --train.learning_rate=2.0e-5 --train.gradient_accumulation_steps=128 \
+    --train.output_dir=runs/qwen2vl_2b_unidpo_qlora -- "$@"

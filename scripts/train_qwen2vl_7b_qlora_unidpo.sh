@@ -17,10 +17,4 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-CONFIG=configs/qwen2vl_7b_qlora_unidpo.yaml
-if (( NUM_GPUS > 1 )); then
-    run "$ACCELERATE" launch --config_file configs/accelerate/ddp.yaml --num_processes "$NUM_GPUS" \
-        -m mm_unidpo.cli train "$CONFIG" "$@"
-else
-    run "$PYTHON" -m mm_unidpo.cli train "$CONFIG" "$@"
-fi
+launch_train configs/qwen2vl_7b_qlora_unidpo.yaml configs/accelerate/ddp.yaml "" -- "$@"

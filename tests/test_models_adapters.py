@@ -2,12 +2,12 @@
 batch layouts: the plain one (2B rows, chosen then rejected, padded left or right) and the shared-prefix
 packed one (one row per pair; families that do not support it must fall back to the plain layout).
 
-The central check is against a naive reference written here: each example alone, unpadded, one plain
-forward of the model on that single sequence and a hand-written gather (logits[t] predicts token t+1,
-log-softmax, sum over the response positions). The batched adapter result must equal it. The rest:
-padding invariance (left / right, next to much longer rows), the image conditions the result,
-chosen/rejected symmetry, gradients (also through LoRA), real photos of odd sizes and modes,
-truncation, bad records, end-of-turn tokens and labels, family detection.
+The central check is against a naive reference (naive_logp in tests/helpers.py): each example alone,
+unpadded, one plain forward of the model on that single sequence and a hand-written gather (logits[t]
+predicts token t+1, log-softmax, sum over the response positions). The batched adapter result must
+equal it. The rest: padding invariance (left / right, next to much longer rows), the image conditions
+the result, chosen/rejected symmetry, gradients (also through LoRA), real photos of odd sizes and
+modes, truncation, bad records, end-of-turn tokens and labels, family detection.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import copy
 import json
 import shutil
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,21 +26,11 @@ from mm_unidpo.models.base import IGNORE_INDEX
 from mm_unidpo.models.packed import PROMPT, PackedPairBatch
 from mm_unidpo.testing import available_families, tiny
 
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+from .helpers import ATOL, IMAGES, LAYOUTS, LLAVA_ORIG_IMAGE, RTOL, logps, make_adapter, naive_logp, need_images
+from .helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it to this module)
+
 FAMILIES = available_families()
 VLMS = [f for f in FAMILIES if f != "causal_lm"]
-LLAVA_ORIG_IMAGE = -200  # llava.constants.IMAGE_TOKEN_INDEX
-ATOL, RTOL = 1e-4, 1e-5
-LAYOUTS = ["plain-right", "plain-left", "packed"]
-
-
-def make_adapter(model, processor, layout: str = "packed", **options):
-    """An adapter for one batch layout ("packed" falls back to plain where the family has no packed path)."""
-    packed = layout == "packed"
-    adapter = get_adapter(model, processor, shared_prefix=packed,
-                          padding_side="right" if packed else layout.split("-")[1], **options)
-    assert adapter.shared_prefix == (packed and type(adapter).supports_shared_prefix)
-    return adapter
 
 
 def response_tokens(batch, i: int, which: str) -> list[int]:
@@ -62,15 +51,6 @@ def prompt_tokens(batch, i: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (several times slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def zoo():
     """family -> (model, processor), each tiny model built once for this module, in eval mode."""
@@ -86,12 +66,6 @@ def zoo():
     cache.clear()
 
 
-def need_images(*names: str) -> None:
-    for name in names:
-        if not (IMAGES / name).is_file():
-            pytest.skip(f"test photo {IMAGES / name} not found (the shared test images are not installed)")
-
-
 def rec(family: str, question: str, chosen: str, rejected: str, images=("astronaut.png",), *,
         id: str | None = None, index: int | None = None) -> PreferenceRecord:
     """A record; image placeholders first (LLaVA convention). Text-only for causal_lm."""
@@ -101,11 +75,6 @@ def rec(family: str, question: str, chosen: str, rejected: str, images=("astrona
                             images=[str(IMAGES / name) for name in images], id=id, index=index)
 
 
-def logps(adapter, model, records):
-    with torch.no_grad():
-        return adapter.sequence_logps(model, adapter.collate(records))
-
-
 def expanded_prompt_length(family: str, model, encoded) -> int:
     """Prompt positions the language model sees (llava_orig: each -200 id becomes one feature per patch of
     the model's vision tower), counted independently of the adapter."""
@@ -113,36 +82,6 @@ def expanded_prompt_length(family: str, model, encoded) -> int:
     if family == "llava_orig":
         n += encoded.prompt_ids.count(LLAVA_ORIG_IMAGE) * (model.get_vision_tower().num_patches - 1)
     return n
-
-
-def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
-    """log p(response | prompt, images) for ONE example: unpadded forward, hand-written gather."""
-    ids = encoded.prompt_ids + list(response_ids)
-    input_ids = torch.tensor([ids])
-    shift = 0  # extra positions before the response (llava_orig's spliced image features)
-    with torch.no_grad():
-        if family == "llava_orig":
-            if encoded.vision:
-                images = encoded.vision["images"]
-                out = model.prepare_inputs_labels_for_multimodal(input_ids, None, None, None, None, images, None)
-                inputs_embeds = out[4]
-                # each -200 id became num_patches features ("patch" drops CLS)
-                shift = encoded.prompt_ids.count(LLAVA_ORIG_IMAGE) * (model.get_vision_tower().num_patches - 1)
-                assert inputs_embeds.shape[1] == len(ids) + shift
-                logits = model(inputs_embeds=inputs_embeds).logits[0]
-            else:
-                logits = model(input_ids=input_ids).logits[0]
-        else:
-            inputs = {"input_ids": input_ids, **encoded.vision}
-            for key, values in encoded.token_extras.items():
-                inputs[key] = torch.tensor([values + [0] * len(response_ids)])
-            logits = model(**inputs).logits[0]
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    start = len(encoded.prompt_ids) + shift  # position of the first response token
-    total = 0.0
-    for j, token in enumerate(response_ids):
-        total += float(logp[start + j - 1, token])  # logits at t predict token t + 1
-    return total
 
 
 # A batch with different images, lengths and one text-only record.

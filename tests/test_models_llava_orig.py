@@ -17,18 +17,11 @@ from mm_unidpo.testing import available_families, tiny
 
 from mm_unidpo.models.packed import PackedPairBatch
 
-from .test_models_adapters import ATOL, IMAGES, LAYOUTS, RTOL, logps, make_adapter, naive_logp, need_images
+from .helpers import ATOL, IMAGES, LAYOUTS, RTOL, logps, make_adapter, naive_logp, need_images
+from .helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it to this module)
+from .helpers import packed_and_plain_training_curves
 
 pytestmark = pytest.mark.skipif("llava_orig" not in available_families(), reason="llava-torch is not installed")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (several times slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +231,6 @@ def test_training_runs_on_a_saved_checkpoint_in_both_layouts(built, tmp_path):
     """End to end: load_pretrained -> LoRA -> trainer, with the packed and the plain layout giving the same curve."""
     import json
 
-    from mm_unidpo.train.config import config_from_dict
-    from mm_unidpo.train.run import train
-
     need_images("astronaut.png", "chelsea.png")
     model, processor = built
     model.save_pretrained(tmp_path / "model")
@@ -252,17 +242,6 @@ def test_training_runs_on_a_saved_checkpoint_in_both_layouts(built, tmp_path):
             prompt, chosen, rejected, image = rows[i % 2]
             f.write(json.dumps({"id": f"r{i}", "prompt": prompt, "chosen": chosen, "rejected": rejected,
                                 "images": [image]}) + "\n")
-    curves = {}
-    for shared in (True, False):
-        raw = {"model": {"name_or_path": str(tmp_path / "model"), "dtype": "float32", "shared_prefix": shared},
-               "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-               "data": {"train": str(tmp_path / "data.jsonl"), "image_root": str(IMAGES)},
-               "loss": {"name": "dpo"},
-               "train": {"output_dir": str(tmp_path / f"out_{shared}"), "learning_rate": 3e-3, "max_steps": 3,
-                         "per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "no",
-                         "use_cpu": True, "disable_tqdm": True, "seed": 0}}
-        train(config_from_dict(raw).validate())
-        state = json.loads((tmp_path / f"out_{shared}" / "trainer_state.json").read_text())
-        curves[shared] = [e["loss"] for e in state["log_history"] if "loss" in e]
+    curves = packed_and_plain_training_curves(tmp_path, tmp_path / "model", loss="dpo", max_steps=3)
     assert len(curves[True]) == 3 and curves[True][-1] < curves[True][0]
     torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)

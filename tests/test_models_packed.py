@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,8 @@ from mm_unidpo.models import get_adapter
 from mm_unidpo.models.packed import CHOSEN, PAD, PROMPT, REJECTED, PackedPairBatch, attention_bias
 from mm_unidpo.testing import available_families, tiny
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO.parent / "shared" / "data" / "images"
+from .helpers import IMAGES, packed_and_plain_training_curves
+
 needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"real photos not found at {IMAGES}")
 
 
@@ -91,9 +90,6 @@ def test_fast_path_scores_only_response_columns():
 
 @needs_images
 def test_training_curves_match_between_fast_and_plain_paths(tmp_path):
-    from mm_unidpo.train.config import config_from_dict
-    from mm_unidpo.train.run import train
-
     model, processor = tiny("llava")
     model.save_pretrained(tmp_path / "llava")
     processor.save_pretrained(tmp_path / "llava")
@@ -101,17 +97,6 @@ def test_training_curves_match_between_fast_and_plain_paths(tmp_path):
         for i, r in enumerate(_records(text_only=False) * 4):
             f.write(json.dumps({"id": f"r{i}", "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
                                 "images": r.images, "score_chosen": 7.0, "score_rejected": 3.0}) + "\n")
-    curves = {}
-    for shared in (True, False):
-        raw = {"model": {"name_or_path": str(tmp_path / "llava"), "dtype": "float32", "shared_prefix": shared},
-               "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-               "data": {"train": str(tmp_path / "data.jsonl"), "image_root": str(IMAGES)},
-               "loss": {"name": "unidpo"},
-               "train": {"output_dir": str(tmp_path / f"out_{shared}"), "learning_rate": 3e-3, "max_steps": 6,
-                         "per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "no",
-                         "use_cpu": True, "disable_tqdm": True, "seed": 0}}
-        train(config_from_dict(raw).validate())
-        state = json.loads((tmp_path / f"out_{shared}" / "trainer_state.json").read_text())
-        curves[shared] = [e["loss"] for e in state["log_history"] if "loss" in e]
+    curves = packed_and_plain_training_curves(tmp_path, tmp_path / "llava", loss="unidpo", max_steps=6)
     assert len(curves[True]) == 6
     torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)

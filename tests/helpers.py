@@ -1,0 +1,100 @@
+"""Helpers shared by the adapter tests (test_models_adapters.py, test_models_llava_orig.py and
+test_models_packed.py): the shared test photos, tolerances and batch layouts, the naive one-example
+reference log-prob, the single-thread fixture and the packed-vs-plain training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mm_unidpo.models import get_adapter
+
+IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+LLAVA_ORIG_IMAGE = -200  # llava.constants.IMAGE_TOKEN_INDEX
+ATOL, RTOL = 1e-4, 1e-5
+LAYOUTS = ["plain-right", "plain-left", "packed"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead (several times slower on a busy 2-core machine).
+    Autouse in each test module that imports it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_adapter(model, processor, layout: str = "packed", **options):
+    """An adapter for one batch layout ("packed" falls back to plain where the family has no packed path)."""
+    packed = layout == "packed"
+    adapter = get_adapter(model, processor, shared_prefix=packed,
+                          padding_side="right" if packed else layout.split("-")[1], **options)
+    assert adapter.shared_prefix == (packed and type(adapter).supports_shared_prefix)
+    return adapter
+
+
+def need_images(*names: str) -> None:
+    for name in names:
+        if not (IMAGES / name).is_file():
+            pytest.skip(f"test photo {IMAGES / name} not found (the shared test images are not installed)")
+
+
+def logps(adapter, model, records):
+    with torch.no_grad():
+        return adapter.sequence_logps(model, adapter.collate(records))
+
+
+def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
+    """log p(response | prompt, images) for ONE example: unpadded forward, hand-written gather."""
+    ids = encoded.prompt_ids + list(response_ids)
+    input_ids = torch.tensor([ids])
+    shift = 0  # extra positions before the response (llava_orig's spliced image features)
+    with torch.no_grad():
+        if family == "llava_orig":
+            if encoded.vision:
+                images = encoded.vision["images"]
+                out = model.prepare_inputs_labels_for_multimodal(input_ids, None, None, None, None, images, None)
+                inputs_embeds = out[4]
+                # each -200 id became num_patches features ("patch" drops CLS)
+                shift = encoded.prompt_ids.count(LLAVA_ORIG_IMAGE) * (model.get_vision_tower().num_patches - 1)
+                assert inputs_embeds.shape[1] == len(ids) + shift
+                logits = model(inputs_embeds=inputs_embeds).logits[0]
+            else:
+                logits = model(input_ids=input_ids).logits[0]
+        else:
+            inputs = {"input_ids": input_ids, **encoded.vision}
+            for key, values in encoded.token_extras.items():
+                inputs[key] = torch.tensor([values + [0] * len(response_ids)])
+            logits = model(**inputs).logits[0]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    start = len(encoded.prompt_ids) + shift  # position of the first response token
+    total = 0.0
+    for j, token in enumerate(response_ids):
+        total += float(logp[start + j - 1, token])  # logits at t predict token t + 1
+    return total
+
+
+def packed_and_plain_training_curves(tmp_path: Path, model_dir: Path, *, loss: str,
+                                     max_steps: int) -> dict[bool, list[float]]:
+    """LoRA training on the checkpoint in model_dir with the pairs in tmp_path / "data.jsonl", once with the
+    shared-prefix (packed) layout and once with the plain one: {shared_prefix: the logged losses}."""
+    from mm_unidpo.train.config import config_from_dict
+    from mm_unidpo.train.run import train
+
+    curves = {}
+    for shared in (True, False):
+        raw = {"model": {"name_or_path": str(model_dir), "dtype": "float32", "shared_prefix": shared},
+               "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+               "data": {"train": str(tmp_path / "data.jsonl"), "image_root": str(IMAGES)},
+               "loss": {"name": loss},
+               "train": {"output_dir": str(tmp_path / f"out_{shared}"), "learning_rate": 3e-3, "max_steps": max_steps,
+                         "per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "no",
+                         "use_cpu": True, "disable_tqdm": True, "seed": 0}}
+        train(config_from_dict(raw).validate())
+        state = json.loads((tmp_path / f"out_{shared}" / "trainer_state.json").read_text())
+        curves[shared] = [e["loss"] for e in state["log_history"] if "loss" in e]
+    return curves
