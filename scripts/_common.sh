@@ -34,9 +34,14 @@ launch_train() {
     while (( $# )) && [[ $1 != -- ]]; do one_gpu+=("$1"); shift; done
     if (( $# )); then shift; fi
     if (( NUM_GPUS > 1 )); then
+        local accumulation=()
+        if [[ -n $batch ]]; then  # computed first: a failing $(...) inside run's arguments would not stop set -e
+            local steps
+            steps=$(accumulation_for "${batch%/*}" "${batch#*/}")
+            accumulation=("--train.gradient_accumulation_steps=$steps")
+        fi
         run "$ACCELERATE" launch --config_file "$accelerate_config" --num_processes "$NUM_GPUS" \
-            -m mm_unidpo.cli train "$config" \
-            ${batch:+"--train.gradient_accumulation_steps=$(accumulation_for "${batch%/*}" "${batch#*/}")"} "$@"
+            -m mm_unidpo.cli train "$config" "${accumulation[@]}" "$@"
     else
         run "$PYTHON" -m mm_unidpo.cli train "$config" "${one_gpu[@]}" "$@"
     fi

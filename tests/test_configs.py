@@ -225,3 +225,10 @@ def test_bench_qlora_memory_cpu_smoke(capsys):
     (result,) = report["results"]
     assert report["mode"] == "cpu_smoke" and result["load_in_4bit"] and result["loss"] == "unidpo"
     assert result["input_shape"][0] == 1 and result["step_time_s"] > 0 and result["peak_rss_gb"] > 0
+
+
+def test_train_script_refuses_more_gpus_than_the_global_batch():
+    env = {**os.environ, "DRY_RUN": "1", "NUM_GPUS": "256"}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_qwen2vl_2b_unidpo_official.sh")], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "global batch 128 < 1 x 256 GPUs" in proc.stderr and not proc.stdout
