@@ -88,6 +88,34 @@ def test_fast_path_scores_only_response_columns():
     assert seen["logits_columns"] == responses - 1 < width - batch.prompt_length
 
 
+@pytest.mark.parametrize("family", ["causal_lm", "llava"])
+def test_plain_path_runs_the_lm_head_only_where_a_response_token_is_predicted(family):
+    """The plain layout (flash-attention kernels) also keeps only the columns that predict a response
+    token in some row: from the shortest prompt's last position to the longest sequence's end."""
+    model, processor = tiny(family)
+    adapter = get_adapter(model, processor, shared_prefix=False)
+    records = _records(text_only=True) if family == "causal_lm" else [
+        PreferenceRecord("<image>\nWhat is this?", "A red circle.", "A square.", images=[_square()]),
+        PreferenceRecord("<image>\nDescribe it in one short sentence, please.", "Red.", "A blue star on grass.",
+                         images=[_square()])]
+    batch = adapter.collate(records)
+    seen = {}
+    handle = model.register_forward_hook(lambda m, a, k, out: seen.update(columns=out.logits.shape[1]),
+                                         with_kwargs=True)
+    adapter.sequence_logps(model, batch)
+    handle.remove()
+    scored = (batch.labels[:, 1:] != -100).any(0).nonzero().squeeze(-1)
+    assert seen["columns"] == len(scored) < batch.input_ids.shape[1] - 1
+    if family == "llava":
+        assert seen["columns"] < batch.input_ids.shape[1] - 16  # not the image tokens
+
+
+def _square():
+    from PIL import Image
+
+    return Image.new("RGB", (40, 30), (200, 30, 30))
+
+
 @needs_images
 def test_training_curves_match_between_fast_and_plain_paths(tmp_path):
     model, processor = tiny("llava")

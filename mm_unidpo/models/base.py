@@ -336,8 +336,10 @@ class Adapter:
             logits = model(**self.packed_inputs(model, batch), use_cache=False, logits_to_keep=keep).logits
             c_sum, c_len, r_sum, r_len = packed_logps(logits, batch, chosen_index, rejected_index)
             return SequenceLogps(c_sum, r_sum, c_len, r_len)
-        logits = self.forward_logits(model, batch)
-        sums, counts = response_logps(logits, batch.labels)
+        # The LM head only on the columns that predict a response token (in any row), as in the packed path.
+        keep = torch.nonzero((batch.labels[:, 1:] != IGNORE_INDEX).any(0)).squeeze(-1)
+        logits = model(**self.model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
+        sums, counts = kept_logps(logits, batch.labels[:, keep + 1])
         b = batch.num_pairs
         return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
 
@@ -373,14 +375,17 @@ def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     Logits at position t predict the token at t + 1. The log-softmax is taken in float32 and only at
     scored positions, so bf16 models lose no precision and image/prompt positions cost nothing here.
     """
-    targets = labels[:, 1:]
+    return kept_logps(logits[:, :-1], labels[:, 1:])
+
+
+def kept_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`response_logps` with the shift done: ``logits[:, t]`` predicts ``targets[:, t]``."""
     mask = targets != IGNORE_INDEX
-    scored_logits = logits[:, :-1][mask].float()  # (N, V)
+    scored_logits = logits[mask].float()  # (N, V)
     token_logps = scored_logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1) - scored_logits.logsumexp(-1)
     row = torch.nonzero(mask, as_tuple=True)[0]
-    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device).index_add(0, row, token_logps)
-    counts = mask.sum(-1)
-    return sums, counts
+    sums = torch.zeros(targets.shape[0], dtype=torch.float32, device=logits.device).index_add(0, row, token_logps)
+    return sums, mask.sum(-1)
 
 
 def _parts(text: str) -> list[dict[str, str]]:
