@@ -14,6 +14,7 @@ import argparse
 import glob
 import importlib.util
 import json
+import math
 import os
 import shutil
 import time
@@ -206,8 +207,7 @@ def write_report(out: Path, runs: Path, per_seed: list[dict[str, Any]], seconds:
         ax.set_xticks([])
         ax.set_ylim(0, 1.2 * max(max(v) for v in values))
     plots._legend_below(fig, axes[0], len(methods))
-    fig.savefig(out / "accuracy.png", dpi=130)
-    plt.close(fig)
+    plots._save(fig, out / "accuracy.png", tight=False)
     aligned = [m for m in methods if m != "base"]
     training = plots.training_curves(runs, aligned, out / "training.png", LABELS)
     weights = plots.pair_weights(runs, out / "weights.png", LABELS)
@@ -217,6 +217,11 @@ def write_report(out: Path, runs: Path, per_seed: list[dict[str, Any]], seconds:
     verdict = [f"- **{LABELS[m]} {'raises' if mean[m]['accuracy'] > base else 'does not raise'} accuracy**: "
                f"{base:.3f} → {mean[m]['accuracy']:.3f} (judge score {mean['base']['mean_score']:.2f} → "
                f"{mean[m]['mean_score']:.2f})." for m in aligned] or ["- No aligned model: there were no pairs."]
+    n = config.heldout_problems
+    standard_error = math.sqrt(max(base * (1 - base), 1 / n) / n)
+    verdict.append(f"- On {n} problems one accuracy has a standard error of about {standard_error:.3f} (binomial, "
+                   f"at the base model's accuracy): differences of less than ~{2 * standard_error:.2f} between two "
+                   "models are within sampling noise; `--seeds 3` gives a spread over seeds.")
     pref = per_seed[0]["preference_data"]
     lines = ["# mm-unidpo demo --task math: SmolLM2-135M-Instruct on arithmetic word problems", "",
              f"Greedy accuracy on {config.heldout_problems} held-out generated problems (1-2 operations), graded by "
