@@ -312,7 +312,7 @@ class Adapter:
         extra = {"images": flat} if flat else {}
         inputs = self.processor(text=prompts, padding=True, padding_side="left", return_tensors="pt",
                                 add_special_tokens=self._needs_special_tokens(prompts[0]), **extra)
-        inputs = _to_model(dict(inputs), model, device)
+        inputs = to_model_inputs(dict(inputs), model, device)
         settings.setdefault("pad_token_id", self.pad_token_id)
         settings.setdefault("eos_token_id", sorted(self.end_token_ids))
         out = model.generate(**inputs, **settings)
@@ -355,7 +355,7 @@ def unwrap_model(model: Any) -> Any:
             return model
 
 
-def _to_model(inputs: dict[str, Any], model: Any, device: Any = None) -> dict[str, Any]:
+def to_model_inputs(inputs: dict[str, Any], model: Any, device: Any = None) -> dict[str, Any]:
     """Tensors onto `device` (default: the model's), floating ones in the model's dtype."""
     device = device if device is not None else getattr(model, "device", None)
     dtype = getattr(model, "dtype", None)

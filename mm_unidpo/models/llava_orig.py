@@ -39,7 +39,7 @@ import torch
 from mm_unidpo.data.images import load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
 
-from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, _to_model, response_logps, unwrap_model
+from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps, to_model_inputs, unwrap_model
 from .llava_orig_processor import DEFAULT_CONV_MODE, LlavaOrigProcessor, load_llava_orig, num_image_tokens
 from .packed import PAD, PROMPT, PackedPairBatch, attention_allowed, attention_bias, packed_logps, scored_columns
 
@@ -239,7 +239,7 @@ class LlavaOrigAdapter(Adapter):
             attention_mask[i, width - len(ids):] = 1
         inputs = {"inputs": input_ids, "attention_mask": attention_mask,
                   **self.stack_vision([vision for _, vision, _ in per_row], copies=1)}
-        inputs = _to_model(inputs, model, device)
+        inputs = to_model_inputs(inputs, model, device)
         if "image_sizes" in inputs:
             inputs["image_sizes"] = inputs["image_sizes"].tolist()
         settings.setdefault("pad_token_id", self.pad_token_id)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, PreferenceRecord
 from mm_unidpo.models import get_adapter
-from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, response_logps
+from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, response_logps, to_model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -353,20 +353,14 @@ class MMUniDPO(lmms):
         batch = PairBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels, vision=vision,
                           token_extras=extras, score_chosen=None, score_rejected=None, ids=[None] * n,
                           indices=[None] * n)
-        batch = dataclasses.replace(batch, **self._batch_tensors_to_device(batch))
+        batch = batch.to(self.device)
+        batch = dataclasses.replace(batch, vision=to_model_inputs(batch.vision, self.model, self.device))
         logits, labels = self.adapter.logits_and_labels(self.model, batch)
         sums, _ = response_logps(logits, labels)
         targets = labels[:, 1:]
         scored = targets != IGNORE_INDEX
         greedy = ((logits[:, :-1].argmax(-1) == targets) | ~scored).all(-1)
         return [(float(s), bool(g)) for s, g in zip(sums.tolist(), greedy.tolist())]
-
-    def _batch_tensors_to_device(self, batch: PairBatch) -> dict[str, Any]:
-        moved = batch.to(self.device)
-        dtype = self.model.dtype
-        vision = {k: v.to(dtype) if v.is_floating_point() else v for k, v in moved.vision.items()}
-        return {"input_ids": moved.input_ids, "attention_mask": moved.attention_mask, "labels": moved.labels,
-                "vision": vision, "token_extras": moved.token_extras}
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         args = [r.args for r in requests]  # (context, continuation or doc_to_target, doc_to_visual, doc_id, task, split)
