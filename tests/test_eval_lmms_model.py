@@ -169,6 +169,8 @@ def test_llava_orig_against_llavas_own_code():
     from llava.conversation import conv_templates
     from llava.mm_utils import process_images, tokenizer_image_token
 
+    from mm_unidpo.models.llava_orig import cache_keyword_compat
+
     lm = _lm("llava_orig", batch_size=3)
     assert lm.family == "llava_orig"
     model, tok, image_processor = lm.model, lm.tokenizer, lm.processor.image_processor
@@ -192,7 +194,8 @@ def test_llava_orig_against_llavas_own_code():
     ours = lm.generate(contexts, images, {"max_new_tokens": 5, "temperature": 0})
     for context, imgs, text in zip(contexts, images, ours):
         inputs = llava_inputs(context, imgs)
-        with torch.no_grad():
+        # LLaVA's own generate, with only the KV-cache keyword renamed for transformers >= 5.24 (see there)
+        with torch.no_grad(), cache_keyword_compat(model):
             out = model.generate(inputs=inputs["ids"], images=inputs.get("images"), image_sizes=inputs.get("image_sizes"),
                                  max_new_tokens=5, do_sample=False, eos_token_id=sorted(lm.adapter.end_token_ids),
                                  pad_token_id=lm.pad_token_id)

@@ -245,3 +245,36 @@ def test_training_runs_on_a_saved_checkpoint_in_both_layouts(built, tmp_path):
     curves = packed_and_plain_training_curves(tmp_path, tmp_path / "model", loss="dpo", max_steps=3)
     assert len(curves[True]) == 3 and curves[True][-1] < curves[True][0]
     torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)
+
+
+def test_cache_keyword_compat_renames_and_restores():
+    """transformers >= 5.24 hands the KV cache to forward as `cache=`; llava-torch's forward takes only
+    `past_key_values`. Inside the context the instance forward takes `cache` (passed on under the old
+    name, signature otherwise kept for generate's kwarg validation); afterwards the class forward is back."""
+    import inspect
+
+    from mm_unidpo.models.llava_orig import cache_keyword_compat
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, attention_mask=None, past_key_values=None):
+            return past_key_values
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None):
+            return cache
+
+    old, new = Old(), New()
+    with cache_keyword_compat(old):
+        assert old(input_ids=1, cache="kv") == "kv" and old(past_key_values="pkv") == "pkv"
+        assert {"attention_mask", "past_key_values", "cache"} <= set(inspect.signature(old.forward).parameters)
+    assert "forward" not in old.__dict__
+    with pytest.raises(TypeError):
+        old(cache="kv")
+    with cache_keyword_compat(new):
+        assert "forward" not in new.__dict__ and new(cache="kv") == "kv"
+    hooked = Old()
+    own = hooked.forward
+    hooked.forward = own  # an instance-level forward, as accelerate's hooks install
+    with cache_keyword_compat(hooked):
+        assert hooked(cache="kv") == "kv"
+    assert hooked.__dict__["forward"] is own

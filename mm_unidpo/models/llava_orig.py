@@ -29,6 +29,7 @@ the ``llava_next`` family).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +46,7 @@ from .packed import PAD, PROMPT, PackedPairBatch, attention_allowed, attention_b
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LlavaOrigAdapter", "LlavaOrigProcessor", "load_llava_orig", "num_image_tokens"]
+__all__ = ["LlavaOrigAdapter", "LlavaOrigProcessor", "cache_keyword_compat", "load_llava_orig", "num_image_tokens"]
 
 
 class LlavaOrigAdapter(Adapter):
@@ -252,7 +253,7 @@ class LlavaOrigAdapter(Adapter):
             criterion = StopStringCriteria(settings.pop("tokenizer", None) or self.tokenizer,
                                            settings.pop("stop_strings"))
             settings["stopping_criteria"] = StoppingCriteriaList([*settings.get("stopping_criteria", []), criterion])
-        with _padding_side(base.config, "left"):  # LLaVA re-pads the spliced rows on this side
+        with _padding_side(base.config, "left"), cache_keyword_compat(base):  # LLaVA re-pads spliced rows on this side
             return model.generate(**inputs, **settings)
 
     def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
@@ -334,6 +335,38 @@ def _content_text(content: Any) -> str:
         elif part.get("type") == "text":
             text += part.get("text", "")
     return text
+
+
+@contextmanager
+def cache_keyword_compat(model: Any) -> Iterator[None]:
+    """Since transformers 5.24 generation hands the KV cache to ``forward`` as ``cache=`` (it was
+    ``past_key_values=``), and llava-torch's ``LlavaLlamaForCausalLM.forward`` knows only the old name
+    (which it passes on to Llama's forward, where transformers maps it to ``cache``). While generating,
+    the instance's forward takes ``cache`` under its old name; older transformers pass no ``cache``."""
+    if "cache" in inspect.signature(model.forward).parameters:
+        yield
+        return
+    own = model.__dict__.get("forward")  # e.g. accelerate's device-map hook wraps forward on the instance
+    inner = model.forward
+
+    def forward(*args: Any, cache: Any = None, **kwargs: Any) -> Any:
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        return inner(*args, **kwargs)
+
+    # generate() validates its kwargs against forward's signature: keep every old parameter, add `cache`.
+    params = list(inspect.signature(inner).parameters.values())
+    at = next((i for i, q in enumerate(params) if q.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default=None))
+    forward.__signature__ = inspect.signature(inner).replace(parameters=params)
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.forward
+        else:
+            model.forward = own
 
 
 @contextmanager
