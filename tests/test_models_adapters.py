@@ -23,7 +23,7 @@ import torch
 from mm_unidpo.data import BadRecordError, PreferenceRecord, load_preference_data, load_record_images
 from mm_unidpo.models import ADAPTERS, get_adapter
 from mm_unidpo.models.base import IGNORE_INDEX
-from mm_unidpo.models.packed import PROMPT, PackedPairBatch
+from mm_unidpo.models.packed import CHOSEN, PROMPT, REJECTED, PackedPairBatch
 from mm_unidpo.testing import available_families, tiny
 
 from .helpers import ATOL, IMAGES, LAYOUTS, LLAVA_ORIG_IMAGE, RTOL, logps, make_adapter, naive_logp, need_images
@@ -36,8 +36,7 @@ VLMS = [f for f in FAMILIES if f != "causal_lm"]
 def response_tokens(batch, i: int, which: str) -> list[int]:
     """The scored token ids of pair i's chosen / rejected response, in either layout."""
     if isinstance(batch, PackedPairBatch):
-        targets = (batch.chosen_targets if which == "chosen" else batch.rejected_targets)[i]
-        return targets[targets != IGNORE_INDEX].tolist()
+        return batch.pair_tokens(i, CHOSEN if which == "chosen" else REJECTED)
     labels = batch.labels[i if which == "chosen" else batch.num_pairs + i]
     return labels[labels != IGNORE_INDEX].tolist()
 
@@ -45,7 +44,7 @@ def response_tokens(batch, i: int, which: str) -> list[int]:
 def prompt_tokens(batch, i: int) -> list[int]:
     """Pair i's prompt token ids, in either layout."""
     if isinstance(batch, PackedPairBatch):
-        return batch.input_ids[i][batch.segments[i] == PROMPT].tolist()
+        return batch.pair_tokens(i, PROMPT)
     real = batch.attention_mask[i].bool() & (batch.labels[i] == IGNORE_INDEX)
     return batch.input_ids[i][real].tolist()
 
@@ -487,10 +486,12 @@ def test_responses_end_with_end_of_turn_and_only_they_are_scored_packed(zoo, fam
     batch = adapter.collate(records)
     assert isinstance(batch, PackedPairBatch) and batch.num_pairs == len(records)
     tok = adapter.tokenizer
+    pair_of = batch.layout.pair_ids()
     for i, record in enumerate(records):
         encoded = adapter.encode(record)
-        segments, ids = batch.segments[i], batch.input_ids[i]
-        assert prompt_tokens(batch, i) == encoded.prompt_ids
+        mine = pair_of == i
+        segments, ids = batch.segments[mine], batch.input_ids[mine]  # pair i's columns, in order
+        assert prompt_tokens(batch, i) == encoded.prompt_ids == ids[segments == PROMPT].tolist()
         for which, span, response in (("chosen", CHOSEN, record.chosen), ("rejected", REJECTED, record.rejected)):
             scored = response_tokens(batch, i, which)
             assert ids[segments == span].tolist() == scored == getattr(encoded, f"{which}_ids")
@@ -500,7 +501,8 @@ def test_responses_end_with_end_of_turn_and_only_they_are_scored_packed(zoo, fam
             image_id = LLAVA_ORIG_IMAGE if family == "llava_orig" else model.config.image_token_id
             assert ((ids == image_id) & (segments != PROMPT)).sum() == 0
             assert (ids == image_id).any() == bool(record.images)
-        assert (ids[segments == PAD] == adapter.pad_token_id).all()
+    assert (batch.input_ids[batch.segments == PAD] == adapter.pad_token_id).all()
+    assert batch.layout.num_rows == 1 and (batch.segments != PAD).all()  # one row, no padding at all
     with torch.no_grad():
         out = adapter.sequence_logps(model, batch)
     assert out.chosen_lengths.tolist() == [len(response_tokens(batch, i, "chosen")) for i in range(len(records))]

@@ -1,4 +1,5 @@
-"""The shared-prefix fast path equals the plain two-row path: log-probs, gradients and training curves."""
+"""The packed fast path (several pairs back to back in a row, shared prefixes, per-pair attention, LM head
+on scored positions only) equals the plain two-row path: log-probs, gradients and training curves."""
 
 from __future__ import annotations
 
@@ -9,49 +10,42 @@ import torch
 
 from mm_unidpo.data import PreferenceRecord
 from mm_unidpo.models import get_adapter
-from mm_unidpo.models.packed import CHOSEN, PAD, PROMPT, REJECTED, PackedPairBatch, attention_bias
+from mm_unidpo.models.attention import NAME as PACKED_ATTENTION
+from mm_unidpo.models.packed import CHOSEN, PAD, PROMPT, REJECTED, PackedLayout, PackedPairBatch, attention_allowed
 from mm_unidpo.testing import available_families, tiny
 
 from .helpers import IMAGES, packed_and_plain_training_curves
+from .helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it to this module)
 
 needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"real photos not found at {IMAGES}")
 
 
 def _records(text_only: bool) -> list[PreferenceRecord]:
-    rows = [("<image>\nWhat is in the image?", "An astronaut in a white suit.", "A horse.", "astronaut.png"),
+    rows = [("<image>\nWhat is in the image?", "An astronaut in a white suit.", "A horse.", ["astronaut.png"]),
             ("Describe <image> briefly, with all the detail you can see.", "A cat.",
-             "A dog sleeping on a red sofa next to a window.", "chelsea.png"),
-            ("<image>\nAnd this one?", "A cup of coffee on a table.", "Tea.", "camera.png")]
+             "A dog sleeping on a red sofa next to a window.", ["chelsea.png"]),
+            ("<image>\nAnd this one?", "A cup of coffee on a table.", "Tea.", ["camera.png"]),
+            ("Compare <image> with <image>.", "The first is a rocket, the second a horse.", "Both are cats.",
+             ["rocket.jpg", "horse.png"])]
     out = []
-    for i, (prompt, chosen, rejected, photo) in enumerate(rows):
+    for i, (prompt, chosen, rejected, photos) in enumerate(rows):
         if text_only:
-            out.append(PreferenceRecord(prompt.replace("<image>", "").strip(), chosen, rejected, id=f"t{i}", index=i))
+            out.append(PreferenceRecord(prompt.replace("<image>", "it").strip(), chosen, rejected, id=f"t{i}", index=i))
         else:
-            out.append(PreferenceRecord(prompt, chosen, rejected, images=[photo], image_root=str(IMAGES),
+            out.append(PreferenceRecord(prompt, chosen, rejected, images=photos, image_root=str(IMAGES),
                                         id=f"v{i}", index=i))
     return out
 
 
-FAST_FAMILIES = [f for f in available_families() if f != "llava_orig"]
+def _run(adapter, model, records):
+    model.zero_grad()
+    out = adapter.sequence_logps(model, adapter.collate(records))
+    (out.chosen_logps.sum() - 0.5 * out.rejected_logps.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, grads
 
 
-@needs_images
-@pytest.mark.parametrize("family", FAST_FAMILIES)
-def test_fast_path_equals_plain_path_logps_and_gradients(family):
-    model, processor = tiny(family)
-    records = _records(text_only=family == "causal_lm")
-    plain, fast = get_adapter(model, processor, shared_prefix=False), get_adapter(model, processor)
-    assert fast.shared_prefix and isinstance(fast.collate(records), PackedPairBatch)
-
-    def run(adapter):
-        model.zero_grad()
-        out = adapter.sequence_logps(model, adapter.collate(records))
-        (out.chosen_logps.sum() - 0.5 * out.rejected_logps.sum()).backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        return out, grads
-
-    a, grads_a = run(plain)
-    b, grads_b = run(fast)
+def _assert_same(a, b, grads_a, grads_b):
     torch.testing.assert_close(b.chosen_logps, a.chosen_logps, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b.rejected_logps, a.rejected_logps, rtol=1e-4, atol=1e-4)
     assert torch.equal(b.chosen_lengths, a.chosen_lengths) and torch.equal(b.rejected_lengths, a.rejected_lengths)
@@ -60,54 +54,133 @@ def test_fast_path_equals_plain_path_logps_and_gradients(family):
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
-def test_packed_mask_keeps_the_rejected_span_from_the_chosen_span():
-    segments = torch.tensor([[PAD, PROMPT, PROMPT, CHOSEN, CHOSEN, PAD, REJECTED, REJECTED]])
-    allowed = (attention_bias(segments, torch.float32) == 0)[0, 0]
-    rejected_query = 7
-    assert allowed[rejected_query, [1, 2, 6, 7]].all()  # the prompt and its own span
-    assert not allowed[rejected_query, [0, 3, 4, 5]].any()  # never padding or the chosen span
-    assert allowed[4, [1, 2, 3, 4]].all() and not allowed[4, [0, 5, 6, 7]].any()
-    assert not allowed[3, 4]  # causal inside a span
-    assert allowed[0, 0] and allowed[5, 5]  # padding rows see themselves only: no empty softmax
+@needs_images
+@pytest.mark.parametrize("family", available_families())
+@pytest.mark.parametrize("variant", ["one row", "budget rows", "pair per row", "materialised head"])
+def test_packed_path_equals_plain_path_logps_and_gradients(family, variant):
+    """Four pairs (one with two images) of very different lengths: every packed variant gives the plain
+    layout's log-probs and gradients (the plain path itself is checked against a naive one-example
+    computation in test_models_adapters.py)."""
+    model, processor = tiny(family)
+    records = _records(text_only=family == "causal_lm")
+    options = {"one row": {}, "budget rows": {"max_tokens_per_row": 1}, "pair per row": {"pack_pairs": False},
+               "materialised head": {"head_chunk_size": None}}[variant]
+    plain = get_adapter(model, processor, shared_prefix=False)
+    packed = get_adapter(model, processor, **options)
+    batch = packed.collate(records)
+    assert isinstance(batch, PackedPairBatch) and batch.num_pairs == 4
+    assert batch.layout.num_rows == (1 if variant in ("one row", "materialised head") else 4)
+    a, grads_a = _run(plain, model, records)
+    b, grads_b = _run(packed, model, records)
+    _assert_same(a, b, grads_a, grads_b)
 
 
-def test_fast_path_scores_only_response_columns():
+@needs_images
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_packed_path_with_gradient_checkpointing_and_lora(family):
+    """The layout reaches the attention layers again when checkpointing recomputes them in the backward."""
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = tiny(family)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model.train()
+    records = _records(text_only=False)
+    a, grads_a = _run(get_adapter(model, processor, shared_prefix=False), model, records)
+    b, grads_b = _run(get_adapter(model, processor), model, records)
+    assert any("lora" in name for name in grads_a)
+    _assert_same(a, b, grads_a, grads_b)
+
+
+def test_layout_plan_and_masks():
+    layout = PackedLayout.plan([(3, 2, 1), (2, 1, 2), (1, 1, 1)], max_row_tokens=11)
+    assert layout.row == (0, 0, 1) and layout.offset == (0, 6, 0) and layout.width == 11 and layout.tokens == 14
+    assert PackedLayout.plan([(3, 2, 1), (2, 1, 2)]).num_rows == 1  # no budget: one row
+    assert PackedLayout.plan([(3, 2, 1), (2, 1, 2)], max_row_tokens=0).num_rows == 2  # one pair a row
+    seg = layout.segments()
+    assert seg[0].tolist() == [PROMPT] * 3 + [CHOSEN] * 2 + [REJECTED] + [PROMPT] * 2 + [CHOSEN] + [REJECTED] * 2
+    assert seg[1].tolist() == [PROMPT, CHOSEN, REJECTED] + [PAD] * 8
+    assert layout.positions()[0].tolist() == [0, 1, 2, 3, 4, 3, 0, 1, 2, 2, 3]
+    allowed = attention_allowed(layout)[0, 0]
+    assert allowed[5, [0, 1, 2, 5]].all() and not allowed[5, [3, 4]].any()  # rejected: its prompt and itself
+    assert not allowed[6:, :6].any()  # the second pair never sees the first
+    assert allowed[10, [6, 7, 9, 10]].all() and not allowed[10, 8]
+    assert attention_allowed(layout)[1, 0, 10, 10]  # a padding column sees itself only (no empty softmax)
+    scored = layout.scored()
+    # pair 0: chosen tokens at 3, 4 predicted by 2, 3; rejected token at 5 predicted by the last prompt column 2
+    assert scored.columns[:3].tolist() == [3, 4, 5] and scored.predictors[:3].tolist() == [2, 3, 2]
+    assert scored.predictors[3:6].tolist() == [7, 7, 9] and scored.rows[-2:].tolist() == [1, 1]
+    assert layout.resized([5, 2, 4]).offset == (0, 8, 0)
+
+
+def test_one_row_has_no_padding_and_runs_attention_per_pair(monkeypatch):
+    """Four pairs are one row with zero padding; attention goes through the per-pair function, which never
+    sees a T×T mask; the LM head only projects scored positions."""
+    import mm_unidpo.models.attention as attention
+
     model, processor = tiny("causal_lm")
     adapter = get_adapter(model, processor)
     batch = adapter.collate(_records(text_only=True))
-    seen = {}
+    assert batch.layout.num_rows == 1 and (batch.segments != PAD).all()
+    calls, head_rows = [], []
+    real = attention.packed_attention_forward
 
-    def hook(module, args, kwargs, output):
-        seen["logits_columns"] = output.logits.shape[1]
+    def spy(module, q, k, v, mask, **kwargs):
+        calls.append((kwargs.get("packed_layout") is batch.layout, None if mask is None else tuple(mask.shape)))
+        return real(module, q, k, v, mask, **kwargs)
 
-    handle = model.register_forward_hook(hook, with_kwargs=True)
-    adapter.sequence_logps(model, batch)
-    handle.remove()
-    width = batch.input_ids.shape[1]
-    responses = batch.chosen_targets.shape[1] + batch.rejected_targets.shape[1]
-    assert seen["logits_columns"] == responses - 1 < width - batch.prompt_length
+    monkeypatch.setattr(attention, "packed_attention_forward", spy)
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, spy)
+    try:
+        import mm_unidpo.models.head as head
+
+        real_logps = head._ChunkedTokenLogps.forward
+
+        def count(ctx, hidden, *rest):
+            head_rows.append(hidden.shape[0])
+            return real_logps(ctx, hidden, *rest)
+
+        monkeypatch.setattr(head._ChunkedTokenLogps, "forward", staticmethod(count))
+        out = adapter.sequence_logps(model, batch)
+    finally:
+        AttentionInterface.register(PACKED_ATTENTION, real)
+    assert calls and all(own and shape == (1, 1, batch.layout.width, 0) for own, shape in calls)
+    assert head_rows == [int(out.chosen_lengths.sum() + out.rejected_lengths.sum())]
+
+
+def test_plain_sdpa_on_a_packed_row_fails_loudly():
+    """Should a layer run plain sdpa on a packed row (the layout lost), the placeholder mask errors instead of
+    attending causally across pairs."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from mm_unidpo.models.attention import packed_mask_placeholder
+
+    layout = PackedLayout.plan([(3, 2, 2), (2, 2, 1)])
+    q = torch.randn(1, 2, layout.width, 4)
+    module = torch.nn.Module()
+    module.is_causal = True
+    with pytest.raises(RuntimeError):
+        sdpa_attention_forward(module, q, q, q, packed_mask_placeholder(layout, "cpu"))
 
 
 @pytest.mark.parametrize("family", ["causal_lm", "llava"])
-def test_plain_path_runs_the_lm_head_only_where_a_response_token_is_predicted(family):
-    """The plain layout (flash-attention kernels) also keeps only the columns that predict a response
-    token in some row: from the shortest prompt's last position to the longest sequence's end."""
+def test_plain_layout_projects_only_scored_positions(family):
     model, processor = tiny(family)
     adapter = get_adapter(model, processor, shared_prefix=False)
-    records = _records(text_only=True) if family == "causal_lm" else [
+    records = _records(text_only=True)[:2] if family == "causal_lm" else [
         PreferenceRecord("<image>\nWhat is this?", "A red circle.", "A square.", images=[_square()]),
         PreferenceRecord("<image>\nDescribe it in one short sentence, please.", "Red.", "A blue star on grass.",
                          images=[_square()])]
     batch = adapter.collate(records)
     seen = {}
-    handle = model.register_forward_hook(lambda m, a, k, out: seen.update(columns=out.logits.shape[1]),
-                                         with_kwargs=True)
+    handle = model.register_forward_hook(lambda m, a, k, out: seen.update(width=out.logits.shape[-1]), with_kwargs=True)
     adapter.sequence_logps(model, batch)
     handle.remove()
-    scored = (batch.labels[:, 1:] != -100).any(0).nonzero().squeeze(-1)
-    assert seen["columns"] == len(scored) < batch.input_ids.shape[1] - 1
-    if family == "llava":
-        assert seen["columns"] < batch.input_ids.shape[1] - 16  # not the image tokens
+    hidden = model.config.get_text_config().hidden_size
+    assert seen["width"] == hidden  # the model returned hidden states: no vocabulary-wide logits at all
 
 
 def _square():
@@ -122,7 +195,7 @@ def test_training_curves_match_between_fast_and_plain_paths(tmp_path):
     model.save_pretrained(tmp_path / "llava")
     processor.save_pretrained(tmp_path / "llava")
     with open(tmp_path / "data.jsonl", "w") as f:
-        for i, r in enumerate(_records(text_only=False) * 4):
+        for i, r in enumerate(_records(text_only=False)[:3] * 4):
             f.write(json.dumps({"id": f"r{i}", "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
                                 "images": r.images, "score_chosen": 7.0, "score_rejected": 3.0}) + "\n")
     curves = packed_and_plain_training_curves(tmp_path, tmp_path / "llava", loss="unidpo", max_steps=6)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,7 +27,10 @@ import torch
 from mm_unidpo.data.images import DEFAULT_MAX_PIXELS, load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord, SkipReport
 
-from .packed import PackedPairBatch, attention_allowed, attention_bias, pack, packed_logps, scored_columns
+from .attention import NAME as PACKED_ATTENTION
+from .attention import packed_mask_placeholder, use_packed_attention
+from .head import DEFAULT_CHUNK_SIZE, final_hidden_states, keeps_its_head, token_logps, token_logps_and_argmax
+from .packed import PackedPairBatch, attention_allowed, attention_bias, pack
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -96,10 +101,13 @@ class Adapter:
     token_extra_keys: ClassVar[tuple[str, ...]] = ()  # processor outputs that are per token
     pass_position_ids: ClassVar[bool] = True  # False where the model derives positions itself (M-RoPE)
     supports_shared_prefix: ClassVar[bool] = True  # the packed fast path (see packed.py)
+    packed_attention: ClassVar[bool] = True  # the forward hands keyword arguments to attention (attention.py)
+    takes_logits_to_keep: ClassVar[bool] = True
 
     def __init__(self, model: Any, processor: Any, *, max_length: int = 2048, padding_side: str = "right",
                  max_image_pixels: int | None = DEFAULT_MAX_PIXELS, on_bad_record: str = "error",
-                 shared_prefix: bool = True):
+                 shared_prefix: bool = True, pack_pairs: bool = True, max_tokens_per_row: int | None = None,
+                 head_chunk_size: int | None = DEFAULT_CHUNK_SIZE):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if on_bad_record not in ("error", "skip"):
@@ -124,6 +132,9 @@ class Adapter:
         # Flash-attention kernels take no arbitrary mask: they use the plain layout.
         self.shared_prefix = shared_prefix and self.supports_shared_prefix and not attn.startswith("flash")
         self.attn_implementation = attn
+        # Shared-prefix rows: all pairs of a batch back to back (under `max_tokens_per_row`), or one pair a row.
+        self.max_row_tokens = max_tokens_per_row if pack_pairs else 0
+        self.head_chunk_size = head_chunk_size  # None: materialise the LM head's logits (the reference path)
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         self.compute_dtype = getattr(getattr(embeddings, "weight", None), "dtype", torch.float32)
 
@@ -242,7 +253,8 @@ class Adapter:
     def collate(self, records: list[PreferenceRecord | EncodedPair]) -> PairBatch | PackedPairBatch:
         encoded, kept = self._encode_all(records)
         if self.shared_prefix:
-            batch = pack(encoded, self.pad_token_id, self.stack_vision([e.vision for e in encoded], copies=1))
+            batch = pack(encoded, self.pad_token_id, self.stack_vision([e.vision for e in encoded], copies=1),
+                         max_row_tokens=self.max_row_tokens)
             batch.kept = kept
             return batch
         rows = [(e.prompt_ids, e.chosen_ids, e) for e in encoded] + [(e.prompt_ids, e.rejected_ids, e) for e in encoded]
@@ -322,26 +334,88 @@ class Adapter:
         return batch.position_ids
 
     def packed_inputs(self, model: Any, batch: PackedPairBatch) -> dict[str, Any]:
-        if self.attn_implementation == "sdpa":
-            # sdpa takes a boolean mask (True = attend), which is valid whatever the autocast dtype.
-            mask = attention_allowed(batch.segments)
+        inputs = {"input_ids": batch.input_ids, "position_ids": self.packed_position_ids(model, batch),
+                  **batch.vision, **batch.token_extras}
+        device = batch.input_ids.device
+        if self.packed_attention and use_packed_attention(model):  # per-pair attention blocks
+            inputs.update(attention_mask=packed_mask_placeholder(batch.layout, device), packed_layout=batch.layout)
+        elif self.attn_implementation in ("sdpa", PACKED_ATTENTION):
+            # a dense boolean mask (True = attend), valid whatever the autocast dtype
+            inputs["attention_mask"] = attention_allowed(batch.layout, device)
         else:
-            mask = attention_bias(batch.segments, self.compute_dtype)
-        return {"input_ids": batch.input_ids, "attention_mask": mask,
-                "position_ids": self.packed_position_ids(model, batch), **batch.vision, **batch.token_extras}
+            inputs["attention_mask"] = attention_bias(batch.layout, self.compute_dtype, device)
+        return inputs
 
     def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
         if isinstance(batch, PackedPairBatch):
-            keep, chosen_index, rejected_index = scored_columns(batch)
-            logits = model(**self.packed_inputs(model, batch), use_cache=False, logits_to_keep=keep).logits
-            c_sum, c_len, r_sum, r_len = packed_logps(logits, batch, chosen_index, rejected_index)
+            scored = batch.layout.scored(batch.input_ids.device)
+            targets = batch.input_ids[scored.rows, scored.columns]
+            logps = self.scored_logps(model, self.packed_inputs(model, batch), scored.rows, scored.predictors, targets)
+            c_sum, c_len, r_sum, r_len = scored.sums(logps)
             return SequenceLogps(c_sum, r_sum, c_len, r_len)
-        # The LM head only on the columns that predict a response token (in any row), as in the packed path.
-        keep = torch.nonzero((batch.labels[:, 1:] != IGNORE_INDEX).any(0)).squeeze(-1)
-        logits = model(**self.model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
-        sums, counts = kept_logps(logits, batch.labels[:, keep + 1])
+        rows, predictors, targets = scored_targets(batch.labels)
+        logps = self.scored_logps(model, self.model_inputs(batch), rows, predictors, targets)
+        sums, counts = per_row_sums(logps, rows, batch.labels.shape[0])
         b = batch.num_pairs
         return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
+
+    def scored_logps(self, model: Any, inputs: dict[str, Any], rows: torch.Tensor, predictors: torch.Tensor,
+                     targets: torch.Tensor, *, greedy: bool = False):
+        """log p(targets) from the model's output at (rows, predictors) on `inputs`; with `greedy`, also
+        whether each target is the argmax token. The LM head runs on those positions only: chunked
+        from the hidden states (head.py), or, with ``head_chunk_size=None`` or a model that transforms its
+        logits, the model's own head on the columns kept (``logits_to_keep``)."""
+        if self.head_chunk_size is not None and not keeps_its_head(model):
+            with final_hidden_states(model) as head:
+                hidden = model(**inputs, use_cache=False).logits
+            picked = hidden[rows, predictors]
+            if greedy:
+                return token_logps_and_argmax(head, picked, targets, chunk_size=self.head_chunk_size)
+            return token_logps(head, picked, targets, chunk_size=self.head_chunk_size)
+        if self.takes_logits_to_keep:
+            keep, index = torch.unique(predictors, return_inverse=True)
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[rows, index].float()
+        else:
+            logits = model(**inputs, use_cache=False).logits[rows, predictors].float()
+        logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+        return (logps, logits.argmax(-1) == targets) if greedy else logps
+
+    @torch.no_grad()
+    def continuation_logps(self, model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of a plain batch: the sum of log p(labelled tokens) and whether greedy decoding gives
+        exactly them (evaluation log-likelihoods)."""
+        with final_hidden_states(model) if self.head_chunk_size is not None and not keeps_its_head(model) \
+                else _materialised(model) as head:
+            outputs, labels = self.logits_and_labels(model, batch)
+        rows, predictors, targets = scored_targets(labels)
+        picked = outputs[rows, predictors]
+        if head is None:  # the model's own logits
+            logits = picked.float()
+            logps, hits = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1), logits.argmax(-1) == targets
+        else:
+            logps, hits = token_logps_and_argmax(head, picked, targets, chunk_size=self.head_chunk_size)
+        sums, _ = per_row_sums(logps, rows, labels.shape[0])
+        misses = torch.zeros(labels.shape[0], dtype=torch.long, device=hits.device).index_add(
+            0, rows.to(hits.device), (~hits).long())
+        return sums, misses == 0
+
+
+@contextmanager
+def _materialised(model: Any) -> Iterator[None]:
+    yield None
+
+
+def scored_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every labelled position t + 1 (label != IGNORE_INDEX): its row, the predicting column t, the label."""
+    rows, cols = torch.nonzero(labels[:, 1:] != IGNORE_INDEX, as_tuple=True)
+    return rows, cols, labels[rows, cols + 1]
+
+
+def per_row_sums(token_logps: torch.Tensor, rows: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = rows.to(token_logps.device)
+    sums = torch.zeros(num_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    counts = torch.zeros(num_rows, dtype=torch.long, device=rows.device).index_add(0, rows, torch.ones_like(rows))
+    return sums, counts
 
 
 def unwrap_model(model: Any) -> Any:
@@ -370,22 +444,11 @@ def to_model_inputs(inputs: dict[str, Any], model: Any, device: Any = None) -> d
 
 
 def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of log p(label) over positions whose label is not IGNORE_INDEX.
-
-    Logits at position t predict the token at t + 1. The log-softmax is taken in float32 and only at
-    scored positions, so bf16 models lose no precision and image/prompt positions cost nothing here.
-    """
-    return kept_logps(logits[:, :-1], labels[:, 1:])
-
-
-def kept_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """As :func:`response_logps` with the shift done: ``logits[:, t]`` predicts ``targets[:, t]``."""
-    mask = targets != IGNORE_INDEX
-    scored_logits = logits[mask].float()  # (N, V)
-    token_logps = scored_logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1) - scored_logits.logsumexp(-1)
-    row = torch.nonzero(mask, as_tuple=True)[0]
-    sums = torch.zeros(targets.shape[0], dtype=torch.float32, device=logits.device).index_add(0, row, token_logps)
-    return sums, mask.sum(-1)
+    """Sum and count of log p(label) per row from full logits (the materialised reference computation):
+    logits at position t predict the token at t + 1; float32 log-softmax at labelled positions only."""
+    rows, predictors, targets = scored_targets(labels)
+    scored = logits[rows, predictors].float()
+    return per_row_sums(scored.gather(-1, targets[:, None]).squeeze(-1) - scored.logsumexp(-1), rows, labels.shape[0])
 
 
 def _parts(text: str) -> list[dict[str, str]]:

@@ -40,9 +40,10 @@ import torch
 from mm_unidpo.data.images import load_record_images
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
 
-from .base import Adapter, EncodedPair, PairBatch, SequenceLogps, response_logps, to_model_inputs, unwrap_model
+from .base import (Adapter, EncodedPair, PairBatch, SequenceLogps, per_row_sums, scored_targets, to_model_inputs,
+                   unwrap_model)
 from .llava_orig_processor import DEFAULT_CONV_MODE, LlavaOrigProcessor, load_llava_orig, num_image_tokens
-from .packed import PAD, PROMPT, PackedPairBatch, attention_allowed, attention_bias, packed_logps, scored_columns
+from .packed import PackedPairBatch, attention_allowed, attention_bias
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ __all__ = ["LlavaOrigAdapter", "LlavaOrigProcessor", "cache_keyword_compat", "lo
 class LlavaOrigAdapter(Adapter):
     family = "llava_orig"
     model_types = ("llava_llama",)
+    packed_attention = False  # LlavaLlamaForCausalLM.forward takes no extra keywords
+    takes_logits_to_keep = False
 
     def __init__(self, model: Any, processor: Any, *, conv_mode: str | None = None, **options: Any):
         super().__init__(model, processor, **options)
@@ -191,15 +194,14 @@ class LlavaOrigAdapter(Adapter):
 
     # ---- log-probs ----------------------------------------------------------------------------------
 
-    def spliced_logits(self, model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, labels) over the expanded sequences (image features spliced in, LLaVA's padding)."""
+    def spliced_inputs(self, model: Any, batch: PairBatch) -> tuple[dict[str, Any], torch.Tensor]:
+        """(forward inputs, labels) over the expanded sequences (image features spliced in, LLaVA's padding)."""
         base = unwrap_model(model)
         position_ids = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         images = batch.vision.get("images")
         if images is None:  # text only: no splicing
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
-                           use_cache=False).logits
-            return logits, batch.labels
+            return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                    "position_ids": position_ids}, batch.labels
         projector = base.get_model().mm_projector
         images = images.to(device=batch.input_ids.device, dtype=next(projector.parameters()).dtype)
         image_sizes = batch.vision["image_sizes"].tolist() if "image_sizes" in batch.vision else None
@@ -207,9 +209,13 @@ class LlavaOrigAdapter(Adapter):
         # wrong for left-padded rows).
         _, position_ids, attention_mask, _, inputs_embeds, labels = base.prepare_inputs_labels_for_multimodal(
             batch.input_ids, position_ids, batch.attention_mask, None, batch.labels, images, image_sizes)
-        logits = model(input_ids=None, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                       position_ids=position_ids, use_cache=False).logits
-        return logits, labels
+        return {"input_ids": None, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
+                "position_ids": position_ids}, labels
+
+    def spliced_logits(self, model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) over the expanded sequences."""
+        inputs, labels = self.spliced_inputs(model, batch)
+        return model(**inputs, use_cache=False).logits, labels
 
     def forward_logits(self, model: Any, batch: PairBatch) -> torch.Tensor:
         raise NotImplementedError("llava_orig logits come over the expanded sequence and do not line up with "
@@ -259,8 +265,9 @@ class LlavaOrigAdapter(Adapter):
     def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
         if isinstance(batch, PackedPairBatch):
             return self._packed_logps(model, batch)
-        logits, labels = self.spliced_logits(model, batch)
-        sums, counts = response_logps(logits, labels)
+        inputs, labels = self.spliced_inputs(model, batch)
+        rows, predictors, targets = scored_targets(labels)
+        sums, counts = per_row_sums(self.scored_logps(model, inputs, rows, predictors, targets), rows, labels.shape[0])
         expected = (batch.labels != -100).sum(-1).to(counts.device)
         if not torch.equal(counts, expected):
             raise RuntimeError(f"LLaVA's splicing changed the number of response tokens ({expected.tolist()} -> "
@@ -269,53 +276,45 @@ class LlavaOrigAdapter(Adapter):
         return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
 
     def _packed_logps(self, model: Any, batch: PackedPairBatch) -> SequenceLogps:
-        """The shared-prefix layout (see packed.py) over the expanded prompt: LLaVA splices the image
-        features into the prompts only; the packed row is rebuilt from embeddings with every prompt
-        right-aligned at the new prompt width, the responses after it as packed."""
+        """The packed layout (see packed.py) over the expanded prompts: LLaVA splices the image features
+        into the prompts alone; the rows are rebuilt from embeddings with the same pairs in the same rows.
+        LLaVA's forward takes no keyword for attention, so the pair blocks are a dense mask here."""
         base = unwrap_model(model)
         embed = base.get_model().embed_tokens
-        p = batch.prompt_length
-        prompt_ids, prompt_mask = batch.input_ids[:, :p], batch.segments[:, :p] != PAD
+        prompt_ids, prompt_mask, _ = batch.prompts()
         images = batch.vision.get("images")
         if images is None:
-            prompts = [embed(prompt_ids[i][prompt_mask[i]]) for i in range(batch.num_pairs)]
+            prompts = [embed(prompt_ids[i][prompt_mask[i].bool()]) for i in range(batch.num_pairs)]
         else:
             projector = base.get_model().mm_projector
             images = images.to(device=prompt_ids.device, dtype=next(projector.parameters()).dtype)
             _, _, spliced_mask, _, spliced, _ = base.prepare_inputs_labels_for_multimodal(
-                prompt_ids, None, prompt_mask.long(), None, None, images, None)
+                prompt_ids, None, prompt_mask, None, None, images, None)
             prompts = [spliced[i][spliced_mask[i].bool()] for i in range(batch.num_pairs)]
-        lengths = torch.tensor([x.shape[0] for x in prompts], device=prompt_ids.device)
+        lengths = [x.shape[0] for x in prompts]
         n_images = (prompt_ids == self.image_token_index).sum(-1)
-        expected = prompt_mask.sum(-1) + n_images * (self.num_image_tokens - 1)
-        if not torch.equal(lengths, expected):
-            raise RuntimeError(f"LLaVA's splicing gave prompts of {lengths.tolist()} positions, expected "
-                               f"{expected.tolist()}: was a prompt cut at tokenizer_model_max_length?")
-        width = int(lengths.max())
-        responses = embed(batch.input_ids[:, p:])
-        inputs_embeds = torch.zeros((batch.num_pairs, width + responses.shape[1], responses.shape[2]),
-                                    dtype=responses.dtype, device=responses.device)
-        segments = torch.full(inputs_embeds.shape[:2], PAD, dtype=batch.segments.dtype, device=responses.device)
-        positions = torch.zeros(inputs_embeds.shape[:2], dtype=batch.position_ids.dtype, device=responses.device)
-        for i, prompt in enumerate(prompts):
-            n = prompt.shape[0]
-            inputs_embeds[i, width - n:width] = prompt
-            segments[i, width - n:width] = PROMPT
-            positions[i, width - n:width] = torch.arange(n, device=responses.device)
-        inputs_embeds[:, width:] = responses
-        segments[:, width:] = batch.segments[:, p:]
-        # responses restart right after their (expanded) prompt, as in their own sequences
-        shift = (lengths - prompt_mask.sum(-1))[:, None]
-        positions[:, width:] = torch.where(batch.segments[:, p:] != PAD, batch.position_ids[:, p:] + shift, 0)
+        expected = (prompt_mask.sum(-1) + n_images * (self.num_image_tokens - 1)).tolist()
+        if lengths != expected:
+            raise RuntimeError(f"LLaVA's splicing gave prompts of {lengths} positions, expected {expected}: "
+                               f"was a prompt cut at tokenizer_model_max_length?")
+        layout = batch.layout.resized(lengths)
+        device = prompt_ids.device
+        inputs_embeds = torch.zeros((layout.num_rows, layout.width, prompts[0].shape[-1]), dtype=prompts[0].dtype,
+                                    device=device)
+        for prompt, (row, o, p, c, r), (src_row, src, src_p, _, _) in zip(
+                prompts, layout.pair_spans(), batch.layout.pair_spans()):
+            inputs_embeds[row, o:o + p] = prompt
+            inputs_embeds[row, o + p:o + p + c + r] = embed(batch.input_ids[src_row, src + src_p:src + src_p + c + r])
         if self.attn_implementation == "sdpa":
-            mask = attention_allowed(segments)
+            mask = attention_allowed(layout, device)
         else:
-            mask = attention_bias(segments, self.compute_dtype)
-        # LlavaLlamaForCausalLM.forward takes no logits_to_keep: the LM head runs on every column.
-        logits = model(input_ids=None, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
-                       use_cache=False).logits
-        keep, chosen_index, rejected_index = scored_columns(batch)
-        c_sum, c_len, r_sum, r_len = packed_logps(logits[:, keep + (width - p)], batch, chosen_index, rejected_index)
+            mask = attention_bias(layout, self.compute_dtype, device)
+        inputs = {"input_ids": None, "inputs_embeds": inputs_embeds, "attention_mask": mask,
+                  "position_ids": layout.positions(device)}
+        source, scored = batch.layout.scored(device), layout.scored(device)
+        targets = batch.input_ids[source.rows, source.columns]
+        c_sum, c_len, r_sum, r_len = scored.sums(self.scored_logps(model, inputs, scored.rows, scored.predictors,
+                                                                   targets))
         return SequenceLogps(c_sum, r_sum, c_len, r_len)
 
 

@@ -1,153 +1,238 @@
-"""The shared-prefix fast path: one row per pair, `[prompt + images][chosen][rejected]`.
+"""Padding-free packing with a shared prefix: every pair `[prompt + images][chosen][rejected]`, back to back.
 
 A preference pair's two sequences share their prompt, and in a VLM the prompt is mostly image tokens.
-Peer trainers run it twice (and twice more for the reference). Here the vision encoder and the
-language model see the prompt once per pair: the row is packed as
+Peer trainers run it twice (and twice more for the reference) and pad every sequence to the longest in
+the micro-batch. Here a micro-batch of B pairs becomes one row (or a few, under a token budget) of
 
-    columns  [0, P)            the prompt, left-padded so that every row's prompt ends at column P
-             [P, P + Cmax)     the chosen response (padded on its right)
-             [P + Cmax, T)     the rejected response (padded on its right)
+    [p₁][c₁][r₁][p₂][c₂][r₂] …        no padding between pairs; rows padded at their end only
 
-with a 4-D attention mask under which each response attends to the prompt and to itself only (the
-rejected span never sees the chosen one), and positions that restart where the responses begin, so
-each response is computed exactly as in its own sequence (Wang & Hegde, "Accelerating Direct Preference
-Optimization with Prefix Sharing", arXiv 2410.20305). The LM head runs only on the columns whose
-logits are scored (`logits_to_keep`), never on image and prompt positions.
+in which each response attends to its own pair's prompt and to itself only (the rejected span never
+sees the chosen one, no pair sees another), with positions that restart at every pair and continue
+from the prompt into each response, so every response is computed exactly as in its own sequence
+(prefix sharing: Wang & Hegde, arXiv 2410.20305; packing: the block-diagonal "padding-free" layout).
+Attention runs per pair over its own blocks (attention.py), never over the whole row; where a model
+cannot take that (eager attention, llava-torch's forward) the same pattern is a dense block mask. The
+LM head runs only on the scored positions (head.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 PAD, PROMPT, CHOSEN, REJECTED = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
+class PackedLayout:
+    """Where each pair lies: its row, the column its prompt starts at, and its three segment lengths."""
+
+    row: tuple[int, ...]
+    offset: tuple[int, ...]
+    prompt: tuple[int, ...]
+    chosen: tuple[int, ...]
+    rejected: tuple[int, ...]
+    num_rows: int
+    width: int
+
+    @classmethod
+    def plan(cls, lengths: list[tuple[int, int, int]], max_row_tokens: int | None = None) -> "PackedLayout":
+        """Pairs in order, next-fit: a pair starts a new row when it would take its row past
+        `max_row_tokens` (None: one row; 0: one pair per row). Order is kept, so vision tensors in record
+        order are also in token order."""
+        rows, offsets, used, row = [], [], 0, 0
+        for p, c, r in lengths:
+            n = p + c + r
+            if used and max_row_tokens is not None and used + n > max_row_tokens:
+                row, used = row + 1, 0
+            rows.append(row)
+            offsets.append(used)
+            used += n
+        ends = [o + p + c + r for o, (p, c, r) in zip(offsets, lengths)]
+        num_rows = (rows[-1] + 1) if rows else 0
+        width = max(ends) if ends else 0
+        p, c, r = (tuple(x) for x in zip(*lengths)) if lengths else ((), (), ())
+        return cls(tuple(rows), tuple(offsets), p, c, r, num_rows, width)
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.row)
+
+    def resized(self, prompt_lengths: list[int]) -> "PackedLayout":
+        """The same rows and pair order with other prompt lengths (LLaVA's prompts after image splicing)."""
+        offsets, used = [], {}
+        for row, p, c, r in zip(self.row, prompt_lengths, self.chosen, self.rejected):
+            offsets.append(used.get(row, 0))
+            used[row] = offsets[-1] + p + c + r
+        return dataclasses.replace(self, offset=tuple(offsets), prompt=tuple(prompt_lengths),
+                                   width=max(used.values(), default=0))
+
+    def pair_spans(self) -> list[tuple[int, int, int, int, int]]:
+        """(row, start, prompt length, chosen length, rejected length) per pair."""
+        return list(zip(self.row, self.offset, self.prompt, self.chosen, self.rejected))
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.prompt) + sum(self.chosen) + sum(self.rejected)
+
+    def segments(self, device=None) -> torch.Tensor:
+        out = torch.full((self.num_rows, self.width), PAD, dtype=torch.long, device=device)
+        for row, o, p, c, r in self.pair_spans():
+            out[row, o:o + p], out[row, o + p:o + p + c], out[row, o + p + c:o + p + c + r] = PROMPT, CHOSEN, REJECTED
+        return out
+
+    def pair_ids(self, device=None) -> torch.Tensor:
+        """(rows, width): the pair each column belongs to, -1 on padding."""
+        out = torch.full((self.num_rows, self.width), -1, dtype=torch.long, device=device)
+        for i, (row, o, p, c, r) in enumerate(self.pair_spans()):
+            out[row, o:o + p + c + r] = i
+        return out
+
+    def positions(self, device=None) -> torch.Tensor:
+        """Text positions: 0.. through each prompt, then both responses continue from the prompt's end."""
+        out = torch.zeros((self.num_rows, self.width), dtype=torch.long, device=device)
+        for row, o, p, c, r in self.pair_spans():
+            out[row, o:o + p] = torch.arange(p, device=device)
+            out[row, o + p:o + p + c] = p + torch.arange(c, device=device)
+            out[row, o + p + c:o + p + c + r] = p + torch.arange(r, device=device)
+        return out
+
+    def scored(self, device=None) -> "ScoredPositions":
+        """Every response token, pair by pair (chosen tokens, then rejected): its row, the column whose
+        output predicts it (the last prompt column for each response's first token), its own column."""
+        rows, predictors, columns, pairs, chosen = [], [], [], [], []
+        for i, (row, o, p, c, r) in enumerate(self.pair_spans()):
+            for start, n, is_chosen in ((o + p, c, True), (o + p + c, r, False)):
+                cols = list(range(start, start + n))
+                rows += [row] * n
+                columns += cols
+                predictors += [o + p - 1] + cols[:-1] if n else []
+                pairs += [i] * n
+                chosen += [is_chosen] * n
+        t = lambda x, dtype=torch.long: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
+        return ScoredPositions(t(rows), t(predictors), t(columns), t(pairs), t(chosen, torch.bool), self.num_pairs)
+
+
+@dataclass
+class ScoredPositions:
+    rows: torch.Tensor  # (N,)
+    predictors: torch.Tensor  # (N,) the column whose output predicts the token
+    columns: torch.Tensor  # (N,) the token's own column
+    pairs: torch.Tensor  # (N,) its pair
+    is_chosen: torch.Tensor  # (N,) bool
+    num_pairs: int
+
+    def sums(self, token_logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-pair (chosen sum, chosen count, rejected sum, rejected count) of the (N,) token log-probs."""
+        out = []
+        for mask in (self.is_chosen, ~self.is_chosen):
+            pairs = self.pairs[mask]
+            sums = torch.zeros(self.num_pairs, dtype=token_logps.dtype, device=token_logps.device)
+            sums = sums.index_add(0, pairs, token_logps[mask])
+            counts = torch.zeros(self.num_pairs, dtype=torch.long, device=pairs.device).index_add(
+                0, pairs, torch.ones_like(pairs))
+            out += [sums, counts]
+        return tuple(out)
+
+
 @dataclass
 class PackedPairBatch:
-    input_ids: torch.Tensor  # (B, T)
-    segments: torch.Tensor  # (B, T): PAD / PROMPT / CHOSEN / REJECTED
-    position_ids: torch.Tensor  # (B, T) text positions (families with M-RoPE build their own from these)
-    prompt_length: int  # P: the column where every row's responses begin
-    chosen_width: int  # Cmax
-    vision: dict[str, torch.Tensor]  # one copy per pair
-    token_extras: dict[str, torch.Tensor]  # (B, T)
-    chosen_targets: torch.Tensor  # (B, Cmax) token ids, -100 where padded
-    rejected_targets: torch.Tensor  # (B, Rmax)
+    input_ids: torch.Tensor  # (rows, width)
+    layout: PackedLayout
+    vision: dict[str, torch.Tensor]  # one copy per pair, in pair order
+    token_extras: dict[str, torch.Tensor]  # (rows, width), set on prompt tokens
     score_chosen: torch.Tensor | None
     score_rejected: torch.Tensor | None
     ids: list
     indices: list
     num_truncated: int = 0
     kept: list[int] | None = None
+    segments: torch.Tensor = field(init=False)
+    position_ids: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.segments = self.layout.segments(self.input_ids.device)
+        self.position_ids = self.layout.positions(self.input_ids.device)
 
     @property
     def num_pairs(self) -> int:
-        return self.input_ids.shape[0]
+        return self.layout.num_pairs
 
     @property
     def attention_mask(self) -> torch.Tensor:
-        """The 2-D mask of real tokens (used by families that derive positions from it)."""
+        """The 2-D mask of real tokens."""
         return (self.segments != PAD).long()
+
+    def pair_tokens(self, i: int, segment: int) -> list[int]:
+        """Pair i's PROMPT, CHOSEN or REJECTED token ids."""
+        row, o, p, c, r = self.layout.pair_spans()[i]
+        start, end = {PROMPT: (o, o + p), CHOSEN: (o + p, o + p + c), REJECTED: (o + p + c, o + p + c + r)}[segment]
+        return self.input_ids[row, start:end].tolist()
+
+    def prompts(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Each pair's prompt as a left-padded (B, P) matrix (ids, mask, per-token extras): the input of
+        the families' prompt-only computations (3-D rope indices, LLaVA's image splicing)."""
+        width = max(self.layout.prompt, default=0)
+        b = self.num_pairs
+        ids = torch.zeros((b, width), dtype=torch.long, device=self.input_ids.device)
+        mask = torch.zeros_like(ids)
+        extras = {k: torch.zeros_like(ids) for k in self.token_extras}
+        for i, (row, o, p, _, _) in enumerate(self.layout.pair_spans()):
+            ids[i, width - p:] = self.input_ids[row, o:o + p]
+            mask[i, width - p:] = 1
+            for k, v in self.token_extras.items():
+                extras[k][i, width - p:] = v[row, o:o + p]
+        return ids, mask, extras
 
     def to(self, device: torch.device | str) -> "PackedPairBatch":
         def move(x):
             return x.to(device) if isinstance(x, torch.Tensor) else x
-        changes = {f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor)}
-        changes["vision"] = {k: move(v) for k, v in self.vision.items()}
-        changes["token_extras"] = {k: move(v) for k, v in self.token_extras.items()}
-        return dataclasses.replace(self, **changes)
+        batch = dataclasses.replace(
+            self, input_ids=move(self.input_ids), vision={k: move(v) for k, v in self.vision.items()},
+            token_extras={k: move(v) for k, v in self.token_extras.items()},
+            score_chosen=move(self.score_chosen), score_rejected=move(self.score_rejected))
+        return batch
 
 
-def pack(encoded: list, pad_token_id: int, vision: dict[str, torch.Tensor]) -> PackedPairBatch:
-    """Lay out encoded pairs (see `EncodedPair`) one row each, prompts right-aligned at column P."""
-    prompt_len = max(len(e.prompt_ids) for e in encoded)
-    chosen_w = max(len(e.chosen_ids) for e in encoded)
-    rejected_w = max(len(e.rejected_ids) for e in encoded)
-    width, b = prompt_len + chosen_w + rejected_w, len(encoded)
-    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long)
-    segments = torch.zeros((b, width), dtype=torch.long)
-    positions = torch.zeros((b, width), dtype=torch.long)
-    chosen_targets = torch.full((b, chosen_w), -100, dtype=torch.long)
-    rejected_targets = torch.full((b, rejected_w), -100, dtype=torch.long)
+def pack(encoded: list, pad_token_id: int, vision: dict[str, torch.Tensor], *,
+         max_row_tokens: int | None = None) -> PackedPairBatch:
+    """Lay encoded pairs (see `EncodedPair`) out back to back (`PackedLayout.plan`)."""
+    layout = PackedLayout.plan([(len(e.prompt_ids), len(e.chosen_ids), len(e.rejected_ids)) for e in encoded],
+                               max_row_tokens)
+    input_ids = torch.full((layout.num_rows, layout.width), pad_token_id, dtype=torch.long)
     extra_keys = sorted({k for e in encoded for k in e.token_extras})
-    extras = {k: torch.zeros((b, width), dtype=torch.long) for k in extra_keys}
-    for i, e in enumerate(encoded):
-        p, c, r = len(e.prompt_ids), len(e.chosen_ids), len(e.rejected_ids)
-        start = prompt_len - p
-        input_ids[i, start:prompt_len] = torch.tensor(e.prompt_ids)
-        segments[i, start:prompt_len] = PROMPT
-        positions[i, start:prompt_len] = torch.arange(p)
+    extras = {k: torch.zeros((layout.num_rows, layout.width), dtype=torch.long) for k in extra_keys}
+    for e, (row, o, p, c, r) in zip(encoded, layout.pair_spans()):
+        input_ids[row, o:o + p + c + r] = torch.tensor(e.prompt_ids + e.chosen_ids + e.rejected_ids)
         for k in extra_keys:
-            extras[k][i, start:prompt_len] = torch.tensor(e.token_extras[k])
-        input_ids[i, prompt_len:prompt_len + c] = torch.tensor(e.chosen_ids)
-        segments[i, prompt_len:prompt_len + c] = CHOSEN
-        positions[i, prompt_len:prompt_len + c] = p + torch.arange(c)
-        chosen_targets[i, :c] = torch.tensor(e.chosen_ids)
-        r0 = prompt_len + chosen_w
-        input_ids[i, r0:r0 + r] = torch.tensor(e.rejected_ids)
-        segments[i, r0:r0 + r] = REJECTED
-        positions[i, r0:r0 + r] = p + torch.arange(r)
-        rejected_targets[i, :r] = torch.tensor(e.rejected_ids)
+            extras[k][row, o:o + p] = torch.tensor(e.token_extras[k])
     scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
     has_scores = all(sc is not None and sr is not None for sc, sr in scores)
     return PackedPairBatch(
-        input_ids=input_ids, segments=segments, position_ids=positions, prompt_length=prompt_len,
-        chosen_width=chosen_w, vision=vision, token_extras=extras, chosen_targets=chosen_targets,
-        rejected_targets=rejected_targets,
+        input_ids=input_ids, layout=layout, vision=vision, token_extras=extras,
         score_chosen=torch.tensor([s[0] for s in scores], dtype=torch.float32) if has_scores else None,
         score_rejected=torch.tensor([s[1] for s in scores], dtype=torch.float32) if has_scores else None,
         ids=[e.record.id for e in encoded], indices=[e.record.index for e in encoded],
         num_truncated=sum(e.truncated for e in encoded))
 
 
-def attention_allowed(segments: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, T) boolean mask, True = attend: causal, real keys only, a response sees the prompt and itself."""
-    t = segments.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+def attention_allowed(layout: PackedLayout, device=None) -> torch.Tensor:
+    """(rows, 1, T, T) boolean mask, True = attend: causal, within the pair, a response sees its prompt and itself.
+    The dense form of what attention.py computes block by block (O(T²) memory: the fallback)."""
+    t = layout.width
+    segments, pairs = layout.segments(device), layout.pair_ids(device)
+    causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
     q, k = segments[:, :, None], segments[:, None, :]
-    allowed = causal & (k != PAD) & ((k == PROMPT) | (k == q))
+    same_pair = pairs[:, :, None] == pairs[:, None, :]
+    allowed = causal & same_pair & (k != PAD) & ((k == PROMPT) | (k == q))
     # A padding query attends to itself only, so no row of the softmax is empty (which would give NaN).
-    allowed = allowed | torch.eye(t, dtype=torch.bool, device=segments.device)
+    allowed = allowed | torch.eye(t, dtype=torch.bool, device=device)
     return allowed[:, None]
 
 
-def attention_bias(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def attention_bias(layout: PackedLayout, dtype: torch.dtype, device=None) -> torch.Tensor:
     """The same mask as an additive bias (0 / most negative), for attention implementations that add it."""
-    allowed = attention_allowed(segments)
-    return torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill_(~allowed, torch.finfo(dtype).min)
-
-
-def scored_columns(batch: PackedPairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The columns whose logits are needed, and for each response token the index of its column there.
-
-    The first token of each response is predicted by the last prompt column; every later token by
-    the column just before it in its own span.
-    """
-    p, cw = batch.prompt_length, batch.chosen_width
-    rw = batch.rejected_targets.shape[1]
-    device = batch.input_ids.device
-    # keep = [p-1] + chosen predictors [p .. p+cw-2] + rejected predictors [p+cw .. p+cw+rw-2]
-    keep = torch.cat([torch.tensor([p - 1], device=device), torch.arange(p, p + cw - 1, device=device),
-                      torch.arange(p + cw, p + cw + rw - 1, device=device)])
-    chosen_index = torch.arange(cw, device=device)  # token k -> keep[k] (k=0 -> p-1, k>0 -> p+k-1)
-    rejected_index = torch.cat([torch.zeros(1, dtype=torch.long, device=device),
-                                torch.arange(cw, cw + rw - 1, device=device)])
-    return keep, chosen_index, rejected_index
-
-
-def packed_logps(logits: torch.Tensor, batch: PackedPairBatch, chosen_index: torch.Tensor,
-                 rejected_index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Sums and counts of response log-probs from the kept-column logits (B, K, V); float32 log-softmax."""
-    out = []
-    for targets, index in ((batch.chosen_targets, chosen_index), (batch.rejected_targets, rejected_index)):
-        mask = targets != -100
-        rows, cols = torch.nonzero(mask, as_tuple=True)
-        scored = logits[rows, index[cols]].float()  # (N, V)
-        token_logps = scored.gather(-1, targets[rows, cols].unsqueeze(-1)).squeeze(-1) - scored.logsumexp(-1)
-        sums = torch.zeros(targets.shape[0], dtype=torch.float32, device=logits.device).index_add(0, rows, token_logps)
-        out += [sums, mask.sum(-1)]
-    return tuple(out)
+    allowed = attention_allowed(layout, device)
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)

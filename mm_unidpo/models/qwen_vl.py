@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .base import Adapter, unwrap_model
-from .packed import PAD, PackedPairBatch
+from .packed import PackedPairBatch
 
 
 class Qwen2VLAdapter(Adapter):
@@ -22,18 +22,20 @@ class Qwen2VLAdapter(Adapter):
     pass_position_ids = False
 
     def packed_position_ids(self, model, batch: PackedPairBatch) -> torch.Tensor:
-        """3-D M-RoPE positions for the packed row: the model's own rope index for the prompt (images
-        included), then both responses continue from the same next position, as text (t = h = w)."""
-        p = batch.prompt_length
-        prompt_mask = (batch.segments[:, :p] != PAD).long()
-        extras = {k: v[:, :p] for k, v in batch.token_extras.items() if k == "mm_token_type_ids"}
+        """3-D M-RoPE positions for the packed rows: the model's own rope index for each prompt (images
+        included), then both responses continue from the prompt's next position, as text (t = h = w)."""
+        prompt_ids, prompt_mask, extras = batch.prompts()
+        extras = {k: v for k, v in extras.items() if k == "mm_token_type_ids"}
         prompt_positions, _ = unwrap_model(model).model.get_rope_index(
-            batch.input_ids[:, :p], image_grid_thw=batch.vision.get("image_grid_thw"), attention_mask=prompt_mask,
-            **extras)
+            prompt_ids, image_grid_thw=batch.vision.get("image_grid_thw"), attention_mask=prompt_mask, **extras)
         next_position = prompt_positions.masked_fill(prompt_mask[None] == 0, -1).amax(dim=(0, 2)) + 1  # (B,)
-        offset = batch.position_ids[:, p:] - prompt_mask.sum(-1, keepdim=True)  # 0, 1, ... in each response
-        responses = (next_position[:, None] + offset).clamp(min=0)
-        return torch.cat([prompt_positions, responses[None].expand(3, -1, -1).to(prompt_positions)], dim=2)
+        layout, width = batch.layout, prompt_ids.shape[1]
+        out = torch.zeros((3, layout.num_rows, layout.width), dtype=prompt_positions.dtype, device=prompt_ids.device)
+        for i, (row, o, p, c, r) in enumerate(layout.pair_spans()):
+            out[:, row, o:o + p] = prompt_positions[:, i, width - p:]
+            out[:, row, o + p:o + p + c] = next_position[i] + torch.arange(c, device=out.device)
+            out[:, row, o + p + c:o + p + c + r] = next_position[i] + torch.arange(r, device=out.device)
+        return out
 
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):  # noqa: N801 (the model's own name)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, PreferenceRecord
 from mm_unidpo.models import get_adapter
-from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, response_logps, to_model_inputs
+from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, to_model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -355,11 +355,7 @@ class MMUniDPO(lmms):
                           indices=[None] * n)
         batch = batch.to(self.device)
         batch = dataclasses.replace(batch, vision=to_model_inputs(batch.vision, self.model, self.device))
-        logits, labels = self.adapter.logits_and_labels(self.model, batch)
-        sums, _ = response_logps(logits, labels)
-        targets = labels[:, 1:]
-        scored = targets != IGNORE_INDEX
-        greedy = ((logits[:, :-1].argmax(-1) == targets) | ~scored).all(-1)
+        sums, greedy = self.adapter.continuation_logps(self.model, batch)
         return [(float(s), bool(g)) for s, g in zip(sums.tolist(), greedy.tolist())]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:

@@ -1,0 +1,158 @@
+"""Response log-probs from final hidden states, without the full-vocabulary logits.
+
+A preference step needs log p(token) at a few thousand scored positions, each a log-softmax over the
+vocabulary (32k for Llama, 152k for Qwen). Materialising those logits costs scored tokens × vocab
+floats, twice over with their float32 copy, plus the same again for the gradient. Here the model runs
+with its LM head swapped for the identity (`final_hidden_states`), so it returns hidden states, and
+`token_logps` projects only the scored ones onto the vocabulary, `chunk_size` rows at a time, in a
+custom autograd function: the forward keeps the hidden states and one log-sum-exp per token, the
+backward recomputes each chunk's logits and applies the per-token upstream gradient
+
+    ∂ log p(y) / ∂ z = onehot(y) − softmax(z),   z = h Wᵀ (+ b),
+
+so the head's peak memory is O(chunk × vocab) instead of O(scored tokens × vocab) (the idea of the
+fused linear-cross-entropy kernels, e.g. Liger's, for a per-token log-prob instead of a mean loss).
+Values and gradients equal the materialised `log_softmax(head(h))[y]` up to float32 rounding; the
+matmul runs in the dtype autocast gives the head (as the model's own head would) and the softmax in
+float32.
+
+A trained head: a plain `nn.Linear` head whose weight requires grad (full fine-tuning, tied
+embeddings) gets its weight (and bias) gradient from the same chunked backward. Any other head module
+(a LoRA-wrapped or `modules_to_save` head, a head followed by logit soft-capping or scaling) is called
+as it is on the scored hidden states: correct, but materialised (logged once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+DEFAULT_CHUNK_SIZE = 1024
+# config attributes of models whose forward changes the head's output (soft-capping, scaling): the identity
+# swap would feed that transform our hidden states, so those models keep their head (see `final_hidden_states`)
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+_warned: set[str] = set()
+
+
+class _ChunkedTokenLogps(torch.autograd.Function):
+    """log_softmax(hidden @ weightᵀ + bias)[targets], `chunk` rows at a time (see the module doc)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk: int, dtype):
+        logps = torch.empty(hidden.shape[0], dtype=torch.promote_types(dtype, torch.float32), device=hidden.device)
+        lse = torch.empty_like(logps)
+        w, b = _cast(weight, bias, dtype)
+        for s in range(0, hidden.shape[0], chunk):
+            logits = _logits(hidden[s:s + chunk], w, b)
+            lse[s:s + chunk] = logits.logsumexp(-1)
+            logps[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return logps
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        acc = lse.dtype  # float32 accumulation of the weight gradient over chunks (float64 for a float64 head)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=acc, device=weight.device) if need_b else None
+        w, b = _cast(weight, bias, ctx.dtype)
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h, g = hidden[s:s + ctx.chunk], grad[s:s + ctx.chunk].to(lse.dtype)
+            # dz = g · (onehot(y) − softmax(z)), in place on the recomputed logits
+            dz = _logits(h, w, b).sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g[:, None])
+            dz.scatter_add_(-1, targets[s:s + ctx.chunk, None], g[:, None])
+            dz = dz.to(ctx.dtype)
+            if need_h:
+                grad_h[s:s + ctx.chunk] = (dz @ w).to(hidden.dtype)
+            if need_w:
+                grad_w += (dz.t() @ h.to(ctx.dtype)).to(acc)
+            if need_b:
+                grad_b += dz.to(acc).sum(0)
+        return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
+                None, None, None)
+
+
+def _cast(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+    return weight.to(dtype), bias.to(dtype) if bias is not None else None
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """float32 logits (float64 for a float64 head: gradcheck)."""
+    logits = F.linear(hidden.to(weight.dtype), weight, bias)
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
+                chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """log p(targets[i] | hidden[i]) under the LM `head` for (N, d) hidden states: (N,) float32 (float64 heads: float64).
+
+    `chunk_size=None` (or a head that is not a plain ``nn.Linear``) materialises the logits: the reference path."""
+    hidden = hidden.to(head.weight.device) if hasattr(head, "weight") else hidden
+    targets = targets.to(hidden.device)
+    if chunk_size is None or type(head) is not torch.nn.Linear:
+        if chunk_size is not None and type(head).__name__ not in _warned:
+            _warned.add(type(head).__name__)
+            logger.info("LM head %s is not a plain Linear (LoRA or modules_to_save on it): its logits are "
+                        "materialised on the scored positions", type(head).__name__)
+        logits = head(hidden)
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    device_type = hidden.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else head.weight.dtype
+    with torch.autocast(device_type, enabled=False):
+        return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, max(1, int(chunk_size)), dtype)
+
+
+@torch.no_grad()
+def token_logps_and_argmax(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
+                           chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """As `token_logps` (no gradient), plus whether each target is the head's argmax (greedy) token."""
+    chunk = hidden.shape[0] if chunk_size is None else max(1, int(chunk_size))
+    logps, greedy = [], []
+    for s in range(0, hidden.shape[0], chunk):
+        logits = head(hidden[s:s + chunk].to(head.weight.device)).float()
+        t = targets[s:s + chunk, None].to(logits.device)
+        logps.append(logits.gather(-1, t).squeeze(-1) - logits.logsumexp(-1))
+        greedy.append(logits.argmax(-1) == t.squeeze(-1))
+    if not logps:
+        empty = torch.empty(0, device=hidden.device)
+        return empty, empty.bool()
+    return torch.cat(logps), torch.cat(greedy)
+
+
+def keeps_its_head(model: Any) -> bool:
+    """Whether the model's forward transforms the head's output (soft-capping, scaling), so it must keep it."""
+    from .base import unwrap_model
+
+    config = getattr(unwrap_model(model), "config", None)
+    configs = [config, getattr(config, "text_config", None)]
+    return any(getattr(c, name, None) not in (None, 1, 1.0) for c in configs if c is not None for name in LOGIT_TRANSFORMS)
+
+
+@contextmanager
+def final_hidden_states(model: Any) -> Iterator[torch.nn.Module]:
+    """While active, the model's ``lm_head`` is the identity, so its ``.logits`` are the final hidden
+    states; yields the real head (for `token_logps`). The swap is outside every checkpointed layer, so
+    gradient checkpointing's recomputation never sees it."""
+    from .base import unwrap_model
+
+    base = unwrap_model(model)
+    head = getattr(base, "lm_head", None)
+    if head is None:
+        raise TypeError(f"{type(base).__name__} has no lm_head: cannot compute log-probs from hidden states")
+    if keeps_its_head(model):
+        raise TypeError(f"{type(base).__name__} transforms its logits after the head ({', '.join(LOGIT_TRANSFORMS)})")
+    base.lm_head = torch.nn.Identity()
+    try:
+        yield head
+    finally:
+        base.lm_head = head
