@@ -201,3 +201,56 @@ def test_training_curves_match_between_fast_and_plain_paths(tmp_path):
     curves = packed_and_plain_training_curves(tmp_path, tmp_path / "llava", loss="unidpo", max_steps=6)
     assert len(curves[True]) == 6
     torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)
+
+
+def _varlen_emulation(module, query, key, value, attention_mask, *, cu_seq_lens_q=None, scaling=None, **kwargs):
+    """What flash-attention's varlen kernel computes from transformers' FlashAttentionKwargs: causal
+    attention within each [cu[i], cu[i+1]) span, no mask. (No flash kernel on this machine.)"""
+    assert attention_mask is None and cu_seq_lens_q is not None
+    cu = cu_seq_lens_q.tolist()
+    parts = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1]) for a, b in zip(cu, cu[1:])]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+@needs_images
+@pytest.mark.parametrize("family", ["causal_lm", "llava", "llava_next", "llava_onevision"])
+def test_varlen_inputs_for_flash_kernels_equal_the_plain_path(family):
+    """Under flash attention the plain layout goes padding-free: the 2B sequences in one row with restarted
+    positions and cu_seq_lens. Run through a kernel that honours exactly those inputs, it gives the padded
+    plain layout's log-probs and gradients."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    from mm_unidpo.models.packed import VarlenPairBatch
+
+    AttentionInterface.register("varlen_emulation", _varlen_emulation)
+    AttentionMaskInterface.register("varlen_emulation", lambda *args, **kwargs: None)
+    model, processor = tiny(family)
+    records = _records(text_only=family == "causal_lm")
+    a, grads_a = _run(get_adapter(model, processor, shared_prefix=False), model, records)
+    adapter = get_adapter(model, processor, shared_prefix=False, varlen=True)
+    batch = adapter.collate(records)
+    assert isinstance(batch, VarlenPairBatch) and batch.input_ids.shape[0] == 1
+    lengths = [len(e.prompt_ids) + len(x) for e in map(adapter.encode, records) for x in [e.chosen_ids]] + \
+              [len(e.prompt_ids) + len(e.rejected_ids) for e in map(adapter.encode, records)]
+    assert batch.cu_seq_lens.tolist() == [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+    assert batch.max_length == max(lengths) and batch.input_ids.shape[1] == sum(lengths)  # no padding
+    starts = batch.cu_seq_lens[:-1].long()
+    assert (batch.position_ids[0, starts] == 0).all() and batch.cu_seq_lens.dtype == torch.int32
+    text = model.config.get_text_config()
+    saved, text._attn_implementation = text._attn_implementation, "varlen_emulation"
+    try:
+        b, grads_b = _run(adapter, model, records)
+    finally:
+        text._attn_implementation = saved
+    _assert_same(a, b, grads_a, grads_b)
+
+
+def test_flash_attention_picks_the_varlen_layout_where_positions_are_1d():
+    for family, expected in (("llava", True), ("qwen2_vl", False)):
+        model, processor = tiny(family)
+        model.config._attn_implementation = "flash_attention_2"  # the adapter's choice only: nothing is run
+        model.config.get_text_config()._attn_implementation = "flash_attention_2"
+        adapter = get_adapter(model, processor)
+        assert not adapter.shared_prefix and adapter.varlen is expected

@@ -30,7 +30,7 @@ from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, P
 from .attention import NAME as PACKED_ATTENTION
 from .attention import packed_mask_placeholder, use_packed_attention
 from .head import DEFAULT_CHUNK_SIZE, final_hidden_states, keeps_its_head, token_logps, token_logps_and_argmax
-from .packed import PackedPairBatch, attention_allowed, attention_bias, pack
+from .packed import PackedPairBatch, VarlenPairBatch, attention_allowed, attention_bias, pack, pack_sequences
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -103,11 +103,12 @@ class Adapter:
     supports_shared_prefix: ClassVar[bool] = True  # the packed fast path (see packed.py)
     packed_attention: ClassVar[bool] = True  # the forward hands keyword arguments to attention (attention.py)
     takes_logits_to_keep: ClassVar[bool] = True
+    supports_varlen: ClassVar[bool] = True  # the padding-free plain layout (packed.VarlenPairBatch)
 
     def __init__(self, model: Any, processor: Any, *, max_length: int = 2048, padding_side: str = "right",
                  max_image_pixels: int | None = DEFAULT_MAX_PIXELS, on_bad_record: str = "error",
                  shared_prefix: bool = True, pack_pairs: bool = True, max_tokens_per_row: int | None = None,
-                 head_chunk_size: int | None = DEFAULT_CHUNK_SIZE):
+                 head_chunk_size: int | None = DEFAULT_CHUNK_SIZE, varlen: bool | None = None):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if on_bad_record not in ("error", "skip"):
@@ -132,6 +133,9 @@ class Adapter:
         # Flash-attention kernels take no arbitrary mask: they use the plain layout.
         self.shared_prefix = shared_prefix and self.supports_shared_prefix and not attn.startswith("flash")
         self.attn_implementation = attn
+        # The plain layout without padding for flash-attention's varlen kernels (1-D positions only).
+        self.varlen = (attn.startswith("flash") if varlen is None else varlen) and not self.shared_prefix \
+            and self.pass_position_ids and self.supports_varlen
         # Shared-prefix rows: all pairs of a batch back to back (under `max_tokens_per_row`), or one pair a row.
         self.max_row_tokens = max_tokens_per_row if pack_pairs else 0
         self.head_chunk_size = head_chunk_size  # None: materialise the LM head's logits (the reference path)
@@ -235,6 +239,10 @@ class Adapter:
             self.stats.truncated += 1
         return EncodedPair(prompt_ids, chosen[:room], rejected[:room], vision, extras, truncated, record)
 
+    def packed_length(self, encoded: EncodedPair) -> int:
+        """The tokens a pair takes in a packed row (its prompt once, both responses)."""
+        return len(encoded.prompt_ids) + len(encoded.chosen_ids) + len(encoded.rejected_ids)
+
     def _response_ids(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids or ids[-1] not in self.end_token_ids:
@@ -255,6 +263,10 @@ class Adapter:
         if self.shared_prefix:
             batch = pack(encoded, self.pad_token_id, self.stack_vision([e.vision for e in encoded], copies=1),
                          max_row_tokens=self.max_row_tokens)
+            batch.kept = kept
+            return batch
+        if self.varlen:
+            batch = pack_sequences(encoded, self.stack_vision([e.vision for e in encoded]))
             batch.kept = kept
             return batch
         rows = [(e.prompt_ids, e.chosen_ids, e) for e in encoded] + [(e.prompt_ids, e.rejected_ids, e) for e in encoded]
@@ -346,16 +358,23 @@ class Adapter:
             inputs["attention_mask"] = attention_bias(batch.layout, self.compute_dtype, device)
         return inputs
 
-    def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch) -> SequenceLogps:
+    def sequence_logps(self, model: Any, batch: PairBatch | PackedPairBatch | VarlenPairBatch) -> SequenceLogps:
         if isinstance(batch, PackedPairBatch):
             scored = batch.layout.scored(batch.input_ids.device)
             targets = batch.input_ids[scored.rows, scored.columns]
             logps = self.scored_logps(model, self.packed_inputs(model, batch), scored.rows, scored.predictors, targets)
             c_sum, c_len, r_sum, r_len = scored.sums(logps)
             return SequenceLogps(c_sum, r_sum, c_len, r_len)
-        rows, predictors, targets = scored_targets(batch.labels)
-        logps = self.scored_logps(model, self.model_inputs(batch), rows, predictors, targets)
-        sums, counts = per_row_sums(logps, rows, batch.labels.shape[0])
+        if isinstance(batch, VarlenPairBatch):
+            inputs = {"input_ids": batch.input_ids, "position_ids": batch.position_ids, **batch.vision,
+                      **batch.token_extras, **batch.flash_kwargs()}
+            rows, predictors, targets = scored_targets(batch.labels)
+            logps = self.scored_logps(model, inputs, rows, predictors, targets)
+            sums, counts = per_row_sums(logps, batch.sequence.to(rows.device)[predictors + 1], 2 * batch.num_pairs)
+        else:
+            rows, predictors, targets = scored_targets(batch.labels)
+            logps = self.scored_logps(model, self.model_inputs(batch), rows, predictors, targets)
+            sums, counts = per_row_sums(logps, rows, batch.labels.shape[0])
         b = batch.num_pairs
         return SequenceLogps(sums[:b], sums[b:], counts[:b], counts[b:])
 

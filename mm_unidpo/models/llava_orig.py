@@ -55,6 +55,7 @@ class LlavaOrigAdapter(Adapter):
     model_types = ("llava_llama",)
     packed_attention = False  # LlavaLlamaForCausalLM.forward takes no extra keywords
     takes_logits_to_keep = False
+    supports_varlen = False
 
     def __init__(self, model: Any, processor: Any, *, conv_mode: str | None = None, **options: Any):
         super().__init__(model, processor, **options)
@@ -152,6 +153,11 @@ class LlavaOrigAdapter(Adapter):
         if truncated:
             self.stats.truncated += 1
         return EncodedPair(prompt_ids, chosen[:room], rejected[:room], vision, {}, truncated, record)
+
+    def packed_length(self, encoded: EncodedPair) -> int:
+        """As the base class, with every ``<image>`` id counted as the features it becomes."""
+        images = encoded.prompt_ids.count(self.image_token_index)
+        return super().packed_length(encoded) + images * (self.num_image_tokens - 1)
 
     def tokenize_prompt(self, text: str, images: list, record: PreferenceRecord | None = None
                         ) -> tuple[list[int], dict, dict]:

@@ -236,3 +236,69 @@ def attention_bias(layout: PackedLayout, dtype: torch.dtype, device=None) -> tor
     """The same mask as an additive bias (0 / most negative), for attention implementations that add it."""
     allowed = attention_allowed(layout, device)
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+@dataclass
+class VarlenPairBatch:
+    """Padding-free plain layout for flash-attention's varlen kernels, which take sequence boundaries
+    (``cu_seq_lens``) but no mask: the 2B sequences [prompt][chosen]… then [prompt][rejected]… back to
+    back in one row, positions restarting per sequence (the prompt is computed twice, as in the plain layout)."""
+
+    input_ids: torch.Tensor  # (1, N)
+    position_ids: torch.Tensor  # (1, N)
+    labels: torch.Tensor  # (1, N): response tokens, -100 elsewhere
+    sequence: torch.Tensor  # (N,): which of the 2B sequences (chosen 0..B-1, rejected B..2B-1)
+    cu_seq_lens: torch.Tensor  # (2B + 1,) int32 boundaries
+    max_length: int
+    vision: dict[str, torch.Tensor]  # two copies per pair: chosen sequences' images, then rejected ones'
+    token_extras: dict[str, torch.Tensor]  # (1, N)
+    score_chosen: torch.Tensor | None
+    score_rejected: torch.Tensor | None
+    ids: list
+    indices: list
+    num_truncated: int = 0
+    kept: list[int] | None = None
+
+    @property
+    def num_pairs(self) -> int:
+        return (self.cu_seq_lens.numel() - 1) // 2
+
+    def flash_kwargs(self) -> dict[str, object]:
+        """The keyword arguments transformers hands to flash-attention's varlen kernel."""
+        return {"cu_seq_lens_q": self.cu_seq_lens, "cu_seq_lens_k": self.cu_seq_lens,
+                "max_length_q": self.max_length, "max_length_k": self.max_length}
+
+    def to(self, device: torch.device | str) -> "VarlenPairBatch":
+        def move(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+        return dataclasses.replace(self, **{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)},
+                                   vision={k: move(v) for k, v in self.vision.items()},
+                                   token_extras={k: move(v) for k, v in self.token_extras.items()})
+
+
+def pack_sequences(encoded: list, vision: dict[str, torch.Tensor]) -> VarlenPairBatch:
+    sequences = [(e.prompt_ids, e.chosen_ids, e) for e in encoded] + [(e.prompt_ids, e.rejected_ids, e) for e in encoded]
+    ids, labels, positions, owner, bounds = [], [], [], [], [0]
+    extra_keys = sorted({k for e in encoded for k in e.token_extras})
+    extras: dict[str, list[int]] = {k: [] for k in extra_keys}
+    for s, (prompt, response, e) in enumerate(sequences):
+        ids += prompt + response
+        labels += [-100] * len(prompt) + response
+        positions += range(len(prompt) + len(response))
+        owner += [s] * (len(prompt) + len(response))
+        bounds.append(len(ids))
+        for k in extra_keys:
+            extras[k] += e.token_extras[k] + [0] * len(response)
+    scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
+    has_scores = all(sc is not None and sr is not None for sc, sr in scores)
+    row = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
+    return VarlenPairBatch(
+        input_ids=row(ids), position_ids=row(positions), labels=row(labels), sequence=torch.tensor(owner),
+        cu_seq_lens=torch.tensor(bounds, dtype=torch.int32),
+        max_length=max(b - a for a, b in zip(bounds, bounds[1:])), vision=vision,
+        token_extras={k: row(v) for k, v in extras.items()},
+        score_chosen=torch.tensor([s[0] for s in scores], dtype=torch.float32) if has_scores else None,
+        score_rejected=torch.tensor([s[1] for s in scores], dtype=torch.float32) if has_scores else None,
+        ids=[e.record.id for e in encoded], indices=[e.record.index for e in encoded],
+        num_truncated=sum(e.truncated for e in encoded))

@@ -33,8 +33,11 @@ class ModelConfig:
     attn_implementation: str | None = "sdpa"
     trust_remote_code: bool = False
     revision: str | None = None
-    # The shared-prefix fast path (one packed row per pair); false = the plain two-row layout.
+    # The shared-prefix fast path (models/packed.py); false = the plain two-row layout.
     shared_prefix: bool = True
+    pack_pairs: bool = True  # a micro-batch's pairs back to back in one row; false = one pair per row
+    max_tokens_per_row: int | None = None  # start a new packed row past this many tokens (None: one row)
+    head_chunk_size: int | None = 1024  # scored tokens per LM-head chunk (None: materialise the logits)
 
 
 @dataclass
@@ -60,6 +63,9 @@ class DataConfig:
     on_bad_record: str = "error"  # or "skip": counted and reported
     max_length: int = 2048
     limit: int | None = None
+    # micro-batches of as many pairs as fit in this many packed tokens (data/batching.py), instead of
+    # train.per_device_train_batch_size pairs
+    max_tokens_per_batch: int | None = None
 
 
 @dataclass
@@ -93,6 +99,11 @@ class TrainConfig:
             raise ValueError(f"data.on_bad_record must be 'error' or 'skip', got {self.data.on_bad_record!r}")
         if self.data.max_length < 2:
             raise ValueError(f"data.max_length must be >= 2, got {self.data.max_length}")
+        for name, value in (("data.max_tokens_per_batch", self.data.max_tokens_per_batch),
+                            ("model.max_tokens_per_row", self.model.max_tokens_per_row),
+                            ("model.head_chunk_size", self.model.head_chunk_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
         if self.loss.name not in LOSSES:
             raise ValueError(f"loss.name {self.loss.name!r} is not an objective; known: {', '.join(LOSSES)}")
         allowed = LOSSES[self.loss.name].parameters()

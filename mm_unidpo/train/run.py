@@ -25,6 +25,13 @@ def _load_data(config: TrainConfig, source: str | None, split: str | None):
     return data
 
 
+def _pair_lengths(adapter, records) -> list[int]:
+    """Packed tokens of every training pair, for the token-budget batches."""
+    from tqdm.auto import tqdm
+
+    return [adapter.packed_length(adapter.encode(r)) for r in tqdm(records, desc="pair lengths", unit="pair")]
+
+
 def _resume_target(value: Any, output_dir: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -54,8 +61,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     args = training_arguments(config)
     set_seed(args.seed)
     model, processor, reference_model = build_models(config, args.gradient_checkpointing)
-    adapter = get_adapter(model, processor, family=config.model.family, max_length=config.data.max_length,
-                          on_bad_record=config.data.on_bad_record, shared_prefix=config.model.shared_prefix)
+    m = config.model
+    adapter = get_adapter(model, processor, family=m.family, max_length=config.data.max_length,
+                          on_bad_record=config.data.on_bad_record, shared_prefix=m.shared_prefix,
+                          pack_pairs=m.pack_pairs, max_tokens_per_row=m.max_tokens_per_row,
+                          head_chunk_size=m.head_chunk_size)
     train_data = _load_data(config, config.data.train, config.data.split)
     eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split)
 
@@ -74,7 +84,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         model=model, args=args, train_dataset=RecordDataset(train_data.records),
         eval_dataset=RecordDataset(eval_data.records) if eval_data else None, processing_class=processor,
         adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params,
-        reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict())
+        reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict(),
+        max_tokens_per_batch=config.data.max_tokens_per_batch,
+        pair_lengths=_pair_lengths(adapter, train_data.records) if config.data.max_tokens_per_batch else None)
     result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
     final_dir = os.path.join(args.output_dir, "final")
     trainer.save_model(final_dir)

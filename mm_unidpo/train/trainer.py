@@ -60,7 +60,8 @@ class PairCollator:
 class PreferenceTrainer(Trainer):
     def __init__(self, *args: Any, adapter: Adapter, loss_name: str, loss_params: dict[str, Any] | None = None,
                  reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
-                 run_config: dict[str, Any] | None = None, **kwargs: Any):
+                 run_config: dict[str, Any] | None = None, max_tokens_per_batch: int | None = None,
+                 pair_lengths: list[int] | None = None, **kwargs: Any):
         kwargs.setdefault("data_collator", PairCollator(adapter))
         super().__init__(*args, **kwargs)
         self.adapter = adapter
@@ -69,6 +70,9 @@ class PreferenceTrainer(Trainer):
         self.reference_model = reference_model
         self.reference_logps = reference_logps
         self.run_config = run_config
+        if max_tokens_per_batch is not None and pair_lengths is None:
+            raise ValueError("max_tokens_per_batch needs the packed length of every training pair (pair_lengths)")
+        self.max_tokens_per_batch, self.pair_lengths = max_tokens_per_batch, pair_lengths
         # Our loss is already a mean over pairs: the Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -76,6 +80,32 @@ class PreferenceTrainer(Trainer):
         self.pair_details_steps: dict[str, list[int]] = defaultdict(list)
         if reference_model is not None:
             self.reference_model = reference_model.to(self.args.device)
+
+    # ---- data ---------------------------------------------------------------------------------------
+
+    def get_train_dataloader(self):
+        """With `max_tokens_per_batch`: micro-batches by token budget (data/batching.py) instead of a fixed count."""
+        if self.max_tokens_per_batch is None:
+            return super().get_train_dataloader()
+        from functools import partial
+
+        from torch.utils.data import DataLoader
+        from transformers.trainer_utils import seed_worker
+
+        from mm_unidpo.data.batching import TokenBudgetBatchSampler
+
+        sampler = TokenBudgetBatchSampler(self.pair_lengths, self.max_tokens_per_batch, seed=self.args.seed,
+                                          rank=self.args.process_index, world_size=self.args.world_size)
+        loader = self.accelerator.prepare(DataLoader(
+            self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            worker_init_fn=partial(seed_worker, num_workers=self.args.dataloader_num_workers,
+                                   rank=self.args.process_index)))
+        # The sampler already gives each rank its share: accelerate's shard wrapper must pass it through.
+        shard = getattr(loader, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
 
     # ---- the step -----------------------------------------------------------------------------------
 
