@@ -1,10 +1,10 @@
-"""Building blocks of `bench_vs_trl.py`: the bench models, LLaVA-shaped pairs, and one timed run per side.
+"""Building blocks of `bench_vs_trl.py`: the bench models, the pairs of each scenario, one timed run per side.
 
 Every run is one `transformers.Trainer` loop (ours: `PreferenceTrainer`; TRL: `DPOTrainer`) over
-`warmup + steps` micro-batches of one pair, on the same model (same seed), the same records and the same
-LoRA config. A callback stamps `time.perf_counter()` at the end of every step; a forward pre-hook on the
-language model counts the tokens of every call (policy and reference) after the warm-up; peak memory is
-the process's peak RSS during `train()` minus its RSS right before it (models, LoRA, trainer built).
+`warmup + steps` micro-batches of `batch` pairs, on the same model (same seed), the same records and the
+same LoRA config. A callback stamps `time.perf_counter()` at the end of every step; a forward pre-hook on
+the language model counts the tokens of every call (policy and reference) after the warm-up; peak memory
+is the process's peak RSS during `train()` minus its RSS right before it (models, LoRA, trainer built).
 """
 
 from __future__ import annotations
@@ -37,16 +37,27 @@ SMOKE = {  # the smallest setting: same code path, toy sizes
     "qwen2_vl": dict(image_size=112, vision=dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2),
                      hidden=64, layers=1, heads=4, intermediate=128, vocab=1024),
 }
-SHAPE = dict(prompt=50, chosen=150, rejected=150, jitter=10)  # text tokens; the image adds its own
-SMOKE_SHAPE = dict(prompt=20, chosen=16, rejected=16, jitter=3)
+# Pair shapes, in text tokens (the images add their own). "b1": LLaVA-shaped pairs, one image, responses
+# of ~150 tokens; "mixed": what real micro-batches hold, 1-2 images and responses of 20-400 tokens.
+SHAPES = {
+    "b1": dict(prompt=50, response=(140, 160), images=(1, 1)),
+    "mixed": dict(prompt=50, response=(20, 400), images=(1, 2)),
+}
+SMOKE_SHAPES = {
+    "b1": dict(prompt=20, response=(13, 19), images=(1, 1)),
+    "mixed": dict(prompt=20, response=(4, 40), images=(1, 2)),
+}
 LORA = dict(r=16, alpha=32, dropout=0.0, target_modules="all-linear")  # every linear layer of the LM
 
 
-def build(arch: str, smoke: bool = False, seed: int = 0):
-    """(model, processor, spec): random weights, float32, sdpa, identical for a given seed."""
+def build(arch: str, smoke: bool = False, seed: int = 0, vocab: int | None = None):
+    """(model, processor, spec): random weights, float32, sdpa, identical for a given seed. `vocab` widens
+    the LM's vocabulary (embedding and head rows; the tokenizer uses the first ids)."""
     from mm_unidpo.testing import tiny
 
-    spec = (SMOKE if smoke else ARCH)[arch]
+    spec = dict((SMOKE if smoke else ARCH)[arch])
+    if vocab:
+        spec["vocab"] = vocab
     text = dict(intermediate_size=spec["intermediate"], num_attention_heads=spec["heads"],
                 num_key_value_heads=spec["heads"], max_position_embeddings=4096)
     model, processor = tiny(arch, seed=seed, hidden_size=spec["hidden"], num_hidden_layers=spec["layers"],
@@ -102,24 +113,25 @@ def _template_tokens(processor) -> int:
     return len(ids) - 1 - len(tok("x", add_special_tokens=False)["input_ids"])  # one image placeholder
 
 
-def make_records(processor, n: int, image_size: int, smoke: bool = False, seed: int = 0) -> list:
-    """`n` LLaVA-shaped pairs: one image, a ~50-token prompt (template included), ~150-token responses
-    (eos included) that differ in length by a few tokens, and quality scores (for Uni-DPO)."""
+def make_records(processor, n: int, image_size: int, smoke: bool = False, seed: int = 0, scenario: str = "b1",
+                 images: int | None = None, response: int | None = None) -> list:
+    """`n` pairs of `scenario` (SHAPES): a ~50-token prompt (template included) with its images, chosen and
+    rejected responses of independent lengths in the scenario's range (eos included), quality scores (for
+    Uni-DPO). `images` / `response` fix the image count / response length (the scaling table)."""
     from mm_unidpo.data import PreferenceRecord
 
-    shape = SMOKE_SHAPE if smoke else SHAPE
+    shape = (SMOKE_SHAPES if smoke else SHAPES)[scenario]
     tok = processor.tokenizer
     question = max(4, shape["prompt"] - _template_tokens(processor))
     rng = random.Random(seed)
     records = []
     for i in range(n):
-        jit = lambda: rng.randint(-shape["jitter"], shape["jitter"])  # noqa: E731
+        k = images or rng.randint(*shape["images"])
+        length = lambda: (response or rng.randint(*shape["response"])) - 1  # noqa: E731  (- 1: end of turn)
         records.append(PreferenceRecord(
-            prompt="<image>\n" + _text(tok, rng, question),
-            chosen=_text(tok, rng, shape["chosen"] - 1 + jit()),  # - 1: the end-of-turn token
-            rejected=_text(tok, rng, shape["rejected"] - 1 + jit()),
-            images=[_image(image_size, rng)], score_chosen=float(rng.randint(6, 10)),
-            score_rejected=float(rng.randint(1, 5)), id=f"bench{i}", index=i))
+            prompt="<image>\n" * k + _text(tok, rng, question), chosen=_text(tok, rng, length()),
+            rejected=_text(tok, rng, length()), images=[_image(image_size, rng) for _ in range(k)],
+            score_chosen=float(rng.randint(6, 10)), score_rejected=float(rng.randint(1, 5)), id=f"bench{i}", index=i))
     return records
 
 
@@ -202,7 +214,7 @@ def reset_peak_rss() -> int:
     return _status_kb("VmRSS")
 
 
-def measure(trainer, counter: TokenCounter, clock: StepClock, warmup: int, steps: int) -> dict[str, Any]:
+def measure(trainer, counter: TokenCounter, clock: StepClock, warmup: int, steps: int, batch: int = 1) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()
@@ -222,11 +234,30 @@ def measure(trainer, counter: TokenCounter, clock: StepClock, warmup: int, steps
     step_times = [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
     cpu_times = [b - a for a, b in zip(clock.cpu[warmup - 1:], clock.cpu[warmup:])]
     counter.on = False
-    return {"pairs_per_s": steps / elapsed, "seconds": elapsed, "step_s": step_times, "cpu_step_s": cpu_times,
-            "cpu_s_per_pair": sum(cpu_times) / steps, "peak_mem_mb": peak_mb,
-            "tokens_per_pair": counter.tokens / steps, "lm_calls_per_step": counter.calls / steps,
-            "gflop_per_pair": None if clock.flops is None else clock.flops / 1e9,
+    pairs = steps * batch
+    return {"pairs_per_s": pairs / elapsed, "seconds": elapsed, "step_s": step_times, "cpu_step_s": cpu_times,
+            "cpu_s_per_pair": sum(cpu_times) / pairs, "peak_mem_mb": peak_mb, "batch": batch,
+            # rows x length of every LM call, per pair; and per LM pass (policy, reference) per pair
+            "tokens_per_pair": counter.tokens / pairs, "lm_calls_per_step": counter.calls / steps,
+            "tokens_per_pass_per_pair": counter.tokens / max(counter.calls, 1) / batch,
+            "gflop_per_pair": None if clock.flops is None else clock.flops / 1e9 / batch,
             "memory": "cuda_max_allocated" if cuda else "rss_peak_delta"}
+
+
+def head_peak_mb(tokens: int, hidden: int, vocab: int, chunk_size: int | None, seed: int = 0) -> float:
+    """Peak memory of the LM head alone (forward + backward of the scored tokens' log-probs), chunked
+    (`chunk_size`) or materialised (None): peak RSS over RSS before, as `measure`."""
+    from mm_unidpo.models.head import token_logps
+
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(hidden, vocab, bias=False).requires_grad_(False)  # frozen, as under LoRA
+    h = torch.randn(tokens, hidden, requires_grad=True)
+    targets = torch.randint(0, vocab, (tokens,))
+    token_logps(head, h[:2], targets[:2], chunk_size=chunk_size).sum().backward()  # allocator warm-up
+    h.grad = None
+    base = reset_peak_rss()
+    token_logps(head, h, targets, chunk_size=chunk_size).sum().backward()
+    return (_status_kb("VmHWM") - base) / 1024
 
 
 def _sdpa_cpu_fwd(q, k, v, *args, out_shape=None, **kwargs):
@@ -252,13 +283,13 @@ def flop_counter():
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_bwd})
 
 
-def _training_args(cls, out: str, warmup: int, steps: int, checkpointing: bool, **extra):
+def _training_args(cls, out: str, warmup: int, steps: int, checkpointing: bool, batch: int = 1, **extra):
     import inspect
 
     accepted = set(inspect.signature(cls.__init__).parameters)
     gc_key = "activation_checkpointing" if "activation_checkpointing" in accepted else "gradient_checkpointing"
     kw = {gc_key: checkpointing, gc_key + "_kwargs": {"use_reentrant": False}}
-    return cls(output_dir=out, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+    return cls(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                max_steps=warmup + steps, learning_rate=1e-5, lr_scheduler_type="constant", warmup_steps=0,
                logging_steps=10_000, save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
                bf16=False, fp16=False, dataloader_num_workers=0, train_sampling_strategy="sequential",
@@ -275,9 +306,20 @@ def _lora(model):
 
 # ---- the two sides ----------------------------------------------------------------------------------
 
+# Our variants, each adding one thing to the one before: the plain two-row layout; one pair per row with a
+# shared prefix under a dense block mask (the layout before padding-free packing); all pairs of the
+# micro-batch in one row with per-pair block attention; and the LM head chunked from hidden states.
+VARIANTS = {
+    "plain": dict(shared_prefix=False, head_chunk_size=None),
+    "shared_prefix": dict(pack_pairs=False, head_chunk_size=None, dense_mask=True),
+    "packed": dict(head_chunk_size=None),
+    "packed_chunked": dict(),
+}
+
+
 def run_ours(arch: str, smoke: bool, records, warmup: int, steps: int, checkpointing: bool, out: str,
-             loss: str = "dpo", shared_prefix: bool = True, beta: float = 0.1, flops: bool = True,
-             cycle: tuple[str, ...] = ()) -> dict[str, Any]:
+             loss: str = "dpo", variant: str = "packed_chunked", batch: int = 1, beta: float = 0.1,
+             flops: bool = True, vocab: int | None = None, cycle: tuple[str, ...] = ()) -> dict[str, Any]:
     """Our trainer on `records`. `cycle`: switch the objective before every step, round robin
     (interleaved, so that machine-load drift hits every objective alike); step times come back per objective."""
     from peft import get_peft_model
@@ -286,12 +328,16 @@ def run_ours(arch: str, smoke: bool, records, warmup: int, steps: int, checkpoin
     from mm_unidpo.models import get_adapter
     from mm_unidpo.train.trainer import PreferenceTrainer, RecordDataset
 
-    model, processor, _ = build(arch, smoke)
+    model, processor, _ = build(arch, smoke, vocab=vocab)
     config = _lora(model)
     if checkpointing:
         model.enable_input_require_grads()  # as mm_unidpo.train.setup.build_models
     model = get_peft_model(model, config)
-    adapter = get_adapter(model, processor, max_length=8192, shared_prefix=shared_prefix)
+    options = dict(VARIANTS[variant])
+    dense = options.pop("dense_mask", False)
+    adapter = get_adapter(model, processor, max_length=8192, **options)
+    if dense:
+        adapter.packed_attention = False  # the T x T block mask instead of per-pair attention
     counter = TokenCounter(language_model(model))
     trainer = None
 
@@ -301,18 +347,17 @@ def run_ours(arch: str, smoke: bool, records, warmup: int, steps: int, checkpoin
             trainer.loss_params = loss_params(trainer.loss_name, beta)
 
     clock = StepClock(warmup, counter, before_step=switch, flops=flops)
-    args = _training_args(TrainingArguments, out, warmup, steps, checkpointing, remove_unused_columns=False)
+    args = _training_args(TrainingArguments, out, warmup, steps, checkpointing, batch, remove_unused_columns=False)
     trainer = PreferenceTrainer(model=model, args=args, train_dataset=RecordDataset(records),
                                 processing_class=processor, adapter=adapter, loss_name=loss,
                                 loss_params=loss_params(loss, beta), callbacks=[clock])
-    result = measure(trainer, counter, clock, warmup, steps)
+    result = measure(trainer, counter, clock, warmup, steps, batch)
     if cycle:
         for key in ("step_s", "cpu_step_s"):
             result["per_loss_" + key] = {name: [t for i, t in enumerate(result[key])
                                                 if cycle[(warmup + i) % len(cycle)] == name] for name in cycle}
-    result["counts"] = token_counts(adapter, records[warmup:], processor.tokenizer.convert_tokens_to_ids(
+    result["counts"] = token_counts(adapter, records[warmup * batch:], processor.tokenizer.convert_tokens_to_ids(
         processor.tokenizer.image_token))
-    result["shared_prefix"] = adapter.shared_prefix
     result["params_total"] = sum(p.numel() for p in model.parameters())
     result["params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return result
@@ -347,33 +392,30 @@ def trl_dataset(records):
     for r in records:
         question = r.prompt.replace("<image>", "").strip()
         rows["images"].append(list(r.images))
-        rows["prompt"].append([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}])
+        content = [{"type": "image"}] * len(r.images) + [{"type": "text", "text": question}]
+        rows["prompt"].append([{"role": "user", "content": content}])
         rows["chosen"].append([{"role": "assistant", "content": [{"type": "text", "text": r.chosen}]}])
         rows["rejected"].append([{"role": "assistant", "content": [{"type": "text", "text": r.rejected}]}])
     return Dataset.from_dict(rows)
 
 
 def run_trl(arch: str, smoke: bool, records, warmup: int, steps: int, checkpointing: bool, out: str,
-            compact_head: bool = False, beta: float = 0.1, flops: bool = True) -> dict[str, Any]:
+            compact_head: bool = False, batch: int = 1, beta: float = 0.1, flops: bool = True,
+            vocab: int | None = None) -> dict[str, Any]:
     import trl.trainer.utils as trl_utils
     from trl import DPOConfig, DPOTrainer
 
     if compact_head:  # score completion positions only, as TRL does on CUDA/XPU (Triton); CPU scores all
         trl_utils._use_triton = lambda device: True
-    model, processor, _ = build(arch, smoke)
+    model, processor, _ = build(arch, smoke, vocab=vocab)
     config = _lora(model)
     counter = TokenCounter(language_model(model))
     clock = StepClock(warmup, counter, flops=flops)
-    args = _training_args(DPOConfig, out, warmup, steps, checkpointing, beta=beta, loss_type=["sigmoid"],
+    args = _training_args(DPOConfig, out, warmup, steps, checkpointing, batch, beta=beta, loss_type=["sigmoid"],
                           max_length=None, disable_dropout=True)
     # peft_config (not a PeftModel): TRL wraps the model itself and, with ref_model=None, computes the
     # reference with the adapter disabled -- exactly our setup. (A PeftModel passed in would get a "ref" copy.)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=trl_dataset(records),
                          processing_class=processor, peft_config=config, callbacks=[clock])
     assert trainer.ref_model is None and "ref" not in trainer.model.peft_config
-    result = measure(trainer, counter, clock, warmup, steps)
-    batch = trainer.data_collator([dict(trl_dataset(records[:1])[0])])
-    mask = batch["completion_mask"]
-    result["trl_row_width"] = int(batch["input_ids"].shape[1])
-    result["trl_completion_tokens"] = [int(x) for x in mask.sum(-1)]
-    return result
+    return measure(trainer, counter, clock, warmup, steps, batch)

@@ -156,3 +156,13 @@ def test_peak_memory_is_chunk_times_vocab():
     assert materialised > 2 * n * vocab * 4  # logits and their float32 softmax/gradient
     assert chunked < 0.25 * materialised
     assert chunked < 8 * chunk * vocab * 4 + 3 * vocab * 16 * 4  # chunk buffers + the weight's gradient
+
+
+def test_auto_chunk_holds_about_the_hidden_states():
+    from mm_unidpo.models.head import MIN_AUTO_ROWS, chunk_rows
+
+    for tokens, hidden, vocab in ((30000, 4096, 152064), (3400, 512, 152064), (300, 512, 32064), (5, 64, 1000)):
+        rows = chunk_rows("auto", tokens, hidden, vocab)
+        assert rows & (rows - 1) == 0 and rows >= MIN_AUTO_ROWS  # a power of two, not too small a matmul
+        assert rows == MIN_AUTO_ROWS or rows * vocab <= 2 * tokens * hidden  # at most ~2x the hidden states
+    assert chunk_rows("auto", 30000, 4096, 152064) == 1024 and chunk_rows(7, 10, 8, 100) == 7

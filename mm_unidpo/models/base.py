@@ -108,7 +108,7 @@ class Adapter:
     def __init__(self, model: Any, processor: Any, *, max_length: int = 2048, padding_side: str = "right",
                  max_image_pixels: int | None = DEFAULT_MAX_PIXELS, on_bad_record: str = "error",
                  shared_prefix: bool = True, pack_pairs: bool = True, max_tokens_per_row: int | None = None,
-                 head_chunk_size: int | None = DEFAULT_CHUNK_SIZE, varlen: bool | None = None):
+                 head_chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, varlen: bool | None = None):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if on_bad_record not in ("error", "skip"):

@@ -12,6 +12,9 @@ backward recomputes each chunk's logits and applies the per-token upstream gradi
 
 so the head's peak memory is O(chunk × vocab) instead of O(scored tokens × vocab) (the idea of the
 fused linear-cross-entropy kernels, e.g. Liger's, for a per-token log-prob instead of a mean loss).
+The default chunk ("auto") is sized as Liger sizes its chunks, chunk × vocab ≈ tokens × hidden (the head
+holds about as much as the hidden states it projects), but never under 256 rows: on a CPU, smaller
+matmuls against the whole weight cost several times the materialised head's time.
 Values and gradients equal the materialised `log_softmax(head(h))[y]` up to float32 rounding; the
 matmul runs in the dtype autocast gives the head (as the model's own head would) and the softmax in
 float32.
@@ -33,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
-DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_CHUNK_SIZE = "auto"
 # config attributes of models whose forward changes the head's output (soft-capping, scaling): the identity
 # swap would feed that transform our hidden states, so those models keep their head (see `final_hidden_states`)
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
@@ -91,8 +94,20 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
+MIN_AUTO_ROWS = 256  # smaller matmuls against the whole (vocab × hidden) weight lose more time than they save
+
+
+def chunk_rows(chunk_size: int | str, tokens: int, hidden: int, vocab: int) -> int:
+    """Rows per chunk: `chunk_size`, or for "auto" the power of two with chunk × vocab ≈ tokens × hidden
+    (at least MIN_AUTO_ROWS)."""
+    if chunk_size != "auto":
+        return max(1, int(chunk_size))
+    per_row = -(-vocab // max(hidden, 1))  # ceil(vocab / hidden)
+    return max(MIN_AUTO_ROWS, 1 << max(0, (-(-max(tokens, 1) // per_row) - 1).bit_length()))
+
+
 def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                chunk_size: int | str | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """log p(targets[i] | hidden[i]) under the LM `head` for (N, d) hidden states: (N,) float32 (float64 heads: float64).
 
     `chunk_size=None` (or a head that is not a plain ``nn.Linear``) materialises the logits: the reference path."""
@@ -108,15 +123,18 @@ def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
         return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
     device_type = hidden.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else head.weight.dtype
+    rows = chunk_rows(chunk_size, hidden.shape[0], head.in_features, head.out_features)
     with torch.autocast(device_type, enabled=False):
-        return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, max(1, int(chunk_size)), dtype)
+        return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, rows, dtype)
 
 
 @torch.no_grad()
 def token_logps_and_argmax(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                           chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+                           chunk_size: int | str | None = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """As `token_logps` (no gradient), plus whether each target is the head's argmax (greedy) token."""
-    chunk = hidden.shape[0] if chunk_size is None else max(1, int(chunk_size))
+    weight = getattr(head, "weight", None)
+    chunk = hidden.shape[0] if chunk_size is None or weight is None else \
+        chunk_rows(chunk_size, hidden.shape[0], weight.shape[1], weight.shape[0])
     logps, greedy = [], []
     for s in range(0, hidden.shape[0], chunk):
         logits = head(hidden[s:s + chunk].to(head.weight.device)).float()

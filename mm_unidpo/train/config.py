@@ -37,7 +37,8 @@ class ModelConfig:
     shared_prefix: bool = True
     pack_pairs: bool = True  # a micro-batch's pairs back to back in one row; false = one pair per row
     max_tokens_per_row: int | None = None  # start a new packed row past this many tokens (None: one row)
-    head_chunk_size: int | None = 1024  # scored tokens per LM-head chunk (None: materialise the logits)
+    # scored tokens per LM-head chunk: "auto" (chunk x vocab ~ tokens x hidden), a number, or null (materialise)
+    head_chunk_size: int | str | None = "auto"
 
 
 @dataclass
@@ -101,7 +102,8 @@ class TrainConfig:
             raise ValueError(f"data.max_length must be >= 2, got {self.data.max_length}")
         for name, value in (("data.max_tokens_per_batch", self.data.max_tokens_per_batch),
                             ("model.max_tokens_per_row", self.model.max_tokens_per_row),
-                            ("model.head_chunk_size", self.model.head_chunk_size)):
+                            ("model.head_chunk_size", None if self.model.head_chunk_size == "auto"
+                             else self.model.head_chunk_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
         if self.loss.name not in LOSSES:
