@@ -14,10 +14,13 @@ instead of being reported as that record. Parquet, saved datasets and hub ids go
 from __future__ import annotations
 
 import base64
+import codecs
+import collections
 import io
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,13 @@ class PreferenceData:
     source: str = ""
     # The limit the images were checked against; adapters decode with the same one.
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS
+    num_rows: int = 0  # rows read from the source, good and bad
+
+    def describe_empty(self) -> str:
+        """Why there are no records, for an error message."""
+        if self.num_rows == 0:
+            return f"{self.source}: no preference records (the source is empty)"
+        return f"{self.source}: no usable preference records: all {self.num_rows} records were bad ({self.skips.summary()})"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -63,13 +73,51 @@ class PreferenceData:
 Row = Union[Mapping[str, Any], BadRecordError]
 
 
+class DataFileError(ValueError):
+    """A data source that cannot be read as a whole (not one bad record); the message names the file and
+    the position."""
+
+
+_BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32", codecs.BOM_UTF16_LE: "UTF-16",
+         codecs.BOM_UTF16_BE: "UTF-16"}  # UTF-32 first: its little-endian BOM starts like UTF-16's
+
+
+def _check_utf8(path: Path, data: bytes, *, line: int | None = None, offset: int = 0) -> str:
+    """`data` decoded as UTF-8 (a UTF-8 byte-order mark is dropped), or a DataFileError naming the position."""
+    if offset == 0:
+        for bom, name in _BOMS.items():
+            if data.startswith(bom):
+                raise DataFileError(f"{path} is {name}-encoded (it starts with a {name} byte-order mark); JSON data "
+                                    f"must be UTF-8: convert it, e.g. `iconv -f {name} -t UTF-8 {path.name} > out`")
+    skip = 3 if offset == 0 and data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = e.start + skip
+        line = line if line is not None else data.count(b"\n", 0, start) + 1
+        raise DataFileError(
+            f"{path}: line {line}, byte {offset + start}: {data[start:start + 4]!r} is not UTF-8 ({e.reason}). "
+            f"JSON data must be UTF-8; this file was written in another encoding (often Windows-1252 or Latin-1): "
+            f"convert it, e.g. `iconv -f WINDOWS-1252 -t UTF-8 {path.name} > out`") from None
+
+
 def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataFileError(f"{path} is empty: expected a JSON list of records")
+    text = _check_utf8(path, raw)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        ending = " (the file ends there: it looks truncated)" if e.pos >= len(text.rstrip()) else ""
+        raise DataFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} (character {e.pos}): "
+                            f"{e.msg}{ending}") from None
+    except RecursionError:
+        raise DataFileError(f"{path}: nested too deeply to parse (more than ~{sys.getrecursionlimit()} levels)") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records or an object with a list under 'data'")
+        raise DataFileError(f"{path}: expected a JSON list of records or an object with a list under 'data'")
     for index, row in enumerate(data):
         if not isinstance(row, dict):
             row = BadRecordError(None, "invalid_json", f"expected a JSON object, got {type(row).__name__}",
@@ -78,9 +126,11 @@ def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
-    index = 0
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
+    index, offset = 0, 0
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            line = _check_utf8(path, raw, line=line_number, offset=offset)
+            offset += len(raw)
             if not line.strip():
                 continue  # blank lines are not records
             try:
@@ -89,6 +139,9 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
                     raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 row = BadRecordError(None, "invalid_json", f"line {line_number}: {e}", index=index)
+            except RecursionError:
+                row = BadRecordError(None, "invalid_json", f"line {line_number}: nested too deeply to parse "
+                                                           f"(more than ~{sys.getrecursionlimit()} levels)", index=index)
             yield index, row
             index += 1
 
@@ -150,6 +203,40 @@ def _pick_split(dataset: Any, split: str | None, where: str) -> Any:
     return dataset
 
 
+def _load_parquet(path: Path) -> Any:
+    """A Parquet file through `datasets`, after pyarrow has read its footer (a truncated copy has none)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError on a damaged file
+        raise DataFileError(f"{path}: not a readable Parquet file ({path.stat().st_size} bytes): {e}. A truncated "
+                            f"download or copy has no footer: fetch or write the file again") from None
+    try:
+        return datasets.load_dataset("parquet", data_files=str(path), split="train")
+    except Exception as e:  # a damaged row group surfaces here, deep inside datasets / pyarrow
+        raise DataFileError(f"{path}: cannot read the Parquet data ({rows} rows in its footer): "
+                            f"{type(e).__name__}: {e}") from None
+
+
+def _guarded(rows: Iterator[tuple[int, Row]], description: str) -> Iterator[tuple[int, Row]]:
+    """`rows`, with a reader's failure mid-way (a damaged row group...) named by source and position."""
+    position = 0
+    while True:
+        try:
+            item = next(rows)
+        except StopIteration:
+            return
+        except DataFileError:
+            raise
+        except Exception as e:
+            raise DataFileError(f"{description}: reading failed after {position} records: "
+                                f"{type(e).__name__}: {e}") from None
+        position += 1
+        yield item
+
+
 def _open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, Row]], Path, str]:
     """Dispatch on the source: (rows, default image root, description)."""
     import datasets
@@ -172,8 +259,7 @@ def _open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, R
         if suffix in _JSONL_SUFFIXES:
             return _read_jsonl(path), path.parent, str(path)
         if suffix in _PARQUET_SUFFIXES:
-            loaded = datasets.load_dataset("parquet", data_files=str(path), split="train")
-            return _read_dataset(loaded), path.parent, str(path)
+            return _read_dataset(_load_parquet(path)), path.parent, str(path)
         raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .json, .jsonl or .parquet")
     text = str(source)
     if suffix in _JSON_SUFFIXES | _JSONL_SUFFIXES | _PARQUET_SUFFIXES or path.is_absolute() \
@@ -189,7 +275,7 @@ def _open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, R
 def load_preference_data(source: Source, *, format: str | None = None, split: str | None = "train",
                          image_root: str | os.PathLike | None = None, on_bad_record: str = "error",
                          max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
-                         limit: int | None = None) -> PreferenceData:
+                         limit: int | None = None, unique_ids: bool = False) -> PreferenceData:
     """Load preference records from a file, a saved dataset, a hub id or in-memory rows.
 
     Args:
@@ -205,6 +291,11 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
         on_bad_record: "error" raises the first `BadRecordError`; "skip" counts it in `.skips`.
         max_image_pixels: refuse images with more pixels (checked from the header); None: no limit.
         limit: stop after this many good records (None: all).
+        unique_ids: make records that share an id an error (`DuplicateIdError`); by default they are a
+            warning with the count and the first few.
+
+    A file that cannot be read as a whole (empty or truncated JSON, bytes that are not UTF-8, a damaged
+    Parquet file) is a `DataFileError` naming the file and the position.
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
@@ -220,14 +311,17 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
     skips = SkipReport()
     if limit == 0:
         rows = iter(())
-    for index, row in rows:
+    detected_from = None
+    num_rows = 0
+    for index, row in _guarded(rows, description):
+        num_rows += 1
         try:
             if isinstance(row, BadRecordError):
                 raise row
             if convert is None:
-                format = detect_format(row)
+                format, detected_from = detect_format(row), index
                 convert = get_converter(format)
-            record = convert(row, index)
+            record = _convert(convert, row, index, format, detected_from)
             record.index, record.image_root = index, root
             validate_record(record)
             for ref in record.images:
@@ -243,11 +337,57 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
 
     skips.log(description)
     if not records:
-        logger.warning("%s: no usable preference records (%s)", description, skips.summary())
+        what = "the source has no records" if num_rows == 0 else f"all {num_rows} records were bad ({skips.summary()})"
+        logger.warning("%s: no usable preference records: %s", description, what)
     else:
         logger.info("%s: loaded %d records as format %r", description, len(records), format)
+    _check_ids(records, description, unique_ids)
     return PreferenceData(records=records, skips=skips, format=format or "", source=description,
-                          max_image_pixels=max_image_pixels)
+                          max_image_pixels=max_image_pixels, num_rows=num_rows)
+
+
+def _convert(convert: Any, row: Mapping[str, Any], index: int, format: str | None,
+             detected_from: int | None) -> PreferenceRecord:
+    """`convert(row, index)`, with anything but a BadRecordError (a field of the wrong type deep in a
+    converter) turned into one naming the record, and a hint when the format was detected from another row."""
+    try:
+        return convert(row, index)
+    except BadRecordError as e:
+        if e.reason == "missing_field" and detected_from is not None and detected_from != index:
+            e.args = (f"{e.args[0]} (the format {format!r} was detected from record {detected_from}; a file that "
+                      f"mixes formats needs one format per file)",)
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as e:
+        record_id = row.get("id", row.get("idx")) if isinstance(row, Mapping) else None
+        raise BadRecordError(None, "malformed_record", f"the {format} converter cannot read this row: "
+                                                       f"{type(e).__name__}: {e}", index=index,
+                             record_id=None if record_id is None else str(record_id)) from None
+
+
+def duplicate_ids(records: Iterable[PreferenceRecord]) -> dict[str, list[int | None]]:
+    """Each id held by more than one record, with those records' indices."""
+    where: dict[str, list[int | None]] = collections.defaultdict(list)
+    for record in records:
+        if record.id is not None:
+            where[record.id].append(record.index)
+    return {rid: indices for rid, indices in where.items() if len(indices) > 1}
+
+
+def _check_ids(records: list[PreferenceRecord], description: str, unique: bool) -> None:
+    duplicates = duplicate_ids(records)
+    if not duplicates:
+        return
+    shown = "; ".join(f"{rid!r} at records {', '.join(map(str, indices[:4]))}{', ...' if len(indices) > 4 else ''}"
+                      for rid, indices in list(duplicates.items())[:5])
+    message = (f"{description}: {len(duplicates)} id(s) are held by more than one record "
+               f"({sum(map(len, duplicates.values()))} records): {shown}{'; ...' if len(duplicates) > 5 else ''}")
+    if unique:
+        raise DuplicateIdError(message + " (ids must be unique: data.unique_ids is set)")
+    logger.warning("%s", message)
+
+
+class DuplicateIdError(ValueError):
+    """Two records share an id where ids must be unique (`unique_ids=True`)."""
 
 
 def _saved_image(ref: Any, record: PreferenceRecord, root: Path) -> Any:
