@@ -109,7 +109,8 @@ def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        ending = " (the file ends there: it looks truncated)" if e.pos >= len(text.rstrip()) else ""
+        at_end = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")  # no closing quote to EOF
+        ending = " (the file ends there: it looks truncated)" if at_end else ""
         raise DataFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} (character {e.pos}): "
                             f"{e.msg}{ending}") from None
     except RecursionError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import torch
@@ -27,6 +28,9 @@ VLM_MODEL_TYPES = {
 }
 # Module-name fragments of the parts that stay out of 4-bit quantisation.
 NOT_QUANTISED = ("vision_tower", "visual", "multi_modal_projector", "mm_projector", "lm_head", "merger")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours its messages
 
 
 class ModelLoadError(OSError):
@@ -56,13 +60,17 @@ def check_model_source(name_or_path: str) -> None:
 
 def _load_error(name_or_path: str, error: OSError) -> ModelLoadError:
     """A transformers / hub OSError rewritten to say which model and what to do."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+    hint = ""
+    if "safetensors" in first:
+        hint = (f". If it has PyTorch .bin weights only (e.g. the original LLaVA checkpoints), convert them once with "
+                f"`mm-unidpo convert {name_or_path} --out DIR`, or set model.allow_bin_weights: true")
     if _looks_local(name_or_path):
-        return ModelLoadError(f"cannot load the model from {name_or_path!r}: {first}")
+        return ModelLoadError(f"cannot load the model from {name_or_path!r}: {first}{hint}")
     offline = " (HF_HUB_OFFLINE is set: only the local cache is read)" if os.environ.get("HF_HUB_OFFLINE") else ""
     return ModelLoadError(
-        f"cannot load the model {name_or_path!r} from the hub{offline}: {first}. Check the id, the network and "
-        f"HF_TOKEN (gated models need an accepted licence), or download it once with `huggingface-cli download "
+        f"cannot load the model {name_or_path!r} from the hub{offline}: {first}{hint}. Check the id, the network and "
+        f"HF_TOKEN (gated models need an accepted licence), or download it once with `hf download "
         f"{name_or_path}` and run offline, or give a local checkpoint folder")
 
 
@@ -164,10 +172,11 @@ def load_pretrained(name_or_path: str, *, family: str | None = None, adapter: st
         raise _load_error(name_or_path, error) from error
     except Exception as error:
         if "weights_only" in str(error) or type(error).__name__ == "UnpicklingError":
+            detail = _ANSI.sub("", str(error).splitlines()[0]).rstrip(". ")
             raise ModelLoadError(f"{name_or_path}: refused to load PyTorch .bin weights that hold more than tensors "
-                                 f"(loading them would run code stored in the file): {str(error).splitlines()[0]}. "
-                                 f"Only use such a checkpoint if you trust where it came from, and convert it to "
-                                 f"safetensors in an isolated environment") from error
+                                 f"(loading them would run code stored in the file): {detail}. Only use such a "
+                                 f"checkpoint if you trust where it came from, and convert it to safetensors in an "
+                                 f"isolated environment") from error
         raise
 
 
