@@ -240,6 +240,18 @@ def test_preflight_finds_what_collate_would_fail_on(models, folder, kind, family
     assert dict(result.skips.counts) == {reason: 1} and adapter.stats.encoded == 0  # training counters untouched
 
 
+def test_truncated_image_stays_bad_when_a_library_relaxed_pil(models, folder, monkeypatch):
+    """lmms-eval sets PIL's ImageFile.LOAD_TRUNCATED_IMAGES = True on import, which grey-pads truncated files."""
+    from PIL import ImageFile
+
+    from mm_unidpo.train.preflight import preflight
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    result = preflight([_record(folder, image="truncated.jpg", id="cut", index=0), _record(folder, id="ok", index=1)],
+                       _adapter(models, "llava"), on_bad_record="skip")
+    assert dict(result.skips.counts) == {"corrupt_image": 1} and ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
 def test_processor_crash_is_the_records_error(models, folder, monkeypatch):
     from mm_unidpo.train.preflight import PreflightError, preflight
 

@@ -144,6 +144,7 @@ CONFIG_KINDS = [
     ("unknown family", "--model.family=gpt", "model.family 'gpt' is not a model family"),
     ("loss parameter as text", "--loss.params.label_smoothing=abc", "loss.params.label_smoothing must be a number"),
     ("infinite parameter", "--loss.params.label_smoothing=.inf", "loss.params.label_smoothing must be finite"),
+    ("parameter beyond float32", "--loss.params.beta=1e39", "loss.params.beta must be finite (within float32"),
 ]
 
 
@@ -154,6 +155,14 @@ def test_config_values_are_checked_at_load_time(workdir, kind, override, text):
     with pytest.raises(ConfigError) as info:
         load_config(path, [override])
     assert str(info.value).startswith(f"{path}: ") and text in str(info.value), str(info.value)
+
+
+def test_valid_values_still_load(workdir):
+    path = workdir / "ok.yaml"
+    path.write_text(yaml.safe_dump(_raw(workdir, "train.jsonl", "out_ok")))
+    config = load_config(path, ["--train.resume_from_checkpoint=true", "--train.warmup_steps=0.1", "--lora.r=8",
+                                "--data.limit=10", "--loss.name=unidpo", "--loss.params.beta=2"])
+    assert config.train["resume_from_checkpoint"] is True and config.lora.r == 8
 
 
 @pytest.mark.parametrize("objective", ["dpo", "ipo", "hinge", "rdpo", "simpo", "cpo", "orpo", "unidpo", "adadpo"])

@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any
 
+from mm_unidpo.data.records import FLOAT32_MAX
 from mm_unidpo.losses import LOSSES
 
 from .config import ConfigError, TrainConfig
@@ -168,8 +169,8 @@ def _check_loss(config: TrainConfig) -> None:
         if isinstance(default, (int, float)):
             if not _matches(value, float):
                 raise _type_error(where, value, float)
-            if not math.isfinite(value):
-                raise ConfigError(f"{where} must be finite, got {value}")
+            if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+                raise ConfigError(f"{where} must be finite (within float32, where the loss computes), got {value}")
     beta = params.get("beta", allowed.get("beta"))
     if beta is not None and not beta > 0:
         raise ConfigError(f"loss.params.beta must be > 0, got {beta}: a beta <= 0 rewards the rejected response "
@@ -199,8 +200,11 @@ def _check_train(config: TrainConfig) -> None:
                           (f" (also: {bad[1:]})" if len(bad) > 1 else ""))
     if "output_dir" not in train or not train["output_dir"]:
         raise ConfigError("train.output_dir is required")
+    resume = train.get("resume_from_checkpoint")
+    if not isinstance(resume, (bool, str, type(None))):  # ours (run.py): true / "latest" / a checkpoint path
+        raise ConfigError(f"train.resume_from_checkpoint must be true/false or a checkpoint path, got {resume!r}")
     for key, value in train.items():
-        expected = hints.get(key)
+        expected = hints.get(key) if key != "resume_from_checkpoint" else None
         if expected is not None and _is_simple(expected) and not _matches(value, expected):
             raise _type_error(f"train.{key}", value, expected)
     for key, rule in _POSITIVE.items():

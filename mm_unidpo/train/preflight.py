@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -109,8 +110,9 @@ def _encode_all(adapter: Adapter, records: list[PreferenceRecord], todo: list[in
     out: dict[int, Verdict] = {}
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked: no Rust thread pools
+        # Its own generator: worker seeding must not draw from the global RNG that training uses.
         loader = DataLoader(_Encoding(adapter, records, todo), batch_size=None, num_workers=workers,
-                            collate_fn=_identity, prefetch_factor=16)
+                            collate_fn=_identity, prefetch_factor=16, generator=torch.Generator().manual_seed(0))
         for position, result in loader:
             out[position] = result
             bar.update()
