@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -37,6 +38,12 @@ def _merge(args: argparse.Namespace) -> int:
     return merge_main(args.rest)
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from mm_unidpo.models.convert import main as convert_main
+
+    return convert_main(args.rest)
+
+
 def _score(args: argparse.Namespace) -> int:
     from mm_unidpo.train.score import main as score_main
 
@@ -64,16 +71,44 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "eval": (_eval, "evaluate: mm-unidpo eval math ... | mm-unidpo eval lmms ..."),
     "demo": (_demo, "run the embedded default end to end (see README)"),
     "merge": (_merge, "merge a LoRA adapter into its 16-bit base for serving: mm-unidpo merge ADAPTER_DIR --out DIR"),
+    "convert": (_convert, "rewrite a checkpoint's PyTorch .bin weights as safetensors: mm-unidpo convert SRC --out DIR"),
     "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A failure prints one message and exits 1 (2 for usage errors); `--debug`
+    (anywhere on the line, or MM_UNIDPO_DEBUG=1) shows the full traceback instead."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("MM_UNIDPO_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        print("mm-unidpo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 (the one place every failure is turned into a message)
+        if debug:
+            raise
+        print(f"mm-unidpo{' ' + command if command else ''}: error: {_message(error)}\n"
+              f"(run again with --debug for the full traceback)", file=sys.stderr)
+        return 1
+
+
+def _message(error: BaseException) -> str:
+    """Our errors already name the record, file or key; anything else also says what kind of error it is."""
+    from_us = type(error).__module__.startswith("mm_unidpo") or type(error) in (ValueError, FileNotFoundError)
+    text = str(error) or type(error).__name__
+    return text if from_us else f"{type(error).__name__}: {text}"
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:  # each subcommand parses its own options, --help included
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return COMMANDS[argv[0]][0](argparse.Namespace(command=argv[0], rest=argv[1:]))
-    parser = argparse.ArgumentParser(prog="mm-unidpo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mm-unidpo", description=__doc__,
+                                     epilog="--debug (anywhere): show the full traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, add_help=name == "losses")

@@ -123,10 +123,12 @@ def test_hub_id_dispatches_to_load_dataset(monkeypatch, tmp_path):
 
     def fake_load_dataset(path, split=None, **kwargs):
         calls.append((path, split, kwargs))
-        return datasets.Dataset.from_list([{"question": "Q?", "chosen": "yes", "rejected": "no", "idx": 3}])
+        return datasets.Dataset.from_list([{"question": "Q?", "chosen": "yes", "rejected": "no", "idx": 3,
+                                            "image": "pixel.png"}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (2, 2)).save(tmp_path / "pixel.png")
     data = load_preference_data("openbmb/RLAIF-V-Dataset", split="train[:10]")
     assert calls == [("openbmb/RLAIF-V-Dataset", "train[:10]", {})]
     assert data.format == "rlaif_v" and data[0].id == "3" and data.source == "openbmb/RLAIF-V-Dataset"

@@ -122,7 +122,12 @@ def test_message_text():
 def test_skip_report_summary():
     report = SkipReport()
     assert report.summary() == "no records skipped"
-    for reason in ("bad_score", "bad_score", "empty_response"):
-        report.add(BadRecordError(None, reason, "x", index=1))
+    for index, reason in enumerate(("bad_score", "bad_score", "empty_response")):
+        assert report.add(BadRecordError(None, reason, "x", index=index))
     assert report.total == 3
     assert report.summary() == "skipped 3 bad records (bad_score: 2, empty_response: 1)"
+    # the same record met again (another epoch, the reference pass) is not counted again
+    assert not report.add(BadRecordError(None, "bad_score", "x", index=0))
+    assert report.total == 3
+    merged = report.merged(SkipReport())
+    assert merged.counts == report.counts and merged is not report

@@ -88,6 +88,32 @@ def test_merge_refuses_4bit_and_non_adapters(llava_adapter, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+def test_merge_takes_trust_remote_code_only_from_the_command_line(llava_adapter, tmp_path, monkeypatch, caplog):
+    """A downloaded adapter's own mm_unidpo_config.yaml must not decide that the base's remote code runs."""
+    import shutil
+
+    from mm_unidpo.models import loading
+    from mm_unidpo.train.config import CONFIG_NAME
+
+    root = llava_adapter[0]
+    hostile = tmp_path / "downloaded"
+    shutil.copytree(root / "final", hostile)
+    (hostile / CONFIG_NAME).write_text(yaml.safe_dump({"model": {"family": "llava", "trust_remote_code": True}}))
+    seen = []
+    real = loading.load_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["trust_remote_code"])
+        return real(*args, **{**kwargs, "trust_remote_code": False})
+
+    monkeypatch.setattr(loading, "load_pretrained", spy)
+    with caplog.at_level(logging.WARNING, logger="mm_unidpo.train.merge"):
+        assert merge.main([str(hostile), "--out", str(tmp_path / "m1")]) == 0
+    assert seen == [False] and "it is not taken from there" in caplog.text and "--trust-remote-code" in caplog.text
+    assert merge.main([str(hostile), "--out", str(tmp_path / "m2"), "--trust-remote-code"]) == 0
+    assert seen == [False, True]
+
+
 # ---------------------------------------------------------------------------------------------- score
 
 def word_count(record: PreferenceRecord, response: str) -> float:

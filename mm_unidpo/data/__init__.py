@@ -11,13 +11,16 @@ from __future__ import annotations
 from .formats import FORMATS, UnknownFormatError, detect_format, known_formats, register_format
 from .images import (DEFAULT_MAX_PIXELS, check_image, load_image, load_record_images, resolve_image_path,
                      to_rgb)
-from .loading import PreferenceData, load_preference_data, save_preference_data
+from .fingerprint import record_digest, record_digests
+from .loading import (DataFileError, DuplicateIdError, PreferenceData, duplicate_ids, load_preference_data,
+                      save_preference_data)
 from .records import (BAD_RECORD_REASONS, IMAGE_PLACEHOLDER, BadRecordError, ImageRef, Message,
                       PreferenceRecord, SkipReport, add_image_placeholders, as_image_ref, count_placeholders,
                       message_text, validate_record)
 
 __all__ = [
-    "BAD_RECORD_REASONS", "DEFAULT_MAX_PIXELS", "FORMATS", "IMAGE_PLACEHOLDER", "BadRecordError", "ImageRef",
+    "BAD_RECORD_REASONS", "DEFAULT_MAX_PIXELS", "FORMATS", "IMAGE_PLACEHOLDER", "BadRecordError", "DataFileError",
+    "DuplicateIdError", "ImageRef", "duplicate_ids", "record_digest", "record_digests",
     "Message", "PreferenceData", "PreferenceRecord", "SkipReport", "UnknownFormatError", "add_image_placeholders",
     "as_image_ref", "check_image", "count_placeholders", "detect_format", "known_formats", "load_image",
     "load_preference_data", "load_record_images", "message_text", "register_format", "resolve_image_path",

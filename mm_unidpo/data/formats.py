@@ -94,13 +94,19 @@ def _first(row: Row, keys: tuple[str, ...], index: int, record_id: str | None) -
     for key in keys:  # present but null: let validation report the value itself
         if key in row:
             return row[key]
-    raise _bad(index, record_id, "missing_field", f"needs one of the fields {', '.join(keys)}")
+    raise _bad(index, record_id, "missing_field", f"needs one of the fields {', '.join(keys)}; the row has {_keys(row)}")
 
 
 def _require(row: Row, keys: tuple[str, ...], index: int, record_id: str | None) -> None:
     missing = [key for key in keys if key not in row]
     if missing:
-        raise _bad(index, record_id, "missing_field", f"missing field(s) {', '.join(missing)}")
+        raise _bad(index, record_id, "missing_field", f"missing field(s) {', '.join(missing)}; the row has "
+                                                      f"{_keys(row)}")
+
+
+def _keys(row: Row) -> str:
+    keys = sorted(map(str, row.keys()))
+    return str(keys[:12])[:-1] + (", ...]" if len(keys) > 12 else "]")
 
 
 def _images(row: Row, keys: tuple[str, ...] = ("images", "image")) -> list[Any]:
@@ -141,7 +147,7 @@ def _llava_turns(value: Any, name: str, index: int, record_id: str | None) -> li
         if not isinstance(turn, dict):
             raise _bad(index, record_id, "missing_field", f"{name} has a turn that is not an object")
         speaker = turn.get("from", turn.get("role"))
-        if speaker not in _ROLES:
+        if not isinstance(speaker, str) or speaker not in _ROLES:
             raise _bad(index, record_id, "missing_field", f"{name} has a turn from unknown speaker {speaker!r}")
         turns.append({"role": _ROLES[speaker], "content": turn.get("value", turn.get("content"))})
     if turns[-1]["role"] != "assistant":
@@ -159,14 +165,24 @@ def convert_povid(row: Row, index: int) -> PreferenceRecord:
     message list.
     """
     rid = _record_id(row)
+    _require(row, ("conversations", "rejected_conversations"), index, rid)
     chosen_turns = _llava_turns(row["conversations"], "conversations", index, rid)
     rejected_turns = _llava_turns(row["rejected_conversations"], "rejected_conversations", index, rid)
     context = chosen_turns[:-1]
     if not context:
         raise _bad(index, rid, "missing_field", "conversations has no human turn before the gpt turn")
+    # The rejected conversation may repeat the question (POVID's files do) or hold the answer only; if it
+    # repeats it, it must be the same question, or the pair compares answers to two different prompts.
+    if len(rejected_turns) > 1 and _turn_texts(rejected_turns[:-1]) != _turn_texts(context):
+        raise _bad(index, rid, "mismatched_prompts", "rejected_conversations asks a different question from "
+                                                     "conversations (the turns before the last gpt turn differ)")
     prompt: Any = context[0]["content"] if len(context) == 1 and context[0]["role"] == "user" else context
     return PreferenceRecord(prompt=prompt, chosen=chosen_turns[-1]["content"],
                             rejected=rejected_turns[-1]["content"], images=_images(row), id=rid, index=index)
+
+
+def _turn_texts(turns: list[Message]) -> list[tuple[str, Any]]:
+    return [(t["role"], t["content"].strip() if isinstance(t["content"], str) else t["content"]) for t in turns]
 
 
 def _rating(value: Any) -> float | None:
@@ -194,6 +210,7 @@ def convert_vlfeedback(row: Row, index: int) -> PreferenceRecord:
     """
     rid = _record_id(row)
     prompt = _first(row, ("instruction", "prompt"), index, rid)
+    _require(row, ("completions",), index, rid)
     completions = row["completions"]
     if not isinstance(completions, list):
         raise _bad(index, rid, "missing_field", "completions must be a list")
@@ -221,11 +238,20 @@ def convert_vlfeedback(row: Row, index: int) -> PreferenceRecord:
 @register_format("rlaif_v", signature="question, chosen, rejected, image, optional idx/ds_name",
                  detect=lambda row: _has(row, "question", "chosen", "rejected"))
 def convert_rlaif_v(row: Row, index: int) -> PreferenceRecord:
-    """RLAIF-V: `question`, `chosen`, `rejected`, one `image` ({"bytes", "path"} or a PIL image)."""
+    """RLAIF-V: `question`, `chosen`, `rejected`, one `image` ({"bytes", "path"} or a PIL image).
+
+    Every RLAIF-V pair is about its image: a row without one (missing or null) is `missing_image`, not a
+    text-only pair.
+    """
     rid = _record_id(row)
+    _require(row, ("question", "chosen", "rejected"), index, rid)
+    images = _images(row, ("image", "images"))
+    if not images or any(image is None for image in images):
+        raise _bad(index, rid, "missing_image", "an rlaif_v row needs its image (the 'image' field is missing or "
+                                                "null)")
     return PreferenceRecord(prompt=row["question"], chosen=_response(row["chosen"], "chosen", index, rid),
                             rejected=_response(row["rejected"], "rejected", index, rid),
-                            images=_images(row, ("image", "images")), id=rid, index=index)
+                            images=images, id=rid, index=index)
 
 
 def _is_trl(row: Row) -> bool:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from .records import BadRecordError, ImageRef, PreferenceRecord
 
@@ -142,7 +144,8 @@ def load_image(ref: ImageRef, image_root: str | os.PathLike | None, *,
     try:
         _check_size(opened, max_pixels, record, what)
         try:
-            opened.load()
+            with _strict_decoding():
+                opened.load()
             image = opened
             if image.getexif().get(Image.ExifTags.Base.Orientation) is not None:
                 image = ImageOps.exif_transpose(image)
@@ -154,6 +157,18 @@ def load_image(ref: ImageRef, image_root: str | os.PathLike | None, *,
     finally:
         if opened is not ref:
             opened.close()
+
+
+@contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Decode with PIL's truncated-image tolerance off: libraries set it globally (lmms-eval does on import),
+    which would turn a truncated file into a silently grey-padded image instead of a corrupt_image."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def load_record_images(record: PreferenceRecord, *,

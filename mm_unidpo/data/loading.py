@@ -5,36 +5,35 @@
 raise (`on_bad_record="error"`, the default) or are counted by reason in `PreferenceData.skips`
 (`"skip"`); nothing is dropped silently.
 
-JSON and JSON lines are read with the `json` module rather than `datasets`: Arrow needs one schema for
-the whole file, so a single malformed record (a number where text belongs) would fail the entire load
-instead of being reported as that record. Parquet, saved datasets and hub ids go through `datasets`
-(and its cache).
+Rows come from `sources.py` (files, saved datasets, the hub); a source that cannot be read as a whole
+is a `DataFileError` naming the file and the position.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from PIL import Image
 
 from .formats import detect_format, get_converter
 from .images import DEFAULT_MAX_PIXELS, check_image, resolve_image_path
 from .records import BadRecordError, PreferenceRecord, SkipReport, validate_record
+from .sources import DataFileError, Source, guarded, open_rows
+
+__all__ = ["DataFileError", "DuplicateIdError", "PreferenceData", "duplicate_ids", "load_preference_data",
+           "save_preference_data"]
 
 logger = logging.getLogger(__name__)
 
-Source = Union[str, os.PathLike, Sequence[Mapping[str, Any]], Any]  # Any: a datasets (Iterable)Dataset
-_JSON_SUFFIXES = {".json"}
-_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-_PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 
 @dataclass
@@ -47,6 +46,13 @@ class PreferenceData:
     source: str = ""
     # The limit the images were checked against; adapters decode with the same one.
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS
+    num_rows: int = 0  # rows read from the source, good and bad
+
+    def describe_empty(self) -> str:
+        """Why there are no records, for an error message."""
+        if self.num_rows == 0:
+            return f"{self.source}: no preference records (the source is empty)"
+        return f"{self.source}: no usable preference records: all {self.num_rows} records were bad ({self.skips.summary()})"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -58,138 +64,12 @@ class PreferenceData:
         return self.records[i]
 
 
-# --- reading rows --------------------------------------------------------------------------------
-
-Row = Union[Mapping[str, Any], BadRecordError]
-
-
-def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records or an object with a list under 'data'")
-    for index, row in enumerate(data):
-        if not isinstance(row, dict):
-            row = BadRecordError(None, "invalid_json", f"expected a JSON object, got {type(row).__name__}",
-                                 index=index)
-        yield index, row
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
-    index = 0
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # blank lines are not records
-            try:
-                row: Row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                row = BadRecordError(None, "invalid_json", f"line {line_number}: {e}", index=index)
-            yield index, row
-            index += 1
-
-
-def _no_decode(feature: Any) -> Any:
-    """A copy of a `datasets` feature tree with media (image, audio, video...) decoding turned off."""
-    import copy
-
-    import datasets
-
-    # Only media types: Json also has a `decode` flag, and we do want JSON values decoded.
-    media = tuple(getattr(datasets, name) for name in ("Image", "Audio", "Video", "Pdf", "Nifti")
-                  if hasattr(datasets, name))
-    if isinstance(feature, dict):  # Features is a dict
-        return type(feature)({key: _no_decode(value) for key, value in feature.items()})
-    if hasattr(feature, "feature"):  # List / LargeList / Sequence
-        feature = copy.copy(feature)
-        feature.feature = _no_decode(feature.feature)
-        return feature
-    if isinstance(feature, media):
-        feature = copy.copy(feature)
-        feature.decode = False
-        return feature
-    return feature
-
-
-def _read_dataset(dataset: Any, batch_size: int = 64) -> Iterator[tuple[int, Row]]:
-    """Rows of a `datasets` Dataset with images as {"bytes", "path"} dicts, never decoded.
-
-    `datasets` decodes Image columns fully (`image.load()`) when it formats rows, which would hold every
-    decoded photo of a large dataset in memory and bypass our pixel limit. So rows are read as Arrow and
-    decoded with the same features, but with media decoding off: only the header is read, in check_image.
-    """
-    import datasets
-
-    if isinstance(dataset, datasets.IterableDataset):
-        yield from enumerate(dataset.decode(False))
-        return
-    features = _no_decode(dataset.features)
-    index = 0
-    for batch in dataset.with_format("arrow").iter(batch_size=batch_size):
-        for row in batch.to_pylist():
-            yield index, features.decode_example(row)
-            index += 1
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() \
-        or (path / "state.json").is_file()
-
-
-def _pick_split(dataset: Any, split: str | None, where: str) -> Any:
-    import datasets
-
-    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        if split not in dataset:
-            raise ValueError(f"{where} has splits {sorted(dataset)}; split={split!r} is not one of them")
-        return dataset[split]
-    return dataset
-
-
-def _open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, Row]], Path, str]:
-    """Dispatch on the source: (rows, default image root, description)."""
-    import datasets
-
-    if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
-        return _read_dataset(source), Path.cwd(), "in-memory dataset"
-    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
-        return ((i, dict(row)) for i, row in enumerate(source)), Path.cwd(), "in-memory records"
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if _is_saved_dataset(path):
-            loaded = _pick_split(datasets.load_from_disk(str(path)), split, str(path))
-        else:  # a local folder of data files, laid out like a hub repository
-            loaded = _pick_split(datasets.load_dataset(str(path), split=split), split, str(path))
-        return _read_dataset(loaded), path, str(path)
-    suffix = path.suffix.lower()
-    if path.is_file():
-        if suffix in _JSON_SUFFIXES:
-            return _read_json(path), path.parent, str(path)
-        if suffix in _JSONL_SUFFIXES:
-            return _read_jsonl(path), path.parent, str(path)
-        if suffix in _PARQUET_SUFFIXES:
-            loaded = datasets.load_dataset("parquet", data_files=str(path), split="train")
-            return _read_dataset(loaded), path.parent, str(path)
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .json, .jsonl or .parquet")
-    text = str(source)
-    if suffix in _JSON_SUFFIXES | _JSONL_SUFFIXES | _PARQUET_SUFFIXES or path.is_absolute() \
-            or text.startswith((".", "~")):
-        raise FileNotFoundError(f"preference data file {text!r} does not exist")
-    # Anything else is a hub dataset id ("owner/name"); datasets raises a clear error if it is not one.
-    loaded = _pick_split(datasets.load_dataset(text, split=split), split, text)
-    return _read_dataset(loaded), Path.cwd(), text
-
-
 # --- the public entry points ---------------------------------------------------------------------
 
 def load_preference_data(source: Source, *, format: str | None = None, split: str | None = "train",
                          image_root: str | os.PathLike | None = None, on_bad_record: str = "error",
                          max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
-                         limit: int | None = None) -> PreferenceData:
+                         limit: int | None = None, unique_ids: bool = False) -> PreferenceData:
     """Load preference records from a file, a saved dataset, a hub id or in-memory rows.
 
     Args:
@@ -205,6 +85,11 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
         on_bad_record: "error" raises the first `BadRecordError`; "skip" counts it in `.skips`.
         max_image_pixels: refuse images with more pixels (checked from the header); None: no limit.
         limit: stop after this many good records (None: all).
+        unique_ids: make records that share an id an error (`DuplicateIdError`); by default they are a
+            warning with the count and the first few.
+
+    A file that cannot be read as a whole (empty or truncated JSON, bytes that are not UTF-8, a damaged
+    Parquet file) is a `DataFileError` naming the file and the position.
     """
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
@@ -213,21 +98,24 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
     convert = None if format in (None, "auto") else get_converter(format)
     if image_root is not None and not Path(image_root).is_dir():
         raise FileNotFoundError(f"image_root {str(image_root)!r} is not a directory")
-    rows, default_root, description = _open_rows(source, split)
+    rows, default_root, description = open_rows(source, split)
     root = str(Path(image_root if image_root is not None else default_root).resolve())
 
     records: list[PreferenceRecord] = []
     skips = SkipReport()
     if limit == 0:
         rows = iter(())
-    for index, row in rows:
+    detected_from = None
+    num_rows = 0
+    for index, row in guarded(rows, description):
+        num_rows += 1
         try:
             if isinstance(row, BadRecordError):
                 raise row
             if convert is None:
-                format = detect_format(row)
+                format, detected_from = detect_format(row), index
                 convert = get_converter(format)
-            record = convert(row, index)
+            record = _convert(convert, row, index, format, detected_from)
             record.index, record.image_root = index, root
             validate_record(record)
             for ref in record.images:
@@ -243,11 +131,57 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
 
     skips.log(description)
     if not records:
-        logger.warning("%s: no usable preference records (%s)", description, skips.summary())
+        what = "the source has no records" if num_rows == 0 else f"all {num_rows} records were bad ({skips.summary()})"
+        logger.warning("%s: no usable preference records: %s", description, what)
     else:
         logger.info("%s: loaded %d records as format %r", description, len(records), format)
+    _check_ids(records, description, unique_ids)
     return PreferenceData(records=records, skips=skips, format=format or "", source=description,
-                          max_image_pixels=max_image_pixels)
+                          max_image_pixels=max_image_pixels, num_rows=num_rows)
+
+
+def _convert(convert: Any, row: Mapping[str, Any], index: int, format: str | None,
+             detected_from: int | None) -> PreferenceRecord:
+    """`convert(row, index)`, with anything but a BadRecordError (a field of the wrong type deep in a
+    converter) turned into one naming the record, and a hint when the format was detected from another row."""
+    try:
+        return convert(row, index)
+    except BadRecordError as e:
+        if e.reason == "missing_field" and detected_from is not None and detected_from != index:
+            e.args = (f"{e.args[0]} (the format {format!r} was detected from record {detected_from}; a file that "
+                      f"mixes formats needs one format per file)",)
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as e:
+        record_id = row.get("id", row.get("idx")) if isinstance(row, Mapping) else None
+        raise BadRecordError(None, "malformed_record", f"the {format} converter cannot read this row: "
+                                                       f"{type(e).__name__}: {e}", index=index,
+                             record_id=None if record_id is None else str(record_id)) from None
+
+
+def duplicate_ids(records: Iterable[PreferenceRecord]) -> dict[str, list[int | None]]:
+    """Each id held by more than one record, with those records' indices."""
+    where: dict[str, list[int | None]] = collections.defaultdict(list)
+    for record in records:
+        if record.id is not None:
+            where[record.id].append(record.index)
+    return {rid: indices for rid, indices in where.items() if len(indices) > 1}
+
+
+def _check_ids(records: list[PreferenceRecord], description: str, unique: bool) -> None:
+    duplicates = duplicate_ids(records)
+    if not duplicates:
+        return
+    shown = "; ".join(f"{rid!r} at records {', '.join(map(str, indices[:4]))}{', ...' if len(indices) > 4 else ''}"
+                      for rid, indices in list(duplicates.items())[:5])
+    message = (f"{description}: {len(duplicates)} id(s) are held by more than one record "
+               f"({sum(map(len, duplicates.values()))} records): {shown}{'; ...' if len(duplicates) > 5 else ''}")
+    if unique:
+        raise DuplicateIdError(message + " (ids must be unique: data.unique_ids is set)")
+    logger.warning("%s", message)
+
+
+class DuplicateIdError(ValueError):
+    """Two records share an id where ids must be unique (`unique_ids=True`)."""
 
 
 def _saved_image(ref: Any, record: PreferenceRecord, root: Path) -> Any:

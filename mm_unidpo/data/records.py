@@ -12,6 +12,7 @@ import binascii
 import collections
 import logging
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -62,15 +63,37 @@ class BadRecordError(ValueError):
 
 
 class SkipReport:
-    """Counts records skipped under `on_bad_record="skip"`, by reason, and logs a summary."""
+    """Counts records skipped under `on_bad_record="skip"`, by reason, and logs a summary.
+
+    A record is counted once however often it is met (every epoch, the reference pass, ...): `add`
+    takes a key for the record (default: its index and id) and ignores a key it has seen.
+    """
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self.examples: dict[str, str] = {}
+        self._seen: set[Any] = set()
 
-    def add(self, error: BadRecordError) -> None:
+    def add(self, error: BadRecordError, key: Any = None) -> bool:
+        """Count `error`'s record; False (and nothing counted) if this record was counted before."""
+        if key is None and (error.index is not None or error.record_id is not None):
+            key = (error.index, error.record_id)
+        if key is not None:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
         self.counts[error.reason] += 1
         self.examples.setdefault(error.reason, str(error))
+        return True
+
+    def merged(self, *others: "SkipReport") -> "SkipReport":
+        """One report of the skips of this and `others` (distinct stages that never see the same record)."""
+        out = SkipReport()
+        for report in (self, *others):
+            out.counts.update(report.counts)
+            for reason, example in report.examples.items():
+                out.examples.setdefault(reason, example)
+        return out
 
     @property
     def total(self) -> int:
@@ -87,13 +110,19 @@ class SkipReport:
             logger.warning("%s: %s; first of each: %s", what, self.summary(), self.examples)
 
 
-# Stable `BadRecordError.reason` keys. `prompt_too_long` is raised later, by the model adapters at
-# tokenization time; `invalid_json` is a JSON-lines line that does not parse (or is not an object).
+# Stable `BadRecordError.reason` keys. `prompt_too_long`, `template_mismatch`, `images_for_text_model`
+# and `encode_failed` come from the model adapters at tokenization time (the pre-flight pass meets them
+# before training); `invalid_json` is a JSON-lines line that does not parse (or is not an object);
+# `malformed_record` a row a converter cannot read (a field of the wrong type); `mismatched_prompts` a
+# pair whose two conversations ask different questions.
 BAD_RECORD_REASONS = (
-    "missing_field", "invalid_json", "bad_prompt", "placeholder_mismatch", "empty_response",
-    "non_string_response", "identical_responses", "bad_score", "missing_image", "corrupt_image",
-    "image_outside_root", "image_too_large", "no_preference", "prompt_too_long",
+    "missing_field", "invalid_json", "malformed_record", "bad_prompt", "placeholder_mismatch", "empty_response",
+    "non_string_response", "identical_responses", "mismatched_prompts", "bad_score", "missing_image",
+    "corrupt_image", "image_outside_root", "image_too_large", "no_preference", "prompt_too_long",
+    "template_mismatch", "images_for_text_model", "encode_failed",
 )
+# Scores are float32 tensors in the loss: a larger magnitude would become inf there.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def as_image_ref(value: Any, record: PreferenceRecord | None = None) -> ImageRef:
@@ -199,7 +228,15 @@ def _score(record: PreferenceRecord, name: str, value: Any) -> float:
         raise BadRecordError(record, "bad_score", f"{name} is not a number: {value!r:.40}") from None
     if not math.isfinite(score):
         raise BadRecordError(record, "bad_score", f"{name} is {score}")
+    if abs(score) > FLOAT32_MAX:
+        raise BadRecordError(record, "bad_score", f"{name} is {score:g}, beyond float32 (|score| <= 3.4e38), "
+                                                  f"where the loss computes with it")
     return score
+
+
+def is_blank(text: str) -> bool:
+    """No visible character: only whitespace, control (NUL included) and format characters (zero-width)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in text)
 
 
 def validate_record(record: PreferenceRecord) -> PreferenceRecord:
@@ -221,8 +258,9 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
         if not isinstance(value, str):
             raise BadRecordError(record, "non_string_response", f"{name} is not a string "
                                                                 f"(got {type(value).__name__})")
-        if not value.strip():
-            raise BadRecordError(record, "empty_response", f"{name} is empty")
+        if is_blank(value):
+            what = "empty" if not value.strip() else "empty (only control or invisible characters)"
+            raise BadRecordError(record, "empty_response", f"{name} is {what}")
     if record.chosen.strip() == record.rejected.strip():
         raise BadRecordError(record, "identical_responses", "chosen and rejected are the same text")
 

@@ -16,6 +16,7 @@ turned into token ids and vision tensors, and which tensors the forward needs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -220,14 +221,16 @@ class Adapter:
 
     def encode(self, record: PreferenceRecord) -> EncodedPair:
         prompt_text, chosen_text, rejected_text = self.render_pair(record)
+        self._check_response_media(record)
         images = load_record_images(record, max_pixels=self.max_image_pixels) if record.images else []
-        prompt_ids, vision, extras = self.tokenize_prompt(prompt_text, images, record)
+        prompt_ids, vision, extras = self._tokenize_checked(prompt_text, images, record)
         room = self.max_length - len(prompt_ids)
         if room < 1:
             raise BadRecordError(record, "prompt_too_long",
                                  f"the prompt takes {len(prompt_ids)} tokens (images included) and max_length is "
                                  f"{self.max_length}: no response token fits")
-        chosen, rejected = self._response_ids(chosen_text), self._response_ids(rejected_text)
+        chosen = self._response_ids(chosen_text, record.chosen, record)
+        rejected = self._response_ids(rejected_text, record.rejected, record)
         for name, ids in (("chosen", chosen), ("rejected", rejected)):
             if self.media_token_ids.intersection(ids):
                 raise BadRecordError(record, "placeholder_mismatch",
@@ -243,11 +246,80 @@ class Adapter:
         """The tokens a pair takes in a packed row (its prompt once, both responses)."""
         return len(encoded.prompt_ids) + len(encoded.chosen_ids) + len(encoded.rejected_ids)
 
-    def _response_ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _tokenize_checked(self, text: str, images: list, record: PreferenceRecord) -> tuple[list[int], dict, dict]:
+        """`tokenize_prompt`, with a processor's own complaint (image tokens in the text that do not match the
+        images, a video token without a video...) turned into the record's error."""
+        try:
+            return self.tokenize_prompt(text, images, record)
+        except BadRecordError:
+            raise
+        except ValueError as error:  # transformers processors check placeholders against the images given
+            reason = "placeholder_mismatch" if "token" in str(error) else "encode_failed"
+            raise BadRecordError(record, reason, f"the processor refuses the prompt: {error}") from None
+        except (TypeError, RuntimeError, IndexError, KeyError) as error:
+            raise BadRecordError(record, "encode_failed",
+                                 f"the processor fails on this record: {type(error).__name__}: {error}") from None
+
+    def _check_response_media(self, record: PreferenceRecord) -> None:
+        """A response holding the text of the model's image/video token is a bad record (it would be an image
+        slot), even though other special-token text in a response is encoded as plain text."""
+        for name in ("chosen", "rejected"):
+            found = [t for t in self._media_token_texts if t in getattr(record, name)]
+            if found:
+                raise BadRecordError(record, "placeholder_mismatch",
+                                     f"the {name} response contains the model's image/video token {found[0]!r}, which "
+                                     f"the model would take for an image slot")
+
+    @functools.cached_property
+    def _media_token_texts(self) -> list[str]:
+        tokens = self.tokenizer.convert_ids_to_tokens(sorted(i for i in self.media_token_ids if i >= 0))
+        return [t for t in tokens if t]
+
+    @functools.cached_property
+    def _special_token_texts(self) -> list[str]:
+        """The text of every special token ("</s>", "<|im_end|>", ...), longest first."""
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        texts = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+        texts.update(str(t) for t in added.values() if getattr(t, "special", False))
+        return sorted((t for t in texts if t), key=len, reverse=True)
+
+    def _response_ids(self, text: str, content: str | None = None, record: PreferenceRecord | None = None
+                      ) -> list[int]:
+        """Token ids of a rendered response `text` (the user's `content` as the template writes it, plus the
+        template's end of turn), ending with an end token.
+
+        Special-token text inside the user's response ("</s>", "<|im_end|>" written out, e.g. HTML's
+        strikethrough tag) is encoded as plain text, never as that token: only the template's own tokens
+        are special, so a response never ends mid-way."""
+        if content is not None and any(t in content for t in self._special_token_texts):
+            ids = self._ids_with_plain_content(text, content, record)
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids or ids[-1] not in self.end_token_ids:
             ids = ids + [self.tokenizer.eos_token_id]
         return ids
+
+    def _ids_with_plain_content(self, text: str, content: str, record: PreferenceRecord | None) -> list[int]:
+        """`text` tokenized with the special tokens of `content` (a span of it) split into plain text."""
+        start, span = text.find(content), content
+        if start < 0:
+            span = content.strip()
+            start = text.find(span) if span else -1
+        if start < 0:
+            special = next(t for t in self._special_token_texts if t in content)
+            raise BadRecordError(record, "template_mismatch",
+                                 f"the response contains the text of the special token {special!r}, and the chat "
+                                 f"template does not write the response verbatim, so it cannot be encoded as text")
+        before, after = text[:start], text[start + len(span):]
+
+        def encode(piece: str, split: bool) -> list[int]:
+            return self.tokenizer(piece, add_special_tokens=False, split_special_tokens=split)["input_ids"] if piece else []
+
+        if any(t in before for t in self._special_token_texts):  # the template's own tokens stay special
+            head = encode(before, False) + encode(span, True)
+        else:  # tokenized together, so the leading space joins the first word as usual
+            head = encode(before + span, True)
+        return head + encode(after, False)
 
     def _end_token_ids(self, model: Any) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -307,8 +379,8 @@ class Adapter:
                 encoded.append(r if isinstance(r, EncodedPair) else self.encode(r))
                 kept.append(i)
             except BadRecordError as error:
-                self.skips.add(error)
-                logger.warning("skipping %s", error)
+                if self.skips.add(error, key=("record", id(r))):  # once per record, however often it is met
+                    logger.warning("skipping %s", error)
         if not encoded:
             raise BadRecordError(None, "empty_batch", f"all {len(records)} records of this batch were bad "
                                  f"({self.skips.summary()})")

@@ -146,8 +146,8 @@ class LlavaOrigAdapter(Adapter):
                                  f"the prompt takes {prompt_length} tokens ({n_images} image(s) of "
                                  f"{self.num_image_tokens} tokens included) and max_length is {self.max_length}: "
                                  f"no response token fits")
-        chosen = self._continuation_ids(prompt_text, prompt_ids, chosen_text)
-        rejected = self._continuation_ids(prompt_text, prompt_ids, rejected_text)
+        chosen = self._continuation_ids(prompt_text, prompt_ids, chosen_text, record.chosen, record)
+        rejected = self._continuation_ids(prompt_text, prompt_ids, rejected_text, record.rejected, record)
         truncated = len(chosen) > room or len(rejected) > room
         self.stats.encoded += 1
         if truncated:
@@ -171,11 +171,15 @@ class LlavaOrigAdapter(Adapter):
             vision = {"images": pixels, "image_sizes": torch.tensor(out["image_sizes"], dtype=torch.long)}
         return out["input_ids"][0].tolist(), vision, {}
 
-    def _continuation_ids(self, prompt_text: str, prompt_ids: list[int], response_text: str) -> list[int]:
+    def _continuation_ids(self, prompt_text: str, prompt_ids: list[int], response_text: str, content: str | None = None,
+                          record: PreferenceRecord | None = None) -> list[int]:
         """The response's tokens as LLaVA's training tokenizes them: the whole conversation at once, minus the
-        prompt's tokens (falls back to tokenizing the response alone if the prompt is not a token prefix)."""
+        prompt's tokens (falls back to tokenizing the response alone if the prompt is not a token prefix). A
+        response holding special-token text ("</s>") is tokenized alone, that text as plain text (base class)."""
         from llava.mm_utils import tokenizer_image_token
 
+        if content is not None and any(t in content for t in self._special_token_texts):
+            return self._response_ids(response_text, content, record)
         full = tokenizer_image_token(prompt_text + response_text, self.tokenizer, self.image_token_index)
         if full[:len(prompt_ids)] == prompt_ids:
             ids = list(full[len(prompt_ids):])

@@ -115,9 +115,10 @@ def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **
     except OSError as error:
         if kwargs.get("use_safetensors") and "safetensors" in str(error):
             raise OSError(f"{name_or_path}: no safetensors weights ({error}). The original LLaVA checkpoints "
-                          f"(liuhaotian/llava-v1.5-*) ship PyTorch pickles only; convert them once, in a trusted "
-                          f"environment, with LlavaLlamaForCausalLM.from_pretrained(path, use_safetensors=False)"
-                          f".save_pretrained(out) (safetensors is the default) and load the converted copy") from error
+                          f"(liuhaotian/llava-v1.5-*) ship PyTorch .bin files only: convert them once with "
+                          f"`mm-unidpo convert {name_or_path} --out DIR` (tensors only, nothing in the files runs) "
+                          f"and load DIR, or set model.allow_bin_weights: true to load the .bin files with "
+                          f"torch.load(weights_only=True)") from error
         raise
     config = model.config
     # As load_pretrained_model: the tokens the checkpoint was trained with (LLaVA-1.5: none).

@@ -39,6 +39,9 @@ class ModelConfig:
     max_tokens_per_row: int | None = None  # start a new packed row past this many tokens (None: one row)
     # scored tokens per LM-head chunk: "auto" (chunk x vocab ~ tokens x hidden), a number, or null (materialise)
     head_chunk_size: int | str | None = "auto"
+    # Load PyTorch `.bin` weights where a checkpoint has no safetensors (the original LLaVA ones), with
+    # torch.load(weights_only=True) only: tensors, never pickled code. `mm-unidpo convert` is the other way.
+    allow_bin_weights: bool = False
 
 
 @dataclass
@@ -67,6 +70,12 @@ class DataConfig:
     # micro-batches of as many pairs as fit in this many packed tokens (data/batching.py), instead of
     # train.per_device_train_batch_size pairs
     max_tokens_per_batch: int | None = None
+    unique_ids: bool = False  # records sharing an id: an error (default: a warning)
+    # Encode every record once before training (train/preflight.py), so a bad one fails or is skipped
+    # before step 1; verdicts are cached by record content (default: <output_dir>/preflight_cache).
+    preflight: bool = True
+    preflight_workers: int | None = None  # DataLoader worker processes; None: automatic
+    preflight_cache_dir: str | None = None
 
 
 @dataclass
@@ -92,38 +101,10 @@ class TrainConfig:
     train: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
 
     def validate(self) -> "TrainConfig":
-        if not self.model.name_or_path:
-            raise ValueError("model.name_or_path is required")
-        if not self.data.train:
-            raise ValueError("data.train is required")
-        if self.data.on_bad_record not in ("error", "skip"):
-            raise ValueError(f"data.on_bad_record must be 'error' or 'skip', got {self.data.on_bad_record!r}")
-        if self.data.max_length < 2:
-            raise ValueError(f"data.max_length must be >= 2, got {self.data.max_length}")
-        for name, value in (("data.max_tokens_per_batch", self.data.max_tokens_per_batch),
-                            ("model.max_tokens_per_row", self.model.max_tokens_per_row),
-                            ("model.head_chunk_size", None if self.model.head_chunk_size == "auto"
-                             else self.model.head_chunk_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
-        if self.loss.name not in LOSSES:
-            raise ValueError(f"loss.name {self.loss.name!r} is not an objective; known: {', '.join(LOSSES)}")
-        allowed = LOSSES[self.loss.name].parameters()
-        unknown = sorted(set(self.loss.params) - set(allowed))
-        if unknown:
-            raise ValueError(f"loss.params {unknown} are not parameters of {self.loss.name!r}; "
-                             f"it takes {sorted(allowed)}")
-        if self.model.load_in_4bit and not self.lora.enabled:
-            raise ValueError("model.load_in_4bit needs lora.enabled: 4-bit weights cannot be trained directly")
-        from transformers import TrainingArguments
+        """Check every value at load time (types, ranges, names, paths); a `ConfigError` names the key."""
+        from .checks import check_config
 
-        known = {f.name for f in dataclasses.fields(TrainingArguments)}
-        bad = sorted(set(self.train) - known)
-        if bad:
-            raise ValueError(f"train.{bad[0]} is not a transformers.TrainingArguments field" +
-                             (f" (also: {bad[1:]})" if len(bad) > 1 else ""))
-        if "output_dir" not in self.train:
-            raise ValueError("train.output_dir is required")
+        check_config(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,24 +115,28 @@ _SECTIONS = {"model": ModelConfig, "lora": LoraSettings, "data": DataConfig, "lo
              "reference": ReferenceConfig}
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run: the message names the file or the key and what is wrong."""
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     raw = dict(raw or {})
     unknown = sorted(set(raw) - set(_SECTIONS) - {"train"})
     if unknown:
-        raise ValueError(f"{source}: unknown section(s) {unknown}; sections are {sorted([*_SECTIONS, 'train'])}")
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; sections are {sorted([*_SECTIONS, 'train'])}")
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         values = raw.get(name) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: section {name!r} must be a mapping")
+            raise ConfigError(f"{source}: section {name!r} must be a mapping")
         fields = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - fields)
         if bad:
-            raise ValueError(f"{source}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(fields)}")
+            raise ConfigError(f"{source}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(fields)}")
         sections[name] = cls(**values)
     train = raw.get("train") or {}
     if not isinstance(train, dict):
-        raise ValueError(f"{source}: section 'train' must be a mapping")
+        raise ConfigError(f"{source}: section 'train' must be a mapping")
     return TrainConfig(**sections, train=dict(train))
 
 
@@ -180,15 +165,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for item in overrides:
         text = item[2:] if item.startswith("--") else item
         if "=" not in text:
-            raise ValueError(f"override {item!r} must look like --section.key=value")
+            raise ConfigError(f"override {item!r} must look like --section.key=value")
         dotted, value = text.split("=", 1)
         keys = dotted.split(".")
         node = raw
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {key!r} is not a section")
-        node[keys[-1]] = load_yaml(value)
+                raise ConfigError(f"override {item!r}: {key!r} is not a section")
+        try:
+            node[keys[-1]] = load_yaml(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML: {error}") from None
     return raw
 
 
@@ -228,16 +216,26 @@ def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     """
     path = Path(path).resolve()
     if path in _chain:
-        raise ValueError(f"config base cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
-    with open(path, encoding="utf-8") as f:
-        raw = load_yaml(f.read()) or {}
+        raise ConfigError(f"config base cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
+    if not path.is_file():
+        named = f" (the base of {_chain[-1]})" if _chain else ""
+        raise FileNotFoundError(f"config file {path}{named} does not exist")
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: byte {error.start} is not UTF-8: save the config as UTF-8") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a config must be a mapping of sections")
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
     bases = raw.pop("base", None) or []
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ValueError(f"{path}: 'base' must be a file name or a list of file names")
+        raise ConfigError(f"{path}: 'base' must be a file name or a list of file names")
     merged: dict[str, Any] = {}
     for name in bases:
         merged = merge_configs(merged, read_config(path.parent / name, (*_chain, path)))
@@ -246,7 +244,11 @@ def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     raw = apply_overrides(read_config(path), overrides or [])
-    return config_from_dict(raw, source=str(path)).validate()
+    config = config_from_dict(raw, source=str(path))
+    try:
+        return config.validate()
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 CONFIG_NAME = "mm_unidpo_config.yaml"

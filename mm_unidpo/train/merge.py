@@ -56,12 +56,13 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
 
 
 def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None = None, dtype: str | None = None,
-                  family: str | None = None, trust_remote_code: bool | None = None,
+                  family: str | None = None, trust_remote_code: bool = False,
                   device_map: str | None = None) -> Path:
     """Merge the LoRA adapter in `adapter_dir` into its base and save the result to `out`; returns `out`.
 
     Unset options come from the run config saved next to the adapter (`mm_unidpo_config.yaml`), then
-    from defaults (bfloat16, family detected from the base's config).
+    from defaults (bfloat16, family detected from the base's config). `trust_remote_code` never does: an
+    adapter directory may come from anywhere, and its config must not decide that code runs.
     """
     from mm_unidpo.models.loading import load_pretrained
 
@@ -77,8 +78,9 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None 
     if model_section.get("load_in_4bit"):
         logger.warning(FOUR_BIT_NOTICE.format(dtype=dtype))
     family = family or model_section.get("family")
-    if trust_remote_code is None:
-        trust_remote_code = bool(model_section.get("trust_remote_code", False))
+    if model_section.get("trust_remote_code") and not trust_remote_code:
+        logger.warning("%s/%s was trained with model.trust_remote_code: true; it is not taken from there. If you "
+                       "trust the base model's code, pass --trust-remote-code", adapter_dir, CONFIG_NAME)
     hub_kwargs = {"revision": model_section["revision"]} if model_section.get("revision") else {}
 
     logger.info("merging %s into %s (%s)", adapter_dir, base, dtype)
@@ -119,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="base model (hub id or path); default: the adapter config's")
     parser.add_argument("--dtype", choices=MERGE_DTYPES, help="default: the run's model.dtype, else bfloat16")
     parser.add_argument("--family", help="model family (default: the run config's, else detected)")
-    parser.add_argument("--trust-remote-code", action="store_true", default=None)
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the base model's own code from its repository (off by default; never taken from "
+                             "the adapter's config)")
     parser.add_argument("--device-map", help="e.g. 'auto' to merge on GPU(s); default: CPU")
     parser.add_argument("--load-in-4bit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

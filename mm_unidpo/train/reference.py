@@ -1,55 +1,49 @@
 """Reference log-probs: computed once before training and cached on disk.
 
-The cache key covers everything the numbers depend on — the data (texts, scores-free, and the bytes of
-every image), the model (id, revision, config, dtype, 4-bit), the chat template, the family and the
-max length — so changing any of them misses the cache instead of silently reusing stale values. Image
-data is supported (TRL refuses precomputation for VLM data).
+The cache key covers everything the numbers depend on — the data (texts and the bytes of every image,
+as a set: order does not matter), the model (id, revision, config, dtype, 4-bit), and the adapter
+(`adapter_fingerprint`: family, chat template, tokenizer, image processor, max length) — so changing
+any of them misses the cache instead of silently reusing stale values. Image data is supported (TRL
+refuses precomputation for VLM data).
+
+Nothing read back is trusted: the file holds each row's record digest, the row count and a checksum of
+every tensor (names, shapes and bytes). On load the rows are looked up by the digests of the records
+being trained on, so a reordered dataset cannot misalign them; a file that is truncated, altered (a
+flipped bit, swapped chosen/rejected tensors), of the wrong length or missing a record is reported by
+name and recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from mm_unidpo.data.images import resolve_image_path
+from mm_unidpo.data.fingerprint import record_digests
 from mm_unidpo.data.records import PreferenceRecord
 from mm_unidpo.models.base import Adapter
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+_FORMAT = "mm_unidpo-reference-logps"
+_ROW_KEYS = "row_keys"  # (N, 32) uint8: the sha256 record digest of each row
 
 
-def _image_digest(ref: Any, record: PreferenceRecord) -> str:
+def data_fingerprint(records: list[PreferenceRecord], digests: list[str | None] | None = None) -> str:
+    """Digest of the records as a set of contents (order-independent: rows are keyed by content)."""
+    digests = record_digests(records) if digests is None else digests
     h = hashlib.sha256()
-    if isinstance(ref, bytes):
-        h.update(ref)
-    elif isinstance(ref, str):
-        with open(resolve_image_path(ref, record.image_root, record), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    else:  # PIL image
-        buffer = io.BytesIO()
-        ref.save(buffer, format="PNG")
-        h.update(buffer.getvalue())
-    return h.hexdigest()
-
-
-def data_fingerprint(records: list[PreferenceRecord]) -> str:
-    h = hashlib.sha256()
-    for r in records:
-        h.update(json.dumps([r.prompt, r.chosen, r.rejected], sort_keys=True, default=str).encode())
-        for ref in r.images:
-            h.update(_image_digest(ref, r).encode())
+    for digest in sorted(d if d is not None else f"unreadable:{i}" for i, d in enumerate(digests)):
+        h.update(digest.encode())
     return h.hexdigest()
 
 
@@ -66,13 +60,37 @@ def model_fingerprint(model: Any, settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cache_key(records: list[PreferenceRecord], model: Any, adapter: Adapter, model_settings: dict[str, Any]) -> str:
-    template = getattr(adapter.processor, "chat_template", None) or getattr(adapter.tokenizer, "chat_template", None)
-    parts = {
-        "version": CACHE_VERSION, "data": data_fingerprint(records),
-        "model": model_fingerprint(model, model_settings), "template": template, "family": adapter.family,
-        "max_length": adapter.max_length,
+def _tokenizer_digest(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def adapter_fingerprint(adapter: Adapter) -> dict[str, Any]:
+    """Everything about an adapter that decides how a record encodes: its class and plain settings
+    (max_length, max_image_pixels, end and media token ids, ...), the chat template, the tokenizer, the
+    image processor's configuration, and the library versions."""
+    import transformers
+
+    import mm_unidpo
+
+    settings = {k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))}
+    settings.update({k: sorted(v) for k, v in vars(adapter).items()
+                     if isinstance(v, (set, frozenset)) and all(isinstance(x, int) for x in v)})
+    image_processor = getattr(adapter.processor, "image_processor", None)
+    return {
+        "class": f"{type(adapter).__module__}.{type(adapter).__qualname__}", "settings": settings,
+        "template": getattr(adapter.processor, "chat_template", None) or getattr(adapter.tokenizer, "chat_template", None),
+        "tokenizer": _tokenizer_digest(adapter.tokenizer),
+        "image_processor": image_processor.to_dict() if hasattr(image_processor, "to_dict") else None,
+        "versions": [getattr(mm_unidpo, "__version__", None), transformers.__version__],
     }
+
+
+def cache_key(records: list[PreferenceRecord], model: Any, adapter: Adapter, model_settings: dict[str, Any],
+              digests: list[str | None] | None = None) -> str:
+    parts = {"version": CACHE_VERSION, "data": data_fingerprint(records, digests),
+             "model": model_fingerprint(model, model_settings), "adapter": adapter_fingerprint(adapter)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -101,16 +119,99 @@ def compute_reference_logps(model: Any, adapter: Adapter, records: list[Preferen
     return out
 
 
-def load_or_compute(cache_dir: str | Path, key: str, compute) -> tuple[dict[str, torch.Tensor], bool]:
-    """Load `ref-<key>.safetensors` from `cache_dir`, or compute and write it atomically. Returns (values, hit)."""
+def load_or_compute(cache_dir: str | Path, key: str, compute: Callable[[], dict[str, torch.Tensor]],
+                    row_keys: list[str | None] | None = None) -> tuple[dict[str, torch.Tensor], bool]:
+    """Load `ref-<key>.safetensors` from `cache_dir`, or compute and write it atomically. Returns (values, hit).
+
+    `row_keys`: the record digest of each row `compute` returns (`record_digests(records)`); a hit returns
+    the rows in that order, looked up by digest. A file that fails verification is named in a warning
+    and recomputed."""
     path = Path(cache_dir) / f"ref-{key}.safetensors"
     if path.is_file():
-        logger.info("reference cache hit: %s", path)
-        return load_file(str(path)), True
-    logger.info("reference cache miss: computing %s", path)
+        values = _verified(path, row_keys)
+        if values is not None:
+            logger.info("reference cache hit: %s", path)
+            return values, True
+    else:
+        logger.info("reference cache miss: computing %s", path)
     values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in values.items()}, str(tmp))
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous() for k, v in values.items()}
+    if row_keys is not None:
+        tensors[_ROW_KEYS] = _digest_tensor(row_keys)
+    metadata = {"format": _FORMAT, "version": str(CACHE_VERSION), "rows": str(_rows(tensors)),
+                "checksum": _checksum(tensors)}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), what="reference cache")
     return values, False
+
+
+def _rows(tensors: dict[str, torch.Tensor]) -> int:
+    lengths = {v.shape[0] if v.dim() else -1 for v in tensors.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"reference values must all have one row per record, got lengths {sorted(lengths)}")
+    return lengths.pop()
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
+
+
+def _digest_tensor(digests: list[str | None]) -> torch.Tensor:
+    rows = [bytes.fromhex(d) if d is not None else bytes(32) for d in digests]
+    return torch.frombuffer(bytearray(b"".join(rows)), dtype=torch.uint8).reshape(len(rows), 32).clone() \
+        if rows else torch.zeros((0, 32), dtype=torch.uint8)
+
+
+def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.Tensor] | None:
+    """The cached values, rows in `row_keys` order, if the file passes every check; else None (warned)."""
+    def reject(why: str) -> None:
+        logger.warning("reference cache %s %s: ignoring it and computing the reference log-probs again", path, why)
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as error:  # SafetensorError on a truncated or garbled file, OSError...
+        return reject(f"cannot be read ({type(error).__name__}: {error})")
+    if metadata.get("format") != _FORMAT or metadata.get("version") != str(CACHE_VERSION):
+        return reject(f"is not a version-{CACHE_VERSION} reference cache (metadata {metadata})")
+    try:
+        rows = _rows(tensors)
+    except ValueError as error:
+        return reject(f"is inconsistent: {error}")
+    if str(rows) != metadata.get("rows"):
+        return reject(f"has {rows} rows where it was written with {metadata.get('rows')}")
+    if _checksum(tensors) != metadata.get("checksum"):
+        return reject("fails its checksum (altered or damaged since it was written)")
+    stored = tensors.pop(_ROW_KEYS, None)
+    if row_keys is None:
+        return tensors
+    if stored is None:
+        return reject("has no record digests to match its rows to the records")
+    where = {bytes(row.tolist()).hex(): i for i, row in enumerate(stored)}
+    missing = [i for i, d in enumerate(row_keys) if d is None or d not in where]
+    if missing:
+        return reject(f"has no row for {len(missing)} of the {len(row_keys)} records (first: position {missing[0]})")
+    order = torch.tensor([where[d] for d in row_keys], dtype=torch.long)
+    return {name: tensor[order] for name, tensor in tensors.items()}
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any], *, what: str) -> bool:
+    """`write(tmp)` then rename onto `path`, so a reader never sees a partial file. A cache that cannot be
+    written (disk full...) is a warning, not a failure: the values are still in memory. Returns success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError as error:
+        logger.warning("could not write the %s %s (%s); continuing without it", what, path, error)
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)

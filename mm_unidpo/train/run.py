@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from .config import TrainConfig, load_config, training_arguments
@@ -13,23 +14,64 @@ from .config import TrainConfig, load_config, training_arguments
 logger = logging.getLogger(__name__)
 
 
-def _load_data(config: TrainConfig, source: str | None, split: str | None):
+class EmptyDataError(ValueError):
+    """Nothing to train on: the source is empty, or every record was bad."""
+
+
+def _load_data(config: TrainConfig, source: str | None, split: str | None, what: str):
     from mm_unidpo.data import load_preference_data
 
     if not source:
         return None
     d = config.data
     data = load_preference_data(source, format=d.format, split=split, image_root=d.image_root,
-                                on_bad_record=d.on_bad_record, limit=d.limit)
-    data.skips.log(f"data {source}")
+                                on_bad_record=d.on_bad_record, limit=d.limit, unique_ids=d.unique_ids)
+    if not data.records:
+        raise EmptyDataError(f"{what}: {data.describe_empty()}")
     return data
 
 
-def _pair_lengths(adapter, records) -> list[int]:
-    """Packed tokens of every training pair, for the token-budget batches."""
+@dataclass
+class CheckedData:
+    """The records training sees (after the pre-flight pass), their digests, and what was dropped."""
+
+    records: list
+    digests: list | None
+    skips: Any  # SkipReport: loader and pre-flight skips, each record once
+    truncated: int | None  # pairs cut at max_length, once each (None: not checked before training)
+    lengths: list[int] | None = None  # packed length of each record (None: not checked before training)
+
+
+def _check_data(config: TrainConfig, data, adapter, output_dir: str, what: str, need_digests: bool) -> CheckedData:
+    """The pre-flight pass over `data` (main process first, so the others read its cache)."""
+    from accelerate import PartialState
+
+    from mm_unidpo.data import record_digests
+
+    from .preflight import preflight
+
+    d = config.data
+    digests = record_digests(data.records) if d.preflight or need_digests else None
+    if not d.preflight:
+        return CheckedData(data.records, digests, data.skips, None)
+    cache_dir = d.preflight_cache_dir or os.path.join(output_dir, "preflight_cache")
+    with PartialState().main_process_first():
+        result = preflight(data.records, adapter, on_bad_record=d.on_bad_record, digests=digests,
+                           cache_dir=cache_dir, workers=d.preflight_workers, description=f"{what} {data.source}")
+    if not result.records:
+        raise EmptyDataError(f"{what} {data.source}: no usable preference records: the pre-flight check dropped all "
+                             f"{len(data.records)} that loaded ({result.skips.summary()})")
+    return CheckedData(result.records, [digests[i] for i in result.kept], data.skips.merged(result.skips),
+                       result.truncated, result.lengths)
+
+
+def _pair_lengths(adapter, data: CheckedData) -> list[int]:
+    """Packed tokens of every training pair, for the token-budget batches (from the pre-flight pass if it ran)."""
+    if data.lengths is not None:
+        return data.lengths
     from tqdm.auto import tqdm
 
-    return [adapter.packed_length(adapter.encode(r)) for r in tqdm(records, desc="pair lengths", unit="pair")]
+    return [adapter.packed_length(adapter.encode(r)) for r in tqdm(data.records, desc="pair lengths", unit="pair")]
 
 
 def _resume_target(value: Any, output_dir: str) -> str | None:
@@ -51,49 +93,63 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from transformers import set_seed
 
     from mm_unidpo.models import get_adapter
+    from mm_unidpo.models.loading import check_model_source
 
     from .reference import cache_key, compute_reference_logps, load_or_compute
     from .report import write_report
     from .setup import build_models
-    from .trainer import PreferenceTrainer, RecordDataset
+    from .trainer import PreferenceTrainer, RecordDataset, publish, removed_if_disk_full
 
     resume = config.train.pop("resume_from_checkpoint", None)
     args = training_arguments(config)
     set_seed(args.seed)
+    # A missing checkpoint and a bad data file fail in seconds, before a model is loaded.
+    check_model_source(config.model.name_or_path)
+    train_data = _load_data(config, config.data.train, config.data.split, "data.train")
+    eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split, "data.eval")
     model, processor, reference_model = build_models(config, args.gradient_checkpointing)
     m = config.model
     adapter = get_adapter(model, processor, family=m.family, max_length=config.data.max_length,
                           on_bad_record=config.data.on_bad_record, shared_prefix=m.shared_prefix,
                           pack_pairs=m.pack_pairs, max_tokens_per_row=m.max_tokens_per_row,
                           head_chunk_size=m.head_chunk_size)
-    train_data = _load_data(config, config.data.train, config.data.split)
-    eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split)
+    train_set = _check_data(config, train_data, adapter, args.output_dir, "data.train", config.reference.precompute)
+    eval_set = _check_data(config, eval_data, adapter, args.output_dir, "data.eval", False) if eval_data else None
 
     reference_logps = None
     if config.reference.precompute:
         cache_dir = config.reference.cache_dir or os.path.join(args.output_dir, "reference_cache")
-        key = cache_key(train_data.records, model, adapter, {**vars(config.model)})
+        key = cache_key(train_set.records, model, adapter, {**vars(config.model)}, train_set.digests)
         reference_model_for_cache = reference_model if reference_model is not None else model
         with PartialState().main_process_first():
             reference_logps, hit = load_or_compute(cache_dir, key, lambda: compute_reference_logps(
-                reference_model_for_cache, adapter, train_data.records, batch_size=config.reference.batch_size,
-                device=args.device, disable_adapter=reference_model is None))
+                reference_model_for_cache, adapter, train_set.records, batch_size=config.reference.batch_size,
+                device=args.device, disable_adapter=reference_model is None), row_keys=train_set.digests)
         reference_model = None  # the cache replaces it: free its memory
 
     trainer = PreferenceTrainer(
-        model=model, args=args, train_dataset=RecordDataset(train_data.records),
-        eval_dataset=RecordDataset(eval_data.records) if eval_data else None, processing_class=processor,
+        model=model, args=args, train_dataset=RecordDataset(train_set.records),
+        eval_dataset=RecordDataset(eval_set.records) if eval_set else None, processing_class=processor,
         adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params,
         reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict(),
+        skipped_before_training=train_set.skips.total + (eval_set.skips.total if eval_set else 0),
         max_tokens_per_batch=config.data.max_tokens_per_batch,
-        pair_lengths=_pair_lengths(adapter, train_data.records) if config.data.max_tokens_per_batch else None)
+        pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None)
     result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
-    final_dir = os.path.join(args.output_dir, "final")
-    trainer.save_model(final_dir)
-    trainer.save_state()
+    final_dir, staging = os.path.join(args.output_dir, "final"), os.path.join(args.output_dir, "tmp-final")
+    with removed_if_disk_full(staging, "the final model"):
+        trainer.save_model(staging)
+        trainer.save_state()
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        publish(staging, final_dir)
+    # Every record counted once: at loading, in the pre-flight pass, or (without it) at collate time.
+    skipped = train_set.skips.merged(adapter.skips)
     summary = {"train_loss": result.training_loss, "global_step": result.global_step, "final_dir": final_dir,
-               "skipped_records": dict(train_data.skips.counts) | dict(adapter.skips.counts),
-               "truncated_pairs": adapter.stats.truncated}
+               "skipped_records": dict(skipped.counts),
+               "truncated_pairs": train_set.truncated if train_set.truncated is not None else adapter.stats.truncated}
+    if eval_set is not None:
+        summary["eval_skipped_records"] = dict(eval_set.skips.counts)
     if trainer.is_world_process_zero():
         report = write_report(args.output_dir, trainer.state.log_history, trainer.pair_details,
                               trainer.pair_details_steps, summary, config)

@@ -82,7 +82,7 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
     model, processor = load_pretrained(
         m.name_or_path, family=m.family, load_in_4bit=m.load_in_4bit, dtype=m.dtype,
         trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
-        **({"revision": m.revision} if m.revision else {}))
+        allow_bin_weights=m.allow_bin_weights, **({"revision": m.revision} if m.revision else {}))
     if not config.lora.enabled:
         freeze_vision(model)
         # A frozen copy only when the objective reads a reference (SimPO, CPO, ORPO do not).

@@ -9,11 +9,13 @@ order, DDP / FSDP / DeepSpeed through accelerate, report_to — is the Trainer's
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 from collections import defaultdict
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -30,6 +32,40 @@ logger = logging.getLogger(__name__)
 
 # Per-pair values kept over the whole run for the report's histograms.
 TRACKED_DETAILS = ("weights/quality", "weights/perf", "balance/coef")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint (or the final model) could not be written: the disk is full, or the directory is not writable."""
+
+
+@contextmanager
+def removed_if_disk_full(directory: str, what: str) -> Iterator[None]:
+    """Turn a write failure (no space left, quota, permissions...) into one clear error naming `directory`,
+    after removing the partial `directory` (a staging name, never a finished checkpoint). Other
+    interruptions (a kill, Ctrl-C) leave it for inspection: a `tmp-checkpoint-N` is never picked by resume."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, CheckpointWriteError):
+            raise
+        shutil.rmtree(directory, ignore_errors=True)
+        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
+            error.errno, error.strerror or str(error))
+        parent = os.path.dirname(os.path.abspath(directory))
+        free = f" ({shutil.disk_usage(parent).free / 2**30:.1f} GiB free there now)" if os.path.isdir(parent) else ""
+        failure = CheckpointWriteError(
+            f"could not write {what} to {directory}: {reason} ({error}); the partial directory was removed{free}. "
+            f"Free space (or lower train.save_total_limit, or point train.output_dir elsewhere), then resume with "
+            f"--train.resume_from_checkpoint=true")
+        failure.errno = error.errno
+        raise failure from error
+
+
+def publish(staging: str, final: str) -> None:
+    """Rename a completely written `staging` directory to `final`, replacing an older one."""
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(staging, final)
 
 
 class RecordDataset(Dataset):
@@ -60,8 +96,8 @@ class PairCollator:
 class PreferenceTrainer(Trainer):
     def __init__(self, *args: Any, adapter: Adapter, loss_name: str, loss_params: dict[str, Any] | None = None,
                  reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
-                 run_config: dict[str, Any] | None = None, max_tokens_per_batch: int | None = None,
-                 pair_lengths: list[int] | None = None, **kwargs: Any):
+                 run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
+                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None, **kwargs: Any):
         kwargs.setdefault("data_collator", PairCollator(adapter))
         super().__init__(*args, **kwargs)
         self.adapter = adapter
@@ -73,6 +109,7 @@ class PreferenceTrainer(Trainer):
         if max_tokens_per_batch is not None and pair_lengths is None:
             raise ValueError("max_tokens_per_batch needs the packed length of every training pair (pair_lengths)")
         self.max_tokens_per_batch, self.pair_lengths = max_tokens_per_batch, pair_lengths
+        self.skipped_before_training = skipped_before_training  # loader + pre-flight skips, logged with ours
         # Our loss is already a mean over pairs: the Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -164,8 +201,9 @@ class PreferenceTrainer(Trainer):
             if values:
                 logs[prefix + key] = sum(values) / len(values)
         self._stored[mode].clear()
-        if self.adapter.skips.total:
-            logs["data/skipped_records"] = float(self.adapter.skips.total)
+        skipped = self.skipped_before_training + self.adapter.skips.total
+        if skipped:
+            logs["data/skipped_records"] = float(skipped)
         super().log(logs, start_time)
 
     # ---- checkpoints --------------------------------------------------------------------------------
@@ -188,14 +226,13 @@ class PreferenceTrainer(Trainer):
         # Rotation must wait until the new checkpoint is complete, or a crash could leave none.
         hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = "tmp-checkpoint", None
         try:
-            super()._save_checkpoint(model, trial)
+            with removed_if_disk_full(staging, f"checkpoint-{self.state.global_step}"):
+                super()._save_checkpoint(model, trial)
         finally:
             hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = original_prefix, limit
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.replace(staging, final)
+            publish(staging, final)
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()

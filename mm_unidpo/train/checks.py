@@ -1,0 +1,235 @@
+"""Load-time checks of a `TrainConfig`: every value's type, its range, names that must exist, and the
+model path, so that a bad config fails before anything is loaded, naming the key.
+
+    check_config(config)   # raises config.ConfigError
+
+Types come from the dataclasses' annotations (and `transformers.TrainingArguments`' for the `train`
+section): a string where a number belongs is an error, not a crash deep inside the optimizer. The loss
+parameters are checked against the objective's own defaults; `beta` must be > 0 and finite for every
+objective (a negative beta silently rewards the rejected response).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+from mm_unidpo.data.records import FLOAT32_MAX
+from mm_unidpo.losses import LOSSES
+
+from .config import ConfigError, TrainConfig
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+BALANCE = (None, "policy", "ratio")
+
+
+def check_config(config: TrainConfig) -> None:
+    for section in ("model", "lora", "data", "loss", "reference"):
+        _check_types(section, getattr(config, section))
+    _check_model(config)
+    _check_lora(config)
+    _check_data(config)
+    _check_loss(config)
+    if config.reference.batch_size < 1:
+        raise ConfigError(f"reference.batch_size must be >= 1, got {config.reference.batch_size}")
+    _check_train(config)
+
+
+# ---- types --------------------------------------------------------------------------------------
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether `value` fits the annotation `expected` (bool is not a number; an int is a float)."""
+    if expected is Any:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(expected)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    return True  # an annotation we do not check (e.g. an enum or a library type)
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in typing.get_args(expected))
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "null"}
+    if expected in names:
+        return names[expected]
+    if origin in (list, tuple):
+        return f"a list of {_describe(typing.get_args(expected)[0])}"
+    return getattr(expected, "__name__", str(expected))
+
+
+def _type_error(key: str, value: Any, expected: Any) -> ConfigError:
+    quoted = " (quoted in the YAML? write numbers without quotes)" if isinstance(value, str) and _numeric(value) else ""
+    return ConfigError(f"{key} must be {_describe(expected)}, got {value!r} ({type(value).__name__}){quoted}")
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_types(section: str, values: Any) -> None:
+    hints = typing.get_type_hints(type(values))
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        if not _matches(value, hints[f.name]):
+            raise _type_error(f"{section}.{f.name}", value, hints[f.name])
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+def _check_model(config: TrainConfig) -> None:
+    m = config.model
+    if not m.name_or_path:
+        raise ConfigError("model.name_or_path is required (a hub id such as llava-hf/llava-1.5-7b-hf, or a local "
+                          "folder)")
+    if m.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
+    if m.load_in_4bit and not config.lora.enabled:
+        raise ConfigError("model.load_in_4bit needs lora.enabled: 4-bit weights cannot be trained directly")
+    if m.max_tokens_per_row is not None and m.max_tokens_per_row < 1:
+        raise ConfigError(f"model.max_tokens_per_row must be >= 1 (or null: one row), got {m.max_tokens_per_row}")
+    if m.head_chunk_size is not None and m.head_chunk_size != "auto" and (
+            isinstance(m.head_chunk_size, str) or m.head_chunk_size < 1):
+        raise ConfigError(f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
+                          f"logits), got {m.head_chunk_size!r}")
+    if m.family is not None:
+        from mm_unidpo.models import ADAPTERS
+
+        if m.family not in ADAPTERS:
+            raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(ADAPTERS)}")
+
+
+def _check_lora(config: TrainConfig) -> None:
+    lora = config.lora
+    if lora.r < 1:
+        raise ConfigError(f"lora.r must be >= 1, got {lora.r}")
+    if not (math.isfinite(lora.alpha) and lora.alpha > 0):
+        raise ConfigError(f"lora.alpha must be > 0, got {lora.alpha}")
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
+    if isinstance(lora.target_modules, str) and lora.target_modules != "all-linear":
+        raise ConfigError(f"lora.target_modules must be 'all-linear' or a list of module names, got "
+                          f"{lora.target_modules!r}")
+
+
+def _check_data(config: TrainConfig) -> None:
+    d = config.data
+    if not d.train:
+        raise ConfigError("data.train is required (a data file, a saved dataset folder or a hub id)")
+    if d.on_bad_record not in ("error", "skip"):
+        raise ConfigError(f"data.on_bad_record must be 'error' or 'skip', got {d.on_bad_record!r}")
+    if d.max_length < 2:
+        raise ConfigError(f"data.max_length must be >= 2, got {d.max_length}")
+    if d.limit is not None and d.limit < 1:
+        raise ConfigError(f"data.limit must be >= 1 (or null for all records), got {d.limit}")
+    if d.max_tokens_per_batch is not None and d.max_tokens_per_batch < 1:
+        raise ConfigError(f"data.max_tokens_per_batch must be >= 1 (or null: train.per_device_train_batch_size "
+                          f"pairs), got {d.max_tokens_per_batch}")
+    if d.preflight_workers is not None and d.preflight_workers < 0:
+        raise ConfigError(f"data.preflight_workers must be >= 0 (or null: automatic), got {d.preflight_workers}")
+    if d.format is not None and d.format != "auto":
+        from mm_unidpo.data import FORMATS
+
+        if d.format not in FORMATS:
+            raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
+
+
+def _check_loss(config: TrainConfig) -> None:
+    name, params = config.loss.name, config.loss.params
+    if name not in LOSSES:
+        raise ConfigError(f"loss.name {name!r} is not an objective; known: {', '.join(LOSSES)}")
+    allowed = LOSSES[name].parameters()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"loss.params {unknown} are not parameters of {name!r}; it takes {sorted(allowed)}")
+    for key, value in {**allowed, **params}.items():
+        where, default = f"loss.params.{key}", allowed[key]
+        if key == "balance":
+            if value not in BALANCE:
+                raise ConfigError(f"{where} must be null, 'policy' or 'ratio', got {value!r}")
+            continue
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise _type_error(where, value, bool)
+            continue
+        if isinstance(default, (int, float)):
+            if not _matches(value, float):
+                raise _type_error(where, value, float)
+            if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+                raise ConfigError(f"{where} must be finite (within float32, where the loss computes), got {value}")
+    beta = params.get("beta", allowed.get("beta"))
+    if beta is not None and not beta > 0:
+        raise ConfigError(f"loss.params.beta must be > 0, got {beta}: a beta <= 0 rewards the rejected response "
+                          f"(or removes the preference)")
+    smoothing = params.get("label_smoothing", 0.0)
+    if not 0 <= smoothing < 0.5:
+        raise ConfigError(f"loss.params.label_smoothing must be in [0, 0.5), got {smoothing}")
+    clip = params.get("balance_clip", allowed.get("balance_clip"))
+    if clip is not None and not clip > 0:
+        raise ConfigError(f"loss.params.balance_clip must be > 0, got {clip}")
+
+
+_POSITIVE = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "per_device_eval_batch_size": ">= 1",
+             "gradient_accumulation_steps": ">= 1", "num_train_epochs": "> 0", "logging_steps": "> 0",
+             "save_steps": "> 0", "eval_steps": "> 0"}
+
+
+def _check_train(config: TrainConfig) -> None:
+    from transformers import TrainingArguments
+
+    train = config.train
+    hints = typing.get_type_hints(TrainingArguments)
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    bad = sorted(set(train) - known - {"resume_from_checkpoint"})
+    if bad:
+        raise ConfigError(f"train.{bad[0]} is not a transformers.TrainingArguments field" +
+                          (f" (also: {bad[1:]})" if len(bad) > 1 else ""))
+    if "output_dir" not in train or not train["output_dir"]:
+        raise ConfigError("train.output_dir is required")
+    resume = train.get("resume_from_checkpoint")
+    if not isinstance(resume, (bool, str, type(None))):  # ours (run.py): true / "latest" / a checkpoint path
+        raise ConfigError(f"train.resume_from_checkpoint must be true/false or a checkpoint path, got {resume!r}")
+    for key, value in train.items():
+        expected = hints.get(key) if key != "resume_from_checkpoint" else None
+        if expected is not None and _is_simple(expected) and not _matches(value, expected):
+            raise _type_error(f"train.{key}", value, expected)
+    for key, rule in _POSITIVE.items():
+        value = train.get(key)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (value > 0 if rule == "> 0" else value >= 1)
+        if not ok:
+            raise ConfigError(f"train.{key} must be {rule}, got {value}")
+    for key in ("weight_decay", "max_grad_norm", "warmup_steps"):
+        if key in train and not (math.isfinite(train[key]) and train[key] >= 0):
+            raise ConfigError(f"train.{key} must be >= 0 and finite, got {train[key]}")
+
+
+def _is_simple(expected: Any) -> bool:
+    """An annotation made of bool / int / float / str / None only (the ones worth checking here)."""
+    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) \
+        else (expected,)
+    return all(option in (bool, int, float, str, type(None)) for option in options)
