@@ -40,11 +40,14 @@ The directions of every metric are in :data:`HIGHER_IS_BETTER`.
 from __future__ import annotations
 
 from .chair import AmberScores, ChairScores, amber_scores, chair_scores
+from .coco_synonyms import CHAIR_RULES
 from .objects import ObjectMatcher, coco_ground_truth, pluralize
-from .pope import PopeScores, normalize_yes_no, pope_scores
+from .pope import PopeScores, pope_scores
+from .yes_no import normalize_yes_no, pope_object
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "CHAIR_RULES",
     "AmberScores",
     "ChairScores",
     "ObjectMatcher",
@@ -54,6 +57,7 @@ __all__ = [
     "coco_ground_truth",
     "normalize_yes_no",
     "pluralize",
+    "pope_object",
     "pope_scores",
 ]
 
