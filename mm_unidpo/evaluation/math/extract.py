@@ -5,7 +5,8 @@ Order of preference (the first that finds something wins):
 1. the last non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (brace matched, escaped ``\\{ \\}`` ignored),
    or the short form ``\\boxed 5``;
 2. GSM8K only: the last ``#### N`` line (the reference format of GSM8K solutions);
-3. the last "final answer is ..." / "the answer is ..." phrase (what the few-shot template asks for);
+3. the last "final answer is ..." / "the answer is ..." phrase that states an answer (what the few-shot
+   template asks for), markdown emphasis removed; a verdict ("I am sure the answer is correct") is skipped;
 4. the last number in the text.
 
 For the integer-answer benchmarks (GSM8K, AIME, AMC) a candidate that is a sentence or carries units
