@@ -20,23 +20,10 @@ from mm_unidpo.testing import available_families, tiny
 
 from .helpers import IMAGES, need_images
 from .helpers import one_thread  # noqa: F401  (autouse fixture)
+from .test_models_adapters import zoo  # noqa: F401  (family -> tiny (model, processor), built once per module)
 
 PHOTOS = ("chelsea.png", "coffee.png", "horse.png")  # different sizes and aspect ratios
 TEMPLATE_FAMILIES = [f for f in available_families() if f not in ("causal_lm", "llava_orig")]
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    cache: dict[str, tuple] = {}
-
-    def get(family: str):
-        if family not in cache:
-            model, processor = tiny(family, seed=0)
-            cache[family] = (model.eval(), processor)
-        return cache[family]
-
-    yield get
-    cache.clear()
 
 
 def record(n: int, question: str = "Compare the photos.") -> PreferenceRecord:
