@@ -73,6 +73,9 @@ DOG = "Is there a dog in the image?"
     ("In the image, there is a dog.", DOG, "yes"), ("A dog can be seen in the image.", DOG, "yes"),
     ("This image shows a dog.", None, "yes"), ("Of course.", DOG, "yes"), ("Absolutely.", None, "yes"),
     ("Nope", DOG, "no"), ("No!", None, "no"), ("", DOG, None), (None, DOG, None),
+    # an echo of the question is no answer
+    ("Is there a dog in the image? No.", DOG, "no"), ("Is there a dog in the image? Yes.", DOG, "yes"),
+    ("Is there a dog?", DOG, None),
 ])
 def test_issue_phrasings(answer, question, expected):
     assert normalize_yes_no(answer, question) == expected

@@ -1,6 +1,7 @@
 """Reading a free-form answer to a POPE question ("Is there a dog in the image?") as yes, no or neither.
 
-:func:`normalize_yes_no` decides in this order (the first rule that applies decides):
+:func:`normalize_yes_no` ignores sentences that end in "?" (an echo of the question), then decides in this
+order (the first rule that applies decides):
 
 1. An opening that answers outright: "Yes", "Correct", "No", "Nope", "False", "Not at all", "Certainly
    not", "Of course not" -- or that declines to: "Yes and no", "Not sure", "No idea" (ambiguous).
@@ -73,6 +74,7 @@ _PRONOUN_YES_RE = re.compile(
     r"^(?:there (?:is|are) (?:one|some|it|them)|i (?:can )?see (?:it|one|them|some)|"
     r"it is (?:there|visible|present|in the (?:image|picture|photo))|(?:one|it|they) (?:is|are) (?:visible|present|there))\b")
 
+_QUESTION_SENTENCE_RE = re.compile(r"[^.!?\n]*\?")
 _ARTICLE = r"(?:an?|any|some|the)\s+"
 _SCENE = r"(?:the|this|that) (?:image|picture|photo|photograph|scene|frame)"
 _QUESTION_RES = tuple(re.compile(p) for p in (
@@ -178,7 +180,7 @@ def normalize_yes_no(answer: str | None, question: str | None = None, *, obj: st
     """
     if answer is None:
         return None
-    text = _prepare(str(answer))
+    text = _QUESTION_SENTENCE_RE.sub(" ", _prepare(str(answer)))  # an echo of the question is no answer
     words = tokens(text)
     if not words:
         return None
