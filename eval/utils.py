@@ -9,9 +9,12 @@ Images: a document's ``image`` (or ``images``: a list) is a path, a PIL image, o
 (where the sample images are).
 
 Object tables (CHAIR / AMBER): the file a document names in its ``synonyms`` field (a dataset that
-brings its own object list), else the file named by ``$MM_UNIDPO_CHAIR_SYNONYMS`` (e.g. the original CHAIR
-``synonyms.txt``), else the built-in COCO table; the sample tasks use ``data/shape_synonyms.txt`` through
-their own ``*_sample_*`` hooks.
+brings its own object list, taken as it is), else the file named by ``$MM_UNIDPO_CHAIR_SYNONYMS`` (e.g. the
+original CHAIR ``synonyms.txt``; matched with the CHAIR rules, as the built-in table), else the built-in
+COCO table; the sample tasks use ``data/shape_synonyms.txt`` through their own ``*_sample_*`` hooks.
+
+POPE answers are read with their question (the document's ``text`` / ``question``), so "There is a dog,
+but no cat." answers "Is there a dog in the image?" with yes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from mm_unidpo.evaluation.hallucination import ObjectMatcher, amber_scores, chair_scores, pope_scores
+from mm_unidpo.evaluation.hallucination import CHAIR_RULES, ObjectMatcher, amber_scores, chair_scores, pope_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(HERE, "data")
@@ -81,13 +84,16 @@ POPE_METRICS = ("pope_accuracy", "pope_precision", "pope_recall", "pope_f1", "po
 
 
 def pope_process_results(doc: dict, results: list[str]) -> dict[str, dict]:
+    # The question (without the task's pre/post prompt) names the object the answer is read about.
     item = {"question_id": doc.get("question_id"), "prediction": results[0] if results else "",
-            "label": pope_doc_to_target(doc), "category": doc.get("category")}
+            "label": pope_doc_to_target(doc), "question": str(doc.get("text", doc.get("question", ""))),
+            "category": doc.get("category")}
     return {name: item for name in POPE_METRICS}
 
 
 def _pope(items: list[dict]):
-    return pope_scores([i["prediction"] for i in items], [i["label"] for i in items])
+    return pope_scores([i["prediction"] for i in items], [i["label"] for i in items],
+                       questions=[i.get("question") for i in items])
 
 
 def pope_accuracy(items: list[dict]) -> float:
@@ -119,9 +125,17 @@ def pope_ambiguous_ratio(items: list[dict]) -> float:
 # ---- CHAIR ----------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
 def _matcher(path: str | None) -> ObjectMatcher:
-    return ObjectMatcher.from_file(path) if path else ObjectMatcher.coco()
+    # The table of $MM_UNIDPO_CHAIR_SYNONYMS (e.g. the original CHAIR synonyms.txt) gets the CHAIR rules
+    # ("baby elephant" is no person, "toilet seat" no chair); a dataset's own object list is taken as it is.
+    return _load_matcher(path, bool(path) and path == _default_table())
+
+
+@functools.lru_cache(maxsize=None)
+def _load_matcher(path: str | None, chair_rules: bool) -> ObjectMatcher:
+    if not path:
+        return ObjectMatcher.coco()
+    return ObjectMatcher.from_file(path, **(CHAIR_RULES if chair_rules else {}))
 
 
 def _default_table() -> str | None:

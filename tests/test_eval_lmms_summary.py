@@ -111,6 +111,13 @@ def test_sample_data_and_task_hooks():
     always_yes = [u.pope_process_results(d, ["Yes"])["pope_accuracy"] for d in pope]
     assert u.pope_accuracy(always_yes) == 0.5 and u.pope_yes_ratio(always_yes) == 1 and u.pope_recall(always_yes) == 1
 
+    # The hooks read each answer about its question's object: one clause about another shape does not flip it.
+    about = [u.pope_process_results(d, [f"There is a {d['text'].split()[3]}, but no kite." if d["label"] == "yes"
+                                        else f"There is a kite, but no {d['text'].split()[3]}."])["pope_accuracy"]
+             for d in pope]
+    assert all(i["question"] == d["text"] for i, d in zip(about, pope))
+    assert u.pope_accuracy(about) == 1 and u.pope_ambiguous_ratio(about) == 0
+
     chair = _lines("chair_sample.jsonl")
     exact = [u.chair_sample_process_results(d, ["I see " + " and a ".join(d["objects"]) + "."])["chair_s"]
              for d in chair]
@@ -162,3 +169,18 @@ def test_mmhal_answers_export(tmp_path):
     assert module.export(str(samples), str(tmp_path / "template.json"), str(tmp_path / "out.json")) == 2
     out = json.loads((tmp_path / "out.json").read_text())
     assert [e["model_answer"] for e in out] == ["A dog.", " "] and out[0]["gt_answer"] == "A cat."
+
+
+def test_chair_table_from_the_environment_gets_the_chair_rules(tmp_path, monkeypatch):
+    """$MM_UNIDPO_CHAIR_SYNONYMS (e.g. the original synonyms.txt) is matched with the CHAIR rules; a dataset's
+    own table (the document's `synonyms`) as it is."""
+    table = tmp_path / "synonyms.txt"
+    table.write_text("person, baby\nelephant\n")
+    u = _hooks()
+    doc = {"image_id": 1, "objects": ["elephant"]}
+    monkeypatch.setenv("MM_UNIDPO_CHAIR_SYNONYMS", str(table))
+    items = [u.chair_process_results(doc, ["A baby elephant."])["chair_s"]]
+    assert u.chair_s(items) == 0  # "baby elephant": an elephant, no person
+    monkeypatch.delenv("MM_UNIDPO_CHAIR_SYNONYMS")
+    own = [u.chair_process_results({**doc, "synonyms": str(table)}, ["A baby elephant."])["chair_s"]]
+    assert u.chair_s(own) == 1  # the dataset's table, no rules: "baby" is a person

@@ -109,7 +109,7 @@ def _mentions(text: str) -> list[tuple[str, str | None]]:
 
 def yes_no_score(response: str, asked: str, truth: list[tuple[str | None, str]]) -> float:
     """10 for the right answer about object `asked`, 0 for the wrong one or an ambiguous answer."""
-    answer = normalize_yes_no(response)
+    answer = normalize_yes_no(response, obj=asked)
     right = "yes" if asked in {name for _, name in truth} else "no"
     return 10.0 if answer == right else 0.0
 

@@ -158,9 +158,14 @@ class Adapter:
         turn = {"role": "assistant", "content": [{"type": "text", "text": response}]}
         return template_owner.apply_chat_template(messages + [turn], tokenize=False, add_generation_prompt=False)
 
+    def processor_images(self, rows: list[list[Any]]) -> list[Any]:
+        """The processor's ``images=`` for a batch whose k-th text has the images ``rows[k]``: all images
+        in order by default; a family whose processor lays out images per text overrides it."""
+        return [image for row in rows for image in row]
+
     def tokenize_prompt(self, text: str, images: list, record: PreferenceRecord) -> tuple[list[int], dict, dict]:
         """Token ids of the rendered prompt (image tokens expanded), vision tensors, per-token extras."""
-        kwargs = {"images": images} if images else {}
+        kwargs = {"images": self.processor_images([images])} if images else {}
         out = self.processor(text=[text], return_tensors="pt", add_special_tokens=self._needs_special_tokens(text),
                              **kwargs)
         ids = out["input_ids"][0].tolist()
@@ -404,8 +409,7 @@ class Adapter:
         """New token ids continuing each rendered prompt (`images`: one list of PIL images per prompt),
         ``num_return_sequences`` rows per prompt, padded after the end token. Rows are padded on the left,
         so every row continues from its own last token; `settings` go to ``model.generate``."""
-        flat = [image for row in images for image in row]
-        extra = {"images": flat} if flat else {}
+        extra = {"images": self.processor_images(images)} if any(images) else {}
         inputs = self.processor(text=prompts, padding=True, padding_side="left", return_tensors="pt",
                                 add_special_tokens=self._needs_special_tokens(prompts[0]), **extra)
         inputs = to_model_inputs(dict(inputs), model, device)

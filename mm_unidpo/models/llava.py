@@ -4,6 +4,8 @@ exact number of image tokens the model consumes; the prompt is never truncated, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import Adapter
@@ -37,5 +39,12 @@ class LlavaNextAdapter(Adapter):
 
 
 class LlavaOnevisionAdapter(LlavaNextAdapter):
+    """A text with one image gets the anyres layout (base + tiles); a text with several images gets the
+    base view of each. The processor tells them apart only from images nested per text, as transformers'
+    ``apply_chat_template`` passes them: flat, two images of one prompt read as two one-image prompts."""
+
     family = "llava_onevision"
     model_types = ("llava_onevision",)
+
+    def processor_images(self, rows: list[list[Any]]) -> list[list[Any]]:
+        return [list(row) for row in rows]

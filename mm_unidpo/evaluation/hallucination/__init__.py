@@ -2,7 +2,8 @@
 
     from mm_unidpo.evaluation.hallucination import normalize_yes_no, pope_scores, ObjectMatcher, chair_scores
 
-    pope_scores(["Yes.", "There is no dog.", "maybe"], ["yes", "no", "yes"])
+    pope_scores(["Yes.", "There is a dog, but no cat.", "maybe"], ["yes", "yes", "no"],
+                questions=["Is there a dog in the image?"] * 3)
     matcher = ObjectMatcher.coco()                       # or ObjectMatcher.from_file("synonyms.txt")
     chair_scores(["A dog on a dining table."], [["dog", "chair"]], matcher)
 
@@ -10,7 +11,9 @@ Nothing here imports torch, transformers or lmms-eval; every function takes and 
 values, so the lmms-eval task hooks in ``eval/utils.py`` and the unit tests call the same code.
 
 **POPE** (Li et al., EMNLP 2023, arXiv 2305.10355). Free-form answers are normalised to ``"yes"``,
-``"no"`` or ``None`` (ambiguous) by :func:`normalize_yes_no`; an ambiguous answer is never credited:
+``"no"`` or ``None`` (ambiguous) by :func:`normalize_yes_no` (:mod:`.yes_no`), about the object the
+question asks for when it is given ("There is a dog, but no cat." is yes to "Is there a dog ...?"); hedges
+and answers about other objects only are ambiguous. An ambiguous answer is never credited:
 it is neither a positive nor a negative prediction, counts as wrong in the accuracy and as a miss in
 the recall, and is reported (``ambiguous``, ``ambiguous_ratio``). ``yes_ratio`` is the share of
 *predictions* that are "yes" (a model biased towards "yes" shows it here); lmms-eval's own POPE task
@@ -20,7 +23,9 @@ reports the share of "yes" *labels* instead and scores by exact string match.
 synonym table (canonical object -> synonyms, one line ``object, synonym, synonym`` per object, the
 format of the original CHAIR ``synonyms.txt``): matching is on word boundaries, case-insensitive, on
 singular and plural forms, multi-word synonyms included, longest match first ("hot dog" is a hot dog,
-never a dog; "dining table" is one object, not a table). ``chair_s`` (share of captions with at least
+never a dog; "dining table" is one object, not a table), with the original CHAIR's special rules
+(:data:`CHAIR_RULES`: "baby elephant" is no person, "train tracks" no train, "toilet seat" no chair).
+``chair_s`` (share of captions with at least
 one hallucinated object), ``chair_i`` (hallucinated objects / mentioned objects) and ``recall``
 (ground-truth objects mentioned / ground-truth objects). All three use the *distinct* objects of each
 caption, the paper's definition; ``count_repeats=True`` counts every mention as the original code does.
@@ -40,11 +45,14 @@ The directions of every metric are in :data:`HIGHER_IS_BETTER`.
 from __future__ import annotations
 
 from .chair import AmberScores, ChairScores, amber_scores, chair_scores
+from .coco_synonyms import CHAIR_RULES
 from .objects import ObjectMatcher, coco_ground_truth, pluralize
-from .pope import PopeScores, normalize_yes_no, pope_scores
+from .pope import PopeScores, pope_scores
+from .yes_no import normalize_yes_no, pope_object
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "CHAIR_RULES",
     "AmberScores",
     "ChairScores",
     "ObjectMatcher",
@@ -54,6 +62,7 @@ __all__ = [
     "coco_ground_truth",
     "normalize_yes_no",
     "pluralize",
+    "pope_object",
     "pope_scores",
 ]
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .coco_synonyms import COCO_SYNONYMS
+from .coco_synonyms import CHAIR_RULES, COCO_SYNONYMS
 
 _IRREGULAR_PLURALS = {
     "man": "men", "woman": "women", "child": "children", "person": "people", "mouse": "mice", "foot": "feet",
@@ -41,9 +41,11 @@ def pluralize(word: str) -> str:
     return head + sep + plural
 
 
-def _tokens(text: str) -> list[str]:
-    # Hyphens and slashes separate words ("hot-dog" is "hot dog"); apostrophes do not ("dog's" -> "dog s").
-    return re.findall(r"[a-z0-9]+", text.lower().replace("’", "'"))
+def tokens(text: str) -> list[str]:
+    """Lower-case words: hyphens and slashes separate words ("hot-dog" is "hot dog"), so do apostrophes
+    ("dog's" -> "dog s")."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
 
 
 class ObjectMatcher:
@@ -53,11 +55,20 @@ class ObjectMatcher:
     boundaries; at each position the longest synonym wins and its words are consumed, so "hot dog"
     never also counts as "dog" and "dining table" never also as "table". A synonym claimed by two
     objects is an error (the table would be ambiguous).
+
+    ``compounds`` (phrase -> the word of the phrase whose object it is, or None for no object) are
+    matched like synonyms where the table has no phrase of their own: "baby elephant" -> "elephant" is
+    an elephant and no person, "train tracks" -> None is no train. ``context`` rules (word, context
+    words, window, require) keep a match of ``word`` only when a context word is (``require=True``) or
+    is not (``False``) within ``window`` tokens of it (anywhere in the text when window is None):
+    "glove" is a baseball glove only in a text about baseball, "chicken" no bird next to "broccoli".
+    :meth:`coco` applies the original CHAIR's rules and ours (:mod:`.coco_synonyms`).
     """
 
-    def __init__(self, synonyms: Mapping[str, Iterable[str]]):
+    def __init__(self, synonyms: Mapping[str, Iterable[str]], *, compounds: Mapping[str, str | None] | None = None,
+                 context: Iterable[tuple[str, Iterable[str], int | None, bool]] = ()):
         self.objects: tuple[str, ...] = tuple(sorted(_norm(o) for o in synonyms))
-        self._phrases: dict[tuple[str, ...], str] = {}
+        self._phrases: dict[tuple[str, ...], str | None] = {}
         for obj, words in synonyms.items():
             canonical = _norm(obj)
             for phrase in {canonical, *(_norm(w) for w in words)}:
@@ -69,12 +80,21 @@ class ObjectMatcher:
                     if owner is not None and owner != canonical:
                         raise ValueError(f"synonym {form!r} belongs to both {owner!r} and {canonical!r}")
                     self._phrases[key] = canonical
+        for phrase, head in (compounds or {}).items():
+            obj = None if head is None else self._phrases.get(tuple(_norm(head).split()))
+            for form in {_norm(phrase), pluralize(_norm(phrase))}:
+                self._phrases.setdefault(tuple(form.split()), obj)  # the table's own phrases win
+        self._context: dict[tuple[str, ...], list[tuple[frozenset[str], int | None, bool]]] = {}
+        for word, near, window, require in context:
+            near_forms = frozenset(form for w in near for form in (_norm(w), pluralize(_norm(w))))
+            for form in {_norm(word), pluralize(_norm(word))}:
+                self._context.setdefault(tuple(form.split()), []).append((near_forms, window, require))
         self._longest = max((len(k) for k in self._phrases), default=0)
 
     @classmethod
-    def from_lines(cls, lines: Iterable[str]) -> "ObjectMatcher":
+    def from_lines(cls, lines: Iterable[str], **rules: Any) -> "ObjectMatcher":
         """The original CHAIR ``synonyms.txt`` format: ``object, synonym, synonym`` per line;
-        blank lines and ``#`` comments are skipped."""
+        blank lines and ``#`` comments are skipped. ``rules``: ``compounds`` / ``context`` as above."""
         table: dict[str, list[str]] = {}
         for line in lines:
             line = line.split("#", 1)[0].strip()
@@ -82,39 +102,54 @@ class ObjectMatcher:
                 continue
             names = [w.strip() for w in line.split(",") if w.strip()]
             table.setdefault(names[0], []).extend(names[1:])
-        return cls(table)
+        return cls(table, **rules)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "ObjectMatcher":
+    def from_file(cls, path: str | os.PathLike, **rules: Any) -> "ObjectMatcher":
         with open(path, encoding="utf-8") as f:
-            return cls.from_lines(f)
+            return cls.from_lines(f, **rules)
 
     @classmethod
     def coco(cls) -> "ObjectMatcher":
         """The 80 COCO categories with common synonyms (:data:`COCO_SYNONYMS`, written for this
-        project). For numbers comparable with published CHAIR results, load the original table instead:
-        ``ObjectMatcher.from_file("synonyms.txt")`` (github.com/LisaAnne/Hallucination, data/)."""
-        return cls(COCO_SYNONYMS)
+        project) and the CHAIR rules (:data:`CHAIR_COMPOUNDS`, :data:`CHAIR_CONTEXT`). For numbers
+        comparable with published CHAIR results, load the original table instead, with the same rules:
+        ``ObjectMatcher.from_file("synonyms.txt", **CHAIR_RULES)`` (github.com/LisaAnne/Hallucination, data/)."""
+        return cls(COCO_SYNONYMS, **CHAIR_RULES)
 
     def canonical(self, name: str) -> str | None:
         """The object a single name (e.g. a ground-truth label "Dining tables") stands for, or None."""
-        return self._phrases.get(tuple(_tokens(name)))
+        return self._phrases.get(tuple(tokens(name)))
 
-    def mentions(self, text: str) -> list[tuple[str, str]]:
-        """(object, matched words) for every mention, in order of appearance."""
-        tokens = _tokens(text)
-        found: list[tuple[str, str]] = []
+    def spans(self, words: list[str]) -> list[tuple[int, int, str]]:
+        """(start, end, object) of every mention in a list of words (:func:`tokens`), in order."""
+        found: list[tuple[int, int, str]] = []
         i = 0
-        while i < len(tokens):
-            for size in range(min(self._longest, len(tokens) - i), 0, -1):
-                key = tuple(tokens[i:i + size])
+        while i < len(words):
+            for size in range(min(self._longest, len(words) - i), 0, -1):
+                key = tuple(words[i:i + size])
                 if key in self._phrases:
-                    found.append((self._phrases[key], " ".join(key)))
+                    obj = self._phrases[key]
+                    if obj is not None and self._in_context(key, words, i, i + size):
+                        found.append((i, i + size, obj))
                     i += size
                     break
             else:
                 i += 1
         return found
+
+    def _in_context(self, key: tuple[str, ...], words: list[str], start: int, end: int) -> bool:
+        for near, window, require in self._context.get(key, ()):
+            around = words[:start] + words[end:] if window is None else \
+                words[max(0, start - window):start] + words[end:end + window]
+            if any(t in near for t in around) != require:
+                return False
+        return True
+
+    def mentions(self, text: str) -> list[tuple[str, str]]:
+        """(object, matched words) for every mention, in order of appearance."""
+        words = tokens(text)
+        return [(obj, " ".join(words[a:b])) for a, b, obj in self.spans(words)]
 
     def objects_in(self, text: str) -> list[str]:
         """The distinct objects a text mentions, in order of first mention."""
@@ -135,7 +170,7 @@ class ObjectMatcher:
 
 
 def _norm(phrase: str) -> str:
-    return " ".join(_tokens(phrase))
+    return " ".join(tokens(phrase))
 
 
 def coco_ground_truth(matcher: ObjectMatcher, instances: Mapping[str, Any] | None = None,

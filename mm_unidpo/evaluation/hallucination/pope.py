@@ -1,61 +1,15 @@
-"""POPE (Li et al., EMNLP 2023, arXiv 2305.10355): yes/no answers normalised, then accuracy, precision,
-recall, F1, the yes-ratio of the predictions and the share of ambiguous answers (see the package doc)."""
+"""POPE (Li et al., EMNLP 2023, arXiv 2305.10355): yes/no answers normalised (:mod:`.yes_no`), then
+accuracy, precision, recall, F1, the yes-ratio of the predictions and the share of ambiguous answers (see
+the package doc)."""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-_YES_WORDS = {"yes", "yeah", "yep", "yup", "yea", "correct", "true", "affirmative", "certainly", "definitely"}
-_NO_WORDS = {"no", "nope", "nah", "not", "false", "incorrect", "negative"}
-_NEGATIONS = {"no", "not", "none", "nothing", "neither", "nor", "never", "without", "cannot", "nobody", "nowhere"}
-_HEDGES = ("not sure", "unsure", "uncertain", "unclear", "not certain", "cannot tell", "cannot determine",
-           "cannot be determined", "difficult to determine", "hard to tell", "hard to say", "do not know",
-           "maybe", "perhaps", "possibly", "might", "may be", "it is possible", "impossible to tell")
-_AFFIRMATIVE = re.compile(
-    r"^(there (is|are|appears? to be|seems? to be)|i (can )?see|it is|this is|these are|the image "
-    r"(shows|contains|has|depicts|features|includes))\b")
-_CONTRACTIONS = (("can't", "cannot"), ("won't", "will not"), ("n't", " not"), ("there's", "there is"),
-                 ("it's", "it is"), ("i'm", "i am"), ("that's", "that is"))
-
-
-def _words(text: str) -> list[str]:
-    text = text.lower().replace("’", "'")
-    for short, long in _CONTRACTIONS:
-        text = text.replace(short, long)
-    return re.findall(r"[a-z0-9]+", text)
-
-
-def normalize_yes_no(answer: str | None) -> str | None:
-    """``"yes"``, ``"no"``, or ``None`` for an answer that is neither (empty, hedged, off-topic).
-
-    In order: an answer that *starts* with a yes-word ("Yes.", "yes, there is a dog", "Correct") is
-    yes, one that starts with a no-word ("No", "nope", "False") is no; a hedge anywhere ("Not sure",
-    "I don't know", "maybe", "it might be") makes it ambiguous; otherwise a negation anywhere ("There is no dog.", "I don't see
-    a dog") makes it no; otherwise "yes" anywhere, or an affirmative statement ("There is a dog.",
-    "The image shows a dog") makes it yes. Anything else ("dog", "The sky is blue") is ambiguous.
-    """
-    if answer is None:
-        return None
-    words = _words(str(answer))
-    if not words:
-        return None
-    if words[0] in _YES_WORDS:
-        return "yes"
-    if words[0] in _NO_WORDS and words[0] != "not":  # "Not sure" is a hedge, "Not at all" a negation below
-        return "no"
-    joined = " ".join(words)
-    if any(re.search(rf"\b{re.escape(h)}\b", joined) for h in _HEDGES):
-        return None
-    if any(w in _NEGATIONS for w in words):
-        return "no"
-    if "yes" in words or _AFFIRMATIVE.search(joined):
-        return "yes"
-    return None
-
+from .yes_no import normalize_yes_no
 
 def _label(value: Any) -> str:
     if isinstance(value, bool):
@@ -88,18 +42,24 @@ class PopeScores:
         return asdict(self)
 
 
-def pope_scores(predictions: Sequence[str | None], labels: Sequence[Any], *, normalize: bool = True,
+def pope_scores(predictions: Sequence[str | None], labels: Sequence[Any], *,
+                questions: Sequence[str | None] | None = None, normalize: bool = True,
                 keep_ambiguous: int = 20) -> PopeScores:
     """POPE metrics of free-form ``predictions`` against yes/no ``labels`` (same order).
 
-    With ``normalize=False`` the predictions must already be ``"yes"``, ``"no"`` or ``None``.
+    ``questions`` (same order) lets each answer be read about the object its question asks for
+    (:func:`~.yes_no.normalize_yes_no`); give them whenever you have them. With ``normalize=False`` the
+    predictions must already be ``"yes"``, ``"no"`` or ``None``.
     """
     if len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels")
+    if questions is not None and len(questions) != len(labels):
+        raise ValueError(f"{len(questions)} questions but {len(labels)} labels")
     tp = fp = tn = fn = amb = 0
     ambiguous_answers: list[str] = []
-    for raw, label in zip(predictions, labels):
-        pred = normalize_yes_no(raw) if normalize else raw
+    for k, (raw, label) in enumerate(zip(predictions, labels)):
+        question = questions[k] if questions is not None else None
+        pred = normalize_yes_no(raw, question) if normalize else raw
         gold = _label(label)
         if pred is None:
             amb += 1

@@ -5,7 +5,8 @@ Order of preference (the first that finds something wins):
 1. the last non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (brace matched, escaped ``\\{ \\}`` ignored),
    or the short form ``\\boxed 5``;
 2. GSM8K only: the last ``#### N`` line (the reference format of GSM8K solutions);
-3. the last "final answer is ..." / "the answer is ..." phrase (what the few-shot template asks for);
+3. the last "final answer is ..." / "the answer is ..." phrase that states an answer (what the few-shot
+   template asks for), markdown emphasis removed; a verdict ("I am sure the answer is correct") is skipped;
 4. the last number in the text.
 
 For the integer-answer benchmarks (GSM8K, AIME, AMC) a candidate that is a sentence or carries units
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from .grade import normalize_answer, parse_number
+
 BENCHMARKS = ("gsm8k", "math500", "aime24", "amc23", "minerva_math")
 # Benchmarks whose references are plain numbers: a wordy candidate is reduced to its last number.
 NUMERIC_BENCHMARKS = frozenset({"gsm8k", "aime24", "amc23"})
@@ -25,6 +28,10 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BOX_BARE_RE = re.compile(r"\s+([^\s$]+)")
 _HASH_RE = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS_RE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
+# "... the answer is correct / right / as follows": a verdict on the answer, not one.
+_VERDICT_RE = re.compile(r"(?:(?:indeed|definitely|probably|likely|also|not|still)\s+)?(?:correct|right|wrong|"
+                         r"incorrect|reasonable|valid|consistent|confirmed|verified|accurate|plausible|sound|"
+                         r"as follows|below|above|the following|clear|obvious)\b.*", re.IGNORECASE | re.DOTALL)
 # A number, optionally with thousands separators, decimals or a sign; a '-' directly after a word
 # character or closing bracket is subtraction ("16-3"), not a sign.
 NUMBER_RE = re.compile(r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
@@ -81,11 +88,18 @@ def last_boxed(text: str) -> str | None:
 
 
 def _answer_phrase(text: str) -> str | None:
-    """What follows the last "the answer is" / "final answer is": a $...$ span or the rest of the sentence."""
-    matches = list(_ANSWER_IS_RE.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end():]
+    """What follows the last "the answer is" / "final answer is" that states an answer: a $...$ span or the
+    rest of the sentence, markdown emphasis removed ("**5**" -> "5"). A phrase that judges the answer instead
+    ("... the answer is correct", "the answer is as follows") is skipped."""
+    for match in reversed(list(_ANSWER_IS_RE.finditer(text))):
+        phrase = _phrase_after(text[match.end():])
+        if phrase is not None and not _VERDICT_RE.fullmatch(phrase):
+            return phrase
+    return None
+
+
+def _phrase_after(rest: str) -> str | None:
+    rest = rest.lstrip().lstrip("*_`").lstrip()  # markdown emphasis: "**5**", "`5`"
     for open_, close in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if rest.startswith(open_):
             end = rest.find(close, len(open_))
@@ -93,7 +107,7 @@ def _answer_phrase(text: str) -> str | None:
                 return rest[len(open_):end].strip() or None
     # The sentence ends at a newline or at a full stop followed by space/end (not a decimal point).
     sentence = re.split(r"\n|\.(?=\s|$)", rest, maxsplit=1)[0]
-    return sentence.strip().strip("$").strip() or None
+    return sentence.strip().strip("*`").strip().strip("$").strip() or None
 
 
 def last_number(text: str) -> str | None:
@@ -104,8 +118,6 @@ def last_number(text: str) -> str | None:
 
 def _reduce_to_number(candidate: str) -> str:
     """For integer-answer benchmarks: "18 dollars" / "\\$18.00" -> "18" / "18.00"; fractions are kept."""
-    from .grade import normalize_answer, parse_number  # local: grade imports nothing from here
-
     normalized = normalize_answer(candidate)
     if parse_number(normalized) is not None:
         return normalized

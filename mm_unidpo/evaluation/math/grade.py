@@ -3,26 +3,36 @@
 ``is_equivalent(prediction, gold)`` decides in this order (the first rule that applies decides):
 
 1. Both strings are normalised (:func:`normalize_answer`); equal up to whitespace -> equal.
-2. Text answers (``\\text{Evelyn}``, ``\\text{(C)}``, "ellipse") are compared as lower-cased text.
+2. A multiple-choice gold ``\\text{(C)}`` and a prediction that is one letter and its value
+   (``\\text{(C) } 27``) are compared by the letter; other text answers (``\\text{Evelyn}``, ``\\text{(C)}``,
+   "ellipse") as lower-cased text.
 3. Two plain numbers (integers, decimals, ``1,000``, ``\\frac{3}{4}``, ``3/4``, ``1\\frac{4}{5}``, ``4.5e33``)
-   are compared numerically: exactly when both are exact (integers and fractions of integers), else
+   are compared numerically: an integer gold needs exactly its value (``204.0`` and ``2.04e2`` are 204,
+   ``204.01`` is not); otherwise exactly when both are exact (integers and fractions of integers), else
    within a relative tolerance of 1e-4 (``REL_TOL``).
 4. Otherwise math-verify (``verify(parse(gold), parse(pred))``, gold first) decides, with its own
    signal-based timeouts switched off (``parsing_timeout=None``, ``timeout_seconds=None``): they raise
-   outside the main thread. Use :class:`~.worker.GradingWorker` (or ``timeout=``) for a hard per-call timeout.
+   outside the main thread. Use :class:`~.worker.GradingWorker` for a hard per-call timeout (this module
+   imports nothing from there: the worker builds on it).
 
 Decisions (documented here because the benchmarks disagree on them):
 
 * percent: ``\\%`` is dropped, so ``50\\%`` equals ``50`` but not ``0.5``;
 * degrees: ``^\\circ`` is dropped, so ``90^\\circ`` equals ``90`` but not ``\\frac{\\pi}{2}``;
-* units: a trailing ``\\text{ cm}`` / ``\\mbox{ inches}^2`` / ``\\mathrm{m}`` / plain word ("dollars")
-  after a number is dropped; a currency sign (``\\$``) is dropped;
+* units: a trailing ``\\text{ cm}`` / ``\\mbox{ inches}^2`` / ``\\mathrm{m}`` (also ``\\mathrm{~erg} /
+  \\mathrm{s}``) after a number is dropped, and so are plain words set apart by a space, 3+ letters long
+  ("18 dollars", "41.8 kcal"), or short units (``5cm``, ``5 kg``); letters of a product (``2ab``, ``3xy``)
+  and names of functions / constants (``4 pi``) are no units. A currency sign (``\\$``) is dropped;
 * assignments: a single-variable left side is dropped, so ``x=3`` equals ``3`` and ``y=2x+3`` equals
   ``2x+3`` (``x \\in [-2,7]`` equals ``[-2,7]``);
 * base subscripts: ``52_8`` equals ``52`` (the base is given by the question);
 * thousands separators: ``\\d{1,3}(,\\d{3})+`` is one number (``1,000`` = 1000), never a list;
-* a decimal within 1e-4 (relative) of an exact constant counts (``\\pi`` vs ``3.14159``), as in the
-  Qwen2.5-Math evaluator; a number never equals a non-constant expression.
+* a decimal within 1e-4 (relative) of an exact non-integer constant counts (``3.14159`` for ``\\pi``,
+  ``4.667`` for ``\\frac{14}{3}``); a number never equals a non-constant expression. Qwen2.5-Math's
+  evaluator (``math_equal`` after its ``extract_answer``, with its pinned sympy 1.12 / antlr4 4.11.1)
+  accepts ``4.667`` for ``\\frac{14}{3}`` but **not** ``3.14159`` for ``\\pi``, either way round: sympy
+  1.12's ``parse_latex`` reads ``\\pi`` as a plain symbol named pi, so its numeric check has nothing to
+  evaluate (checked by running it; see eval/README.md for the other differences).
 
 Guards against math-verify false positives (each found with math-verify 0.9.0):
 
@@ -60,8 +70,14 @@ Number = tuple[Fraction, bool]  # (value, exact)
 
 _UNITS = r"text|mbox|mathrm|textrm|textnormal"
 _WRAPPERS = _UNITS + r"|textbf|textit|mathbf|mathit|mathsf|boldsymbol"
-_UNIT_WRAPPED_RE = re.compile(rf"^(?P<head>.*?[\d}}])\s*\\(?:{_UNITS})\s*\{{[^{{}}]*\}}(?:\^\{{?-?\d\}}?)?$")
-_UNIT_WORDS_RE = re.compile(r"^(?P<head>.*[\d}])\s*[A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*(?:\^\{?-?\d\}?)?$")
+# "... \mathrm{~erg} / \mathrm{s}": a unit, possibly divided or multiplied by the one before it
+_UNIT_WRAPPED_RE = re.compile(
+    rf"^(?P<head>.*?[\d}}])\s*(?:/|\\cdot)?\s*\\(?:{_UNITS})\s*\{{[^{{}}]*\}}(?:\^\{{?-?\d\}}?)?$")
+_UNIT_WORDS_RE = re.compile(r"^(?P<head>.*[\d}])(?P<gap>\s*)(?P<words>[A-Za-z]+(?:\s+[A-Za-z]+)*)(?:\^\{?-?\d\}?)?$")
+# Trailing plain words are units when set apart by a space and 3+ letters long ("18 dollars", "41.8 kcal") or a
+# short unit (also attached: "5cm"); never letters of a product ("2ab", "3xy") or a function / constant ("4 pi").
+_SHORT_UNITS = frozenset("cm mm km nm kg mg ml ft lb lbs oz hr hrs mi yd mph kph sq in kW kJ eV Hz".lower().split())
+_MATH_NAMES = frozenset("pi sqrt sin cos tan cot sec csc log ln exp arcsin arccos arctan sinh cosh tanh mod".split())
 _UNWRAP_RE = re.compile(rf"\\(?:{_WRAPPERS})\s*\{{([^{{}}]*)\}}")
 _ASSIGN_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![A-Za-z]))\s*(?P<rhs>[^=]+)$")
 _BASE_RE = re.compile(r"^(\d+)_\{?\d+\}?$")
@@ -86,7 +102,7 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
     s = re.sub(r"^(?:=|\\approx|\\sim)\s*", "", s)  # "\approx 3.14"
     for _ in range(3):  # "\mathrm{kcal} \mathrm{m}^{-2}": several trailing units
-        m = _UNIT_WRAPPED_RE.match(s) or _UNIT_WORDS_RE.match(s)
+        m = _UNIT_WRAPPED_RE.match(s) or _unit_words(s)
         if not m or not re.search(r"\d", m["head"]):
             break
         s = m["head"].strip()
@@ -96,6 +112,16 @@ def normalize_answer(answer: str) -> str:
         s = m["rhs"].strip()
     s = _BASE_RE.sub(r"\1", s)
     return s
+
+
+def _unit_words(s: str) -> re.Match | None:
+    m = _UNIT_WORDS_RE.match(s)
+    if not m:
+        return None
+    words = [w.lower() for w in m["words"].split()]
+    if any(w in _MATH_NAMES for w in words) or not (m["gap"] or words[0] in _SHORT_UNITS):
+        return None
+    return m if all(w in _SHORT_UNITS or len(w) >= 3 for w in words) else None
 
 
 def _squash(s: str) -> str:
@@ -111,6 +137,19 @@ def is_text_answer(s: str) -> bool:
 
 def _text_key(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+_CHOICE_RE = re.compile(r"\(\s*([A-Ea-e])\s*\)")
+
+
+def _choice_with_value(pred: str, gold: str) -> bool | None:
+    """A gold that is a choice letter "(C)" and a prediction "(C) 27" (the letter, then its value): the letters
+    decide. None when this is not the case (a second letter in the prediction makes it no single choice)."""
+    gold_letter = re.fullmatch(r"\(\s*([A-Ea-e])\s*\)", gold)
+    pred_letter = re.match(r"\(\s*([A-Ea-e])\s*\)\s*[:.]?\s*\S", pred)
+    if not gold_letter or not pred_letter or len(_CHOICE_RE.findall(pred)) != 1:
+        return None
+    return gold_letter.group(1).lower() == pred_letter.group(1).lower()
 
 
 # --------------------------------------------------------------------------- plain numbers
@@ -275,9 +314,10 @@ def _symbolic_equivalent(pred: str, gold: str, pred_num: Number | None, gold_num
     def prepare(s: str) -> str:
         return _SCI_RE.sub(r"\1\\times10^{\2}", s)  # G5: 4.5e33 is not 4.5*E*33
 
-    gold_p, pred_p = _mv_parse(prepare(gold)), _mv_parse(prepare(pred))
+    gold, pred = prepare(gold), prepare(pred)
+    gold_p, pred_p = _mv_parse(gold), _mv_parse(pred)
     if not gold_p or not pred_p or not (_covers(gold, gold_p) and _covers(pred, pred_p)):
-        return False  # G4
+        return False  # G4 (on the rewritten strings: the "e" of 1e-5 is gone there)
     gold_c = (sympy.Rational(gold_num[0]), gold_num[1]) if gold_num else _constant(gold_p[0])
     pred_c = (sympy.Rational(pred_num[0]), pred_num[1]) if pred_num else _constant(pred_p[0])
     if gold_num is not None or pred_num is not None:
@@ -340,10 +380,15 @@ def _fast_decision(pred: str, gold: str) -> bool | None:
         return False
     if _squash(pred) == _squash(gold):
         return True
+    choice = _choice_with_value(pred, gold)
+    if choice is not None:
+        return choice
     if is_text_answer(pred) or is_text_answer(gold):
         return _text_key(pred) == _text_key(gold)
     pred_num, gold_num = parse_number(pred), parse_number(gold)
     if pred_num is not None and gold_num is not None:
+        if gold_num[1] and gold_num[0].denominator == 1:  # an integer gold: "204.0" yes, "204.01" no
+            return pred_num[0] == gold_num[0]
         return numbers_close(pred_num, gold_num)
     return None
 
@@ -363,16 +408,9 @@ def _equivalent(prediction: str, gold: str) -> bool:
         return False
 
 
-def is_equivalent(prediction: str | None, gold: str | None, *, timeout: float | None = None) -> bool:
-    """Whether the predicted answer equals the gold answer (prediction first, gold second).
-
-    In-process by default (no time limit); with ``timeout`` (seconds) the symbolic check runs in a
-    shared :class:`~.worker.GradingWorker` process and a call that runs over counts as not equivalent.
-    """
+def is_equivalent(prediction: str | None, gold: str | None) -> bool:
+    """Whether the predicted answer equals the gold answer (prediction first, gold second), in this
+    process and without a time limit; :class:`~.worker.GradingWorker` grades with a hard per-call timeout."""
     if prediction is None or gold is None:
         return False
-    if timeout is None:
-        return _equivalent(prediction, gold)
-    from .worker import shared_worker
-
-    return shared_worker(timeout).equivalent(prediction, gold)
+    return _equivalent(prediction, gold)

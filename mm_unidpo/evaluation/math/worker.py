@@ -32,7 +32,7 @@ def _serve(conn: Any) -> None:
 
 
 class GradingWorker:
-    """Runs :func:`~.grade.is_equivalent` in a spawned child with a hard per-call timeout.
+    """Runs :func:`~.grade.is_equivalent`'s check in a spawned child with a hard per-call timeout.
 
     A call that times out returns False, counts in ``timeouts`` and restarts the child. Decisions that
     need no sympy (equal strings, text answers, two plain numbers) are made in the parent, so the child
@@ -97,7 +97,7 @@ class GradingWorker:
 
 
 def shared_worker(timeout: float) -> GradingWorker:
-    """One process-wide worker for ``is_equivalent(..., timeout=...)``, closed at exit."""
+    """One process-wide worker (closed at exit), for callers that grade with a timeout here and there."""
     global _SHARED
     if _SHARED is None:
         _SHARED = GradingWorker(timeout)
