@@ -4,7 +4,8 @@ Every run is one `transformers.Trainer` loop (ours: `PreferenceTrainer`; TRL: `D
 `warmup + steps` micro-batches of `batch` pairs, on the same model (same seed), the same records and the
 same LoRA config. A callback stamps `time.perf_counter()` at the end of every step; a forward pre-hook on
 the language model counts the tokens of every call (policy and reference) after the warm-up; peak memory
-is the process's peak RSS during `train()` minus its RSS right before it (models, LoRA, trainer built).
+is the process's peak RSS over the timed steps (the mark reset after the warm-up) minus its RSS right before
+`train()` (models, LoRA, trainer built).
 """
 
 from __future__ import annotations
@@ -188,10 +189,13 @@ class StepClock(TrainerCallback):
         if self.flop_mode is not None and state.global_step == 1:
             self.flop_mode.__exit__(None, None, None)
             self.flops = float(self.flop_mode.get_total_flops())
-        self.stamps.append(time.perf_counter())
-        self.cpu.append(time.process_time())  # CPU seconds of all threads of this process
         if state.global_step == self.warmup:
             self.counter.on = True
+            # Peak memory counts the timed steps: the warm-up's one-off allocations (and the FLOP counter's
+            # bookkeeping, which held twice the step's memory here) are freed and the kernel's mark reset.
+            reset_peak_memory()
+        self.stamps.append(time.perf_counter())
+        self.cpu.append(time.process_time())  # CPU seconds of all threads of this process
 
 
 def _status_kb(key: str) -> int:
@@ -212,6 +216,14 @@ def reset_peak_rss() -> int:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return _status_kb("VmRSS")
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_peak_rss()
 
 
 def measure(trainer, counter: TokenCounter, clock: StepClock, warmup: int, steps: int, batch: int = 1) -> dict[str, Any]:
