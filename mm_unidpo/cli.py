@@ -43,6 +43,12 @@ def _score(args: argparse.Namespace) -> int:
     return score_main(args.rest)
 
 
+def _onpolicy(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(f"mm_unidpo.onpolicy.{args.command}").main(args.rest)
+
+
 EVALUATIONS = {
     "math": "mm_unidpo.evaluation.math.harness",
     "lmms": "mm_unidpo.evaluation.lmms.cli",
@@ -65,6 +71,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "demo": (_demo, "run the embedded default end to end (see README)"),
     "merge": (_merge, "merge a LoRA adapter into its 16-bit base for serving: mm-unidpo merge ADAPTER_DIR --out DIR"),
     "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
+    "generate": (_onpolicy, "sample responses: mm-unidpo generate DATA --model M --n 8 --out samples.jsonl"),
 }
 
 
