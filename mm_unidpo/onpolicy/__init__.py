@@ -17,7 +17,9 @@ Every command writes one JSON line per prompt as it goes and continues where it 
 from __future__ import annotations
 
 from .generate import GenerateConfig, HFSampler, VLLMSampler, generate_samples, load_sampler
+from .judge import judge_samples, judged_means, read_samples
+from .judges import JUDGES, make_judge
 from .records import PromptRecord, load_prompts, record_of
 
-__all__ = ["GenerateConfig", "HFSampler", "PromptRecord", "VLLMSampler", "generate_samples", "load_prompts",
-           "load_sampler", "record_of"]
+__all__ = ["JUDGES", "GenerateConfig", "HFSampler", "PromptRecord", "VLLMSampler", "generate_samples",
+           "judge_samples", "judged_means", "load_prompts", "load_sampler", "make_judge", "read_samples", "record_of"]
