@@ -73,6 +73,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
     "generate": (_onpolicy, "sample responses: mm-unidpo generate DATA --model M --n 8 --out samples.jsonl"),
     "judge": (_onpolicy, "score samples: mm-unidpo judge samples.jsonl --judge KIND --out scored.jsonl"),
+    "pairs": (_onpolicy, "pair judged samples: mm-unidpo pairs scored.jsonl --out pairs.jsonl"),
 }
 
 
