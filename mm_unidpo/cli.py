@@ -74,6 +74,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "generate": (_onpolicy, "sample responses: mm-unidpo generate DATA --model M --n 8 --out samples.jsonl"),
     "judge": (_onpolicy, "score samples: mm-unidpo judge samples.jsonl --judge KIND --out scored.jsonl"),
     "pairs": (_onpolicy, "pair judged samples: mm-unidpo pairs scored.jsonl --out pairs.jsonl"),
+    "iterate": (_onpolicy, "rounds of generate, judge, pair, train, evaluate: mm-unidpo iterate CONFIG.yaml"),
 }
 
 
