@@ -185,6 +185,8 @@ def test_prm_loading_guards(tmp_path):
 def test_rule_claims():
     assert split_claims("A red star is on the left; a blue moon is below it, and there is a cross. Yes!") == [
         "A red star is on the left", "a blue moon is below it", "there is a cross.", "Yes!"]
+    assert split_claims("A green square, a purple cross and two yellow moons.") == [
+        "A green square", "a purple cross", "two yellow moons."]
     assert split_claims("  \n ") == [] and split_claims("One claim") == ["One claim"]
     assert parse_claim_lines("1. A dog.\n- A ball\n\n* It is red.\n") == ["A dog.", "A ball", "It is red."]
 

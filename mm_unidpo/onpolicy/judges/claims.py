@@ -1,10 +1,11 @@
 """Splitting a response into atomic claims (RLAIF-V's "divide" step).
 
 `split_claims` is rule-based: sentences (at . ! ? and line breaks), each cut further at ";", at ", and" /
-", but" / ", while" / ", whereas" / ", which" between clauses. It keeps every word of the response in
-exactly one claim, so nothing the response says goes unchecked; it does not rewrite a claim to stand on
-its own ("It is red." stays as it is). For finer claims give an instruction LM (`ClaimSplitter`), which is
-asked to list them, one per line.
+", but" / ", while" / ", whereas" / ", which" between clauses, and between the items of a list of noun
+phrases (", " or " and " before an article or a number word: "a red star, a cross and two moons" gives
+three claims). It keeps every word of the response in exactly one claim, so nothing the response says
+goes unchecked; it does not rewrite a claim to stand on its own ("It is red." stays as it is). For finer
+claims give an instruction LM (`ClaimSplitter`), which is asked to list them, one per line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import re
 from typing import Any
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE = re.compile(r"\s*;\s*|,\s*(?=(?:and|but|while|whereas|which)\b)", re.IGNORECASE)
+_ITEM = r"(?:a|an|the|another|one|two|three|four|five|some|several)\b"
+_CLAUSE = re.compile(rf"\s*;\s*|,\s*(?=(?:and|but|while|whereas|which)\b)|,\s*(?=(?:and\s+)?{_ITEM})|\s+and\s+(?={_ITEM})",
+                     re.IGNORECASE)
 _LEADING = re.compile(r"^(?:and|but|while|whereas)\s+", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
