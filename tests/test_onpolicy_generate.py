@@ -5,7 +5,7 @@ settings guard, bad input, and the requests the vLLM backend builds (with a stan
 
 from __future__ import annotations
 
-import importlib.machinery
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,7 +23,7 @@ from mm_unidpo.onpolicy.records import PromptRecord, load_prompts
 from mm_unidpo.onpolicy.store import settings_path
 from mm_unidpo.testing import available_families, tiny
 
-from .helpers import IMAGES, need_images, one_thread  # noqa: F401 (fixture)
+from .helpers import IMAGES, install_fake_vllm, need_images, one_thread  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,13 +237,7 @@ def test_vllm_requests(saved_llava, monkeypatch):
                                                      {12: logprob(logprob=-0.25)}])
             return [types.SimpleNamespace(outputs=[output] * p.n) for p in params]
 
-    vllm = types.ModuleType("vllm")
-    vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
-    vllm.LLM, vllm.SamplingParams = LLM, lambda **kw: types.SimpleNamespace(**kw)
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = lambda *args: args
-    for name, module in (("vllm", vllm), ("vllm.lora", types.ModuleType("vllm.lora")), ("vllm.lora.request", request)):
-        monkeypatch.setitem(sys.modules, name, module)
+    install_fake_vllm(monkeypatch, LLM)
 
     sampler = VLLMSampler(str(saved_llava), config, adapter="runs/adapter")
     assert seen["llm"]["model"] == str(saved_llava) and seen["llm"]["enable_lora"] is True
