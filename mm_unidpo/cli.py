@@ -50,6 +50,12 @@ def _score(args: argparse.Namespace) -> int:
     return score_main(args.rest)
 
 
+def _onpolicy(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(f"mm_unidpo.onpolicy.{args.command}").main(args.rest)
+
+
 EVALUATIONS = {
     "math": "mm_unidpo.evaluation.math.harness",
     "lmms": "mm_unidpo.evaluation.lmms.cli",
@@ -73,6 +79,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "merge": (_merge, "merge a LoRA adapter into its 16-bit base for serving: mm-unidpo merge ADAPTER_DIR --out DIR"),
     "convert": (_convert, "rewrite a checkpoint's PyTorch .bin weights as safetensors: mm-unidpo convert SRC --out DIR"),
     "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
+    "generate": (_onpolicy, "sample responses: mm-unidpo generate DATA --model M --n 8 --out samples.jsonl"),
+    "judge": (_onpolicy, "score samples: mm-unidpo judge samples.jsonl --judge KIND --out scored.jsonl"),
+    "pairs": (_onpolicy, "pair judged samples: mm-unidpo pairs scored.jsonl --out pairs.jsonl"),
+    "iterate": (_onpolicy, "rounds of generate, judge, pair, train, evaluate: mm-unidpo iterate CONFIG.yaml"),
 }
 
 

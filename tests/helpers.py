@@ -1,10 +1,14 @@
 """Helpers shared by the adapter tests (test_models_adapters.py, test_models_llava_orig.py and
-test_models_packed.py): the shared test photos, tolerances and batch layouts, the naive one-example
-reference log-prob, the single-thread fixture and the packed-vs-plain training run."""
+test_models_packed.py) and others: the shared test photos, tolerances and batch layouts, the naive
+one-example reference log-prob, the single-thread fixture, the packed-vs-plain training run and a
+stand-in vllm module."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -98,3 +102,15 @@ def packed_and_plain_training_curves(tmp_path: Path, model_dir: Path, *, loss: s
         state = json.loads((tmp_path / f"out_{shared}" / "trainer_state.json").read_text())
         curves[shared] = [e["loss"] for e in state["log_history"] if "loss" in e]
     return curves
+
+
+def install_fake_vllm(monkeypatch, llm_class: type) -> None:
+    """A stand-in `vllm` package (LLM = `llm_class`, SamplingParams keeps its keywords, LoRARequest its
+    arguments), so the vLLM backends can be tested without vLLM: what they hand to it and make of it."""
+    vllm = types.ModuleType("vllm")
+    vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    vllm.LLM, vllm.SamplingParams = llm_class, lambda **kw: types.SimpleNamespace(**kw)
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = lambda *args: args
+    for name, module in (("vllm", vllm), ("vllm.lora", types.ModuleType("vllm.lora")), ("vllm.lora.request", request)):
+        monkeypatch.setitem(sys.modules, name, module)

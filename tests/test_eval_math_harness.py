@@ -4,7 +4,7 @@ and the offline-testable parts of hub loading and the vLLM backend."""
 
 from __future__ import annotations
 
-import importlib.machinery
+import importlib.util
 import json
 import sys
 import types
@@ -15,6 +15,8 @@ import pytest
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math, load_benchmark, main
 from mm_unidpo.evaluation.math.generate import HFGenerator, SamplingConfig, VLLMGenerator
 from mm_unidpo.evaluation.math.harness import generations_path, make_generator
+
+from .helpers import install_fake_vllm
 
 MATH_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math"
 
@@ -201,13 +203,7 @@ def test_vllm_backend(tiny_lm, monkeypatch, tmp_path):
             out = types.SimpleNamespace(text=" 6 The answer is 6.\nQuestion: next")
             return [types.SimpleNamespace(outputs=[out] * params.n) for _ in inputs]
 
-    vllm = types.ModuleType("vllm")
-    vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
-    vllm.LLM, vllm.SamplingParams = LLM, lambda **kw: types.SimpleNamespace(**kw)
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = lambda *args: args
-    for name, module in (("vllm", vllm), ("vllm.lora", types.ModuleType("vllm.lora")), ("vllm.lora.request", request)):
-        monkeypatch.setitem(sys.modules, name, module)
+    install_fake_vllm(monkeypatch, LLM)
 
     gen = VLLMGenerator("some/model", adapter="runs/adapter", seed=3)
     assert seen["llm"]["model"] == "some/model" and seen["llm"]["enable_lora"] is True

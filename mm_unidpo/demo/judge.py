@@ -1,21 +1,16 @@
-"""The demo's rule judge: a CHAIR-like score of a response against the scene's ground truth, 0-10.
+"""The demo's rule judge: the package's object judge (`mm_unidpo.onpolicy.judges.objects`) on the demo
+world's objects and colours, with the ground truth read from the demo's records and images, 0-10.
 
     score_caption(record, "A red star and a yellow moon.")   # record: PreferenceRecord, dict or Scene
     score_yes_no(record, "No.")                               # the question is read from the prompt
     score_response(record, response)                          # either, by the prompt
 
-Usable as `mm-unidpo score --scorer mm_unidpo.demo.judge:score_response` (any `(record, response) ->
-float`). The ground truth is taken from, in order: a `objects` / `ground_truth` entry of a dict record
-(a list of names or of "colour name" phrases), the attribute of that name, or the text chunk the demo
-world writes into every scene PNG (so a saved demo data file needs no side file).
-
-Caption score: every object mention is matched against the ground truth with the CHAIR matcher of
-:mod:`mm_unidpo.evaluation.hallucination`. The first mention of an object that is there earns 1 (0.5
-if its colour is wrong); a mention of an absent object, or a repeated mention (every scene has one of
-each object, so "a cross, a cross" is a count hallucination) is a hallucination and costs 2
-(hallucination is worse than omission, as in CHAIR-driven alignment). The score is
-10 x earned / (ground-truth objects + 2 x hallucinations): 10 for a complete, correct caption, 0 for
-an empty or fully wrong one.
+Usable as `mm-unidpo score --scorer mm_unidpo.demo.judge:score_response` or `mm-unidpo judge --judge
+mm_unidpo.demo.judge:score_response` (any `(record, response) -> float`). The ground truth is taken from,
+in order: a `objects` / `ground_truth` entry of a dict record (a list of names or of "colour name"
+phrases), the attribute of that name, or the text chunk the demo world writes into every scene PNG (so a
+saved demo data file needs no side file). The caption score is `object_score` (see its module): 1 per
+object named (0.5 with a wrong colour), 2 off per hallucinated or repeated mention, on 0-10.
 """
 
 from __future__ import annotations
@@ -28,11 +23,10 @@ from typing import Any
 from PIL import Image
 
 from mm_unidpo.evaluation.hallucination import ObjectMatcher, normalize_yes_no
+from mm_unidpo.onpolicy.judges.objects import object_score, parse_truth
 
 from .world import COLOURS, OBJECTS, QUESTION, read_annotation
 
-HALLUCINATION_COST = 2.0
-WRONG_COLOUR_CREDIT = 0.5
 MATCHER = ObjectMatcher({name: [] for name in OBJECTS})
 _QUESTION = re.compile(r"(?P<object>[a-z ]+)".join(re.escape(part) for part in QUESTION.split("{}")), re.IGNORECASE)
 
@@ -45,9 +39,7 @@ def ground_truth(record: Any) -> list[tuple[str | None, str]]:
     else:
         value = getattr(record, "objects", None) or getattr(record, "ground_truth", None)
     if value is not None:
-        if isinstance(value, str):
-            value = [v for v in re.split(r"[;,]", value) if v.strip()]
-        return [_split_phrase(str(v)) for v in value]
+        return parse_truth(value, MATCHER, COLOURS)
     images = record.get("images") if isinstance(record, Mapping) else getattr(record, "images", None)
     root = record.get("image_root") if isinstance(record, Mapping) else getattr(record, "image_root", None)
     for ref in images or []:
@@ -55,13 +47,6 @@ def ground_truth(record: Any) -> list[tuple[str | None, str]]:
         if found is not None:
             return [(colour, name) for colour, name in found]
     raise ValueError("no ground truth: the record has no 'objects' and its image carries no demo annotation")
-
-
-def _split_phrase(phrase: str) -> tuple[str | None, str]:
-    words = phrase.strip().lower().split()
-    if len(words) >= 2 and words[0] in COLOURS:
-        return words[0], " ".join(words[1:])
-    return None, " ".join(words)
 
 
 def _open(ref: Any, root: str | None) -> Image.Image:
@@ -79,32 +64,8 @@ def _open(ref: Any, root: str | None) -> Image.Image:
 
 
 def caption_score(response: str, truth: list[tuple[str | None, str]]) -> float:
-    """The 0-10 caption score (see module doc) of `response` against (colour, object) ground truth."""
-    colours_of: dict[str, set[str | None]] = {}
-    for colour, name in truth:
-        colours_of.setdefault(name, set()).add(colour)
-    earned, hallucinated, seen = 0.0, 0, set()
-    for name, colour in _mentions(response or ""):
-        if name not in colours_of or name in seen:
-            hallucinated += 1
-        elif colour is None or None in colours_of[name] or colour in colours_of[name]:
-            earned += 1.0
-        else:
-            earned += WRONG_COLOUR_CREDIT
-        seen.add(name)
-    denominator = len(colours_of) + HALLUCINATION_COST * hallucinated
-    return 0.0 if denominator == 0 else 10.0 * earned / denominator
-
-
-def _mentions(text: str) -> list[tuple[str, str | None]]:
-    """(object, the colour word right before it or None) for every object mention, in order."""
-    tokens = re.findall(r"[a-z]+", text.lower())
-    out = []
-    for i, token in enumerate(tokens):
-        name = MATCHER.canonical(token)
-        if name is not None:
-            out.append((name, tokens[i - 1] if i > 0 and tokens[i - 1] in COLOURS else None))
-    return out
+    """The 0-10 caption score of `response` against (colour, object) ground truth."""
+    return object_score(response, truth, MATCHER, COLOURS)[0]
 
 
 def yes_no_score(response: str, asked: str, truth: list[tuple[str | None, str]]) -> float:

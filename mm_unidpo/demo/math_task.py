@@ -123,26 +123,28 @@ def evaluate(model: Any, tokenizer: Any, problems: list[Problem], config: MathCo
 
 def build_pairs(model: Any, tokenizer: Any, problems: list[Problem], config: MathConfig, seed: int,
                 path: Path) -> dict[str, Any]:
-    from mm_unidpo.data import PreferenceRecord, save_preference_data
+    """`config.samples` solutions per problem, judged by `score_solution` and paired best vs worst through
+    `mm_unidpo.onpolicy` (samples and scores beside the pairs: math_samples.jsonl, math_scored.jsonl)."""
+    from mm_unidpo.data import save_preference_data
+    from mm_unidpo.onpolicy import (GenerateConfig, HFSampler, PairConfig, PromptRecord, generate_samples,
+                                    judge_samples, judged_means, make_judge, record_of)
+    from mm_unidpo.onpolicy import build_pairs as pair
 
-    samples = solve(model, tokenizer, problems, config, samples=config.samples, seed=seed, desc="sampling solutions")
-    records, ties, scores = [], 0, []
-    for k, (problem, options) in enumerate(zip(problems, samples)):
-        options = [o for o in options if o.strip()]  # an empty response is not valid in our data format
-        if not options:
-            ties += 1
-            continue
-        values = [solution_score(o, problem.answer) for o in options]
-        scores += values
-        best, worst = int(np.argmax(values)), int(np.argmin(values))
-        if values[best] == values[worst] or options[best] == options[worst]:
-            ties += 1
-            continue
-        records.append(PreferenceRecord(problem.prompt, options[best], options[worst], score_chosen=values[best],
-                                        score_rejected=values[worst], id=f"math-{k}"))
+    prompts = [PromptRecord(p.prompt, [], f"math-{k}", k, None, {"answer": p.answer}) for k, p in enumerate(problems)]
+    generate = GenerateConfig(n=config.samples, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                              batch_size=max(1, config.batch_size // config.samples), seed=seed)
+    lines = generate_samples(prompts, HFSampler(model, tokenizer, generate, family="causal_lm"), generate,
+                             path.with_name("math_samples.jsonl"), model_id="SmolLM2-135M-Instruct", overwrite=True,
+                             progress=True, desc="sampling solutions")
+    scorer = "mm_unidpo.demo.math_problems:score_solution"
+    scored = judge_samples([(line, record_of(line)) for line in lines], make_judge(scorer),
+                           path.with_name("math_scored.jsonl"), settings={"judge": scorer}, overwrite=True, progress=False)
+    records, stats = pair([(line, record_of(line)) for line in scored], PairConfig("best-worst"))
     save_preference_data(records, path)
-    return {"problems": len(problems), "samples_per_problem": config.samples, "pairs": len(records), "ties": ties,
-            "sample_accuracy": float(np.mean([s >= 7 for s in scores])), "mean_sample_score": float(np.mean(scores)),
+    scores = [s["score"] for line in scored for s in line["samples"] if s["score"] is not None]
+    return {"problems": len(problems), "samples_per_problem": config.samples, "pairs": len(records),
+            "ties": stats.prompts_without_pairs, "sample_accuracy": float(np.mean([s >= 7 for s in scores])),
+            "mean_sample_score": judged_means(scored)["mean_score"],
             "pairs_with_correct_chosen": sum(r.score_chosen >= 7 for r in records), "path": str(path)}
 
 

@@ -408,7 +408,8 @@ class Adapter:
                  **settings: Any) -> torch.Tensor:
         """New token ids continuing each rendered prompt (`images`: one list of PIL images per prompt),
         ``num_return_sequences`` rows per prompt, padded after the end token. Rows are padded on the left,
-        so every row continues from its own last token; `settings` go to ``model.generate``."""
+        so every row continues from its own last token; `settings` go to ``model.generate`` (with
+        ``return_dict_in_generate=True`` its output object comes back, ``sequences`` cut the same way)."""
         extra = {"images": self.processor_images(images)} if any(images) else {}
         inputs = self.processor(text=prompts, padding=True, padding_side="left", return_tensors="pt",
                                 add_special_tokens=self._needs_special_tokens(prompts[0]), **extra)
@@ -416,6 +417,9 @@ class Adapter:
         settings.setdefault("pad_token_id", self.pad_token_id)
         settings.setdefault("eos_token_id", sorted(self.end_token_ids))
         out = model.generate(**inputs, **settings)
+        if not isinstance(out, torch.Tensor):  # return_dict_in_generate: the output object, new tokens only
+            out.sequences = out.sequences[:, inputs["input_ids"].shape[1]:]
+            return out
         return out[:, inputs["input_ids"].shape[1]:]
 
     def packed_position_ids(self, model: Any, batch: PackedPairBatch) -> torch.Tensor:

@@ -1,0 +1,293 @@
+"""`mm-unidpo generate DATA --model M --n 8 --out samples.jsonl`: sample responses from the policy.
+
+    mm-unidpo generate prompts.jsonl --model llava-hf/llava-1.5-7b-hf --n 8 --temperature 1.0 --out samples.jsonl
+    mm-unidpo generate prompts.jsonl --model Qwen/Qwen2-VL-7B-Instruct --backend vllm --n 8 --out samples.jsonl
+
+DATA is anything `load_preference_data` reads, or a prompts-only file (rows with `prompt`, optional
+`images` and `id`; see `mm_unidpo.onpolicy.records`). Prompts are rendered by the model family's adapter
+(the chat template, as in training) and continued in batches (`--batch-size` prompts, `--n` rows each):
+
+* `--backend hf` (default): the adapter's left-padded `generate` (every VLM family and causal LMs, CPU or
+  GPU). Each batch is seeded (`--seed` + the position of its first prompt): the same command gives the
+  same samples, and a resumed run redoes an unfinished batch exactly.
+* `--backend vllm` (when vllm is installed): the same rendered prompts with their images
+  (`multi_modal_data`), one seed per request; a `--adapter` is served as a LoRA request.
+
+Sampling is plain: temperature and top-p only (no top-k). `--logprobs` keeps each sample's token ids and
+the log-probability of every sampled token under the model (raw logits, before temperature); with the hf
+backend this keeps every step's logits in memory while a batch runs (lower `--batch-size` for long outputs).
+
+Output: one line per prompt, written as each batch finishes; rerunning the command continues where it
+stopped (see `mm_unidpo.onpolicy.store`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+import types
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .records import PromptRecord, load_prompts, prompt_line
+from .store import ResumableLines, chunks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig:
+    """What shapes the samples (all kept in the output's settings file)."""
+
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 8  # prompts per generate call (n rows each) and per write
+    seed: int = 0
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("n, max_new_tokens and batch_size must be >= 1")
+        if self.n > 1 and self.temperature <= 0:
+            raise ValueError("n > 1 needs sampling: set a temperature > 0 (greedy samples would all be identical)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+# ---- backends --------------------------------------------------------------------------------------
+
+class HFSampler:
+    """Batched sampling through the family adapter's `generate` (a loaded model and its processor)."""
+
+    def __init__(self, model: Any, processor: Any, config: GenerateConfig, *, family: str | None = None):
+        from mm_unidpo.models import get_adapter
+
+        self.model, self.config = model, config
+        self.adapter = get_adapter(model, processor, family=family)
+
+    def render(self, record: PromptRecord) -> str:
+        return self.adapter.render(self.adapter.messages(record), None)
+
+    def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+        import torch
+
+        from mm_unidpo.data import load_record_images
+
+        c, adapter = self.config, self.adapter
+        texts = [self.render(r) for r in records]
+        images = [load_record_images(r) for r in records]
+        settings: dict[str, Any] = {"max_new_tokens": c.max_new_tokens, "num_return_sequences": c.n}
+        if c.temperature > 0:
+            settings.update(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=0)
+        else:
+            settings.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if c.logprobs:
+            settings.update(return_dict_in_generate=True, output_logits=True)
+        was_training = self.model.training
+        self.model.eval()
+        torch.manual_seed(seeds[0])
+        try:
+            out = adapter.generate(self.model, texts, images, **settings)
+        finally:
+            self.model.train(was_training)
+        ids = out if isinstance(out, torch.Tensor) else out.sequences
+        logps = _token_logps(out.logits, ids) if c.logprobs else None
+        rows = [self._sample(ids[k].tolist(), None if logps is None else logps[k].tolist()) for k in range(len(ids))]
+        return [rows[i * c.n:(i + 1) * c.n] for i in range(len(records))]
+
+    def _sample(self, ids: list[int], logps: list[float] | None) -> dict[str, Any]:
+        end = next((k for k, t in enumerate(ids) if t in self.adapter.end_token_ids), None)
+        length = len(ids) if end is None else end + 1
+        text = self.adapter.tokenizer.decode(ids[:length], skip_special_tokens=True).strip()
+        sample = {"text": text, "tokens": length, "finish": "length" if end is None else "stop"}
+        if logps is not None:
+            sample.update(token_ids=ids[:length], logprobs=logps[:length])
+        return sample
+
+
+def _token_logps(step_logits: Sequence[Any], ids: Any) -> Any:
+    """(rows, steps) log p(sampled token) from generate's raw per-step logits, one step at a time."""
+    import torch
+
+    return torch.stack([torch.log_softmax(step.float(), dim=-1).gather(-1, ids[:, t, None].to(step.device))[:, 0].cpu()
+                        for t, step in enumerate(step_logits)], dim=1)
+
+
+class VLLMSampler:
+    """vLLM offline inference: the adapter-rendered prompts, their images, one seed per request."""
+
+    def __init__(self, model: str, config: GenerateConfig, *, adapter: str | None = None, family: str | None = None,
+                 dtype: str = "auto", trust_remote_code: bool = False, max_images: int = 1, max_lora_rank: int = 64,
+                 **llm_kwargs: Any):
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError("--backend vllm needs the 'vllm' package, which is not installed "
+                              "(pip install vllm, on a CUDA machine); or use --backend hf")
+        from transformers import AutoConfig
+        from vllm import LLM
+
+        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models.loading import detect_family, load_processor
+
+        self.config = config
+        family = family or detect_family(model, trust_remote_code=trust_remote_code)
+        processor = load_processor(model, family, trust_remote_code=trust_remote_code)
+        # Only rendering is needed here: the adapter gets the checkpoint's config, not its weights.
+        stand_in = types.SimpleNamespace(config=AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code),
+                                         generation_config=None)
+        self.adapter = get_adapter(stand_in, processor, family=family)
+        if adapter:
+            llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
+        if family != "causal_lm":
+            llm_kwargs.setdefault("limit_mm_per_prompt", {"image": max_images})
+        self.llm = LLM(model=model, dtype=dtype, seed=config.seed, trust_remote_code=trust_remote_code, **llm_kwargs)
+        self.lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, adapter)
+
+    def render(self, record: PromptRecord) -> str:
+        return self.adapter.render(self.adapter.messages(record), None)
+
+    def request(self, record: PromptRecord) -> dict[str, Any]:
+        """One vLLM input: token ids for a text prompt (so BOS is not added twice); for a prompt with
+        images, its text (vLLM expands the image placeholders itself) and the decoded images."""
+        from mm_unidpo.data import load_record_images
+
+        text = self.render(record)
+        if not record.images:
+            tokens = self.adapter.tokenizer(text, add_special_tokens=self.adapter._needs_special_tokens(text))
+            return {"prompt_token_ids": tokens["input_ids"]}
+        bos = self.adapter.tokenizer.bos_token
+        if bos and text.startswith(bos):  # vLLM tokenizes the text with special tokens: BOS comes back
+            text = text[len(bos):]
+        images = load_record_images(record)
+        return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+
+    def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+        from vllm import SamplingParams
+
+        c = self.config
+        params = [SamplingParams(n=c.n, temperature=max(c.temperature, 0.0), top_p=c.top_p if c.temperature > 0 else 1.0,
+                                 max_tokens=c.max_new_tokens, seed=seed, logprobs=0 if c.logprobs else None)
+                  for seed in seeds]
+        outputs = self.llm.generate([self.request(r) for r in records], params, lora_request=self.lora,
+                                    use_tqdm=False)
+        return [[self._sample(o) for o in out.outputs] for out in outputs]
+
+    def _sample(self, output: Any) -> dict[str, Any]:
+        ids = list(output.token_ids)
+        sample = {"text": output.text.strip(), "tokens": len(ids),
+                  "finish": "stop" if output.finish_reason == "stop" else "length"}
+        if self.config.logprobs:
+            sample.update(token_ids=ids, logprobs=[float(step[t].logprob) for t, step in zip(ids, output.logprobs)])
+        return sample
+
+
+def load_sampler(model: str, config: GenerateConfig, *, backend: str = "hf", adapter: str | None = None,
+                 family: str | None = None, dtype: str = "auto", trust_remote_code: bool = False) -> Any:
+    """A sampler for a model path / hub id (with an optional LoRA adapter)."""
+    if backend == "vllm":
+        return VLLMSampler(model, config, adapter=adapter, family=family, dtype=dtype,
+                           trust_remote_code=trust_remote_code)
+    if backend != "hf":
+        raise ValueError(f"unknown backend {backend!r}; expected 'hf' or 'vllm'")
+    import torch
+
+    from mm_unidpo.models.loading import load_pretrained
+
+    loaded, processor = load_pretrained(model, family=family, adapter=adapter, dtype=dtype,
+                                        trust_remote_code=trust_remote_code,
+                                        device_map="auto" if torch.cuda.is_available() else None)
+    return HFSampler(loaded, processor, config, family=family)
+
+
+# ---- the resumable loop -----------------------------------------------------------------------------
+
+def generate_samples(records: Sequence[PromptRecord], sampler: Any, config: GenerateConfig, out: str | Path, *,
+                     model_id: str = "", overwrite: bool = False, progress: bool | None = None,
+                     desc: str = "generate") -> list[dict[str, Any]]:
+    """Sample `config.n` responses per prompt into `out` (one line each); returns the lines in input order.
+
+    Prompts are batched longest first (less padding); the batches are fixed over the whole input and
+    seeded by position, so an interrupted run resumed with the same command writes the same lines."""
+    from tqdm.auto import tqdm
+
+    by_index = {r.index: r for r in records}
+    if len(by_index) != len(records):
+        raise ValueError("prompt records must have distinct indices")
+    store = ResumableLines(out, {"model": model_id, **asdict(config)}, overwrite=overwrite,
+                           expected={r.index: r.id for r in records})
+    lengths = {r.index: len(sampler.render(r)) for r in records}
+    order = sorted(by_index, key=lambda i: -lengths[i])
+    position = {index: k for k, index in enumerate(order)}
+    todo = [batch for batch in chunks(order, config.batch_size) if any(i not in store.done for i in batch)]
+    if len(store.done):
+        logger.info("%s: %d of %d prompts already done", out, len(store.done), len(records))
+    with tqdm(total=len(records), initial=len(records) - sum(i not in store.done for b in todo for i in b),
+              desc=desc, unit="prompt", disable=None if progress is None else not progress, leave=False) as bar:
+        for batch in todo:
+            batch_records = [by_index[i] for i in batch]
+            samples = sampler.sample(batch_records, [config.seed + position[i] for i in batch])
+            lines = [{**prompt_line(r), "samples": s} for r, s in zip(batch_records, samples) if r.index not in store.done]
+            store.append(lines)
+            bar.update(len(lines))
+    return store.finish([r.index for r in records])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = GenerateConfig()
+    p = argparse.ArgumentParser(prog="mm-unidpo generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="prompts: preference data or a prompts-only file (file, saved dataset, hub id)")
+    p.add_argument("--model", required=True, help="policy model (hub id or path)")
+    p.add_argument("--adapter", help="LoRA adapter folder on top of --model")
+    p.add_argument("--family", help="model family (default: detected from the checkpoint)")
+    p.add_argument("--out", required=True, help="output JSON-lines file (one line per prompt)")
+    p.add_argument("--n", type=int, default=d.n, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy (needs --n 1)")
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generate call (n rows each)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--logprobs", action="store_true", help="keep token ids and per-token log-probs")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--format", help="input format: a preference format, 'prompts', or detected (default)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--image-root", help="where relative image paths resolve (default: the data file's folder)")
+    p.add_argument("--on-bad-record", choices=("error", "skip"), default="error")
+    p.add_argument("--limit", type=int, help="first N prompts")
+    p.add_argument("--overwrite", action="store_true", help="discard samples already in --out")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = GenerateConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                                logprobs=args.logprobs)
+        # Data first: a bad record should fail before minutes of model loading.
+        data = load_prompts(args.data, format=args.format, split=args.split, image_root=args.image_root,
+                            on_bad_record=args.on_bad_record, limit=args.limit)
+        if not data.records:
+            raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
+        sampler = load_sampler(args.model, config, backend=args.backend, adapter=args.adapter, family=args.family,
+                               dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+        lines = generate_samples(data.records, sampler, config, args.out, overwrite=args.overwrite,
+                                 model_id=f"{args.model}+{args.adapter}" if args.adapter else args.model)
+    except (ValueError, ImportError, OSError) as error:  # BadRecordError is a ValueError
+        print(f"mm-unidpo generate: {error}", file=sys.stderr)
+        return 2
+    samples = sum(len(line["samples"]) for line in lines)
+    empty = sum(not s["text"] for line in lines for s in line["samples"])
+    print(f"{samples} samples for {len(lines)} prompts ({empty} empty"
+          + (f"; {data.skips.summary()}" if data.skips.total else "") + f") -> {args.out}")
+    return 0

@@ -1,0 +1,313 @@
+"""`mm-unidpo iterate CONFIG.yaml --rounds N`: iterative on-policy alignment (RLAIF-V's rounds).
+
+Each round samples from the model the previous round trained, judges the samples, pairs them, trains on
+the pairs (`mm-unidpo train` with the config's `train` section) and evaluates; LoRA adapters are merged
+into the round's starting model (`mm-unidpo merge`), which is also the round's reference, so round r+1
+starts from — and is anchored to — round r's result. One report puts every round's metrics side by side.
+
+    model: llava-hf/llava-1.5-7b-hf            # the starting policy (hub id or path)
+    prompts: data/prompts.jsonl                # or a list: round r uses prompts[(r - 1) % len]
+    image_root: data/images
+    output_dir: runs/iterate
+    rounds: 3
+    generate: {n: 8, temperature: 1.0, max_new_tokens: 256, batch_size: 8}
+    judge: {kind: vlm, model: llava-hf/llava-1.5-13b-hf}    # any judge and its options
+    pairs: {strategy: best-worst, min_gap: 1.0}
+    train:                                     # a train config (mm_unidpo.train.config); its base:
+      base: ../configs/llava15_7b_qlora_unidpo_rlaifv.yaml  # relative to this file, other paths to the cwd
+      train: {num_train_epochs: 1}
+    evaluate: {prompts: data/heldout.jsonl}    # greedy on held-out prompts, scored by the same judge
+
+Per round, under `output_dir/round-<r>/`: samples.jsonl, scored.jsonl, pairs.jsonl (+ summary),
+train/ (the run), merged/ (the next policy), eval/ and round.json. Every step is resumable: a rerun skips
+finished rounds and steps and continues an interrupted generate or judge where it stopped. The train
+section's `model.name_or_path`, `data.train`, `train.output_dir` and `train.seed` are set per round.
+Metrics: the on-policy mean score of each round's samples, the pairs (and prompts without one), the
+training loss, and on the held-out prompts the mean score plus the mean of every numeric judge detail
+(e.g. `correct` for the PRM with a benchmark: accuracy) — round 0 is the starting model. With
+`evaluate.math` (fields of `MathEvalConfig`) the math harness runs as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .generate import GenerateConfig, generate_samples, load_sampler
+from .judge import judge_samples, judged_means
+from .judges import Judge, make_judge
+from .pairs import PairConfig, build_pairs, format_summary, write_pairs
+from .records import load_prompts, record_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JudgeSection:
+    kind: str = "objects"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluateSection:
+    prompts: str | None = None  # held-out prompts: generated (greedy by default) and judged each round
+    n: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int | None = None  # default: generate's
+    math: dict[str, Any] | None = None  # MathEvalConfig fields: also run the math harness
+
+
+@dataclass
+class IterateConfig:
+    model: str = ""
+    family: str | None = None
+    prompts: list[str] = field(default_factory=list)
+    image_root: str | None = None
+    format: str | None = None
+    limit: int | None = None
+    output_dir: str = "runs/iterate"
+    rounds: int = 2
+    seed: int = 0
+    backend: str = "hf"
+    dtype: str = "auto"
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    pairs: PairConfig = field(default_factory=PairConfig)
+    train: dict[str, Any] = field(default_factory=dict)  # a train config mapping (its `base:` resolved)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+
+    def train_config(self, policy: str, pairs: str, output_dir: str, round_: int, image_root: str | None = None) -> Any:
+        """The round's `TrainConfig`: the train section with this round's model, data (and the folder its
+        image paths are relative to), output and seed."""
+        from mm_unidpo.train.config import config_from_dict
+
+        raw = json.loads(json.dumps(self.train))
+        raw.setdefault("model", {})["name_or_path"] = policy
+        raw["model"].setdefault("family", self.family)
+        raw.setdefault("data", {})["train"] = pairs
+        if image_root is not None:
+            raw["data"]["image_root"] = image_root
+        raw.setdefault("train", {}).update(output_dir=output_dir, seed=self.seed + round_)
+        return config_from_dict(raw, source="iterate config, section train").validate()
+
+
+_SECTIONS = {"generate": GenerateConfig, "judge": JudgeSection, "pairs": PairConfig, "evaluate": EvaluateSection}
+
+
+def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
+    """An `IterateConfig` from YAML; every key is checked, the train section is resolved and validated now
+    (with placeholder paths) so a bad config fails before round 1."""
+    from mm_unidpo.train.config import load_yaml, merge_configs, read_config
+
+    path = Path(path)
+    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: an iterate config must be a mapping")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(IterateConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; an iterate config takes {sorted(fields)}")
+    values = dict(raw)
+    for name, cls in _SECTIONS.items():
+        section = values.get(name) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: section {name!r} must be a mapping")
+        if name == "judge":
+            section = {"kind": section.get("kind", "objects"),
+                       "options": {k: v for k, v in section.items() if k != "kind"}}
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(section) - allowed)
+        if bad:
+            raise ValueError(f"{path}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(allowed)}")
+        values[name] = cls(**section)
+    if isinstance(values.get("prompts"), str):
+        values["prompts"] = [values["prompts"]]
+    train = dict(values.get("train") or {})
+    bases = train.pop("base", None) or []
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = merge_configs(merged, read_config(path.parent / base))
+    values["train"] = merge_configs(merged, train)
+    config = IterateConfig(**values)
+    if not config.model or not config.prompts:
+        raise ValueError(f"{path}: 'model' and 'prompts' are required")
+    if config.rounds < 1:
+        raise ValueError(f"{path}: rounds must be >= 1")
+    config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
+    return config
+
+
+# ---- one round ---------------------------------------------------------------------------------------
+
+def _free() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def sample_and_judge(config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path,
+                     generate: GenerateConfig) -> list[dict[str, Any]]:
+    """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable)."""
+    data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
+    if not data.records:
+        raise ValueError(f"{prompts}: no prompts ({data.skips.summary()})")
+    sampler = load_sampler(policy, generate, backend=config.backend, family=config.family, dtype=config.dtype)
+    lines = generate_samples(data.records, sampler, generate, folder / "samples.jsonl", model_id=policy,
+                             desc=f"{folder.name}: generate")
+    del sampler
+    _free()
+    samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}")) for line in lines]
+    settings = {"judge": config.judge.kind, **config.judge.options}
+    return judge_samples(samples, judge, folder / "scored.jsonl", settings=settings, desc=f"{folder.name}: judge")
+
+
+def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> dict[str, Any]:
+    """Held-out metrics of `policy` (see the module doc)."""
+    metrics: dict[str, Any] = {}
+    e = config.evaluate
+    if e.prompts:
+        generate = dataclasses.replace(config.generate, n=e.n, temperature=e.temperature, logprobs=False,
+                                       max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens)
+        lines = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
+        metrics.update(judged_means(lines, prefix="eval_"))
+    if e.math:
+        from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
+
+        results = evaluate_math(policy, config=MathEvalConfig(**{**e.math, "output_dir": str(folder / "math")}))
+        for bench, summary in results["benchmarks"].items():
+            metrics[f"math_{bench}_accuracy"] = summary.get("accuracy")
+        _free()
+    return metrics
+
+
+def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> dict[str, Any]:
+    """Generate → judge → pair → train → merge → evaluate; returns the round's metrics (round.json)."""
+    from mm_unidpo.train.run import train
+
+    folder = Path(config.output_dir) / f"round-{round_}"
+    done = folder / "round.json"
+    if done.exists():
+        return json.loads(done.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    prompts = config.prompts[(round_ - 1) % len(config.prompts)]
+    generate = dataclasses.replace(config.generate, seed=config.generate.seed + 1000 * round_)
+    lines = sample_and_judge(config, policy, prompts, judge, folder, generate)
+    records, stats = build_pairs([(line, record_of(line)) for line in lines], config.pairs)
+    summary = write_pairs(records, stats, folder / "pairs.jsonl")
+    print(format_summary(summary), flush=True)
+    metrics: dict[str, Any] = {"round": round_, "policy": policy, **judged_means(lines, prefix="sample_"),
+                               "pairs": stats.pairs, "prompts_without_pairs": stats.prompts_without_pairs,
+                               "mean_gap": summary["mean_gap"]}
+    if not records:
+        metrics["stopped"] = "no pairs: every prompt's samples tied or fell below the gap"
+        done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        return metrics
+    train_config = config.train_config(policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_,
+                                       image_root=summary["image_root"])
+    trained = folder / "train" / "train_summary.json"
+    if trained.exists():
+        result = json.loads(trained.read_text(encoding="utf-8"))
+    else:
+        result = train(train_config)
+        result = {"train_loss": result["train_loss"], "global_step": result["global_step"],
+                  "final_dir": result["final_dir"]}
+        trained.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _free()
+    metrics.update(train_loss=result["train_loss"], train_steps=result["global_step"])
+    metrics["next_policy"] = _next_policy(train_config, result["final_dir"], folder / "merged")
+    metrics.update(evaluate(config, metrics["next_policy"], judge, folder / "eval"))
+    done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _next_policy(train_config: Any, final_dir: str, merged: Path) -> str:
+    """The trained model as a checkpoint: a LoRA adapter merged into the round's start, or the full model."""
+    if not train_config.lora.enabled:
+        return final_dir
+    if not (merged / "mm_unidpo_merge.json").exists():
+        from mm_unidpo.train.merge import merge_adapter
+
+        merge_adapter(final_dir, merged, base=train_config.model.name_or_path, family=train_config.model.family)
+        _free()
+    return str(merged)
+
+
+def iterate(config: IterateConfig) -> dict[str, Any]:
+    """Every round, then the report; returns {"rounds": [...], "report": path}."""
+    judge = make_judge(config.judge.kind, **config.judge.options)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    start = out / "round-0" / "round.json"
+    if config.evaluate.prompts or config.evaluate.math:
+        if not start.exists():
+            start.parent.mkdir(parents=True, exist_ok=True)
+            metrics = {"round": 0, "next_policy": config.model,
+                       **evaluate(config, config.model, judge, out / "round-0" / "eval")}
+            start.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        rows.append(json.loads(start.read_text(encoding="utf-8")))
+    policy = config.model
+    for round_ in range(1, config.rounds + 1):
+        print(f"\n== round {round_}/{config.rounds}: sampling from {policy}", flush=True)
+        metrics = run_round(config, round_, policy, judge)
+        rows.append(metrics)
+        if "stopped" in metrics:
+            print(f"round {round_}: {metrics['stopped']}; stopping", flush=True)
+            break
+        policy = metrics["next_policy"]
+    report = write_report(out, rows)
+    return {"rounds": rows, "report": str(report)}
+
+
+def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
+    """report.json and report.md: one column per round."""
+    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row)
+            if k not in ("round", "policy", "next_policy", "stopped")]
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["# mm-unidpo iterate", "", "Round 0 is the starting model (held-out metrics only); round r samples from "
+             "round r-1's result, trains on its pairs and is evaluated after training.", "",
+             "| metric | " + " | ".join(f"round {row['round']}" for row in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    lines += [f"| {k} | " + " | ".join(cell(row.get(k)) for row in rows) + " |" for k in keys]
+    lines += ["", *[f"- round {row['round']}: {row['stopped']}" for row in rows if row.get("stopped")],
+              *[f"- round {row['round']} model: `{row['next_policy']}`" for row in rows if row.get("next_policy")]]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mm-unidpo iterate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="iterate config (YAML, see above)")
+    parser.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
+    parser.add_argument("--output-dir", help="default: the config's output_dir")
+    args = parser.parse_args(argv)
+    try:
+        config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
+        result = iterate(config)
+    except (ValueError, ImportError, OSError) as error:
+        print(f"mm-unidpo iterate: {error}", file=sys.stderr)
+        return 2
+    print(Path(result["report"]).read_text(encoding="utf-8"))
+    print(f"report: {result['report']}")
+    return 0

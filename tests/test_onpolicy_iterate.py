@@ -1,0 +1,87 @@
+"""`mm-unidpo iterate`: two rounds on a tiny LLaVA end to end (each round samples from the previous
+round's merged model, which is also its reference), the side-by-side report, a rerun that redoes nothing,
+and config errors caught before round 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mm_unidpo.onpolicy.iterate import iterate, load_iterate_config, main
+from mm_unidpo.onpolicy.store import settings_path
+from mm_unidpo.testing import tiny
+
+from .helpers import IMAGES, need_images, one_thread  # noqa: F401 (fixture)
+
+
+def distinct_characters(record, response: str) -> float:
+    """A rule scorer that spreads random tiny-model samples over 0-6 (any spread gives pairs)."""
+    return float(len(set(response)) % 7)
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    need_images("horse.png", "coffee.png")
+    model, processor = tiny("llava")
+    model.save_pretrained(tmp_path / "start")
+    processor.save_pretrained(tmp_path / "start")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{k}", "prompt": "Describe the image.", "images": [name]}) + "\n"
+                               for k, name in enumerate(["horse.png", "coffee.png", "horse.png"])))
+    config = {"model": str(tmp_path / "start"), "prompts": str(prompts), "image_root": str(IMAGES),
+              "output_dir": str(tmp_path / "run"), "rounds": 2, "dtype": "float32",
+              "generate": {"n": 4, "temperature": 1.0, "max_new_tokens": 6, "batch_size": 2},
+              "judge": {"kind": "tests.test_onpolicy_iterate:distinct_characters"},
+              "pairs": {"strategy": "best-worst"},
+              "train": {"model": {"dtype": "float32"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+                        "loss": {"name": "unidpo", "params": {"tau_good": 3.0}},
+                        "train": {"max_steps": 1, "per_device_train_batch_size": 2, "save_strategy": "no",
+                                  "logging_steps": 1, "disable_tqdm": True, "use_cpu": True}},
+              "evaluate": {"prompts": str(prompts), "max_new_tokens": 6}, **changes}
+    path = tmp_path / "iterate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_two_rounds_end_to_end(tmp_path, monkeypatch):
+    result = iterate(load_iterate_config(_config(tmp_path)))
+    run = tmp_path / "run"
+    rows = result["rounds"]
+    assert [row["round"] for row in rows] == [0, 1, 2]
+    assert rows[0]["next_policy"] == str(tmp_path / "start") and "eval_mean_score" in rows[0]
+    for r in (1, 2):
+        row, folder = rows[r], run / f"round-{r}"
+        assert row["pairs"] > 0 and row["train_steps"] == 1 and "eval_mean_score" in row and "sample_mean_score" in row
+        assert row["next_policy"] == str(folder / "merged") and (folder / "merged" / "config.json").is_file()
+        pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines()]
+        assert len(pairs) == row["pairs"] and all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+        trained = yaml.safe_load((folder / "train" / "final" / "mm_unidpo_config.yaml").read_text())
+        assert trained["model"]["name_or_path"] == rows[r - 1]["next_policy"]  # trained from (and against) the start
+        assert trained["data"]["train"] == str(folder / "pairs.jsonl") and trained["data"]["image_root"] == str(IMAGES.resolve())
+    # Round 2 sampled from round 1's model.
+    assert json.loads(settings_path(run / "round-2" / "samples.jsonl").read_text())["model"] == str(run / "round-1" / "merged")
+    assert json.loads(settings_path(run / "round-2" / "samples.jsonl").read_text())["seed"] == 2000
+    report = (run / "report.md").read_text()
+    assert "| metric | round 0 | round 1 | round 2 |" in report and "| pairs |  | " in report
+    assert json.loads((run / "report.json").read_text()) == rows
+
+    import mm_unidpo.train.run as train_run
+
+    monkeypatch.setattr(train_run, "train", lambda config: pytest.fail("a finished round was trained again"))
+    assert main([str(tmp_path / "iterate.yaml")]) == 0  # a rerun redoes nothing
+    assert json.loads((run / "report.json").read_text()) == rows
+
+
+def test_config_errors_before_round_one(tmp_path, capsys):
+    path = _config(tmp_path, colour="blue")
+    assert main([str(path)]) == 2 and "unknown key(s) ['colour']" in capsys.readouterr().err
+    path = _config(tmp_path, pairs={"strategy": "median"})
+    assert main([str(path)]) == 2 and "unknown pairing strategy 'median'" in capsys.readouterr().err
+    path = _config(tmp_path, train={"loss": {"name": "unidpo", "params": {"etaa": 1.0}}})
+    assert main([str(path)]) == 2 and "not parameters of 'unidpo'" in capsys.readouterr().err
+    path = _config(tmp_path, generate={"n": 2, "temperature": 0.0})
+    assert main([str(path)]) == 2 and "n > 1 needs sampling" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
