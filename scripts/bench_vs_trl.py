@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     overhead, alone_pct, noise = {}, {}, float("nan")
     if "overhead" in results:
         print("\nLOSS OVERHEAD (our trainer, one pair repeated, objectives interleaved step by step)")
-        per, cpu = results["overhead"]["per_loss_step_s"], results["overhead"]["per_loss_cpu_step_s"]
+        per = results["overhead"]["per_loss_step_s"]
         alone = results["overhead"]["loss_only_us"]
         base = statistics.median(per["dpo"])
         widths3 = (10, 6, 13, 9, 15, 14)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mm_unidpo.train.config import ConfigError, config_from_dict, load_config
 from mm_unidpo.train.run import EmptyDataError, train

@@ -1,21 +1,23 @@
 """The adapter contract: preference records in, image-conditioned response log-probs out.
 
     adapter = get_adapter(model, processor)
-    batch = adapter.collate(records)            # tensors for the chosen and the rejected sequences
+    batch = adapter.collate(records)            # one of the layouts below
     out = adapter.sequence_logps(model, batch)  # (B,) sums and counts over response tokens
 
-Each pair becomes two sequences, [prompt + images][chosen] and [prompt + images][rejected], run as
-one batch of 2B rows (chosen rows first). The prompt is rendered with the model's own chat template,
-the response is what the template writes for an assistant turn, up to and including its end-of-turn
-token (counted in the length). Only response tokens are scored. Truncation cuts the response from its
-end and never the prompt (which holds the image tokens); a prompt that leaves no room for one response
-token is a bad record. A family adapter overrides only what differs: how a prompt with images is
-turned into token ids and vision tensors, and which tensors the forward needs.
-"""
+The prompt is rendered with the model's own chat template, the response is what the template writes
+for an assistant turn, up to and including its end-of-turn token (counted in the length). Only
+response tokens are scored. Truncation cuts the response from its end and never the prompt (which
+holds the image tokens); a prompt that leaves no room for one response token is a bad record.
 
+Layouts: by default the pairs of a micro-batch are packed back to back with their prompts shared
+(packed.py, attention.py); `shared_prefix=False` gives the plain layout, two padded rows per pair
+(batches.py), or under flash-attention its padding-free form. In every layout the LM head runs on
+the scored positions only, from the final hidden states (head.py). A family adapter overrides only what
+differs: how a prompt with images is turned into token ids and vision tensors, and which tensors the
+forward needs.
+"""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Iterator
@@ -31,61 +33,13 @@ from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, P
 from .attention import NAME as PACKED_ATTENTION
 from .attention import packed_mask_placeholder, use_packed_attention
 from .head import DEFAULT_CHUNK_SIZE, final_hidden_states, keeps_its_head, token_logps, token_logps_and_argmax
+from .batches import (IGNORE_INDEX, EncodedPair, PairBatch, SequenceLogps, pad_pairs, per_row_sums,  # noqa: F401
+                      response_logps, scored_targets)
 from .packed import PackedPairBatch, VarlenPairBatch, attention_allowed, attention_bias, pack, pack_sequences
+from .special_tokens import ids_with_plain_content, special_token_texts
+from .utils import to_model_inputs, unwrap_model  # noqa: F401  (part of this module's interface)
 
 logger = logging.getLogger(__name__)
-IGNORE_INDEX = -100
-
-
-@dataclass
-class EncodedPair:
-    """One record tokenized: the shared prompt (image tokens expanded) and both responses."""
-
-    prompt_ids: list[int]
-    chosen_ids: list[int]
-    rejected_ids: list[int]
-    vision: dict[str, torch.Tensor]  # processor outputs for this record's images (per image, dim 0)
-    token_extras: dict[str, list[int]]  # per-prompt-token side inputs (e.g. mm_token_type_ids)
-    truncated: bool
-    record: PreferenceRecord
-
-
-@dataclass
-class PairBatch:
-    """2B rows: chosen sequences 0..B-1, then rejected sequences B..2B-1."""
-
-    input_ids: torch.Tensor  # (2B, T)
-    attention_mask: torch.Tensor  # (2B, T)
-    labels: torch.Tensor  # (2B, T); IGNORE_INDEX on prompt, image and padding positions
-    vision: dict[str, torch.Tensor]  # already laid out for the 2B rows
-    token_extras: dict[str, torch.Tensor]  # (2B, T) each
-    score_chosen: torch.Tensor | None
-    score_rejected: torch.Tensor | None
-    ids: list[str | None]
-    indices: list[int | None]
-    num_truncated: int = 0
-    kept: list[int] | None = None  # with on_bad_record="skip": positions of the input records kept
-
-    @property
-    def num_pairs(self) -> int:
-        return self.input_ids.shape[0] // 2
-
-    def to(self, device: torch.device | str) -> "PairBatch":
-        def move(x):
-            return x.to(device) if isinstance(x, torch.Tensor) else x
-        return dataclasses.replace(
-            self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
-            labels=move(self.labels), vision={k: move(v) for k, v in self.vision.items()},
-            token_extras={k: move(v) for k, v in self.token_extras.items()},
-            score_chosen=move(self.score_chosen), score_rejected=move(self.score_rejected))
-
-
-@dataclass
-class SequenceLogps:
-    chosen_logps: torch.Tensor  # (B,) sums over response tokens
-    rejected_logps: torch.Tensor
-    chosen_lengths: torch.Tensor  # (B,) response token counts
-    rejected_lengths: torch.Tensor
 
 
 @dataclass
@@ -282,11 +236,7 @@ class Adapter:
 
     @functools.cached_property
     def _special_token_texts(self) -> list[str]:
-        """The text of every special token ("</s>", "<|im_end|>", ...), longest first."""
-        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
-        texts = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
-        texts.update(str(t) for t in added.values() if getattr(t, "special", False))
-        return sorted((t for t in texts if t), key=len, reverse=True)
+        return special_token_texts(self.tokenizer)
 
     def _response_ids(self, text: str, content: str | None = None, record: PreferenceRecord | None = None
                       ) -> list[int]:
@@ -297,34 +247,12 @@ class Adapter:
         strikethrough tag) is encoded as plain text, never as that token: only the template's own tokens
         are special, so a response never ends mid-way."""
         if content is not None and any(t in content for t in self._special_token_texts):
-            ids = self._ids_with_plain_content(text, content, record)
+            ids = ids_with_plain_content(self.tokenizer, text, content, self._special_token_texts, record)
         else:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids or ids[-1] not in self.end_token_ids:
             ids = ids + [self.tokenizer.eos_token_id]
         return ids
-
-    def _ids_with_plain_content(self, text: str, content: str, record: PreferenceRecord | None) -> list[int]:
-        """`text` tokenized with the special tokens of `content` (a span of it) split into plain text."""
-        start, span = text.find(content), content
-        if start < 0:
-            span = content.strip()
-            start = text.find(span) if span else -1
-        if start < 0:
-            special = next(t for t in self._special_token_texts if t in content)
-            raise BadRecordError(record, "template_mismatch",
-                                 f"the response contains the text of the special token {special!r}, and the chat "
-                                 f"template does not write the response verbatim, so it cannot be encoded as text")
-        before, after = text[:start], text[start + len(span):]
-
-        def encode(piece: str, split: bool) -> list[int]:
-            return self.tokenizer(piece, add_special_tokens=False, split_special_tokens=split)["input_ids"] if piece else []
-
-        if any(t in before for t in self._special_token_texts):  # the template's own tokens stay special
-            head = encode(before, False) + encode(span, True)
-        else:  # tokenized together, so the leading space joins the first word as usual
-            head = encode(before + span, True)
-        return head + encode(after, False)
 
     def _end_token_ids(self, model: Any) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -346,34 +274,9 @@ class Adapter:
             batch = pack_sequences(encoded, self.stack_vision([e.vision for e in encoded]))
             batch.kept = kept
             return batch
-        rows = [(e.prompt_ids, e.chosen_ids, e) for e in encoded] + [(e.prompt_ids, e.rejected_ids, e) for e in encoded]
-        width = max(len(p) + len(r) for p, r, _ in rows)
-        n = len(rows)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-        extra_keys = sorted({k for e in encoded for k in e.token_extras})
-        extras = {k: torch.zeros((n, width), dtype=torch.long) for k in extra_keys}
-        for i, (prompt, response, e) in enumerate(rows):
-            length = len(prompt) + len(response)
-            start = 0 if self.padding_side == "right" else width - length
-            span = slice(start, start + length)
-            input_ids[i, span] = torch.tensor(prompt + response)
-            attention_mask[i, span] = 1
-            labels[i, start + len(prompt):start + length] = torch.tensor(response)
-            for k in extra_keys:
-                extras[k][i, start:start + len(prompt)] = torch.tensor(e.token_extras[k])
-        scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
-        has_scores = all(sc is not None and sr is not None for sc, sr in scores)
-        return PairBatch(
-            input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-            vision=self.stack_vision([e.vision for e in encoded]), token_extras=extras,
-            score_chosen=torch.tensor([s[0] for s in scores], dtype=torch.float32) if has_scores else None,
-            score_rejected=torch.tensor([s[1] for s in scores], dtype=torch.float32) if has_scores else None,
-            ids=[e.record.id for e in encoded], indices=[e.record.index for e in encoded],
-            num_truncated=sum(e.truncated for e in encoded),
-            kept=kept,
-        )
+        batch = pad_pairs(encoded, self.pad_token_id, self.padding_side, self.stack_vision([e.vision for e in encoded]))
+        batch.kept = kept
+        return batch
 
     def _encode_all(self, records: list[PreferenceRecord | EncodedPair]) -> tuple[list[EncodedPair], list[int] | None]:
         if self.on_bad_record == "error":
@@ -502,52 +405,6 @@ class Adapter:
 @contextmanager
 def _materialised(model: Any) -> Iterator[None]:
     yield None
-
-
-def scored_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For every labelled position t + 1 (label != IGNORE_INDEX): its row, the predicting column t, the label."""
-    rows, cols = torch.nonzero(labels[:, 1:] != IGNORE_INDEX, as_tuple=True)
-    return rows, cols, labels[rows, cols + 1]
-
-
-def per_row_sums(token_logps: torch.Tensor, rows: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = rows.to(token_logps.device)
-    sums = torch.zeros(num_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
-    counts = torch.zeros(num_rows, dtype=torch.long, device=rows.device).index_add(0, rows, torch.ones_like(rows))
-    return sums, counts
-
-
-def unwrap_model(model: Any) -> Any:
-    """The transformers model under peft / DDP / accelerate wrappers."""
-    while True:
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):
-            model = model.get_base_model()
-        elif hasattr(model, "module") and hasattr(model.module, "config"):  # DDP and similar wrappers
-            model = model.module
-        else:
-            return model
-
-
-def to_model_inputs(inputs: dict[str, Any], model: Any, device: Any = None) -> dict[str, Any]:
-    """Tensors onto `device` (default: the model's), floating ones in the model's dtype."""
-    device = device if device is not None else getattr(model, "device", None)
-    dtype = getattr(model, "dtype", None)
-    out = {}
-    for key, value in inputs.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device)
-            if value.is_floating_point() and dtype is not None and dtype.is_floating_point:
-                value = value.to(dtype)
-        out[key] = value
-    return out
-
-
-def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of log p(label) per row from full logits (the materialised reference computation):
-    logits at position t predict the token at t + 1; float32 log-softmax at labelled positions only."""
-    rows, predictors, targets = scored_targets(labels)
-    scored = logits[rows, predictors].float()
-    return per_row_sums(scored.gather(-1, targets[:, None]).squeeze(-1) - scored.logsumexp(-1), rows, labels.shape[0])
 
 
 def _parts(text: str) -> list[dict[str, str]]:

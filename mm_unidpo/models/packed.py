@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .batches import pair_scores
+
 PAD, PROMPT, CHOSEN, REJECTED = 0, 1, 2, 3
 
 
@@ -208,12 +210,10 @@ def pack(encoded: list, pad_token_id: int, vision: dict[str, torch.Tensor], *,
         input_ids[row, o:o + p + c + r] = torch.tensor(e.prompt_ids + e.chosen_ids + e.rejected_ids)
         for k in extra_keys:
             extras[k][row, o:o + p] = torch.tensor(e.token_extras[k])
-    scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
-    has_scores = all(sc is not None and sr is not None for sc, sr in scores)
+    score_chosen, score_rejected = pair_scores(encoded)
     return PackedPairBatch(
-        input_ids=input_ids, layout=layout, vision=vision, token_extras=extras,
-        score_chosen=torch.tensor([s[0] for s in scores], dtype=torch.float32) if has_scores else None,
-        score_rejected=torch.tensor([s[1] for s in scores], dtype=torch.float32) if has_scores else None,
+        input_ids=input_ids, layout=layout, vision=vision, token_extras=extras, score_chosen=score_chosen,
+        score_rejected=score_rejected,
         ids=[e.record.id for e in encoded], indices=[e.record.index for e in encoded],
         num_truncated=sum(e.truncated for e in encoded))
 
@@ -290,15 +290,12 @@ def pack_sequences(encoded: list, vision: dict[str, torch.Tensor]) -> VarlenPair
         bounds.append(len(ids))
         for k in extra_keys:
             extras[k] += e.token_extras[k] + [0] * len(response)
-    scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
-    has_scores = all(sc is not None and sr is not None for sc, sr in scores)
+    score_chosen, score_rejected = pair_scores(encoded)
     row = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
     return VarlenPairBatch(
         input_ids=row(ids), position_ids=row(positions), labels=row(labels), sequence=torch.tensor(owner),
         cu_seq_lens=torch.tensor(bounds, dtype=torch.int32),
         max_length=max(b - a for a, b in zip(bounds, bounds[1:])), vision=vision,
         token_extras={k: row(v) for k, v in extras.items()},
-        score_chosen=torch.tensor([s[0] for s in scores], dtype=torch.float32) if has_scores else None,
-        score_rejected=torch.tensor([s[1] for s in scores], dtype=torch.float32) if has_scores else None,
-        ids=[e.record.id for e in encoded], indices=[e.record.index for e in encoded],
-        num_truncated=sum(e.truncated for e in encoded))
+        score_chosen=score_chosen, score_rejected=score_rejected, ids=[e.record.id for e in encoded],
+        indices=[e.record.index for e in encoded], num_truncated=sum(e.truncated for e in encoded))

@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from mm_unidpo.losses import LOSSES
 
 
 @dataclass
