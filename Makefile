@@ -7,7 +7,8 @@
 # that `pip freeze` equals the lock. torch is the CPU wheel (constraints.txt) and torchvision is absent.
 #
 # `make lock` regenerates both locks from pyproject.toml with uv; `make test-latest` runs the tests in
-# .venv-latest, resolved from pyproject.toml's ranges on the day (no lock), to catch new releases early.
+# .venv-latest, resolved from pyproject.toml's ranges on the day (no lock), to catch new releases early;
+# `make test-lowest` in .venv-lowest, every direct dependency at its lower bound (what the bounds claim).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,9 +23,10 @@ LOCK_VENV := .venv-lock
 # Where the CPU wheel of torch lies on these machines (pip finds it there through its find-links).
 TORCH_WHEELS ?= /opt/wheels
 LATEST := .venv-latest
+LOWEST := .venv-lowest
 EXTRAS := $(shell $(PYTHON) -c "import tomllib; print(','.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']))")
 
-.PHONY: setup test test-fast test-latest demo lock clean
+.PHONY: setup test test-fast test-latest test-lowest demo lock clean
 
 setup: $(STAMP)
 
@@ -46,8 +48,11 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/mm-unidpo demo
 
-lock:
-	test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION))
+$(LOCK_VENV)/bin/uv:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION)
+
+lock: $(LOCK_VENV)/bin/uv
 	$(PYTHON) scripts/lock.py compile --uv $(LOCK_VENV)/bin/uv --find-links $(TORCH_WHEELS)
 
 # The newest releases pyproject.toml admits, no lock. torch stays the CPU wheel (a newer one pulls GBs of
@@ -62,5 +67,18 @@ test-latest:
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/freeze.txt
 	$(LATEST)/bin/python -m pytest -q
 
+# Every direct dependency at the lowest version pyproject.toml admits (uv's lowest-direct resolution), the
+# rest as new as they allow; torch the CPU wheel. Not a lock: what the lower bounds promise.
+test-lowest: $(LOCK_VENV)/bin/uv
+	$(PYTHON) -m venv --clear $(LOWEST)
+	echo "torch==2.13.0+cpu" > $(LOWEST)/constraints.txt
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --all-extras -c $(LOWEST)/constraints.txt \
+		--find-links $(TORCH_WHEELS) --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--resolution lowest-direct --quiet --no-header -o $(LOWEST)/requirements.txt
+	$(LOWEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps --require-hashes -r requirements-nodeps.lock
+	$(LOWEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r $(LOWEST)/requirements.txt
+	$(LOWEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	$(LOWEST)/bin/python -m pytest -q
+
 clean:
-	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(LOWEST) $(LOCK_VENV) runs .pytest_cache
