@@ -67,11 +67,11 @@ test-latest:
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/freeze.txt
 	$(LATEST)/bin/python -m pytest -q
 
-# Every direct dependency at the lowest version pyproject.toml admits (uv's lowest-direct resolution), the
-# rest as new as they allow; torch the CPU wheel. Not a lock: what the lower bounds promise.
+# Every direct dependency at its lower bound in pyproject.toml (pinned by `scripts/lock.py lowest`), the rest
+# as uv resolves them; torch the CPU wheel. Not a lock: what the lower bounds promise.
 test-lowest: $(LOCK_VENV)/bin/uv
 	$(PYTHON) -m venv --clear $(LOWEST)
-	echo "torch==2.13.0+cpu" > $(LOWEST)/constraints.txt
+	$(PYTHON) scripts/lock.py lowest > $(LOWEST)/constraints.txt
 	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --all-extras -c $(LOWEST)/constraints.txt \
 		--find-links $(TORCH_WHEELS) --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		--resolution lowest-direct --quiet --no-header -o $(LOWEST)/requirements.txt

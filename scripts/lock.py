@@ -12,6 +12,7 @@ Each lock starts with a digest of the inputs it was made from, so `check` can te
 
     python scripts/lock.py compile [--uv UV]       # regenerate both locks
     python scripts/lock.py check --python .venv/bin/python
+    python scripts/lock.py lowest                  # constraints pinning every direct dependency at its lower bound
 """
 
 from __future__ import annotations
@@ -110,6 +111,20 @@ def check(python: str) -> int:
     return 0
 
 
+def lowest_constraints() -> list[str]:
+    """`name==X` for every requirement of pyproject.toml (extras included) with a lower bound `>=X`: the
+    environment the lower bounds describe (`make test-lowest`); torch as the CPU wheel."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    pins = {"torch": "torch==" + CONSTRAINTS.read_text().split("==")[1].strip() + "+cpu"}
+    for requirement in requirements:
+        name = canonical(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
+        bound = re.search(r">=\s*([^,;\s]+)", requirement)
+        if bound and name not in pins:
+            pins[name] = f"{name}=={bound.group(1)}"
+    return sorted(pins.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra wheel folders (the torch CPU wheel), as pip's --find-links")
     k = sub.add_parser("check", help="the venv of PYTHON equals the lock")
     k.add_argument("--python", default=sys.executable)
+    sub.add_parser("lowest", help="print constraints pinning every direct dependency at its lower bound")
     args = parser.parse_args(argv)
+    if args.command == "lowest":
+        print("\n".join(lowest_constraints()))
+        return 0
     if args.command == "compile":
         compile_locks(args.uv, args.find_links)
         return 0

@@ -57,3 +57,13 @@ def test_check_reports_drift(monkeypatch, tmp_path, capsys):
                     reason="runs in the .venv made by make setup")
 def test_this_venv_equals_the_lock():
     assert lock.check(sys.executable) == 0
+
+
+def test_lowest_constraints_pin_every_lower_bound():
+    pins = dict(line.split("==") for line in lock.lowest_constraints())
+    assert pins["torch"] == "2.13.0+cpu" and pins["transformers"] and pins["filelock"]
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    bounded = [r for r in project["dependencies"] if ">=" in r]
+    assert all(lock.canonical(r.split(">=")[0].strip()) in pins for r in bounded)
