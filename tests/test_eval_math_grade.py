@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from mm_unidpo.evaluation.math import GradingWorker, is_equivalent, majority_vote, normalize_answer, pass_at_k
-from mm_unidpo.evaluation.math.grade import parse_number
+from mm_unidpo.evaluation.math.numeric import parse_number
 from mm_unidpo.evaluation.math.metrics import k_values, summarize
 
 # (prediction, gold) pairs that must be judged EQUAL. Expected values written by hand.

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-from .grade import normalize_answer, parse_number
+from .grade import normalize_answer
+from .numeric import parse_number
 
 BENCHMARKS = ("gsm8k", "math500", "aime24", "amc23", "minerva_math")
 # Benchmarks whose references are plain numbers: a wordy candidate is reduced to its last number.
