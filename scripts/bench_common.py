@@ -346,10 +346,9 @@ def run_ours(arch: str, smoke: bool, records, warmup: int, steps: int, checkpoin
         model.enable_input_require_grads()  # as mm_unidpo.train.setup.build_models
     model = get_peft_model(model, config)
     options = dict(VARIANTS[variant])
-    dense = options.pop("dense_mask", False)
+    # dense_mask: the T x T block mask instead of per-pair attention
+    options["per_pair_attention"] = not options.pop("dense_mask", False)
     adapter = get_adapter(model, processor, max_length=8192, **options)
-    if dense:
-        adapter.packed_attention = False  # the T x T block mask instead of per-pair attention
     counter = TokenCounter(language_model(model))
     trainer = None
 

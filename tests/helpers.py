@@ -37,7 +37,7 @@ def make_adapter(model, processor, layout: str = "packed", **options):
     packed = layout == "packed"
     adapter = get_adapter(model, processor, shared_prefix=packed,
                           padding_side="right" if packed else layout.split("-")[1], **options)
-    assert adapter.shared_prefix == (packed and type(adapter).supports_shared_prefix)
+    assert adapter.shared_prefix == (packed and "packed" in adapter.spec.layouts)
     return adapter
 
 
@@ -53,8 +53,10 @@ def logps(adapter, model, records):
 
 
 def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
-    """log p(response | prompt, images) for ONE example: unpadded forward, hand-written gather."""
-    ids = encoded.prompt_ids + list(response_ids)
+    """log p(response | prompt, images) for ONE example (an encoded pair or prompt): unpadded forward,
+    hand-written gather."""
+    prompt_ids = encoded.prompt_ids if hasattr(encoded, "prompt_ids") else encoded.ids
+    ids = prompt_ids + list(response_ids)
     input_ids = torch.tensor([ids])
     shift = 0  # extra positions before the response (llava_orig's spliced image features)
     with torch.no_grad():
@@ -64,7 +66,7 @@ def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
                 out = model.prepare_inputs_labels_for_multimodal(input_ids, None, None, None, None, images, None)
                 inputs_embeds = out[4]
                 # each -200 id became num_patches features ("patch" drops CLS)
-                shift = encoded.prompt_ids.count(LLAVA_ORIG_IMAGE) * (model.get_vision_tower().num_patches - 1)
+                shift = prompt_ids.count(LLAVA_ORIG_IMAGE) * (model.get_vision_tower().num_patches - 1)
                 assert inputs_embeds.shape[1] == len(ids) + shift
                 logits = model(inputs_embeds=inputs_embeds).logits[0]
             else:
@@ -75,7 +77,7 @@ def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
                 inputs[key] = torch.tensor([values + [0] * len(response_ids)])
             logits = model(**inputs).logits[0]
     logp = torch.log_softmax(logits.double(), dim=-1)
-    start = len(encoded.prompt_ids) + shift  # position of the first response token
+    start = len(prompt_ids) + shift  # position of the first response token
     total = 0.0
     for j, token in enumerate(response_ids):
         total += float(logp[start + j - 1, token])  # logits at t predict token t + 1

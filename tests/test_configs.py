@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from mm_unidpo.losses import LOSSES, PairLogps, preference_loss
-from mm_unidpo.models import ADAPTERS
+from mm_unidpo.models import FAMILIES
 from mm_unidpo.train.config import load_config, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_configs_are_shipped():
     assert {"llava15_7b_qlora_unidpo_rlaifv", "qwen2vl_7b_qlora_unidpo", "qwen2vl_2b_unidpo_official",
             "qwen25math_7b_unidpo_official", "llama3_8b_instruct_unidpo"} <= set(JOBS)
     for job in JOBS:  # the real-model jobs name their family, so no config download is needed to start
-        assert load_config(CONFIGS / f"{job}.yaml").model.family in ADAPTERS
+        assert load_config(CONFIGS / f"{job}.yaml").model.family in FAMILIES
         assert (ROOT / "scripts" / f"train_{job}.sh").is_file(), f"no script for {job}"
     for job in JOBS:  # a DPO, an AdaDPO and a SimPO baseline for every job
         for variant in ("dpo", "adadpo", "simpo"):
@@ -67,7 +67,7 @@ def test_training_config_validates(path, tmp_path):
     for section, values in (("loss.params", config.loss.params), ("train", config.train)):
         for key, value in values.items():
             assert not (isinstance(value, str) and _is_number(value)), f"{section}.{key}: {value!r} is a string"
-    assert config.model.family is None or config.model.family in ADAPTERS
+    assert config.model.family is None or config.model.family in FAMILIES
     assert config.model.dtype in ("bfloat16", "float16", "float32")
     # Parameter values must work too: run the objective once on a random batch.
     out = preference_loss(config.loss.name, _pair(), **config.loss.params)

@@ -61,7 +61,7 @@ def test_loglikelihood_is_the_sum_of_token_logprobs_and_greedy_flag(family):
     img = [_image(1)]
     prompt = lm.render("Is there a circle?", 1)
     inputs = lm.processor(text=[prompt], images=img, return_tensors="pt",
-                          add_special_tokens=lm.adapter._needs_special_tokens(prompt))
+                          add_special_tokens=lm.adapter.hooks.needs_special_tokens(prompt))
     with torch.no_grad():
         out = lm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lm.pad_token_id,
                                 eos_token_id=[-1])
@@ -169,7 +169,7 @@ def test_llava_orig_against_llavas_own_code():
     from llava.conversation import conv_templates
     from llava.mm_utils import process_images, tokenizer_image_token
 
-    from mm_unidpo.models.llava_orig import cache_keyword_compat
+    from mm_unidpo.models.families.llava_orig import cache_keyword_compat
 
     lm = _lm("llava_orig", batch_size=3)
     assert lm.family == "llava_orig"

@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from mm_unidpo.data import BadRecordError, PreferenceRecord, load_preference_data, load_record_images
-from mm_unidpo.models import ADAPTERS, get_adapter
-from mm_unidpo.models.base import IGNORE_INDEX
-from mm_unidpo.models.packed import CHOSEN, PROMPT, REJECTED, PackedPairBatch
+from mm_unidpo.models import FAMILIES as REGISTRY
+from mm_unidpo.models import IGNORE_INDEX, get_adapter
+from mm_unidpo.models.layouts import CHOSEN, PAD, PROMPT, REJECTED
 from mm_unidpo.testing import available_families, tiny
 
 from .helpers import ATOL, IMAGES, LAYOUTS, LLAVA_ORIG_IMAGE, RTOL, logps, make_adapter, naive_logp, need_images
@@ -35,18 +35,12 @@ VLMS = [f for f in FAMILIES if f != "causal_lm"]
 
 def response_tokens(batch, i: int, which: str) -> list[int]:
     """The scored token ids of pair i's chosen / rejected response, in either layout."""
-    if isinstance(batch, PackedPairBatch):
-        return batch.pair_tokens(i, CHOSEN if which == "chosen" else REJECTED)
-    labels = batch.labels[i if which == "chosen" else batch.num_pairs + i]
-    return labels[labels != IGNORE_INDEX].tolist()
+    return batch.pair_tokens(i, CHOSEN if which == "chosen" else REJECTED)
 
 
 def prompt_tokens(batch, i: int) -> list[int]:
     """Pair i's prompt token ids, in either layout."""
-    if isinstance(batch, PackedPairBatch):
-        return batch.pair_tokens(i, PROMPT)
-    real = batch.attention_mask[i].bool() & (batch.labels[i] == IGNORE_INDEX)
-    return batch.input_ids[i][real].tolist()
+    return batch.pair_tokens(i, PROMPT)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -206,7 +200,7 @@ def test_gradients_reach_the_language_model_and_lora(zoo, family, layout):
     model.zero_grad(set_to_none=True)
     peft_model = get_peft_model(model, LoraConfig(target_modules=["q_proj", "v_proj"], r=4))
     wrapped = make_adapter(peft_model, processor, layout)
-    assert wrapped.family == family and type(wrapped) is ADAPTERS[family]
+    assert wrapped.family == family and type(wrapped.hooks) is REGISTRY[family]
     assert get_adapter(peft_model, processor).family == family
     out = wrapped.sequence_logps(peft_model, wrapped.collate(base_records(family)[:2]))
     # LoRA B starts at zero: the wrapped model computes the same thing.
@@ -301,7 +295,7 @@ def test_long_response_is_truncated_from_its_end(zoo, family, layout):
     prompt_length = expanded_prompt_length(family, model, full)
     adapter = make_adapter(model, processor, layout, max_length=prompt_length + keep)
     batch = adapter.collate([record])
-    assert batch.num_truncated == 1 and adapter.stats.truncated == 1 and adapter.stats.encoded == 1
+    assert batch.num_truncated == 1 and batch.truncated == [True]
     # the kept response is the start of the full one; the prompt (with every image token) is whole
     assert response_tokens(batch, 0, "chosen") == full.chosen_ids[:keep]
     assert response_tokens(batch, 0, "rejected") == full.rejected_ids
@@ -316,7 +310,7 @@ def test_long_response_is_truncated_from_its_end(zoo, family, layout):
                                atol=ATOL, rtol=RTOL)
     # a response that just fits is not truncated, and not counted
     roomy = make_adapter(model, processor, layout, max_length=prompt_length + len(full.chosen_ids))
-    assert roomy.collate([record]).num_truncated == 0 and roomy.stats.truncated == 0
+    assert roomy.collate([record]).truncated == [False]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -337,13 +331,12 @@ def test_prompt_too_long_is_a_bad_record(zoo, family):
     batch = skipping.collate([goods[0], bad, goods[1]])
     assert batch.kept == [0, 2] and batch.ids == ["ok0", "ok2"] and batch.indices == [0, 2]
     assert batch.num_pairs == 2
-    assert skipping.skips.counts["prompt_too_long"] == 1 and skipping.skips.total == 1
-    assert "record 7 (id='too-long')" in skipping.skips.examples["prompt_too_long"]
+    assert [e.reason for e in batch.skipped] == ["prompt_too_long"]
+    assert "record 7 (id='too-long')" in str(batch.skipped[0])
     with torch.no_grad():
         assert torch.isfinite(skipping.sequence_logps(model, batch).chosen_logps).all()
-    with pytest.raises(BadRecordError, match="empty_batch"):
+    with pytest.raises(BadRecordError, match=r"empty_batch: .*record 7 \(id='too-long'\): prompt_too_long"):
         skipping.collate([bad])
-    assert skipping.skips.counts["prompt_too_long"] == 1  # the same record met again is not counted again
 
 
 # ------------------------------------------------------------------------------------- bad records
@@ -357,8 +350,8 @@ def test_images_for_a_text_only_model(zoo):
         get_adapter(model, tok).collate([record])
     skipping = get_adapter(model, tok, on_bad_record="skip")
     text = PreferenceRecord(prompt="What is it?", chosen="A rocket.", rejected="A horse.", id="txt", index=4)
-    assert skipping.collate([record, text]).kept == [1]
-    assert dict(skipping.skips.counts) == {"images_for_text_model": 1}
+    batch = skipping.collate([record, text])
+    assert batch.kept == [1] and [e.reason for e in batch.skipped] == ["images_for_text_model"]
 
 
 @pytest.mark.parametrize("family", VLMS)
@@ -373,7 +366,7 @@ def test_image_token_in_a_response_is_a_bad_record(zoo, family):
     skipping = get_adapter(model, processor, on_bad_record="skip")
     good = rec(family, "What is it?", "A rocket.", "A horse.", ("rocket.jpg",), id="ok", index=3)
     batch = skipping.collate([bad, good])
-    assert batch.kept == [1] and dict(skipping.skips.counts) == {"placeholder_mismatch": 1}
+    assert batch.kept == [1] and [e.reason for e in batch.skipped] == ["placeholder_mismatch"]
     with torch.no_grad():
         assert torch.isfinite(skipping.sequence_logps(model, batch).chosen_logps).all()
 
@@ -437,8 +430,8 @@ def test_loading_a_file_with_bad_records_then_adapter_skips(zoo, family, tmp_pat
     adapter = get_adapter(model, processor, max_length=long_length, on_bad_record="skip")
     batch = adapter.collate(list(data))
     assert batch.kept == [0, 1] and batch.ids == ["ok0", "ok1"] and batch.indices == [0, 7]
-    assert dict(adapter.skips.counts) == {"prompt_too_long": 1}
-    assert "record 8 (id='long')" in adapter.skips.examples["prompt_too_long"]
+    assert [e.reason for e in batch.skipped] == ["prompt_too_long"]
+    assert "record 8 (id='long')" in str(batch.skipped[0])
 
 
 # ------------------------------------------------------------------------- end of turn and labels
@@ -476,17 +469,15 @@ def test_responses_end_with_end_of_turn_and_only_they_are_scored_plain(zoo, fami
     assert torch.equal(torch.cat([out.chosen_lengths, out.rejected_lengths]), counts)
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if ADAPTERS[f].supports_shared_prefix])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if "packed" in REGISTRY[f].spec.layouts])
 def test_responses_end_with_end_of_turn_and_only_they_are_scored_packed(zoo, family):
-    from mm_unidpo.models.packed import CHOSEN, PAD, REJECTED
-
     model, processor = zoo(family)
     adapter = make_adapter(model, processor, "packed")
     records = base_records(family)
     batch = adapter.collate(records)
-    assert isinstance(batch, PackedPairBatch) and batch.num_pairs == len(records)
+    assert batch.layout == "packed" and batch.num_pairs == len(records)
     tok = adapter.tokenizer
-    pair_of = batch.layout.pair_ids()
+    pair_of = batch.blocks.block_ids()  # one block per pair
     for i, record in enumerate(records):
         encoded = adapter.encode(record)
         mine = pair_of == i
@@ -502,7 +493,7 @@ def test_responses_end_with_end_of_turn_and_only_they_are_scored_packed(zoo, fam
             assert ((ids == image_id) & (segments != PROMPT)).sum() == 0
             assert (ids == image_id).any() == bool(record.images)
     assert (batch.input_ids[batch.segments == PAD] == adapter.pad_token_id).all()
-    assert batch.layout.num_rows == 1 and (batch.segments != PAD).all()  # one row, no padding at all
+    assert batch.blocks.num_rows == 1 and (batch.segments != PAD).all()  # one row, no padding at all
     with torch.no_grad():
         out = adapter.sequence_logps(model, batch)
     assert out.chosen_lengths.tolist() == [len(response_tokens(batch, i, "chosen")) for i in range(len(records))]
@@ -534,8 +525,8 @@ def test_prompt_plus_response_is_the_whole_conversation_tokenized(zoo, family):
 def test_get_adapter_detects_each_family(zoo, family):
     model, processor = zoo(family)
     adapter = get_adapter(model, processor)
-    assert adapter.family == family and type(adapter) is ADAPTERS[family]
-    assert ADAPTERS[family].matches(model)
+    assert adapter.family == family and type(adapter.hooks) is REGISTRY[family]
+    assert family == "causal_lm" or REGISTRY[family].spec.matches(model)
 
 
 def test_unknown_family_is_a_clear_error(zoo):

@@ -15,7 +15,6 @@ from mm_unidpo.data import BadRecordError, PreferenceRecord
 from mm_unidpo.models import get_adapter
 from mm_unidpo.testing import available_families, tiny
 
-from mm_unidpo.models.packed import PackedPairBatch
 
 from .helpers import ATOL, IMAGES, LAYOUTS, RTOL, logps, make_adapter, naive_logp, need_images
 from .helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it to this module)
@@ -138,13 +137,13 @@ def test_llava_repadding_side_does_not_change_results(built, config_side):
 def test_max_length_is_capped_where_llava_would_cut(built, caplog, layout):
     model, processor = built
     limit = model.config.tokenizer_model_max_length
-    with caplog.at_level(logging.WARNING, logger="mm_unidpo.models.llava_orig"):
+    with caplog.at_level(logging.WARNING, logger="mm_unidpo.models.families.llava_orig"):
         adapter = make_adapter(model, processor, layout, max_length=limit + 1000)
     assert adapter.max_length == limit and "tokenizer_model_max_length" in caplog.text
     # If LLaVA cuts anyway (a config changed behind the adapter's back), the forward refuses silently wrong sums.
     record = _record()
     batch = adapter.collate([record])
-    assert isinstance(batch, PackedPairBatch) == (layout == "packed")
+    assert batch.layout == ("packed" if layout == "packed" else "plain")
     model.config.tokenizer_model_max_length = len(adapter.encode(record).prompt_ids)  # < the expanded prompt
     try:
         with pytest.raises(RuntimeError, match="splicing (changed the number of response tokens|gave prompts)"):
@@ -195,8 +194,8 @@ def test_load_saved_checkpoint(built, tmp_path):
 
 
 def test_models_package_does_not_import_llava():
-    code = ("import sys; import mm_unidpo.models; from mm_unidpo.models import ADAPTERS; "
-            "assert 'llava_orig' in ADAPTERS; assert 'llava' not in sys.modules, 'llava imported'")
+    code = ("import sys; import mm_unidpo.models; from mm_unidpo.models import FAMILIES; "
+            "assert 'llava_orig' in FAMILIES; assert 'llava' not in sys.modules, 'llava imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
 
 
@@ -253,7 +252,7 @@ def test_cache_keyword_compat_renames_and_restores():
     name, signature otherwise kept for generate's kwarg validation); afterwards the class forward is back."""
     import inspect
 
-    from mm_unidpo.models.llava_orig import cache_keyword_compat
+    from mm_unidpo.models.families.llava_orig import cache_keyword_compat
 
     class Old(torch.nn.Module):
         def forward(self, input_ids=None, attention_mask=None, past_key_values=None):

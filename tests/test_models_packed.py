@@ -11,7 +11,8 @@ import torch
 from mm_unidpo.data import PreferenceRecord
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.attention import NAME as PACKED_ATTENTION
-from mm_unidpo.models.packed import CHOSEN, PAD, PROMPT, REJECTED, PackedLayout, PackedPairBatch, attention_allowed
+from mm_unidpo.models.layouts import CHOSEN, LAYOUTS, PAD, PROMPT, REJECTED
+from mm_unidpo.models.layouts.packed import attention_allowed, plan
 from mm_unidpo.testing import available_families, tiny
 
 from .helpers import IMAGES, packed_and_plain_training_curves
@@ -68,8 +69,8 @@ def test_packed_path_equals_plain_path_logps_and_gradients(family, variant):
     plain = get_adapter(model, processor, shared_prefix=False)
     packed = get_adapter(model, processor, **options)
     batch = packed.collate(records)
-    assert isinstance(batch, PackedPairBatch) and batch.num_pairs == 4
-    assert batch.layout.num_rows == (1 if variant in ("one row", "materialised head") else 4)
+    assert batch.layout == "packed" and batch.num_pairs == 4
+    assert batch.blocks.num_rows == (1 if variant in ("one row", "materialised head") else 4)
     a, grads_a = _run(plain, model, records)
     b, grads_b = _run(packed, model, records)
     _assert_same(a, b, grads_a, grads_b)
@@ -94,10 +95,11 @@ def test_packed_path_with_gradient_checkpointing_and_lora(family):
 
 
 def test_layout_plan_and_masks():
-    layout = PackedLayout.plan([(3, 2, 1), (2, 1, 2), (1, 1, 1)], max_row_tokens=11)
-    assert layout.row == (0, 0, 1) and layout.offset == (0, 6, 0) and layout.width == 11 and layout.tokens == 14
-    assert PackedLayout.plan([(3, 2, 1), (2, 1, 2)]).num_rows == 1  # no budget: one row
-    assert PackedLayout.plan([(3, 2, 1), (2, 1, 2)], max_row_tokens=0).num_rows == 2  # one pair a row
+    layout = plan([(3, (2, 1)), (2, (1, 2)), (1, (1, 1))], max_row_tokens=11)
+    assert [b.row for b in layout.blocks] == [0, 0, 1] and [b.offset for b in layout.blocks] == [0, 6, 0]
+    assert layout.width == 11 and layout.tokens == 14
+    assert plan([(3, (2, 1)), (2, (1, 2))]).num_rows == 1  # no budget: one row
+    assert plan([(3, (2, 1)), (2, (1, 2))], max_row_tokens=0).num_rows == 2  # one pair a row
     seg = layout.segments()
     assert seg[0].tolist() == [PROMPT] * 3 + [CHOSEN] * 2 + [REJECTED] + [PROMPT] * 2 + [CHOSEN] + [REJECTED] * 2
     assert seg[1].tolist() == [PROMPT, CHOSEN, REJECTED] + [PAD] * 8
@@ -111,7 +113,8 @@ def test_layout_plan_and_masks():
     # pair 0: chosen tokens at 3, 4 predicted by 2, 3; rejected token at 5 predicted by the last prompt column 2
     assert scored.columns[:3].tolist() == [3, 4, 5] and scored.predictors[:3].tolist() == [2, 3, 2]
     assert scored.predictors[3:6].tolist() == [7, 7, 9] and scored.rows[-2:].tolist() == [1, 1]
-    assert layout.resized([5, 2, 4]).offset == (0, 8, 0)
+    assert [b.offset for b in layout.resized([5, 2, 4]).blocks] == [0, 8, 0]
+    assert scored.items.tolist() == [0, 0, 0, 1, 1, 1, 2, 2] and scored.slots.tolist() == [0, 0, 1, 0, 1, 1, 0, 1]
 
 
 def test_one_row_has_no_padding_and_runs_attention_per_pair(monkeypatch):
@@ -122,12 +125,12 @@ def test_one_row_has_no_padding_and_runs_attention_per_pair(monkeypatch):
     model, processor = tiny("causal_lm")
     adapter = get_adapter(model, processor)
     batch = adapter.collate(_records(text_only=True))
-    assert batch.layout.num_rows == 1 and (batch.segments != PAD).all()
+    assert batch.blocks.num_rows == 1 and (batch.segments != PAD).all()
     calls, head_rows = [], []
     real = attention.packed_attention_forward
 
     def spy(module, q, k, v, mask, **kwargs):
-        calls.append((kwargs.get("packed_layout") is batch.layout, None if mask is None else tuple(mask.shape)))
+        calls.append((kwargs.get("packed_layout") is batch.blocks, None if mask is None else tuple(mask.shape)))
         return real(module, q, k, v, mask, **kwargs)
 
     monkeypatch.setattr(attention, "packed_attention_forward", spy)
@@ -147,7 +150,7 @@ def test_one_row_has_no_padding_and_runs_attention_per_pair(monkeypatch):
         out = adapter.sequence_logps(model, batch)
     finally:
         AttentionInterface.register(PACKED_ATTENTION, real)
-    assert calls and all(own and shape == (1, 1, batch.layout.width, 0) for own, shape in calls)
+    assert calls and all(own and shape == (1, 1, batch.blocks.width, 0) for own, shape in calls)
     assert head_rows == [int(out.chosen_lengths.sum() + out.rejected_lengths.sum())]
 
 
@@ -158,7 +161,7 @@ def test_plain_sdpa_on_a_packed_row_fails_loudly():
 
     from mm_unidpo.models.attention import packed_mask_placeholder
 
-    layout = PackedLayout.plan([(3, 2, 2), (2, 2, 1)])
+    layout = plan([(3, (2, 2)), (2, (2, 1))])
     q = torch.randn(1, 2, layout.width, 4)
     module = torch.nn.Module()
     module.is_causal = True
@@ -222,8 +225,6 @@ def test_varlen_inputs_for_flash_kernels_equal_the_plain_path(family):
     plain layout's log-probs and gradients."""
     from transformers import AttentionInterface, AttentionMaskInterface
 
-    from mm_unidpo.models.packed import VarlenPairBatch
-
     AttentionInterface.register("varlen_emulation", _varlen_emulation)
     AttentionMaskInterface.register("varlen_emulation", lambda *args, **kwargs: None)
     model, processor = tiny(family)
@@ -231,13 +232,15 @@ def test_varlen_inputs_for_flash_kernels_equal_the_plain_path(family):
     a, grads_a = _run(get_adapter(model, processor, shared_prefix=False), model, records)
     adapter = get_adapter(model, processor, shared_prefix=False, varlen=True)
     batch = adapter.collate(records)
-    assert isinstance(batch, VarlenPairBatch) and batch.input_ids.shape[0] == 1
+    assert batch.layout == "varlen" and batch.input_ids.shape[0] == 1
+    flash = LAYOUTS["varlen"].attention_inputs(model, batch.blocks, device="cpu")
+    cu_seq_lens = flash["cu_seq_lens_q"]
     lengths = [len(e.prompt_ids) + len(x) for e in map(adapter.encode, records) for x in [e.chosen_ids]] + \
               [len(e.prompt_ids) + len(e.rejected_ids) for e in map(adapter.encode, records)]
-    assert batch.cu_seq_lens.tolist() == [sum(lengths[:i]) for i in range(len(lengths) + 1)]
-    assert batch.max_length == max(lengths) and batch.input_ids.shape[1] == sum(lengths)  # no padding
-    starts = batch.cu_seq_lens[:-1].long()
-    assert (batch.position_ids[0, starts] == 0).all() and batch.cu_seq_lens.dtype == torch.int32
+    assert cu_seq_lens.tolist() == [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+    assert flash["max_length_q"] == max(lengths) and batch.input_ids.shape[1] == sum(lengths)  # no padding
+    starts = cu_seq_lens[:-1].long()
+    assert (batch.position_ids[0, starts] == 0).all() and cu_seq_lens.dtype == torch.int32
     text = model.config.get_text_config()
     saved, text._attn_implementation = text._attn_implementation, "varlen_emulation"
     try:

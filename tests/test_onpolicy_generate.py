@@ -130,7 +130,7 @@ def test_logprobs_match_a_teacher_forced_forward(family, tmp_path):
     for record, line in zip(records, lines):
         text = sampler.render(record)
         kwargs = {"images": record.images} if record.images else {}
-        enc = processor(text=[text], return_tensors="pt", add_special_tokens=sampler.adapter._needs_special_tokens(text),
+        enc = processor(text=[text], return_tensors="pt", add_special_tokens=sampler.adapter.hooks.needs_special_tokens(text),
                         **kwargs)
         for sample in line["samples"]:
             ids = torch.cat([enc["input_ids"], torch.tensor([sample["token_ids"]])], dim=1)

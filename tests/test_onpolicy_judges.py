@@ -223,12 +223,12 @@ def test_vlm_judge_yes_no_against_a_naive_per_claim_forward(family):
         assert judgement["claims"] == claims and judgement["n_claims"] == len(claims)
         naive = []
         for claim in claims:
-            question = judge.claim_record(record, claim)
+            question = judge.claim_prompt(record, claim)
             assert question.prompt.startswith("<image>\n") and claim in question.prompt
-            encoded = judge.adapter.encode(question)
-            assert judge.adapter.tokenizer.decode(encoded.chosen_ids, skip_special_tokens=True).strip() == "Yes"
-            naive.append(naive_logp(family, model, encoded, encoded.chosen_ids)
-                         - naive_logp(family, model, encoded, encoded.rejected_ids))
+            encoded = judge.adapter.encode_prompt(question)
+            yes, no = (judge.adapter.response_ids(encoded, answer) for answer in ("Yes", "No"))
+            assert judge.adapter.tokenizer.decode(yes, skip_special_tokens=True).strip() == "Yes"
+            naive.append(naive_logp(family, model, encoded, yes) - naive_logp(family, model, encoded, no))
         assert judgement["margins"] == pytest.approx(naive, abs=1e-4)
         accepted = [m > 0 for m in naive]
         assert judgement["accepted"] == accepted and judgement["n_accepted"] == sum(accepted)

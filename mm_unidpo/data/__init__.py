@@ -15,14 +15,14 @@ from .fingerprint import record_digest, record_digests
 from .loading import (DataFileError, DuplicateIdError, PreferenceData, duplicate_ids, load_preference_data,
                       save_preference_data)
 from .records import (BAD_RECORD_REASONS, IMAGE_PLACEHOLDER, BadRecordError, ImageRef, Message,
-                      PreferenceRecord, SkipReport, add_image_placeholders, as_image_ref, count_placeholders,
-                      message_text, validate_record)
+                      PreferenceRecord, Prompt, PromptFields, SkipReport, add_image_placeholders, as_image_ref, count_placeholders,
+                      message_text, validate_prompt, validate_record)
 
 __all__ = [
     "BAD_RECORD_REASONS", "DEFAULT_MAX_PIXELS", "FORMATS", "IMAGE_PLACEHOLDER", "BadRecordError", "DataFileError",
     "DuplicateIdError", "ImageRef", "duplicate_ids", "record_digest", "record_digests",
-    "Message", "PreferenceData", "PreferenceRecord", "SkipReport", "UnknownFormatError", "add_image_placeholders",
+    "Message", "PreferenceData", "PreferenceRecord", "Prompt", "PromptFields", "SkipReport", "UnknownFormatError", "add_image_placeholders",
     "as_image_ref", "check_image", "count_placeholders", "detect_format", "known_formats", "load_image",
     "load_preference_data", "load_record_images", "message_text", "register_format", "resolve_image_path",
-    "save_preference_data", "to_rgb", "validate_record",
+    "save_preference_data", "to_rgb", "validate_prompt", "validate_record",
 ]

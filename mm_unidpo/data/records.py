@@ -14,7 +14,7 @@ import logging
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 from PIL import Image
 
@@ -28,6 +28,34 @@ ImageRef = Union[str, bytes, Image.Image]
 Message = dict[str, Any]
 
 IMAGE_PLACEHOLDER = "<image>"
+
+
+class PromptFields(Protocol):
+    """What encoding a prompt reads: the prompt with its images (and, for messages, the id and index).
+    `Prompt`, `PreferenceRecord` and the on-policy `PromptRecord` all have these."""
+
+    prompt: Union[str, list[Message]]
+    images: list[ImageRef]
+    id: str | None
+    index: int | None
+    image_root: str | None
+
+    def where(self) -> str: ...
+
+
+@dataclass
+class Prompt:
+    """A prompt alone: text with <image> placeholders or chat messages, and its images (evaluation,
+    sampling and judging condition on these without any response pair)."""
+
+    prompt: Union[str, list[Message]]
+    images: list[ImageRef] = field(default_factory=list)
+    id: str | None = None
+    index: int | None = None
+    image_root: str | None = None
+
+    def where(self) -> str:
+        return f"record {self.index if self.index is not None else '?'} (id={self.id!r})"
 
 
 @dataclass
@@ -246,13 +274,7 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
     placeholder gets one per image prepended (`add_image_placeholders`). Image files themselves are
     checked by `images.check_image`. Raises `BadRecordError` with a stable reason.
     """
-    if isinstance(record.prompt, str):
-        pass
-    elif isinstance(record.prompt, list):
-        _check_messages(record, record.prompt)
-    else:
-        raise BadRecordError(record, "bad_prompt", f"prompt must be text or a list of chat messages, "
-                                                   f"got {type(record.prompt).__name__}")
+    _check_prompt_shape(record)
     for name in ("chosen", "rejected"):
         value = getattr(record, name)
         if not isinstance(value, str):
@@ -269,8 +291,27 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
     if record.score_chosen is not None:
         record.score_chosen = _score(record, "score_chosen", record.score_chosen)
         record.score_rejected = _score(record, "score_rejected", record.score_rejected)
+    _normalize_images(record)
+    return record
 
-    images = record.images
+
+def validate_prompt(prompt: PromptFields) -> PromptFields:
+    """`validate_record`'s checks and normalization of the prompt and its images, for a prompt alone."""
+    _check_prompt_shape(prompt)
+    _normalize_images(prompt)
+    return prompt
+
+
+def _check_prompt_shape(record: PromptFields) -> None:
+    if isinstance(record.prompt, list):
+        _check_messages(record, record.prompt)
+    elif not isinstance(record.prompt, str):
+        raise BadRecordError(record, "bad_prompt", f"prompt must be text or a list of chat messages, "
+                                                   f"got {type(record.prompt).__name__}")
+
+
+def _normalize_images(record: PromptFields) -> None:
+    images: Any = record.images
     if images is None:
         images = []
     elif not isinstance(images, (list, tuple)):
@@ -282,4 +323,3 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
     elif n != len(record.images):
         raise BadRecordError(record, "placeholder_mismatch",
                              f"prompt has {n} image placeholder(s) but the record has {len(record.images)} image(s)")
-    return record

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mm_unidpo.data.records import PreferenceRecord
+from mm_unidpo.data.records import Prompt
+from mm_unidpo.models import IGNORE_INDEX, pad_rows
 
 from .world import CAPTION_PROMPT, COLOURS, NO, OBJECTS, PARTNER, QUESTION, YES, Scene, caption, vocabulary_corpus
 
 logger = logging.getLogger(__name__)
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -131,9 +131,8 @@ class EncodedExamples(Dataset):
     def __init__(self, examples: list[Example], adapter: Any):
         self.items = []
         for ex in examples:
-            record = PreferenceRecord(f"<image>\n{ex.prompt}", ex.answer, ex.answer, images=[ex.scene.image])
-            enc = adapter.encode(record)
-            self.items.append((enc.prompt_ids, enc.chosen_ids, enc.vision["pixel_values"][0]))
+            prompt = adapter.encode_prompt(Prompt(f"<image>\n{ex.prompt}", images=[ex.scene.image]))
+            self.items.append((prompt.ids, adapter.response_ids(prompt, ex.answer), prompt.vision["pixel_values"][0]))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -149,15 +148,8 @@ class Collator:
         self.pad = pad_token_id
 
     def __call__(self, items: list[tuple[list[int], list[int], torch.Tensor]]) -> dict[str, torch.Tensor]:
-        width = max(len(p) + len(a) for p, a, _ in items)
-        ids = torch.full((len(items), width), self.pad, dtype=torch.long)
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        mask = torch.zeros_like(ids)
-        for i, (prompt, answer, _) in enumerate(items):
-            n = len(prompt) + len(answer)
-            ids[i, :n] = torch.tensor(prompt + answer)
-            labels[i, len(prompt):n] = torch.tensor(answer)
-            mask[i, :n] = 1
+        ids, mask = pad_rows([prompt + answer for prompt, answer, _ in items], self.pad)
+        labels, _ = pad_rows([[IGNORE_INDEX] * len(prompt) + answer for prompt, answer, _ in items], IGNORE_INDEX)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "pixel_values": torch.stack([pixels for _, _, pixels in items])}
 

@@ -23,6 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
+
+from .utils import unwrap_model
+
 NAME = "mm_unidpo_packed"
 _registered = False
 
@@ -31,8 +37,6 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
                              attention_mask: torch.Tensor | None, *, packed_layout: Any = None, dropout: float = 0.0,
                              scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract: (rows, heads, T, d) in, (rows, T, heads, d) out."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if packed_layout is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
@@ -44,17 +48,21 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
 
     rows: list[list[torch.Tensor]] = [[] for _ in range(packed_layout.num_rows)]
     ends = [0] * packed_layout.num_rows
-    for row, o, p, c, r in packed_layout.pair_spans():
+    for block in packed_layout.blocks:
+        row, o, p = block.row, block.offset, block.prompt
         q, k, v = query[row:row + 1], key[row:row + 1], value[row:row + 1]
-        a, b = o + p + c, o + p + c + r  # the rejected span
-        rows[row].append(attend(q[:, :, o:a], k[:, :, o:a], v[:, :, o:a], causal=True))
-        if r:
-            keys = torch.cat([k[:, :, o:o + p], k[:, :, a:b]], dim=2)
-            values = torch.cat([v[:, :, o:o + p], v[:, :, a:b]], dim=2)
-            # rejected token i sees the whole prompt and rejected tokens 0..i
+        spans = block.response_spans()
+        first = spans[0][0] + spans[0][1] if spans else o + p  # [prompt; first response]: plain causal attention
+        rows[row].append(attend(q[:, :, o:first], k[:, :, o:first], v[:, :, o:first], causal=True))
+        for a, r in spans[1:]:
+            if not r:
+                continue
+            keys = torch.cat([k[:, :, o:o + p], k[:, :, a:a + r]], dim=2)
+            values = torch.cat([v[:, :, o:o + p], v[:, :, a:a + r]], dim=2)
+            # response token i sees the whole prompt and its own tokens 0..i
             mask = torch.ones(r, p + r, dtype=torch.bool, device=query.device).tril_(diagonal=p)
-            rows[row].append(attend(q[:, :, a:b], keys, values, mask=mask))
-        ends[row] = b
+            rows[row].append(attend(q[:, :, a:a + r], keys, values, mask=mask))
+        ends[row] = block.end
     width = query.shape[2]
     out = []
     for parts, end in zip(rows, ends):
@@ -67,9 +75,6 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
 def register() -> None:
     global _registered
     if not _registered:
-        from transformers import AttentionInterface, AttentionMaskInterface
-        from transformers.masking_utils import sdpa_mask
-
         AttentionInterface.register(NAME, packed_attention_forward)
         AttentionMaskInterface.register(NAME, sdpa_mask)  # unpacked calls build sdpa's own masks
         _registered = True
@@ -78,8 +83,6 @@ def register() -> None:
 def use_packed_attention(model: Any) -> bool:
     """Route the language model's attention through `packed_attention_forward` (idempotent). True if it is
     (the LM used sdpa or already this); False for other implementations (eager, flash kernels), which keep theirs."""
-    from .base import unwrap_model
-
     config = getattr(unwrap_model(model), "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     current = getattr(text, "_attn_implementation", None)

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .utils import unwrap_model
+
 logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = "auto"
 # config attributes of models whose forward changes the head's output (soft-capping, scaling): the identity
@@ -149,8 +151,6 @@ def token_logps_and_argmax(head: torch.nn.Module, hidden: torch.Tensor, targets:
 
 def keeps_its_head(model: Any) -> bool:
     """Whether the model's forward transforms the head's output (soft-capping, scaling), so it must keep it."""
-    from .base import unwrap_model
-
     config = getattr(unwrap_model(model), "config", None)
     configs = [config, getattr(config, "text_config", None)]
     return any(getattr(c, name, None) not in (None, 1, 1.0) for c in configs if c is not None for name in LOGIT_TRANSFORMS)
@@ -161,8 +161,6 @@ def final_hidden_states(model: Any) -> Iterator[torch.nn.Module]:
     """While active, the model's ``lm_head`` is the identity, so its ``.logits`` are the final hidden
     states; yields the real head (for `token_logps`). The swap is outside every checkpointed layer, so
     gradient checkpointing's recomputation never sees it."""
-    from .base import unwrap_model
-
     base = unwrap_model(model)
     head = getattr(base, "lm_head", None)
     if head is None:

@@ -18,16 +18,19 @@ import re
 from typing import Any
 
 import torch
+import transformers
+from huggingface_hub import snapshot_download
+from peft import PeftModel
+from transformers import AutoProcessor, AutoTokenizer, BitsAndBytesConfig, PretrainedConfig
+
+from .families import FAMILIES, family_for_model_type, projector_module_names, vision_module_names
+from .processors import load_processor_without_video
 
 logger = logging.getLogger(__name__)
 
-# config.model_type -> adapter family (see mm_unidpo.models.ADAPTERS)
-VLM_MODEL_TYPES = {
-    "llava": "llava", "llava_next": "llava_next", "llava_onevision": "llava_onevision",
-    "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_llama": "llava_orig",
-}
-# Module-name fragments of the parts that stay out of 4-bit quantisation.
-NOT_QUANTISED = ("vision_tower", "visual", "multi_modal_projector", "mm_projector", "lm_head", "merger")
+# Module-name fragments of the parts that stay out of 4-bit quantisation: every family's vision tower and
+# projector (families/), and the LM head.
+NOT_QUANTISED = (*vision_module_names(), *projector_module_names(), "lm_head")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours its messages
@@ -75,28 +78,14 @@ def _load_error(name_or_path: str, error: OSError) -> ModelLoadError:
 
 
 def detect_family(name_or_path: str, *, trust_remote_code: bool = False, **hub_kwargs: Any) -> str:
-    from transformers import AutoConfig
-
-    if _is_llava_orig(name_or_path):
-        return "llava_orig"
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
-    return VLM_MODEL_TYPES.get(config.model_type, "causal_lm")
-
-
-def _is_llava_orig(name_or_path: str) -> bool:
-    config_file = os.path.join(name_or_path, "config.json")
-    if os.path.isfile(config_file):
-        import json
-
-        with open(config_file, encoding="utf-8") as f:
-            return json.load(f).get("model_type") == "llava_llama"
-    return False
+    """The family serving the checkpoint's `model_type` (read from its config.json, which needs no model
+    class registered: the original LLaVA's `llava_llama` too); the causal-LM family for any other."""
+    config, _ = PretrainedConfig.get_config_dict(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
+    return family_for_model_type(config.get("model_type")).spec.name
 
 
 def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
     """NF4 with double quantisation, the QLoRA recipe (Dettmers et al., arXiv 2305.14314)."""
-    from transformers import BitsAndBytesConfig
-
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype,
@@ -124,9 +113,7 @@ def check_quantisation(model: torch.nn.Module) -> None:
 
 
 def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = False, **hub_kwargs: Any):
-    from transformers import AutoProcessor, AutoTokenizer
-
-    if family == "causal_lm":
+    if FAMILIES[family].spec.processor_class == "AutoTokenizer":
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -136,8 +123,6 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
     except (AttributeError, ImportError, OSError, ValueError) as error:
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
-        from .processors import load_processor_without_video
-
         logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
         return load_processor_without_video(_local_dir(name_or_path, **hub_kwargs), **hub_kwargs)
 
@@ -145,8 +130,6 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
 def _local_dir(name_or_path: str, **hub_kwargs: Any) -> str:
     if os.path.isdir(name_or_path):
         return name_or_path
-    from huggingface_hub import snapshot_download
-
     return snapshot_download(name_or_path, allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
                              **{k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")})
 
@@ -198,20 +181,14 @@ def _load(name_or_path: str, *, family: str | None, adapter: str | None, load_in
         compute = torch_dtype if isinstance(torch_dtype, torch.dtype) else torch.bfloat16
         kwargs["quantization_config"] = quantization_config(compute)
 
-    if family == "llava_orig":
-        from .llava_orig import load_llava_orig
-
-        model, processor = load_llava_orig(name_or_path, **kwargs)
+    spec = FAMILIES[family].spec
+    if spec.loader is not None:
+        model, processor = spec.loader(name_or_path, **kwargs)
     else:
-        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
-        auto = AutoModelForCausalLM if family == "causal_lm" else AutoModelForImageTextToText
-        model = auto.from_pretrained(name_or_path, **kwargs)
+        model = getattr(transformers, spec.auto_class).from_pretrained(name_or_path, **kwargs)
         processor = load_processor(name_or_path, family, trust_remote_code=trust_remote_code, **hub_kwargs)
     if load_in_4bit:
         check_quantisation(model)
     if adapter:
-        from peft import PeftModel
-
         model = PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
     return model, processor

@@ -71,7 +71,7 @@ class HFSampler:
         self.adapter = get_adapter(model, processor, family=family)
 
     def render(self, record: PromptRecord) -> str:
-        return self.adapter.render(self.adapter.messages(record), None)
+        return self.adapter.render_prompt(record)
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
         import torch
@@ -152,7 +152,7 @@ class VLLMSampler:
             self.lora = LoRARequest("adapter", 1, adapter)
 
     def render(self, record: PromptRecord) -> str:
-        return self.adapter.render(self.adapter.messages(record), None)
+        return self.adapter.render_prompt(record)
 
     def request(self, record: PromptRecord) -> dict[str, Any]:
         """One vLLM input: token ids for a text prompt (so BOS is not added twice); for a prompt with
@@ -161,8 +161,7 @@ class VLLMSampler:
 
         text = self.render(record)
         if not record.images:
-            tokens = self.adapter.tokenizer(text, add_special_tokens=self.adapter._needs_special_tokens(text))
-            return {"prompt_token_ids": tokens["input_ids"]}
+            return {"prompt_token_ids": self.adapter.tokenize_text(text)}
         bos = self.adapter.tokenizer.bos_token
         if bos and text.startswith(bos):  # vLLM tokenizes the text with special tokens: BOS comes back
             text = text[len(bos):]

@@ -26,8 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from mm_unidpo.data import (DEFAULT_MAX_PIXELS, BadRecordError, ImageRef, PreferenceRecord, SkipReport, check_image,
-                            detect_format, load_preference_data, validate_record)
+from mm_unidpo.data import (DEFAULT_MAX_PIXELS, BadRecordError, ImageRef, Prompt, SkipReport, check_image, detect_format,
+                            load_preference_data, validate_prompt)
 from mm_unidpo.data.formats import UnknownFormatError
 from mm_unidpo.data.sources import guarded, open_rows  # the data layer's row reader (files, saved datasets, hub ids)
 
@@ -61,10 +61,6 @@ class PromptRecord:
     def get(self, key: str, default: Any = None) -> Any:
         return self.meta.get(key, default)
 
-    def as_preference(self, chosen: str, rejected: str) -> PreferenceRecord:
-        """A preference record with this prompt and images (for adapters, which take those)."""
-        return PreferenceRecord(self.prompt, chosen, rejected, images=list(self.images), id=self.id,
-                                index=self.index, image_root=self.image_root)
 
 
 @dataclass
@@ -85,10 +81,9 @@ def _prompt_record(row: Mapping[str, Any], index: int, root: str) -> PromptRecor
         raise BadRecordError(None, "bad_prompt", f"{key} is empty", index=index, record_id=rid)
     image_key = next((k for k in _IMAGE_KEYS if row.get(k) is not None), None)
     images = row[image_key] if image_key else []
-    # The data layer's checks (prompt shape, image values, placeholders) through a stand-in pair.
-    record = PreferenceRecord(prompt, "chosen", "rejected", images=images if isinstance(images, list) else [images],
-                              id=rid, index=index, image_root=root)
-    validate_record(record)
+    # The data layer's checks of a prompt: its shape, image values, placeholders.
+    record = validate_prompt(Prompt(prompt, images=images if isinstance(images, list) else [images], id=rid,
+                                    index=index, image_root=root))
     meta = {k: v for k, v in row.items() if k not in (key, image_key, *_ID_KEYS)}
     return PromptRecord(record.prompt, record.images, rid, index, root, meta)
 
@@ -141,7 +136,7 @@ def _load_prompt_rows(source: Any, split: str | None, image_root: Any, on_bad_re
                 raise row
             record = _prompt_record(row, index, root)
             for ref in record.images:
-                check_image(ref, root, max_image_pixels, record=record.as_preference("a", "b"))
+                check_image(ref, root, max_image_pixels, record=record)
         except BadRecordError as error:
             if on_bad_record == "error":
                 raise
@@ -180,10 +175,10 @@ def record_of(line: Mapping[str, Any], where: str = "") -> PromptRecord:
     if not isinstance(line["samples"], list) or not all(isinstance(s, dict) and isinstance(s.get("text"), str)
                                                         for s in line["samples"]):
         raise ValueError(f"{where}: 'samples' must be a list of objects with a string 'text'")
-    record = PreferenceRecord(line["prompt"], "chosen", "rejected", images=list(line.get("images") or []),
-                              id=line.get("id"), index=line["index"], image_root=line.get("image_root"))
+    record = Prompt(line["prompt"], images=list(line.get("images") or []), id=line.get("id"), index=line["index"],
+                    image_root=line.get("image_root"))
     try:
-        validate_record(record)
+        validate_prompt(record)
     except BadRecordError as error:
         raise ValueError(f"{where}: {error}") from None
     return PromptRecord(record.prompt, record.images, record.id, record.index, record.image_root,

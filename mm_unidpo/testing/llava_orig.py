@@ -12,7 +12,7 @@ The original code loads its vision tower by name: ``LlavaMetaModel.__init__`` ca
 a real checkpoint (``llava.model.builder.load_pretrained_model``).  The directory is removed at
 interpreter exit, so a saved tiny checkpoint's ``mm_vision_tower`` is only valid in-process.
 
-The processor is :class:`mm_unidpo.models.llava_orig.LlavaOrigProcessor` (also what
+The processor is :class:`mm_unidpo.models.families.llava_orig_processor.LlavaOrigProcessor` (also what
 ``load_llava_orig`` builds for real checkpoints): ``.tokenizer`` (vicuna_v1 chat template, pad =
 unk as in LLaVA's training), ``.image_processor`` (the tower's ``CLIPImageProcessor``, PIL
 backend), ``.conv_mode = "vicuna_v1"`` (a key of ``llava.conversation.conv_templates``) and a
@@ -32,7 +32,7 @@ import tempfile
 
 import torch
 
-from mm_unidpo.models.llava_orig import LlavaOrigProcessor
+from mm_unidpo.models.families.llava_orig_processor import LlavaOrigProcessor
 
 from .tokenizer import tiny_tokenizer
 

@@ -116,10 +116,10 @@ def _check_model(config: TrainConfig) -> None:
         raise ConfigError(f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
                           f"logits), got {m.head_chunk_size!r}")
     if m.family is not None:
-        from mm_unidpo.models import ADAPTERS
+        from mm_unidpo.models import FAMILIES
 
-        if m.family not in ADAPTERS:
-            raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(ADAPTERS)}")
+        if m.family not in FAMILIES:
+            raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(FAMILIES)}")
 
 
 def _check_lora(config: TrainConfig) -> None:

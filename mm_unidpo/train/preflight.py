@@ -19,7 +19,6 @@ nothing it has seen. With `workers` the pass runs in `torch.utils.data.DataLoade
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mm_unidpo.data.records import BadRecordError, PreferenceRecord, SkipReport
-from mm_unidpo.models.base import Adapter
+from mm_unidpo.models import Adapter
 
 from .reference import adapter_fingerprint, write_atomic
 
@@ -85,7 +84,7 @@ def verdict(adapter: Adapter, record: PreferenceRecord) -> Verdict:
     (reason, detail, False, 0)."""
     try:
         encoded = adapter.encode(record)
-        return None, None, encoded.truncated, adapter.packed_length(encoded)
+        return None, None, encoded.truncated, encoded.packed_length
     except BadRecordError as error:
         return error.reason, error.detail, False, 0
     except Exception as error:  # a record must never be the reason for a traceback mid-training
@@ -120,13 +119,9 @@ def _encode_all(adapter: Adapter, records: list[PreferenceRecord], todo: list[in
             out[position] = result
             bar.update()
     else:
-        stats = dataclasses.replace(adapter.stats)  # the pass is not training: leave the adapter's counters alone
-        try:
-            for position in todo:
-                out[position] = verdict(adapter, records[position])
-                bar.update()
-        finally:
-            adapter.stats = stats
+        for position in todo:
+            out[position] = verdict(adapter, records[position])
+            bar.update()
     bar.close()
     return out
 

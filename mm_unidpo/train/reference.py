@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from mm_unidpo.data.fingerprint import record_digests
 from mm_unidpo.data.records import PreferenceRecord
-from mm_unidpo.models.base import Adapter
+from mm_unidpo.models import Adapter
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 2

@@ -144,10 +144,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if trainer.args.should_save:
         publish(staging, final_dir)
     # Every record counted once: at loading, in the pre-flight pass, or (without it) at collate time.
-    skipped = train_set.skips.merged(adapter.skips)
+    skipped = train_set.skips.merged(trainer.collate_skips)
     summary = {"train_loss": result.training_loss, "global_step": result.global_step, "final_dir": final_dir,
                "skipped_records": dict(skipped.counts),
-               "truncated_pairs": train_set.truncated if train_set.truncated is not None else adapter.stats.truncated}
+               "truncated_pairs": (train_set.truncated if train_set.truncated is not None
+                                   else len(trainer.truncated_records))}
     if eval_set is not None:
         summary["eval_skipped_records"] = dict(eval_set.skips.counts)
     if trainer.is_world_process_zero():

@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
-from mm_unidpo.data.records import PreferenceRecord
+from mm_unidpo.data.records import PreferenceRecord, SkipReport
 from mm_unidpo.losses import PairLogps, needs_reference, preference_loss
-from mm_unidpo.models.base import Adapter
+from mm_unidpo.models import Adapter, PairBatch
 
 from .config import save_run_config
 
@@ -110,6 +110,9 @@ class PreferenceTrainer(Trainer):
             raise ValueError("max_tokens_per_batch needs the packed length of every training pair (pair_lengths)")
         self.max_tokens_per_batch, self.pair_lengths = max_tokens_per_batch, pair_lengths
         self.skipped_before_training = skipped_before_training  # loader + pre-flight skips, logged with ours
+        # Records the collator left out or truncated (without the pre-flight pass), each counted once.
+        self.collate_skips = SkipReport()
+        self.truncated_records: set[tuple[int | None, str | None]] = set()
         # Our loss is already a mean over pairs: the Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -148,6 +151,7 @@ class PreferenceTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = inputs["batch"].to(self.args.device)
+        self._count_bad_records(batch)
         policy = self.adapter.sequence_logps(model, batch)
         ref_chosen, ref_rejected = self._reference(model, batch, inputs["positions"])
         pair = PairLogps(
@@ -194,6 +198,12 @@ class PreferenceTrainer(Trainer):
                     self.pair_details[key].extend(values)
                     self.pair_details_steps[key].extend([self.state.global_step] * len(values))
 
+    def _count_bad_records(self, batch: PairBatch) -> None:
+        for error in batch.skipped:
+            if self.collate_skips.add(error):
+                logger.warning("skipping %s", error)
+        self.truncated_records.update((i, r) for i, r, cut in zip(batch.indices, batch.ids, batch.truncated) if cut)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if "loss" in logs else "eval"
         prefix = "eval_" if mode == "eval" else ""
@@ -201,7 +211,7 @@ class PreferenceTrainer(Trainer):
             if values:
                 logs[prefix + key] = sum(values) / len(values)
         self._stored[mode].clear()
-        skipped = self.skipped_before_training + self.adapter.skips.total
+        skipped = self.skipped_before_training + self.collate_skips.total
         if skipped:
             logs["data/skipped_records"] = float(skipped)
         super().log(logs, start_time)

@@ -27,7 +27,6 @@ computed by the same adapter code that scores responses in training.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections import defaultdict
@@ -40,15 +39,13 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
-from mm_unidpo.data.records import IMAGE_PLACEHOLDER, PreferenceRecord
-from mm_unidpo.models import get_adapter
-from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, to_model_inputs
+from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Prompt
+from mm_unidpo.models import FAMILIES, get_adapter
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "mm_unidpo"
 # The VLM families (causal_lm has no images: evaluate text models with lm-eval-harness or `mm-unidpo eval math`).
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
 # generation kwargs passed on to `generate` (others that tasks set, e.g. `image_aspect_ratio`, are ignored)
 _GENERATE_KEYS = ("max_new_tokens", "num_beams", "top_p", "top_k", "repetition_penalty", "length_penalty",
                   "no_repeat_ngram_size", "min_new_tokens")
@@ -118,8 +115,9 @@ class MMUniDPO(lmms):
         except ValueError as error:
             raise ValueError(f"{MODEL_NAME}: {error}") from None
         self.family = self.adapter.family
-        if self.family not in FAMILIES:
-            raise NotImplementedError(f"{MODEL_NAME} evaluates vision-language models ({', '.join(FAMILIES)}); "
+        if not self.adapter.spec.vision_modules:
+            vlms = [name for name, family in FAMILIES.items() if family.spec.vision_modules]
+            raise NotImplementedError(f"{MODEL_NAME} evaluates vision-language models ({', '.join(vlms)}); "
                                       f"this is a {self.family!r} model: evaluate text models with "
                                       f"lm-eval-harness or `mm-unidpo eval math`")
         self.batch_size_per_gpu = max(1, int(batch_size))
@@ -153,23 +151,30 @@ class MMUniDPO(lmms):
 
     # ---- prompts ------------------------------------------------------------------------------------
 
-    def messages(self, context: str, n_images: int) -> list[dict[str, Any]]:
-        """The prompt as the family adapter's chat messages: the task's text with images where ``<image>``
-        stands (else first, one per line, as LLaVA's scripts do), after an optional system message."""
+    def prompt(self, context: str, images: list[Image.Image]) -> Prompt:
+        """The task's prompt with its images."""
+        return Prompt(self._content(context, len(images)), images=list(images))
+
+    def _content(self, context: str, n_images: int) -> str | list[dict[str, Any]]:
+        """The task's text with images where ``<image>`` stands (else first, one per line, as LLaVA's
+        scripts do), after an optional system message."""
         n_markers = context.count(IMAGE_PLACEHOLDER)
         if n_markers != n_images:
             if n_markers:
                 logger.warning("context has %d <image> markers but %d images: images go first", n_markers, n_images)
             text = " ".join(c.strip() for c in context.split(IMAGE_PLACEHOLDER) if c.strip()) if n_markers else context
             context = f"{IMAGE_PLACEHOLDER}\n" * n_images + text
-        prompt: str | list[dict[str, Any]] = context
         if self.system_prompt:
-            prompt = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": context}]
-        return self.adapter.messages(PreferenceRecord(prompt=prompt, chosen="", rejected=""))
+            return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": context}]
+        return context
+
+    def messages(self, context: str, n_images: int) -> list[dict[str, Any]]:
+        """The prompt as the family's chat messages."""
+        return self.adapter.messages(Prompt(self._content(context, n_images)))
 
     def render(self, context: str, n_images: int) -> str:
         """The chat-template text of a prompt, ending with the assistant generation prompt."""
-        return self.adapter.render(self.messages(context, n_images), None)
+        return self.adapter.render_prompt(Prompt(self._content(context, n_images)))
 
     def _visuals(self, doc_to_visual: Callable | None, doc: Any) -> list[Image.Image]:
         visuals = doc_to_visual(doc) if doc_to_visual is not None else None
@@ -328,35 +333,10 @@ class MMUniDPO(lmms):
     def loglikelihoods(self, items: list[tuple[str, str, list[Image.Image]]]) -> list[tuple[float, bool]]:
         """(sum of log p(continuation tokens | prompt, images), whether greedy decoding gives exactly them)
         for one batch of (context, continuation, images)."""
-        rows = []
-        for context, continuation, images in items:
-            prompt = self.render(context, len(images))
-            record = PreferenceRecord(prompt=context, chosen=continuation, rejected=continuation, images=images)
-            prompt_ids, vision, extras = self.adapter.tokenize_prompt(prompt, images, record)
-            rows.append((prompt_ids, self._continuation_ids(prompt, continuation), vision, extras))
-        width = max(len(p) + len(c) for p, c, _, _ in rows)
-        n = len(rows)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-        extra_keys = sorted({k for _, _, _, e in rows for k in e})
-        extras = {k: torch.zeros((n, width), dtype=torch.long) for k in extra_keys}
-        for i, (prompt_ids, cont_ids, _, row_extras) in enumerate(rows):
-            length = len(prompt_ids) + len(cont_ids)
-            input_ids[i, :length] = torch.tensor(prompt_ids + cont_ids)
-            attention_mask[i, :length] = 1
-            if cont_ids:
-                labels[i, len(prompt_ids):length] = torch.tensor(cont_ids)
-            for k in extra_keys:
-                extras[k][i, :len(prompt_ids)] = torch.tensor(row_extras[k])
-        vision = self.adapter.stack_vision([v for _, _, v, _ in rows], copies=1)
-        batch = PairBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels, vision=vision,
-                          token_extras=extras, score_chosen=None, score_rejected=None, ids=[None] * n,
-                          indices=[None] * n)
-        batch = batch.to(self.device)
-        batch = dataclasses.replace(batch, vision=to_model_inputs(batch.vision, self.model, self.device))
-        sums, greedy = self.adapter.continuation_logps(self.model, batch)
-        return [(float(s), bool(g)) for s, g in zip(sums.tolist(), greedy.tolist())]
+        prompts = [self.adapter.encode_prompt(self.prompt(context, images)) for context, _, images in items]
+        continuations = [[self._continuation_ids(p.text, continuation)] for p, (_, continuation, _) in zip(prompts, items)]
+        sums, greedy = self.adapter.score_continuations(self.model, prompts, continuations, device=self.device)
+        return [(float(s), bool(g)) for s, g in zip(sums[:, 0].tolist(), greedy[:, 0].tolist())]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         args = [r.args for r in requests]  # (context, continuation or doc_to_target, doc_to_visual, doc_id, task, split)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mm_unidpo.models import pad_rows
+
 from .base import Judge, Judgement
 
 logger = logging.getLogger(__name__)
@@ -110,12 +112,7 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
         order = sorted(range(len(items)), key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
         for start in range(0, len(order), int(batch_size)):
             rows = order[start:start + int(batch_size)]
-            width = max(len(encoded[i][0]) for i in rows)
-            ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for k, i in enumerate(rows):
-                ids[k, :len(encoded[i][0])] = torch.tensor(encoded[i][0])
-                mask[k, :len(encoded[i][0])] = 1
+            ids, mask = pad_rows([encoded[i][0] for i in rows], tokenizer.pad_token_id)
             with torch.no_grad():
                 out = prm(input_ids=ids.to(device), attention_mask=mask.to(device))
             logits = out.logits if hasattr(out, "logits") else out[0]

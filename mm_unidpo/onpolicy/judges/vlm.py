@@ -8,8 +8,8 @@ The response is split into atomic claims (:mod:`.claims`: rule-based, or listed 
 every claim the judge model gets the record's images and the question `question` ("Is the following
 statement about the image true? ..."), and the claim is accepted when log p("Yes") > log p("No") — the
 log-likelihood of each answer as the assistant turn (end-of-turn token included), computed by our
-adapters exactly as training computes response log-probs (`Adapter.sequence_logps`, the two answers as
-one pair sharing the prompt). Any family can judge. score = `scale` × (accepted claims / claims)
+adapters exactly as training computes response log-probs (`Adapter.score_continuations`, the two
+answers sharing the prompt as a pair's responses do). Any family can judge. score = `scale` × (accepted claims / claims)
 (`scale` 10: the 0-10 scale of τ_good; 1: the plain share), with the claims, their verdicts, the margins
 log p(Yes) − log p(No) and the counts. A response with no claim scores 0.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from mm_unidpo.data import IMAGE_PLACEHOLDER, PreferenceRecord
+from mm_unidpo.data import IMAGE_PLACEHOLDER, Prompt
 
 from .base import Judge, Judgement
 from .claims import ClaimSplitter, split_claims
@@ -42,27 +42,26 @@ class VLMJudge:
         self.batch_size, self.scale = int(batch_size), float(scale)
         self.splitter = splitter or (lambda responses: [(split_claims(r), False) for r in responses])
 
-    def claim_record(self, record: Any, claim: str) -> PreferenceRecord:
-        """The yes/no question about one claim, with the record's images, as a (Yes, No) pair."""
+    def claim_prompt(self, record: Any, claim: str) -> Prompt:
+        """The yes/no question about one claim, with the record's images."""
         prompt = (IMAGE_PLACEHOLDER + "\n") * len(record.images) + self.question.format(claim=claim)
-        return PreferenceRecord(prompt, self.yes, self.no, images=list(record.images), id=record.id,
-                                index=record.index, image_root=record.image_root)
+        return Prompt(prompt, images=list(record.images), id=record.id, index=record.index,
+                      image_root=record.image_root)
 
-    def margins(self, questions: list[PreferenceRecord]) -> list[float]:
+    def margins(self, questions: list[Prompt]) -> list[float]:
         """log p(yes) − log p(no) for every question, in batches."""
-        import torch
-
         out: list[float] = []
-        with torch.no_grad():
-            for start in range(0, len(questions), self.batch_size):
-                batch = self.adapter.collate(questions[start:start + self.batch_size])
-                logps = self.adapter.sequence_logps(self.model, batch.to(self.model.device))
-                out += (logps.chosen_logps - logps.rejected_logps).float().cpu().tolist()
+        for start in range(0, len(questions), self.batch_size):
+            prompts = [self.adapter.encode_prompt(q) for q in questions[start:start + self.batch_size]]
+            answers = [[self.adapter.response_ids(p, self.yes, q), self.adapter.response_ids(p, self.no, q)]
+                       for p, q in zip(prompts, questions[start:start + self.batch_size])]
+            logps, _ = self.adapter.score_continuations(self.model, prompts, answers)
+            out += (logps[:, 0] - logps[:, 1]).float().cpu().tolist()
         return out
 
     def __call__(self, items: list[tuple[Any, str]]) -> list[Judgement]:
         split = self.splitter([response for _, response in items])
-        questions = [self.claim_record(record, claim) for (record, _), (claims, _) in zip(items, split)
+        questions = [self.claim_prompt(record, claim) for (record, _), (claims, _) in zip(items, split)
                      for claim in claims]
         margins = iter(self.margins(questions))
         out = []

@@ -11,7 +11,7 @@ import torch
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER
 
-from .base import unwrap_model
+from ..utils import unwrap_model
 
 __all__ = ["DEFAULT_CONV_MODE", "LlavaOrigProcessor", "load_llava_orig", "num_image_tokens"]
 

@@ -1,0 +1,58 @@
+"""Model families: one file each, one line each in `FAMILIES`.
+
+A family file declares a `FamilySpec` (model types, auto class, vision-tower and projector module names,
+the exact layouts) and overrides only the hooks of `Family` (base.py) in which it differs. `loading`,
+`train.setup` and `get_adapter` all read this one registry. The causal-LM family is the fallback for a
+model without a vision tower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Family, FamilySpec
+from .causal_lm import CausalLM
+from .llava import Llava, LlavaNext, LlavaOnevision
+from .llava_orig import LlavaOrig
+from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
+
+FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
+    Llava,
+    LlavaNext,
+    LlavaOnevision,
+    Qwen2VL,
+    Qwen2_5_VL,
+    Qwen3VL,
+    LlavaOrig,
+    CausalLM,
+)}
+
+FALLBACK = CausalLM
+
+__all__ = ["FAMILIES", "Family", "FamilySpec", "family_for_model", "family_for_model_type", "vision_module_names",
+           "projector_module_names"]
+
+
+def family_for_model_type(model_type: str | None) -> type[Family]:
+    """The family serving checkpoints of `model_type` (the causal-LM fallback for any other)."""
+    return next((f for f in FAMILIES.values() if model_type in f.spec.model_types), FALLBACK)
+
+
+def family_for_model(model: Any) -> type[Family]:
+    """The family of a loaded model (from its config's model_type); an error naming the known ones."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    family = family_for_model_type(model_type)
+    if family is FALLBACK and not FALLBACK.accepts(model):
+        raise ValueError(f"no adapter for {type(model).__name__} (model_type={model_type!r}); "
+                         f"known families: {', '.join(FAMILIES)}")
+    return family
+
+
+def vision_module_names() -> tuple[str, ...]:
+    """Module-name parts of every family's vision tower."""
+    return tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.spec.vision_modules))
+
+
+def projector_module_names() -> tuple[str, ...]:
+    """Module-name parts of every family's multimodal projector."""
+    return tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.spec.projector_modules))
