@@ -91,7 +91,7 @@ def test_training_with_a_token_budget(tmp_path):
 
     def spy(self, items):
         out = real(self, items)
-        seen.append((len(items), out["batch"].layout.tokens))
+        seen.append((len(items), out["batch"].blocks.tokens))
         return out
 
     PairCollator.__call__ = spy

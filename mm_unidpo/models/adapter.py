@@ -125,8 +125,8 @@ class Adapter:
 
     # ---- batches and log-probs --------------------------------------------------------------------
 
-    def collate(self, records: list[PreferenceRecord | EncodedPair]) -> PairBatch:
-        """Records (or already encoded pairs) laid out in this adapter's layout. Under
+    def collate(self, records: list[PreferenceRecord]) -> PairBatch:
+        """Records encoded and laid out in this adapter's layout. Under
         ``on_bad_record="skip"`` bad records are left out: `batch.kept` lists the positions kept and
         `batch.skipped` the errors; a batch of only bad records is an error."""
         encoded, kept, skipped = self._encode_all(records)
@@ -172,17 +172,14 @@ class Adapter:
         vision = self.hooks.stack_vision([items[b.item][3] for b in blocks.blocks])
         return PairBatch(input_ids, blocks, name, vision, extras)
 
-    def _encode_all(self, records: list[PreferenceRecord | EncodedPair]
+    def _encode_all(self, records: list[PreferenceRecord]
                     ) -> tuple[list[EncodedPair], list[int] | None, list[BadRecordError]]:
-        def encoded(r: PreferenceRecord | EncodedPair) -> EncodedPair:
-            return r if isinstance(r, EncodedPair) else self.encode(r)
-
         if self.on_bad_record == "error":
-            return [encoded(r) for r in records], None, []
+            return [self.encode(r) for r in records], None, []
         out, kept, skipped = [], [], []
         for i, r in enumerate(records):
             try:
-                out.append(encoded(r))
+                out.append(self.encode(r))
                 kept.append(i)
             except BadRecordError as error:
                 skipped.append(error)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import save_torch_state_dict, snapshot_download
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 def _local_dir(source: str, revision: str | None) -> Path:
     if Path(source).expanduser().is_dir():
         return Path(source).expanduser()
-    from huggingface_hub import snapshot_download
-
     return Path(snapshot_download(source, revision=revision, ignore_patterns=list(TRAINING_STATE)))
 
 
@@ -79,8 +78,6 @@ def weight_files(folder: Path) -> list[Path]:
 def convert_checkpoint(source: str, out: str | Path, *, revision: str | None = None,
                        max_shard_size: str = "5GB") -> Path:
     """Write `source`'s weights as safetensors into `out`, with its other files; returns `out`."""
-    from huggingface_hub import save_torch_state_dict
-
     folder, out = _local_dir(source, revision), Path(out)
     if folder.resolve() == out.resolve():
         raise ValueError(f"--out must differ from the source folder {folder}")

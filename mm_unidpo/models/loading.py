@@ -97,7 +97,7 @@ def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
 
 def quantised_module_names(model: torch.nn.Module) -> list[str]:
     """Names of the modules that hold 4-bit weights."""
-    import bitsandbytes as bnb
+    import bitsandbytes as bnb  # optional: only where 4-bit was asked for (its import probes CUDA)
 
     return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
 

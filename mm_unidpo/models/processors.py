@@ -24,6 +24,9 @@ import json
 import os
 from typing import Any
 
+import transformers
+from transformers import AutoImageProcessor, AutoTokenizer
+
 __all__ = ["load_processor_without_video", "processor_without_video", "qwen_vl_processor_without_video"]
 
 
@@ -82,9 +85,6 @@ def load_processor_without_video(pretrained: str | os.PathLike, processor_cls: t
     and builds the processor with :func:`processor_without_video`.  ``kwargs`` go to both
     ``from_pretrained`` calls (e.g. ``local_files_only=True``).
     """
-    import transformers
-    from transformers import AutoImageProcessor, AutoTokenizer
-
     path = os.fspath(pretrained)
     options: dict[str, Any] = {}
     cfg_file = os.path.join(path, "processor_config.json")

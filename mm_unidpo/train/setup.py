@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from mm_unidpo.losses import needs_reference
+from mm_unidpo.models.families import projector_module_names, vision_module_names
 from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained
 
 from .config import LoraSettings, TrainConfig
@@ -65,14 +66,14 @@ def lora_config(model: torch.nn.Module, settings: LoraSettings):
 def _projector_name(model: torch.nn.Module) -> str:
     for name, _ in model.named_modules():
         leaf = name.split(".")[-1]
-        if leaf in ("multi_modal_projector", "mm_projector", "merger"):
+        if leaf in projector_module_names():
             return leaf
     raise ValueError("lora.train_projector is set but the model has no multimodal projector")
 
 
 def freeze_vision(model: torch.nn.Module) -> None:
     for name, param in model.named_parameters():
-        if any(part in name.split(".") for part in ("vision_tower", "visual", "multi_modal_projector", "mm_projector")):
+        if any(part in name.split(".") for part in (*vision_module_names(), *projector_module_names())):
             param.requires_grad_(False)
 
 

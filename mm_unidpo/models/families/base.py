@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
 
+from ..layouts.blocks import Blocks, PairBatch
 from ..special_tokens import ids_with_plain_content, special_token_texts
 from ..utils import to_model_inputs
 
-if TYPE_CHECKING:  # types only: layouts import nothing from families
-    from ..layouts.blocks import Blocks, PairBatch
 
 
 @dataclass(frozen=True)

@@ -35,20 +35,18 @@ import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import StoppingCriteriaList, StopStringCriteria
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, PreferenceRecord
 
-from ..layouts.blocks import pad_rows
+from ..layouts.blocks import Blocks, PairBatch, pad_rows
 from ..utils import to_model_inputs, unwrap_model
 from .base import Family, FamilySpec
 from .llava_orig_processor import DEFAULT_CONV_MODE, load_llava_orig, num_image_tokens
 
-if TYPE_CHECKING:
-    from ..layouts.blocks import Blocks, PairBatch
 
 logger = logging.getLogger(__name__)
 

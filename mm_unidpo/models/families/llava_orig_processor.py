@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from transformers import AutoTokenizer
+
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER
 
 from ..utils import unwrap_model
@@ -37,7 +39,7 @@ class LlavaOrigProcessor:
 
     def __init__(self, tokenizer: Any, image_processor: Any, model_config: Any, num_image_tokens: int,
                  conv_mode: str = DEFAULT_CONV_MODE):
-        from llava.constants import IMAGE_TOKEN_INDEX as llava_index
+        from llava.constants import IMAGE_TOKEN_INDEX as llava_index  # llava-torch: optional, imported on use
 
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -105,8 +107,6 @@ def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **
     """
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-    from transformers import AutoTokenizer
-
     kwargs.pop("trust_remote_code", None)
     hub = {k: kwargs[k] for k in _HUB_KEYS if k in kwargs}
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)

@@ -9,15 +9,14 @@ returns them, are padded with the tokens. No varlen layout: its kernels take 1-D
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from ..layouts.blocks import Blocks, PairBatch
 from ..utils import unwrap_model
 from .base import Family, FamilySpec
 
-if TYPE_CHECKING:
-    from ..layouts.blocks import Blocks, PairBatch
 
 _QWEN_VL = dict(vision_modules=("visual",), projector_modules=("merger",), layouts=("plain", "packed"),
                 token_extra_keys=("mm_token_type_ids", "token_type_ids"))
