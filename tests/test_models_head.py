@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mm_unidpo.models import get_adapter
-from mm_unidpo.models.head import _ChunkedTokenLogps, final_hidden_states, token_logps
+from mm_unidpo.models.head import _ChunkedTokenLogps, scored_head, token_logps
 from mm_unidpo.testing import tiny
 
 from .helpers import one_thread  # noqa: F401  (an autouse fixture: importing it applies it to this module)
@@ -102,17 +102,25 @@ def test_lora_on_the_lm_head_is_materialised_and_correct(caplog):
         torch.testing.assert_close(runs[0][1][name], runs[1][1][name], msg=name)
 
 
-def test_identity_swap_restores_the_head_and_refuses_transformed_logits():
+def test_scored_head_runs_inside_the_heads_call_restores_it_and_refuses_transformed_logits():
+    """The head module stays in place (wrappers holding it are undisturbed): only its call is shadowed while
+    active, and what the model returns is the scored log-probs, equal to the materialised head's."""
     model, _ = tiny("causal_lm")
-    head = model.lm_head
-    with final_hidden_states(model) as inside:
-        assert inside is head and isinstance(model.lm_head, torch.nn.Identity)
-        out = model(input_ids=torch.tensor([[3, 4, 5]])).logits
-        assert out.shape[-1] == model.config.hidden_size
-    assert model.lm_head is head
+    head, calls = model.lm_head, []
+    handle = head.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))  # e.g. FSDP's unshard
+    ids = torch.tensor([[3, 4, 5, 6]])
+    rows, predictors, targets = torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([5, 6])
+    with scored_head(model, rows, predictors, targets, chunk_size=1) as out:
+        assert model.lm_head is head
+        returned = model(input_ids=ids).logits
+    handle.remove()
+    assert calls == [(1, 4, model.config.hidden_size)] and "forward" not in head.__dict__
+    full = torch.log_softmax(model(input_ids=ids).logits.float(), -1)[0, [1, 2], [5, 6]]
+    torch.testing.assert_close(out.logps, full)
+    assert returned is out.logps
     model.config.final_logit_softcapping = 30.0
     with pytest.raises(TypeError, match="transforms its logits"):
-        with final_hidden_states(model):
+        with scored_head(model, rows, predictors, targets, chunk_size=1):
             pass
     # ...and the adapter falls back to the model's own (soft-capped) head for such a model
     from mm_unidpo.models.head import keeps_its_head

@@ -58,6 +58,8 @@ class Adapter:
         self.on_bad_record = on_bad_record
         attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
         self.layout = _choose_layout(self.spec.layouts, attn, shared_prefix=shared_prefix, varlen=varlen)
+        if shared_prefix and self.layout != "packed" and "packed" not in self.spec.layouts:
+            logger.info("%s: the packed layout is not exact for this family; using %s", self.family, self.layout)
         # Packed rows: all pairs of a batch back to back (under `max_tokens_per_row`), or one pair a row.
         self.max_row_tokens = max_tokens_per_row if pack_pairs else 0
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None

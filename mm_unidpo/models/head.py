@@ -2,9 +2,9 @@
 
 A preference step needs log p(token) at a few thousand scored positions, each a log-softmax over the
 vocabulary (32k for Llama, 152k for Qwen). Materialising those logits costs scored tokens × vocab
-floats, twice over with their float32 copy, plus the same again for the gradient. Here the model runs
-with its LM head swapped for the identity (`final_hidden_states`), so it returns hidden states, and
-`token_logps` projects only the scored ones onto the vocabulary, `chunk_size` rows at a time, in a
+floats, twice over with their float32 copy, plus the same again for the gradient. Here, while the model
+runs, its LM head's call picks the scored positions from the final hidden states (`scored_head`), and
+`token_logps` projects only those onto the vocabulary, `chunk_size` rows at a time, in a
 custom autograd function: the forward keeps the hidden states and one log-sum-exp per token, the
 backward recomputes each chunk's logits and applies the per-token upstream gradient
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,8 +40,8 @@ from .utils import unwrap_model
 
 logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = "auto"
-# config attributes of models whose forward changes the head's output (soft-capping, scaling): the identity
-# swap would feed that transform our hidden states, so those models keep their head (see `final_hidden_states`)
+# config attributes of models whose forward changes the head's output (soft-capping, scaling): our scored
+# head would feed that transform our log-probs, so those models keep their head (see `scored_head`)
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 _warned: set[str] = set()
 
@@ -108,19 +109,27 @@ def chunk_rows(chunk_size: int | str, tokens: int, hidden: int, vocab: int) -> i
     return max(MIN_AUTO_ROWS, 1 << max(0, (-(-max(tokens, 1) // per_row) - 1).bit_length()))
 
 
+def is_plain_linear(head: Any) -> bool:
+    """A head whose forward is `nn.Linear`'s own (FSDP's wrapper class of one too): its weight and bias say
+    everything. A LoRA-wrapped, `modules_to_save` or quantised head is called instead."""
+    return isinstance(head, torch.nn.Linear) and type(head).forward is torch.nn.Linear.forward
+
+
 def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                chunk_size: int | str | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, call: Any = None) -> torch.Tensor:
     """log p(targets[i] | hidden[i]) under the LM `head` for (N, d) hidden states: (N,) float32 (float64 heads: float64).
 
-    `chunk_size=None` (or a head that is not a plain ``nn.Linear``) materialises the logits: the reference path."""
-    hidden = hidden.to(head.weight.device) if hasattr(head, "weight") else hidden
+    `chunk_size=None` (or a head that is not a plain ``nn.Linear``) materialises the logits, through
+    `call` (default: the head): the reference path."""
+    weight = getattr(head, "weight", None)
+    hidden = hidden.to(weight.device) if isinstance(weight, torch.Tensor) else hidden
     targets = targets.to(hidden.device)
-    if chunk_size is None or type(head) is not torch.nn.Linear:
+    if chunk_size is None or not is_plain_linear(head):
         if chunk_size is not None and type(head).__name__ not in _warned:
             _warned.add(type(head).__name__)
             logger.info("LM head %s is not a plain Linear (LoRA or modules_to_save on it): its logits are "
                         "materialised on the scored positions", type(head).__name__)
-        logits = head(hidden)
+        logits = (call or head)(hidden)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
     device_type = hidden.device.type
@@ -132,14 +141,15 @@ def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
 
 @torch.no_grad()
 def token_logps_and_argmax(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                           chunk_size: int | str | None = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+                           chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, call: Any = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """As `token_logps` (no gradient), plus whether each target is the head's argmax (greedy) token."""
     weight = getattr(head, "weight", None)
     chunk = hidden.shape[0] if chunk_size is None or weight is None else \
         chunk_rows(chunk_size, hidden.shape[0], weight.shape[1], weight.shape[0])
     logps, greedy = [], []
-    for s in range(0, hidden.shape[0], chunk):
-        logits = head(hidden[s:s + chunk].to(head.weight.device)).float()
+    for s in range(0, hidden.shape[0], max(chunk, 1)):
+        logits = (call or head)(hidden[s:s + chunk].to(weight.device if weight is not None else hidden.device)).float()
         t = targets[s:s + chunk, None].to(logits.device)
         logps.append(logits.gather(-1, t).squeeze(-1) - logits.logsumexp(-1))
         greedy.append(logits.argmax(-1) == t.squeeze(-1))
@@ -156,19 +166,48 @@ def keeps_its_head(model: Any) -> bool:
     return any(getattr(c, name, None) not in (None, 1, 1.0) for c in configs if c is not None for name in LOGIT_TRANSFORMS)
 
 
+@dataclass
+class ScoredHead:
+    """What `scored_head` computed during the forward: log p(targets), and with `greedy` the hits."""
+
+    logps: torch.Tensor | None = None
+    greedy: torch.Tensor | None = None
+
+
 @contextmanager
-def final_hidden_states(model: Any) -> Iterator[torch.nn.Module]:
-    """While active, the model's ``lm_head`` is the identity, so its ``.logits`` are the final hidden
-    states; yields the real head (for `token_logps`). The swap is outside every checkpointed layer, so
-    gradient checkpointing's recomputation never sees it."""
+def scored_head(model: Any, rows: torch.Tensor, predictors: torch.Tensor, targets: torch.Tensor, *,
+                chunk_size: int | str | None, greedy: bool = False) -> Iterator[ScoredHead]:
+    """While active, the model's ``lm_head`` computes log p(targets) from the final hidden states at
+    (rows, predictors) of its input, instead of logits for every position (what the model then returns
+    as ``.logits`` is these (N,) log-probs; they are also in the yielded `ScoredHead`).
+
+    The head is called by the model, in its own forward: whatever gathers a sharded weight for that call
+    (FSDP's unshard, ZeRO-3's gather, accelerate's offload hooks) has gathered it, and the backward of
+    the model's output re-gathers it, so the chunked backward never sees a shard. The module itself stays
+    in place (only its instance ``forward`` is shadowed), so wrappers that hold it are undisturbed."""
     base = unwrap_model(model)
     head = getattr(base, "lm_head", None)
     if head is None:
         raise TypeError(f"{type(base).__name__} has no lm_head: cannot compute log-probs from hidden states")
     if keeps_its_head(model):
         raise TypeError(f"{type(base).__name__} transforms its logits after the head ({', '.join(LOGIT_TRANSFORMS)})")
-    base.lm_head = torch.nn.Identity()
+    out = ScoredHead()
+    own = head.__dict__.get("forward")  # an instance forward of a hook library, if any: kept underneath
+    inner = head.forward
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        picked = hidden[rows, predictors]
+        if greedy:
+            out.logps, out.greedy = token_logps_and_argmax(head, picked, targets, chunk_size=chunk_size, call=inner)
+        else:
+            out.logps = token_logps(head, picked, targets, chunk_size=chunk_size, call=inner)
+        return out.logps
+
+    head.forward = forward
     try:
-        yield head
+        yield out
     finally:
-        base.lm_head = head
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own

@@ -5,7 +5,7 @@
 
 The family turns the batch into keyword arguments (splicing image features in where the model does not
 do it itself) and positions; the layout adds its masks; the head runs on the scored positions only:
-chunked from the final hidden states (head.py), or, with ``head_chunk_size=None`` or a model that
+chunked from the final hidden states inside the head's own call (head.py), or, with ``head_chunk_size=None`` or a model that
 transforms its logits, the model's own head on the columns kept (``logits_to_keep``).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .families.base import Family
-from .head import final_hidden_states, keeps_its_head, token_logps, token_logps_and_argmax
+from .head import keeps_its_head, scored_head
 from .layouts import LAYOUTS, PairBatch
 
 
@@ -54,12 +54,9 @@ def scored_logps(model: Any, inputs: dict[str, Any], rows: torch.Tensor, predict
     """log p(targets) from the model's output at (rows, predictors) on `inputs`; with `greedy`, also
     whether each target is the argmax token."""
     if options.head_chunk_size is not None and not keeps_its_head(model):
-        with final_hidden_states(model) as head:
-            hidden = model(**inputs, use_cache=False).logits
-        picked = hidden[rows, predictors]
-        if greedy:
-            return token_logps_and_argmax(head, picked, targets, chunk_size=options.head_chunk_size)
-        return token_logps(head, picked, targets, chunk_size=options.head_chunk_size)
+        with scored_head(model, rows, predictors, targets, chunk_size=options.head_chunk_size, greedy=greedy) as out:
+            model(**inputs, use_cache=False)
+        return (out.logps, out.greedy) if greedy else out.logps
     if family.spec.takes_logits_to_keep:
         keep, index = torch.unique(predictors, return_inverse=True)
         logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[rows, index].float()
