@@ -179,11 +179,11 @@ def test_plain_layout_projects_only_scored_positions(family):
                          images=[_square()])]
     batch = adapter.collate(records)
     seen = {}
-    handle = model.register_forward_hook(lambda m, a, k, out: seen.update(width=out.logits.shape[-1]), with_kwargs=True)
-    adapter.sequence_logps(model, batch)
+    handle = model.register_forward_hook(lambda m, a, k, out: seen.update(shape=tuple(out.logits.shape)), with_kwargs=True)
+    out = adapter.sequence_logps(model, batch)
     handle.remove()
-    hidden = model.config.get_text_config().hidden_size
-    assert seen["width"] == hidden  # the model returned hidden states: no vocabulary-wide logits at all
+    # the model returned one log-prob per scored token: no vocabulary-wide logits at all
+    assert seen["shape"] == (int(out.chosen_lengths.sum() + out.rejected_lengths.sum()),)
 
 
 def _square():

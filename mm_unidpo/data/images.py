@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from .records import BadRecordError, ImageRef, PreferenceRecord
+from .records import BadRecordError, ImageRef, PromptFields
 
 # 67M pixels (e.g. 8192x8192): far above what any vision tower uses, well below what exhausts memory
 # (an RGB image of this size is ~200 MB decoded). PIL's own bomb limit (~179M pixels) stays as a backstop.
@@ -33,7 +33,7 @@ _WHITE = (255, 255, 255, 255)
 
 
 def resolve_image_path(path: str | os.PathLike, image_root: str | os.PathLike | None,
-                       record: PreferenceRecord | None = None) -> Path:
+                       record: PromptFields | None = None) -> Path:
     """The absolute path of an image, refusing one that resolves outside `image_root`.
 
     Relative paths are joined to `image_root`; absolute paths are allowed only inside it. Symlinks are
@@ -50,7 +50,7 @@ def resolve_image_path(path: str | os.PathLike, image_root: str | os.PathLike | 
     return resolved
 
 
-def _open(ref: ImageRef, image_root: str | os.PathLike | None, record: PreferenceRecord | None) -> Image.Image:
+def _open(ref: ImageRef, image_root: str | os.PathLike | None, record: PromptFields | None) -> Image.Image:
     """Open an image lazily (header only). The caller closes it."""
     if isinstance(ref, Image.Image):
         return ref
@@ -72,7 +72,7 @@ def _open(ref: ImageRef, image_root: str | os.PathLike | None, record: Preferenc
         raise BadRecordError(record, "corrupt_image", f"{what} cannot be read: {e}") from None
 
 
-def _check_size(image: Image.Image, max_pixels: int | None, record: PreferenceRecord | None,
+def _check_size(image: Image.Image, max_pixels: int | None, record: PromptFields | None,
                 what: str) -> None:
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -93,7 +93,7 @@ def _describe(ref: ImageRef) -> str:
 
 def check_image(ref: ImageRef, image_root: str | os.PathLike | None,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
-                record: PreferenceRecord | None = None) -> tuple[int, int]:
+                record: PromptFields | None = None) -> tuple[int, int]:
     """Validate an image from its header only (no pixel decoding); returns its (width, height)."""
     image = _open(ref, image_root, record)
     try:
@@ -134,7 +134,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def load_image(ref: ImageRef, image_root: str | os.PathLike | None, *,
                max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               record: PreferenceRecord | None = None) -> Image.Image:
+               record: PromptFields | None = None) -> Image.Image:
     """Decode an image to RGB, checking its size from the header first.
 
     EXIF orientation is applied (as `datasets` does when it decodes images), so photos are upright.
@@ -171,7 +171,7 @@ def _strict_decoding() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def load_record_images(record: PreferenceRecord, *,
+def load_record_images(record: PromptFields, *,
                        max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
     """All images of a record, decoded to RGB, resolved against the record's `image_root`."""
     return [load_image(ref, record.image_root, max_pixels=max_pixels, record=record) for ref in record.images]

@@ -80,7 +80,7 @@ class PreferenceRecord:
 class BadRecordError(ValueError):
     """A record that cannot be trained on. `reason` is a short, stable key used for skip counts."""
 
-    def __init__(self, record: PreferenceRecord | None, reason: str, detail: str,
+    def __init__(self, record: PromptFields | None, reason: str, detail: str,
                  index: int | None = None, record_id: str | None = None):
         self.reason = reason
         self.index = record.index if record is not None else index
@@ -153,7 +153,7 @@ BAD_RECORD_REASONS = (
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def as_image_ref(value: Any, record: PreferenceRecord | None = None) -> ImageRef:
+def as_image_ref(value: Any, record: PromptFields | None = None) -> ImageRef:
     """Normalize one image value as sources carry it into an `ImageRef`.
 
     Accepts a path string, raw bytes, a PIL image, a `datasets` image dict {"bytes": ..., "path": ...}
@@ -228,7 +228,7 @@ def message_text(messages: list[Message], role: str | None = "assistant") -> str
     return "\n".join("".join(t) for t in texts) if texts else None
 
 
-def _check_messages(record: PreferenceRecord, messages: Any) -> None:
+def _check_messages(record: PromptFields, messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise BadRecordError(record, "bad_prompt", "a chat prompt must be a non-empty list of messages")
     for i, m in enumerate(messages):

@@ -160,6 +160,7 @@ class Adapter:
         batch = batch.to(device if device is not None else model.device)
         batch.vision = to_model_inputs(batch.vision, model, device)  # floating inputs in the model's dtype
         sums, counts, greedy = batch_logps(model, batch, self.hooks, self.forward_options, greedy=True)
+        assert greedy is not None
         present = torch.tensor([[k < len(c) for k in range(sums.shape[1])] for c in continuations],
                                device=sums.device)
         return sums * present, greedy & present.to(greedy.device)

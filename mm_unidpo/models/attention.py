@@ -83,8 +83,10 @@ def register() -> None:
 def use_packed_attention(model: Any) -> bool:
     """Route the language model's attention through `packed_attention_forward` (idempotent). True if it is
     (the LM used sdpa or already this); False for other implementations (eager, flash kernels), which keep theirs."""
-    config = getattr(unwrap_model(model), "config", None)
+    config: Any = getattr(unwrap_model(model), "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if text is None:
+        return False
     current = getattr(text, "_attn_implementation", None)
     if current == NAME:
         return True

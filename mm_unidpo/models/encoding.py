@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mm_unidpo.data.images import load_record_images
-from mm_unidpo.data.records import BadRecordError, Message, Prompt, PreferenceRecord
+from mm_unidpo.data.records import BadRecordError, Message, PreferenceRecord, PromptFields
 
 from .families.base import Family
 
@@ -54,7 +54,7 @@ class EncodedPair:
         return p + len(self.chosen_ids) + len(self.rejected_ids)
 
 
-def render_prompt(family: Family, prompt: Prompt) -> tuple[list[Message], str]:
+def render_prompt(family: Family, prompt: PromptFields) -> tuple[list[Message], str]:
     messages = family.messages(prompt.prompt, prompt)
     return messages, family.render(messages, None)
 
@@ -70,7 +70,7 @@ def response_text(family: Family, messages: list[Message], prompt_text: str, res
     return full[len(prompt_text):].rstrip()
 
 
-def encode_prompt(family: Family, prompt: Prompt, *, max_image_pixels: int | None = None) -> EncodedPrompt:
+def encode_prompt(family: Family, prompt: PromptFields, *, max_image_pixels: int | None = None) -> EncodedPrompt:
     """Render and tokenize a prompt with its images; a processor's complaint (image tokens in the text that
     do not match the images, ...) becomes the record's `BadRecordError`."""
     messages, text = render_prompt(family, prompt)

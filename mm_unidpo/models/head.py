@@ -132,6 +132,7 @@ def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
         logits = (call or head)(hidden)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    assert isinstance(head, torch.nn.Linear)  # is_plain_linear
     device_type = hidden.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else head.weight.dtype
     rows = chunk_rows(chunk_size, hidden.shape[0], head.in_features, head.out_features)

@@ -32,7 +32,7 @@ __all__ = ["load_processor_without_video", "processor_without_video", "qwen_vl_p
 
 @functools.lru_cache(maxsize=None)
 def _without_video_class(processor_cls: type) -> type:
-    base_attributes = processor_cls.get_attributes()
+    base_attributes = processor_cls.get_attributes()  # type: ignore[attr-defined]
     if "video_processor" not in base_attributes:
         return processor_cls
 
@@ -111,7 +111,7 @@ def load_processor_without_video(pretrained: str | os.PathLike, processor_cls: t
             break
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
-    init_args = set(inspect.signature(processor_cls.__init__).parameters)
+    init_args = set(inspect.signature(processor_cls).parameters)
     options = {k: v for k, v in options.items() if k in init_args and not k.endswith("processor") and k != "tokenizer"}
     return processor_without_video(processor_cls, image_processor=image_processor, tokenizer=tokenizer,
                                    chat_template=chat_template, **options)

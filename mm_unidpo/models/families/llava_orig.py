@@ -227,8 +227,8 @@ class LlavaOrig(Family):
             raise ValueError(f"prompt {row} takes {lengths[row]} positions with its image features and LLaVA cuts "
                              f"at tokenizer_model_max_length={self.max_positions}: shorten it")
         input_ids, attention_mask = pad_rows([ids for ids, _, _ in per_row], self.pad_token_id, "left")
-        inputs = {"inputs": input_ids, "attention_mask": attention_mask,
-                  **self.stack_vision([vision for _, vision, _ in per_row])}
+        inputs: dict[str, Any] = {"inputs": input_ids, "attention_mask": attention_mask,
+                                  **self.stack_vision([vision for _, vision, _ in per_row])}
         inputs = to_model_inputs(inputs, model, device)
         if "image_sizes" in inputs:
             inputs["image_sizes"] = inputs["image_sizes"].tolist()
@@ -283,7 +283,7 @@ def cache_keyword_compat(model: Any) -> Iterator[None]:
     params = list(inspect.signature(inner).parameters.values())
     at = next((i for i, q in enumerate(params) if q.kind is inspect.Parameter.VAR_KEYWORD), len(params))
     params.insert(at, inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default=None))
-    forward.__signature__ = inspect.signature(inner).replace(parameters=params)
+    forward.__signature__ = inspect.signature(inner).replace(parameters=params)  # type: ignore[attr-defined]
     model.forward = forward
     try:
         yield
