@@ -128,6 +128,30 @@ def test_scored_head_runs_inside_the_heads_call_restores_it_and_refuses_transfor
     assert keeps_its_head(model)
 
 
+def test_the_models_returned_output_carries_the_gradient():
+    """A wrapper may hook the head's output into the backward (DeepSpeed ZeRO-3 replaces it with a tensor whose
+    backward re-gathers the weight first): the log-probs used are what the model returned, so that hook runs."""
+    model, processor = tiny("causal_lm")
+    seen = []
+
+    class Regather(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen.append(grad.shape)
+            return grad
+
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: Regather.apply(output))
+    adapter = get_adapter(model, processor)
+    out = adapter.sequence_logps(model, adapter.collate(_records(text_only=True)[:2]))
+    out.chosen_logps.sum().backward()
+    handle.remove()
+    assert seen == [(int(out.chosen_lengths.sum() + out.rejected_lengths.sum()),)]
+
+
 _PEAK_SCRIPT = """
 import sys, torch
 torch.manual_seed(3)

@@ -116,3 +116,44 @@ def test_fsdp2_two_processes_equal_one_process(tmp_path, lora):
     assert set(sharded["grads"]) == set(expected)
     for name, grad in expected.items():
         torch.testing.assert_close(sharded["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _reference_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    from torch.distributed.fsdp import fully_shard
+
+    from mm_unidpo.train.reference import compute_reference_logps
+
+    model, processor = _model(lora=True)
+    for layer in model.base_model.model.model.layers:
+        fully_shard(layer)
+    fully_shard(model, reshard_after_forward=True)
+    adapter = get_adapter(model, processor, head_chunk_size=8)
+    values = compute_reference_logps(model, adapter, _records(), batch_size=3, device="cpu", disable_adapter=True)
+    if rank == 0:
+        torch.save(values, out)
+    dist.destroy_process_group()
+
+
+def test_fsdp2_reference_precompute_equals_one_process(tmp_path):
+    """The reference pass (adapter disabled, no gradient) over sharded parameters: every rank computes every
+    record, as the trainer's precompute does, and gets one process's values."""
+    from mm_unidpo.train.reference import compute_reference_logps
+
+    torch.set_num_threads(1)
+    model, processor = _model(lora=True)
+    expected = compute_reference_logps(model, get_adapter(model, processor, head_chunk_size=8), _records(),
+                                       batch_size=3, device="cpu", disable_adapter=True)
+    out, port = str(tmp_path / "rank0.pt"), _free_port()
+    processes = [mp.get_context("spawn").Process(target=_reference_worker, args=(rank, 2, port, out))
+                 for rank in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=300)
+    assert all(p.exitcode == 0 for p in processes), [p.exitcode for p in processes]
+    sharded = torch.load(out)
+    for key, value in expected.items():
+        torch.testing.assert_close(sharded[key], value, rtol=1e-5, atol=1e-5, msg=key)

@@ -55,8 +55,13 @@ def scored_logps(model: Any, inputs: dict[str, Any], rows: torch.Tensor, predict
     whether each target is the argmax token."""
     if options.head_chunk_size is not None and not keeps_its_head(model):
         with scored_head(model, rows, predictors, targets, chunk_size=options.head_chunk_size, greedy=greedy) as out:
-            model(**inputs, use_cache=False)
-        return (out.logps, out.greedy) if greedy else out.logps
+            # What the model returns, not what the head computed: a wrapper may have hooked the head's output
+            # into the backward (ZeRO-3 re-gathers the head's weight there).
+            logps = model(**inputs, use_cache=False).logits
+        if out.logps is None or logps.shape != out.logps.shape:
+            raise RuntimeError(f"{type(model).__name__} changed its LM head's output (shape {tuple(logps.shape)}): "
+                               f"use model.head_chunk_size: null")
+        return (logps, out.greedy) if greedy else logps
     if family.spec.takes_logits_to_keep:
         keep, index = torch.unique(predictors, return_inverse=True)
         logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[rows, index].float()
