@@ -303,3 +303,31 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(workdir,
     b = load_file(str(workdir / "ddp2" / "final" / "adapter_model.safetensors"))
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)
+
+
+def test_mixture_logs_each_component_and_resume_restores_bco_delta(workdir, llava_path):
+    """The mpo preset (sigmoid 0.8, bco_pair 0.2, sft 1.0): metrics under each component's name, and
+    bco_pair's running-mean δ saved with each checkpoint and put back on resume."""
+    import shutil
+
+    raw = _config(llava_path, workdir, "out_mpo", loss={"name": "mpo", "params": {"beta": 0.5}},
+                  train={"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "num_train_epochs": 1})
+    _run(raw)
+    out = Path(raw["train"]["output_dir"])
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    saved = state["stateful_callbacks"]["LossStateCallback"]["attributes"]["saved"]
+    assert saved["bco_pair"]["count"] == 4
+    logged = state["log_history"][0]
+    for key in ("loss/sigmoid", "loss/bco_pair", "loss/sft", "sigmoid/rewards/margins", "bco_pair/bco/delta",
+                "rewards/margins"):
+        assert key in logged, key
+
+    resumed = workdir / "out_mpo_resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    _run({**raw, "train": {**raw["train"], "output_dir": str(resumed), "resume_from_checkpoint": True}})
+    again = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
+    assert again["stateful_callbacks"]["LossStateCallback"]["attributes"]["saved"]["bco_pair"] == pytest.approx(
+        saved["bco_pair"], rel=1e-6)
+    deltas = [e["bco_pair/bco/delta"] for e in again["log_history"] if "bco_pair/bco/delta" in e]
+    assert deltas[-1] == pytest.approx(saved["bco_pair"]["mean"], rel=1e-6)

@@ -158,7 +158,7 @@ def _check_data(config: TrainConfig) -> None:
 def _check_loss(config: TrainConfig) -> None:
     """The loss core owns each objective's rules (losses/registry.py); its errors name the key."""
     try:
-        check_loss(config.loss.name, config.loss.params)
+        check_loss(config.loss.name, config.loss.params, config.loss.mixture)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

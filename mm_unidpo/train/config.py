@@ -79,8 +79,14 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "unidpo"
-    params: dict[str, Any] = field(default_factory=dict)
+    # an objective (`mm-unidpo losses`) or a preset mixture (mpo); null: unidpo, or "mixture" with `mixture`
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # next to a mixture: shared by its components
+    mixture: list[dict[str, Any]] | None = None  # [{name: dpo, weight: 0.8, params: {...}}, ...]: a weighted sum
+
+    def __post_init__(self) -> None:
+        if self.name is None:
+            self.name = "mixture" if self.mixture is not None else "unidpo"
 
 
 @dataclass

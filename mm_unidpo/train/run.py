@@ -130,7 +130,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     trainer = PreferenceTrainer(
         model=model, args=args, train_dataset=RecordDataset(train_set.records),
         eval_dataset=RecordDataset(eval_set.records) if eval_set else None, processing_class=processor,
-        adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params,
+        adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params, loss_mixture=config.loss.mixture,
         reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict(),
         skipped_before_training=train_set.skips.total + (eval_set.skips.total if eval_set else 0),
         max_tokens_per_batch=config.data.max_tokens_per_batch,

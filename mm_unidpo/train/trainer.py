@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from mm_unidpo.data.records import PreferenceRecord
-from mm_unidpo.losses import PairLogps, needs_reference, preference_loss
+from mm_unidpo.losses import Loss, PairLogps, build_loss
 from mm_unidpo.models.base import Adapter
 
 from .config import save_run_config
@@ -93,12 +94,26 @@ class PairCollator:
         return {"batch": batch, "positions": torch.tensor(positions, dtype=torch.long)}
 
 
+class LossStateCallback(TrainerCallback, ExportableState):
+    """Saves the loss's running state (bco_pair's δ) in every checkpoint's trainer_state.json;
+    `PreferenceTrainer._load_callback_state` puts it back on resume."""
+
+    def __init__(self, loss: Loss | None = None, saved: dict[str, Any] | None = None):
+        self.loss, self.saved = loss, saved
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"saved": self.loss.state_dict() if self.loss is not None else self.saved}}
+
+
 class PreferenceTrainer(Trainer):
-    def __init__(self, *args: Any, adapter: Adapter, loss_name: str, loss_params: dict[str, Any] | None = None,
-                 reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
+    def __init__(self, *args: Any, adapter: Adapter, loss_name: str | None, loss_params: dict[str, Any] | None = None,
+                 loss_mixture: list[dict[str, Any]] | None = None, reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
                  run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
                  max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None, **kwargs: Any):
         kwargs.setdefault("data_collator", PairCollator(adapter))
+        self.loss = build_loss(loss_name, loss_params, loss_mixture)  # checked here; holds bco_pair's δ
+        if self.loss.stateful:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), LossStateCallback(self.loss)]
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.loss_name = loss_name
@@ -156,13 +171,13 @@ class PreferenceTrainer(Trainer):
             reference_chosen=ref_chosen, reference_rejected=ref_rejected,
             score_chosen=batch.score_chosen, score_rejected=batch.score_rejected,
         )
-        out = preference_loss(self.loss_name, pair, **self.loss_params)
+        out = self.loss(pair, train=model.training)
         mode = "train" if model.training else "eval"
         self._store(mode, out, batch)
         return (out.loss, {"per_pair": out.per_pair}) if return_outputs else out.loss
 
     def _reference(self, model, batch, positions):
-        if not needs_reference(self.loss_name, self.loss_params):
+        if not self.loss.needs_reference:
             return None, None
         if self.reference_logps is not None:
             chosen = self.reference_logps["chosen"][positions].to(self.args.device)
@@ -205,6 +220,17 @@ class PreferenceTrainer(Trainer):
         if skipped:
             logs["data/skipped_records"] = float(skipped)
         super().log(logs, start_time)
+
+    def _load_callback_state(self) -> None:
+        """On resume: the loss's running state back from the checkpoint (whatever
+        `restore_callback_states_from_checkpoint` says: the state is the objective's, not a callback's)."""
+        super()._load_callback_state()
+        saved = self.state.stateful_callbacks.get(LossStateCallback.__name__)
+        if isinstance(saved, dict) and saved.get("attributes", {}).get("saved"):
+            self.loss.load_state_dict(saved["attributes"]["saved"])
+        for callback in self.callback_handler.callbacks:  # a restored callback must point at our loss
+            if isinstance(callback, LossStateCallback):
+                callback.loss = self.loss
 
     # ---- checkpoints --------------------------------------------------------------------------------
 
