@@ -144,7 +144,7 @@ def _state(name: str, values: dict[str, Any]) -> RunningMean | None:
     return RunningMean() if LOSSES[name].stateful and values.get("running_mean", True) else None
 
 
-def check_loss(name: str | None, params: dict[str, Any] | None = None,
+def check_loss(name: str | None = None, params: dict[str, Any] | None = None,
                mixture: list[dict[str, Any]] | None = None, where: str = "loss") -> None:
     """Raise `ParamError` (a ValueError naming the key) if the loss section cannot run."""
     build_loss(name, params, mixture, where)

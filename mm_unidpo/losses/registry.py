@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .objectives import Terms, cpo, dpo, hinge, ipo, orpo, rdpo, simpo
 from .params import COMMON_RULES, ParamError, Range, Rule, check_value
 from .trl_types import (aot, aot_unpaired, apo_down, apo_zero, bco_pair, discopop, exo_pair, nca_pair, robust,
-                        sft, sppo_hard)
+                        sft, sigmoid, sigmoid_norm, sppo_hard)
 from .unidpo import unidpo
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -87,8 +87,8 @@ LOSSES: dict[str, Objective] = {
                         refuses={"uni_weights": "unidpo already applies its own w_qual · w_perf"}),
     "adadpo": Objective(dpo, needs_reference=True, defaults={"balance": "policy"}),
     # TRL's DPOTrainer loss types under TRL's names (trl_types.py)
-    "sigmoid": Objective(dpo, needs_reference=True),
-    "sigmoid_norm": Objective(dpo, needs_reference=True, defaults={"length_normalize": True}),
+    "sigmoid": Objective(sigmoid, needs_reference=True),
+    "sigmoid_norm": Objective(sigmoid_norm, needs_reference=True),
     "robust": Objective(robust, needs_reference=True, rules={"label_smoothing": _ROBUST_SMOOTHING}),
     "exo_pair": Objective(exo_pair, needs_reference=True, rules={"label_smoothing": _EXO_SMOOTHING}),
     "nca_pair": Objective(nca_pair, needs_reference=True, refuses={"balance": _SEPARATE}),

@@ -12,12 +12,38 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .objectives import Terms, _log_ratios, _terms
+from .objectives import Terms, _log_ratios, _terms, dpo
 from .pair import PairLogps
 
 
 def _ratios(pair: PairLogps) -> tuple[torch.Tensor, torch.Tensor]:
     return pair.policy_chosen - pair.reference_chosen, pair.policy_rejected - pair.reference_rejected
+
+
+def sigmoid(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+            f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> Terms:
+    """TRL's `sigmoid`: `dpo` (objectives.py) without label smoothing, as TRL 1.16 has it — so a shared
+    `label_smoothing` in a mixture (TRL's one value for robust, exo_pair, aot) leaves it alone.
+
+        loss = −log σ(βΔ)
+
+    Composes with balance and Uni-DPO's pair weights.
+    """
+    return dpo(pair, chosen_scale, beta=beta, f_divergence_type=f_divergence_type,
+               f_alpha_divergence_coef=f_alpha_divergence_coef)
+
+
+def sigmoid_norm(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+                 f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> Terms:
+    """TRL's `sigmoid_norm`: `dpo` with `length_normalize` (each score divided by its response's length),
+    without label smoothing.
+
+        loss = −log σ(β(s_w/|y_w| − s_l/|y_l|))       (the mean token log-ratios for the reverse KL)
+
+    Composes with balance and Uni-DPO's pair weights.
+    """
+    return dpo(pair, chosen_scale, beta=beta, length_normalize=True, f_divergence_type=f_divergence_type,
+               f_alpha_divergence_coef=f_alpha_divergence_coef)
 
 
 def robust(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
