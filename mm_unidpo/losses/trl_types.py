@@ -166,7 +166,8 @@ def aot(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: floa
     Transport", arXiv 2406.05882): first-order stochastic dominance of the policy's margins over the
     reference's, by sorting both over the batch:
 
-        m = sort(L_w − L_l),  m_ref = sort(L^ref_w − L^ref_l);  loss_i = −(1−ε)·log σ(β(m − m_ref)_i) − ε·log σ(−β(...)_i)
+        m = sort(L_w − L_l),  m_ref = sort(L^ref_w − L^ref_l)
+        loss_i = −(1−ε)·log σ(β(m − m_ref)_i) − ε·log σ(−β(m − m_ref)_i)
 
     Row i of `per_pair` is the i-th smallest margin, not pair i: refuses balance, WPO weighting and
     Uni-DPO's pair weights (they are per pair).

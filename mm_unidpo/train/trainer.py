@@ -107,7 +107,8 @@ class LossStateCallback(TrainerCallback, ExportableState):
 
 class PreferenceTrainer(Trainer):
     def __init__(self, *args: Any, adapter: Adapter, loss_name: str | None, loss_params: dict[str, Any] | None = None,
-                 loss_mixture: list[dict[str, Any]] | None = None, reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
+                 loss_mixture: list[dict[str, Any]] | None = None, reference_model: Any = None,
+                 reference_logps: dict[str, torch.Tensor] | None = None,
                  run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
                  max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None, **kwargs: Any):
         kwargs.setdefault("data_collator", PairCollator(adapter))
