@@ -200,6 +200,18 @@ def test_bco_running_mean_is_the_mean_of_training_batch_means_and_eval_does_not_
     assert zero(batches[0]).metrics["bco/delta"] == 0.0 and not zero.stateful
 
 
+def test_bco_running_mean_goes_through_the_process_reduce():
+    """Under DDP the trainer sets the reduce to the mean over processes: every rank adds the same value."""
+    loss = build_loss("bco_pair", {"beta": 0.5})
+    seen = []
+    loss.set_reduce(lambda value: seen.append(float(value)) or torch.tensor(3.0))
+    out = loss(_small_ratio_pair(6, seed=14))
+    assert len(seen) == 1 and loss.state_dict()["bco_pair"] == {"mean": 3.0, "count": 1}
+    assert out.metrics["bco/delta"] == 3.0
+    loss(_small_ratio_pair(6, seed=15), train=False)
+    assert len(seen) == 1  # evaluation neither updates δ nor calls the collective
+
+
 # ---- parameter rules and refusals ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,params,message", [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -75,6 +75,12 @@ class Loss:
                 metrics.setdefault(key, out.metrics[key])  # the first component's, under TRL's names
         assert isinstance(total, torch.Tensor) and isinstance(per_pair, torch.Tensor)
         return LossOutput(loss=total, per_pair=per_pair, metrics=metrics, details=details)
+
+    def set_reduce(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        """How running state combines a batch statistic across processes (the trainer: their mean)."""
+        for c in self.components:
+            if c.state is not None:
+                c.state.reduce = reduce
 
     def state_dict(self) -> dict[str, Any]:
         return {c.label: c.state.state_dict() for c in self.components if c.state is not None}

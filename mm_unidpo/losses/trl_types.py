@@ -9,6 +9,8 @@ score each response on its own or sort the batch, and refuse `balance` in the re
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -98,14 +100,18 @@ def nca_pair(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta:
 class RunningMean:
     """The running mean δ of bco_pair's rewards: the equal-weight mean of every training batch's mean
     reward so far (the current batch included). Saved with the trainer state and restored on resume
-    (train/trainer.py); per process (under DDP each rank keeps its own δ from its own batches)."""
+    (train/trainer.py). `reduce` (set by the trainer: the mean over processes) makes every process
+    add the same global batch mean, so δ is the same on every rank and equals a one-process run's."""
 
     def __init__(self) -> None:
         self.mean, self.count = 0.0, 0
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def update(self, value: float) -> None:
+    def update(self, value: torch.Tensor) -> None:
+        if self.reduce is not None:
+            value = self.reduce(value)
         self.count += 1
-        self.mean += (value - self.mean) / self.count
+        self.mean += (float(value) - self.mean) / self.count
 
     def state_dict(self) -> dict[str, float | int]:
         return {"mean": self.mean, "count": self.count}
@@ -127,16 +133,16 @@ def bco_pair(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta:
     Without a `state` δ is the current batch's mean. Refuses balance; composes with Uni-DPO's weights.
     """
     r_w, r_l = _ratios(pair)
-    delta = torch.zeros((), dtype=r_w.dtype)
+    delta = torch.zeros((), dtype=r_w.dtype, device=r_w.device)
     if running_mean:
         with torch.no_grad():
-            batch_mean = float(torch.cat([beta * r_w, beta * r_l]).mean())
+            batch_mean = torch.cat([beta * r_w, beta * r_l]).mean()
         if state is None:
-            delta = torch.tensor(batch_mean, dtype=r_w.dtype)
+            delta = batch_mean
         else:
             if train:
                 state.update(batch_mean)
-            delta = torch.tensor(state.mean if state.count else batch_mean, dtype=r_w.dtype)
+            delta = torch.tensor(state.mean, dtype=r_w.dtype, device=r_w.device) if state.count else batch_mean
     per_pair = -F.logsigmoid(beta * r_w - delta) - F.logsigmoid(-(beta * r_l - delta))
     terms = _terms(per_pair, beta, r_w, r_l)
     terms.details["bco/delta"] = delta.expand_as(r_w).detach()

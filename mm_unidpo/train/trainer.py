@@ -133,6 +133,8 @@ class PreferenceTrainer(Trainer):
         self.pair_details_steps: dict[str, list[int]] = defaultdict(list)
         if reference_model is not None:
             self.reference_model = reference_model.to(self.args.device)
+        # bco_pair's running δ: the same on every process (the mean of their batch means)
+        self.loss.set_reduce(lambda value: self.accelerator.reduce(value, reduction="mean"))
 
     # ---- data ---------------------------------------------------------------------------------------
 
