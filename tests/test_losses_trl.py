@@ -233,6 +233,13 @@ def test_parameter_rules_name_the_key(name, params, message):
         check_loss(name, params)
 
 
+@pytest.mark.parametrize("name", [n for n in LOSSES if "beta" in LOSSES[n].parameters()])
+@pytest.mark.parametrize("beta", [0.0, -0.1, float("inf"), float("nan")])
+def test_beta_must_be_positive_and_finite_for_every_objective(name, beta):
+    with pytest.raises(ParamError, match=r"loss.params.beta must be (> 0|finite)"):
+        check_loss(name, {"beta": beta})
+
+
 def test_refused_option_at_its_default_is_accepted():
     check_loss("aot", {"balance": None, "use_weighting": False})
 
@@ -247,6 +254,7 @@ def test_refused_option_at_its_default_is_accepted():
     (dict(mixture=[{"name": "dpo", "params": {"beta": 0}}]), r"loss.mixture\[0\].params.beta must be > 0"),
     (dict(mixture=[{"name": "sft"}], params={"beta": 0.1}), r"loss.params \['beta'\] are parameters of no component"),
     (dict(name="mpo", mixture=[{"name": "sft"}]), r"loss.name 'mpo' is a preset mixture"),
+    (dict(name="mpo", params={"rpo_alpha": 0.1}), r"loss.params.rpo_alpha cannot be shared"),
 ])
 def test_mixture_errors_name_the_key(kwargs, message):
     with pytest.raises(ParamError, match=message):

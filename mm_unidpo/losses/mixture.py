@@ -117,6 +117,9 @@ def build_loss(name: str | None = None, params: dict[str, Any] | None = None,
 def _components(mixture: Any, shared: dict[str, Any], where: str) -> list[Component]:
     if not isinstance(mixture, list) or not mixture:
         raise ParamError(f"{where}.mixture must be a non-empty list of {{name, weight, params}}, got {mixture!r}")
+    if "rpo_alpha" in shared:  # shared, it would add the NLL once per component
+        raise ParamError(f"{where}.params.rpo_alpha cannot be shared by a mixture's components: give it to one "
+                         f"component, or add a component {{name: sft, weight: α}}")
     used: set[str] = set()
     components, labels = [], []
     for i, spec in enumerate(mixture):

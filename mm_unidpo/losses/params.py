@@ -73,6 +73,7 @@ COMMON_RULES: dict[str, Rule] = {
     "discopop_tau": Range(0.0, low_open=True),
     "gamma": Range(0.0),
     "uni_gamma": Range(0.0),
+    "uni_beta": Range(0.0, low_open=True),
 }
 
 
