@@ -90,8 +90,17 @@ class Case:
     dtype: torch.dtype = torch.float64  # TRL's alpha-divergence clamp knows no float64: float32 there
     extras: tuple[str, ...] = field(default=())  # "ld", "wpo": the optional PairLogps fields to give
 
+    @property
+    def same_metrics(self) -> bool:
+        """Whether our rewards are TRL's β·r: not for ipo (β·mean log-ratio), hinge with another divergence
+        (β·score: ours are the dpo family's) and sft (the mean token log-probs, no reference read)."""
+        first = self.label.split()[0]
+        return not (first in ("ipo", "sft") or (first == "hinge" and "f=" in self.label))
+
 
 BETA = 0.1
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+           "logps/rejected")
 _TYPES = ["sigmoid", "sigmoid_norm", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
           "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft"]
 _TYPE_PARAMS = {"robust": {"label_smoothing": 0.1}, "exo_pair": {"label_smoothing": 1e-3},
@@ -175,7 +184,7 @@ def compare(case: Case, batch: int = 16, seed: int = 0) -> dict[str, float]:
                 rl = shared["reference_rejected_shared"] + ld * (x["Rl"] - shared["reference_rejected_shared"])
             pair = PairLogps(Lw, Ll, x["nw"], x["nl"], rw, rl)
             sq = (x["Sw"], x["Sl"]) if "wpo" in case.extras else None
-            loss, _ = run_trl_dpo_loss(DPOTrainer, pair, log_sum_sq=sq, **case.trl)
+            loss, metrics = run_trl_dpo_loss(DPOTrainer, pair, log_sum_sq=sq, **case.trl)
         else:
             extra: dict[str, Any] = {}
             if "ld" in case.extras:
@@ -183,24 +192,28 @@ def compare(case: Case, batch: int = 16, seed: int = 0) -> dict[str, float]:
             if "wpo" in case.extras:
                 extra.update(chosen_log_sum_sq_probs=x["Sw"], rejected_log_sum_sq_probs=x["Sl"])
             pair = PairLogps(Lw, Ll, x["nw"], x["nl"], x["Rw"], x["Rl"], **extra)
-            loss = build_loss(**case.ours)(pair).loss
+            out = build_loss(**case.ours)(pair)
+            loss, metrics = out.loss, out.metrics
         grads = torch.autograd.grad(loss, (Lw, Ll), allow_unused=True)
         grads = [torch.zeros_like(Lw) if g is None else g for g in grads]
-        results.append((loss.detach(), grads))
-    (l_trl, g_trl), (l_ours, g_ours) = results
+        results.append((loss.detach(), grads, metrics))
+    (l_trl, g_trl, m_trl), (l_ours, g_ours, m_ours) = results
     return {"value": float((l_trl.double() - l_ours.double()).abs()),
             "grad": max(float((a.double() - b.double()).abs().max()) for a, b in zip(g_trl, g_ours)),
-            "loss": float(l_trl)}
+            "loss": float(l_trl),
+            # TRL's reward and log-prob metrics (β·r, sums) where ours report them the same way
+            "metrics": max((abs(m_trl[k] - m_ours[k]) for k in METRICS if k in m_ours), default=0.0)}
 
 
 def main() -> None:
-    print("| case | dtype | TRL loss | max abs diff, value | max abs diff, grad |")
-    print("|---|---|---|---|---|")
+    print("| case | dtype | TRL loss | max abs diff, value | max abs diff, grad | rewards/logps metrics |")
+    print("|---|---|---|---|---|---|")
     for case in cases():
         diffs = [compare(case, seed=seed) for seed in (0, 1, 2)]
         value, grad = max(d["value"] for d in diffs), max(d["grad"] for d in diffs)
+        metrics = f"{max(d['metrics'] for d in diffs):.1e}" if case.same_metrics else "ours differ by design"
         dtype = str(case.dtype).replace("torch.", "")
-        print(f"| {case.label} | {dtype} | {diffs[0]['loss']:.6g} | {value:.1e} | {grad:.1e} |")
+        print(f"| {case.label} | {dtype} | {diffs[0]['loss']:.6g} | {value:.1e} | {grad:.1e} | {metrics} |")
 
 
 if __name__ == "__main__":

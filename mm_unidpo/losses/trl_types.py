@@ -29,10 +29,11 @@ def sigmoid(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: 
 
         loss = −log σ(βΔ)
 
-    Composes with balance and Uni-DPO's pair weights.
+    Composes with balance and Uni-DPO's pair weights. Rewards reported as TRL's: β·r.
     """
-    return dpo(pair, chosen_scale, beta=beta, f_divergence_type=f_divergence_type,
-               f_alpha_divergence_coef=f_alpha_divergence_coef)
+    terms = dpo(pair, chosen_scale, beta=beta, f_divergence_type=f_divergence_type,
+                f_alpha_divergence_coef=f_alpha_divergence_coef)
+    return _terms(terms.per_pair, beta, *_ratios(pair))
 
 
 def sigmoid_norm(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
@@ -42,10 +43,11 @@ def sigmoid_norm(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, b
 
         loss = −log σ(β(s_w/|y_w| − s_l/|y_l|))       (the mean token log-ratios for the reverse KL)
 
-    Composes with balance and Uni-DPO's pair weights.
+    Composes with balance and Uni-DPO's pair weights. Rewards reported as TRL's: β·r (not normalised).
     """
-    return dpo(pair, chosen_scale, beta=beta, length_normalize=True, f_divergence_type=f_divergence_type,
-               f_alpha_divergence_coef=f_alpha_divergence_coef)
+    terms = dpo(pair, chosen_scale, beta=beta, length_normalize=True, f_divergence_type=f_divergence_type,
+                f_alpha_divergence_coef=f_alpha_divergence_coef)
+    return _terms(terms.per_pair, beta, *_ratios(pair))
 
 
 def robust(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
