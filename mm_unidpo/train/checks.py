@@ -17,9 +17,10 @@ import types
 import typing
 from typing import Any
 
-from mm_unidpo.losses import check_loss
+from mm_unidpo.losses import build_loss
 
 from .config import ConfigError, TrainConfig
+from .sync import check_sync
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -158,9 +159,12 @@ def _check_data(config: TrainConfig) -> None:
 def _check_loss(config: TrainConfig) -> None:
     """The loss core owns each objective's rules (losses/registry.py); its errors name the key."""
     try:
-        check_loss(config.loss.name, config.loss.params, config.loss.mixture)
+        loss = build_loss(config.loss.name, config.loss.params, config.loss.mixture)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    problem = check_sync(config.reference, loss.needs_reference, str(config.loss.name))  # TR-DPO's reference
+    if problem:
+        raise ConfigError(problem)
 
 
 _POSITIVE = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "per_device_eval_batch_size": ">= 1",

@@ -94,6 +94,10 @@ class ReferenceConfig:
     precompute: bool = False  # compute reference log-probs once before training, cached on disk
     cache_dir: str | None = None  # default: <output_dir>/reference_cache
     batch_size: int = 4
+    # TR-DPO (train/sync.py), TRL's names: every ref_model_sync_steps steps θ_ref ← α·θ + (1 − α)·θ_ref
+    sync_ref_model: bool = False
+    ref_model_mixup_alpha: float = 0.6
+    ref_model_sync_steps: int = 512
 
 
 @dataclass

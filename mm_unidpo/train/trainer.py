@@ -28,6 +28,7 @@ from mm_unidpo.losses import Loss, PairLogps, build_loss
 from mm_unidpo.models.base import Adapter
 
 from .config import save_run_config
+from .sync import ReferenceSync
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class PreferenceTrainer(Trainer):
                  loss_mixture: list[dict[str, Any]] | None = None, reference_model: Any = None,
                  reference_logps: dict[str, torch.Tensor] | None = None,
                  run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
-                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None, **kwargs: Any):
+                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None,
+                 ref_model_sync: tuple[float, int] | None = None, **kwargs: Any):
         kwargs.setdefault("data_collator", PairCollator(adapter))
         self.loss = build_loss(loss_name, loss_params, loss_mixture)  # checked here; holds bco_pair's δ
         if self.loss.stateful:
@@ -135,6 +137,13 @@ class PreferenceTrainer(Trainer):
             self.reference_model = reference_model.to(self.args.device)
         # bco_pair's running δ: the same on every process (the mean of their batch means)
         self.loss.set_reduce(lambda value: self.accelerator.reduce(value, reduction="mean"))
+        self.reference_sync: ReferenceSync | None = None
+        if ref_model_sync is not None:  # TR-DPO (sync.py)
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled or reference_logps is not None:
+                raise ValueError("reference.sync_ref_model works with DDP or one process and a live reference only "
+                                 "(not FSDP, DeepSpeed or a precomputed reference)")
+            self.reference_sync = ReferenceSync(self.model, self.reference_model, *ref_model_sync)
+            self.add_callback(self.reference_sync)
 
     # ---- data ---------------------------------------------------------------------------------------
 
@@ -192,6 +201,8 @@ class PreferenceTrainer(Trainer):
             else:  # LoRA: the base model is the reference
                 unwrapped = self.accelerator.unwrap_model(model)
                 context = unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext()
+                if self.reference_sync is not None:  # TR-DPO: the adapter's moving reference copy
+                    context = self.reference_sync.swapped(unwrapped)
                 with context:
                     result = self.adapter.sequence_logps(model, batch)
         return result.chosen_logps.detach(), result.rejected_logps.detach()
@@ -223,6 +234,11 @@ class PreferenceTrainer(Trainer):
         if skipped:
             logs["data/skipped_records"] = float(skipped)
         super().log(logs, start_time)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.reference_sync is not None:
+            self.reference_sync.load(resume_from_checkpoint)
 
     def _load_callback_state(self) -> None:
         """On resume: the loss's running state back from the checkpoint (whatever
@@ -257,6 +273,8 @@ class PreferenceTrainer(Trainer):
         try:
             with removed_if_disk_full(staging, f"checkpoint-{self.state.global_step}"):
                 super()._save_checkpoint(model, trial)
+                if self.reference_sync is not None and self.args.should_save:
+                    self.reference_sync.save(staging)
         finally:
             hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = original_prefix, limit
         self.accelerator.wait_for_everyone()
