@@ -11,12 +11,26 @@ from typing import Callable
 
 
 def _losses(args: argparse.Namespace) -> int:
-    from mm_unidpo.losses import LOSSES
+    from mm_unidpo.losses import LOSSES, OPTIONS, PRESETS
 
+    print("options every objective takes unless it refuses them:")
+    for option, params in OPTIONS.items():
+        print(f"  {option}: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    print()
     for name, objective in LOSSES.items():
-        params = ", ".join(f"{k}={v!r}" for k, v in objective.parameters().items())
+        params = ", ".join(f"{k}={v!r}" for k, v in objective.own_parameters().items())
         ref = "reference" if objective.needs_reference else "reference-free"
-        print(f"{name:8s} ({ref}): {params}")
+        print(f"{name} ({ref}): {params or 'no parameters'}")
+        for option, why in objective.refuses.items():
+            print(f"    refuses {option}: {why}")
+        overrides = {k: v for k, v in objective.defaults.items() if k in objective.parameters()
+                     and k not in objective.own_parameters()}
+        if overrides:
+            print("    defaults: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
+    print()
+    for name, components in PRESETS.items():
+        parts = ", ".join(f"{c['name']} {c['weight']}" for c in components)
+        print(f"{name} (preset mixture): {parts}")
     return 0
 
 

@@ -303,3 +303,98 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(workdir,
     b = load_file(str(workdir / "ddp2" / "final" / "adapter_model.safetensors"))
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)
+
+
+def test_mixture_logs_each_component_and_resume_restores_bco_delta(workdir, llava_path):
+    """The mpo preset (sigmoid 0.8, bco_pair 0.2, sft 1.0): metrics under each component's name, and
+    bco_pair's running-mean δ saved with each checkpoint and put back on resume."""
+    import shutil
+
+    raw = _config(llava_path, workdir, "out_mpo", loss={"name": "mpo", "params": {"beta": 0.5}},
+                  train={"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "num_train_epochs": 1})
+    _run(raw)
+    out = Path(raw["train"]["output_dir"])
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    saved = state["stateful_callbacks"]["LossStateCallback"]["attributes"]["saved"]
+    assert saved["bco_pair"]["count"] == 4
+    logged = state["log_history"][0]
+    for key in ("loss/sigmoid", "loss/bco_pair", "loss/sft", "sigmoid/rewards/margins", "bco_pair/bco/delta",
+                "rewards/margins"):
+        assert key in logged, key
+
+    resumed = workdir / "out_mpo_resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    _run({**raw, "train": {**raw["train"], "output_dir": str(resumed), "resume_from_checkpoint": True}})
+    again = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
+    assert again["stateful_callbacks"]["LossStateCallback"]["attributes"]["saved"]["bco_pair"] == pytest.approx(
+        saved["bco_pair"], rel=1e-6)
+    deltas = [e["bco_pair/bco/delta"] for e in again["log_history"] if "bco_pair/bco/delta" in e]
+    assert deltas[-1] == pytest.approx(saved["bco_pair"]["mean"], rel=1e-6)
+
+
+# ---- TR-DPO: the reference moves towards the policy (train/sync.py) ------------------------------------
+
+def _sync_config(llava_path, workdir, out, reference=None, **sections):
+    return _config(llava_path, workdir, out, loss={"name": "dpo", "params": {"beta": 0.5}},
+                   reference={"sync_ref_model": True, "ref_model_mixup_alpha": 1.0, "ref_model_sync_steps": 2,
+                              **(reference or {})},
+                   train={"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "num_train_epochs": 1},
+                   **sections)
+
+
+def test_trdpo_lora_reference_is_the_synced_adapter_and_resume_restores_it(workdir, llava_path):
+    import shutil
+
+    raw = _sync_config(llava_path, workdir, "out_trdpo")
+    _run(raw)
+    out = Path(raw["train"]["output_dir"])
+    reference = load_file(str(out / "checkpoint-4" / "reference_sync.safetensors"))
+    adapter = load_file(str(out / "checkpoint-4" / "adapter_model.safetensors"))
+    assert reference and {k.replace(".default", "") for k in reference} == set(adapter)
+    for name, tensor in reference.items():  # α = 1: a hard sync at step 4 copies the adapter
+        torch.testing.assert_close(tensor, adapter[name.replace(".default", "")], rtol=0, atol=0)
+    before = load_file(str(out / "checkpoint-2" / "reference_sync.safetensors"))
+    assert any(not torch.equal(before[k], reference[k]) for k in reference)
+
+    resumed = workdir / "out_trdpo_resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    _run({**raw, "train": {**raw["train"], "output_dir": str(resumed), "resume_from_checkpoint": True}})
+    again = load_file(str(resumed / "final" / "adapter_model.safetensors"))
+    final = load_file(str(out / "final" / "adapter_model.safetensors"))
+    for k in final:
+        torch.testing.assert_close(again[k], final[k], rtol=0, atol=1e-6)
+
+
+def test_trdpo_full_finetuning_mixes_the_frozen_copy(workdir, llava_path):
+    raw = _sync_config(llava_path, workdir, "out_trdpo_full", lora={"enabled": False},
+                       reference={"ref_model_sync_steps": 4})
+    _run(raw)
+    out = Path(raw["train"]["output_dir"])
+    reference = load_file(str(out / "checkpoint-4" / "reference_sync.safetensors"))
+    # the saved checkpoint names the same tensors in transformers' on-disk layout (language_model.model.*)
+    norm = lambda key: ".".join(p for p in key.split(".") if p not in ("model", "language_model"))  # noqa: E731
+    model = {norm(k): v for k, v in load_file(str(out / "checkpoint-4" / "model.safetensors")).items()}
+    shared = [k for k in reference if norm(k) in model]
+    assert len(shared) == len(reference), sorted(set(map(norm, reference)) - set(model))[:3]
+    for k in shared:
+        torch.testing.assert_close(reference[k], model[norm(k)], rtol=0, atol=0)
+    before = load_file(str(out / "checkpoint-2" / "reference_sync.safetensors"))  # not synced yet at step 2
+    assert any(not torch.equal(before[k], reference[k]) for k in shared)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"loss": {"name": "simpo", "params": {}}}, "reads no reference"),
+    ({"reference": {"precompute": True}}, "the precomputed reference"),
+    ({"reference": {"ref_model_mixup_alpha": 0.0}}, r"ref_model_mixup_alpha must be in \(0, 1\]"),
+    ({"reference": {"ref_model_sync_steps": 0}}, "ref_model_sync_steps must be >= 1"),
+])
+def test_trdpo_config_is_checked(workdir, llava_path, change, message):
+    from mm_unidpo.train.config import ConfigError
+
+    raw = _sync_config(llava_path, workdir, "out_trdpo_bad")
+    for section, values in change.items():
+        raw[section] = {**raw[section], **values} if section == "reference" else values
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw).validate()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .divergence import f_scores
 from .pair import PairLogps
 
 
@@ -27,12 +28,16 @@ class Terms:
     details: dict[str, torch.Tensor] = field(default_factory=dict)  # extra per-pair values, detached
 
 
-def _log_ratios(pair: PairLogps, length_normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Policy-vs-reference log-ratios of the chosen and the rejected response (sums or means)."""
+def _log_ratios(pair: PairLogps, length_normalize: bool, f_divergence_type: str = "reverse_kl",
+                f_alpha_divergence_coef: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy-vs-reference scores of the chosen and the rejected response: f'(π/π_ref) of the summed
+    log-ratio (divergence.py; the log-ratio itself for the reverse KL), divided by the response length
+    if `length_normalize` (then, for the reverse KL, the mean token log-ratio ℓ̄ − ℓ̄^ref)."""
+    chosen = f_scores(pair.policy_chosen - pair.reference_chosen, f_divergence_type, f_alpha_divergence_coef)
+    rejected = f_scores(pair.policy_rejected - pair.reference_rejected, f_divergence_type, f_alpha_divergence_coef)
     if length_normalize:
-        return (pair.policy_chosen_mean - pair.reference_chosen_mean,
-                pair.policy_rejected_mean - pair.reference_rejected_mean)
-    return pair.policy_chosen - pair.reference_chosen, pair.policy_rejected - pair.reference_rejected
+        return chosen / pair.chosen_lengths, rejected / pair.rejected_lengths
+    return chosen, rejected
 
 
 def _terms(per_pair: torch.Tensor, beta: float, chosen: torch.Tensor, rejected: torch.Tensor) -> Terms:
@@ -40,32 +45,44 @@ def _terms(per_pair: torch.Tensor, beta: float, chosen: torch.Tensor, rejected: 
 
 
 def dpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-        label_smoothing: float = 0.0, length_normalize: bool = False) -> Terms:
-    """DPO (Rafailov et al., arXiv 2305.18290) with cDPO label smoothing ε.
+        label_smoothing: float = 0.0, length_normalize: bool = False, f_divergence_type: str = "reverse_kl",
+        f_alpha_divergence_coef: float = 0.5) -> Terms:
+    """DPO (Rafailov et al., arXiv 2305.18290) with cDPO label smoothing ε; TRL's `sigmoid`, and with
+    `length_normalize` its `sigmoid_norm`.
 
         Δ = (L_w − L^ref_w) − (L_l − L^ref_l)          (ℓ̄ instead of L if length_normalize)
         loss = −(1 − ε)·log σ(βΔ) − ε·log σ(−βΔ)
+
+    Another `f_divergence_type` replaces each log-ratio by f'(π/π_ref) (divergence.py).
+    Composes with AdaDPO's balance (c_w scales the chosen score) and with Uni-DPO's pair weights.
     """
-    chosen, rejected = _log_ratios(pair, length_normalize)
+    chosen, rejected = _log_ratios(pair, length_normalize, f_divergence_type, f_alpha_divergence_coef)
     logits = beta * (chosen_scale * chosen - rejected)
     per_pair = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
     return _terms(per_pair, beta, chosen, rejected)
 
 
-def ipo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1) -> Terms:
-    """IPO (Azar et al., arXiv 2310.12036), on mean token log-probs.
+def ipo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
+        f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> Terms:
+    """IPO (Azar et al., arXiv 2310.12036), on mean token log-probs (as TRL's `ipo`).
 
         h = (ℓ̄_w − ℓ̄^ref_w) − (ℓ̄_l − ℓ̄^ref_l);   loss = (h − 1/(2β))²
+
+    Composes with balance and Uni-DPO's pair weights; accepts another `f_divergence_type`.
     """
-    chosen, rejected = _log_ratios(pair, length_normalize=True)
+    chosen, rejected = _log_ratios(pair, True, f_divergence_type, f_alpha_divergence_coef)
     per_pair = (chosen_scale * chosen - rejected - 1 / (2 * beta)) ** 2
     return _terms(per_pair, beta, chosen, rejected)
 
 
 def hinge(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-          length_normalize: bool = False) -> Terms:
-    """Hinge / SLiC as used by RSO (Liu et al., arXiv 2309.06657):  loss = relu(1 − βΔ)."""
-    chosen, rejected = _log_ratios(pair, length_normalize)
+          length_normalize: bool = False, f_divergence_type: str = "reverse_kl",
+          f_alpha_divergence_coef: float = 0.5) -> Terms:
+    """Hinge / SLiC as used by RSO (Liu et al., arXiv 2309.06657):  loss = relu(1 − βΔ) (TRL's `hinge`).
+
+    Composes with balance and Uni-DPO's pair weights; accepts another `f_divergence_type`.
+    """
+    chosen, rejected = _log_ratios(pair, length_normalize, f_divergence_type, f_alpha_divergence_coef)
     per_pair = torch.relu(1 - beta * (chosen_scale * chosen - rejected))
     return _terms(per_pair, beta, chosen, rejected)
 

@@ -15,7 +15,11 @@ import torch
 _FIELDS = (
     "policy_chosen", "policy_rejected", "chosen_lengths", "rejected_lengths",
     "reference_chosen", "reference_rejected", "score_chosen", "score_rejected",
+    "policy_chosen_shared", "policy_rejected_shared", "reference_chosen_shared", "reference_rejected_shared",
+    "chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs",
 )
+_SHARED = ("policy_chosen_shared", "policy_rejected_shared", "reference_chosen_shared", "reference_rejected_shared")
+_LOG_SUM_SQ = ("chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,13 @@ class PairLogps:
     *_lengths    number of response tokens (>= 1), counted exactly as the sums were.
     reference_*  the same sums under the reference model, or None for reference-free objectives.
     score_*      quality scores S_w, S_l of the two responses (Uni-DPO), or None.
+
+    Optional, read only by the options that need them (losses/core.py); the models layer must supply
+    them — summed log-probs cannot give them:
+    *_shared     (ld_alpha, LD-DPO) the sum of the same log-probs over the response's first
+                 min(|y_w|, |y_l|) tokens only (the chosen and the rejected of a pair share that count).
+    *_log_sum_sq_probs  (use_weighting, WPO) Σ_t log Σ_v π(v | y_<t)² over the response's tokens, from the
+                 policy (TRL's `log_sum_sq_probs`, summed like the log-probs).
     """
 
     policy_chosen: torch.Tensor
@@ -36,6 +47,12 @@ class PairLogps:
     reference_rejected: torch.Tensor | None = None
     score_chosen: torch.Tensor | None = None
     score_rejected: torch.Tensor | None = None
+    policy_chosen_shared: torch.Tensor | None = None
+    policy_rejected_shared: torch.Tensor | None = None
+    reference_chosen_shared: torch.Tensor | None = None
+    reference_rejected_shared: torch.Tensor | None = None
+    chosen_log_sum_sq_probs: torch.Tensor | None = None
+    rejected_log_sum_sq_probs: torch.Tensor | None = None
 
     # Mean token log-probs ℓ̄ = L / length.
     @property
@@ -79,12 +96,14 @@ def _rows(mask: torch.Tensor, limit: int = 10) -> str:
     return f"rows [{shown}{', ...' if len(rows) > limit else ''}] ({len(rows)} of {mask.numel()})"
 
 
-def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str) -> PairLogps:
+def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str, ld_alpha: bool = False,
+                      weighting: bool = False) -> PairLogps:
     """Check shapes and values; return a copy computed in float32 (float64 stays float64).
 
     Raises ValueError naming the field and the offending rows for: a non-tensor or non-1-D field, a
     batch-size mismatch, a length < 1, a NaN log-prob, a NaN/inf score, only one of the two scores,
-    and a missing reference where the objective needs one.
+    and a missing reference where the objective needs one; with `ld_alpha` / `weighting`, a missing
+    `*_shared` / `*_log_sum_sq_probs` field.
     """
     if not isinstance(pair, PairLogps):
         raise TypeError(f"expected PairLogps, got {type(pair).__name__}")
@@ -105,6 +124,13 @@ def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str)
     if needs_reference and not pair.has_reference:
         missing = [n for n in ("reference_chosen", "reference_rejected") if getattr(pair, n) is None]
         raise ValueError(f"objective {objective!r} needs reference log-probs: {', '.join(missing)} is None")
+    required = [*(_SHARED[:2] if ld_alpha else ()), *(_SHARED[2:] if ld_alpha and needs_reference else ()),
+                *(_LOG_SUM_SQ if weighting else ())]
+    missing = [n for n in required if getattr(pair, n) is None]
+    if missing:
+        why = ("ld_alpha needs each response's log-prob sum over its first min(|y_w|, |y_l|) tokens" if ld_alpha
+               and set(missing) & set(_SHARED) else "use_weighting needs Σ_t log Σ_v π(v)² of each response")
+        raise ValueError(f"{why}: {', '.join(missing)} is None (the models layer must supply it)")
     if (pair.score_chosen is None) != (pair.score_rejected is None):
         given = "score_chosen" if pair.score_chosen is not None else "score_rejected"
         raise ValueError(f"only {given} was given: pass both score_chosen and score_rejected, or neither")
@@ -116,7 +142,8 @@ def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str)
         bad = ~(cast[name] >= 1)  # also catches NaN
         if bad.any():
             raise ValueError(f"{name} must be >= 1 (a response has at least one token): {_rows(bad)}")
-    for name in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected"):
+    for name in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected", *_SHARED,
+                 *_LOG_SUM_SQ):
         if cast[name] is not None and torch.isnan(cast[name]).any():
             raise ValueError(f"{name} is NaN in {_rows(torch.isnan(cast[name]))}")
     for name in ("score_chosen", "score_rejected"):

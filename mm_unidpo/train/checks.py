@@ -5,8 +5,8 @@ model path, so that a bad config fails before anything is loaded, naming the key
 
 Types come from the dataclasses' annotations (and `transformers.TrainingArguments`' for the `train`
 section): a string where a number belongs is an error, not a crash deep inside the optimizer. The loss
-parameters are checked against the objective's own defaults; `beta` must be > 0 and finite for every
-objective (a negative beta silently rewards the rejected response).
+section is checked by the loss core (`losses.check_loss`: each objective's own defaults and rules, e.g.
+`beta` > 0 and finite for every objective, since a negative beta silently rewards the rejected response).
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import types
 import typing
 from typing import Any
 
-from mm_unidpo.data.records import FLOAT32_MAX
-from mm_unidpo.losses import LOSSES
+from mm_unidpo.losses import build_loss
 
 from .config import ConfigError, TrainConfig
+from .sync import check_sync
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-BALANCE = (None, "policy", "ratio")
 
 
 def check_config(config: TrainConfig) -> None:
@@ -158,38 +157,14 @@ def _check_data(config: TrainConfig) -> None:
 
 
 def _check_loss(config: TrainConfig) -> None:
-    name, params = config.loss.name, config.loss.params
-    if name not in LOSSES:
-        raise ConfigError(f"loss.name {name!r} is not an objective; known: {', '.join(LOSSES)}")
-    allowed = LOSSES[name].parameters()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"loss.params {unknown} are not parameters of {name!r}; it takes {sorted(allowed)}")
-    for key, value in {**allowed, **params}.items():
-        where, default = f"loss.params.{key}", allowed[key]
-        if key == "balance":
-            if value not in BALANCE:
-                raise ConfigError(f"{where} must be null, 'policy' or 'ratio', got {value!r}")
-            continue
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise _type_error(where, value, bool)
-            continue
-        if isinstance(default, (int, float)):
-            if not _matches(value, float):
-                raise _type_error(where, value, float)
-            if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-                raise ConfigError(f"{where} must be finite (within float32, where the loss computes), got {value}")
-    beta = params.get("beta", allowed.get("beta"))
-    if beta is not None and not beta > 0:
-        raise ConfigError(f"loss.params.beta must be > 0, got {beta}: a beta <= 0 rewards the rejected response "
-                          f"(or removes the preference)")
-    smoothing = params.get("label_smoothing", 0.0)
-    if not 0 <= smoothing < 0.5:
-        raise ConfigError(f"loss.params.label_smoothing must be in [0, 0.5), got {smoothing}")
-    clip = params.get("balance_clip", allowed.get("balance_clip"))
-    if clip is not None and not clip > 0:
-        raise ConfigError(f"loss.params.balance_clip must be > 0, got {clip}")
+    """The loss core owns each objective's rules (losses/registry.py); its errors name the key."""
+    try:
+        loss = build_loss(config.loss.name, config.loss.params, config.loss.mixture)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    problem = check_sync(config.reference, loss.needs_reference, str(config.loss.name))  # TR-DPO's reference
+    if problem:
+        raise ConfigError(problem)
 
 
 _POSITIVE = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "per_device_eval_batch_size": ">= 1",

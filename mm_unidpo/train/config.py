@@ -79,8 +79,14 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "unidpo"
-    params: dict[str, Any] = field(default_factory=dict)
+    # an objective (`mm-unidpo losses`) or a preset mixture (mpo); null: unidpo, or "mixture" with `mixture`
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # next to a mixture: shared by its components
+    mixture: list[dict[str, Any]] | None = None  # [{name: dpo, weight: 0.8, params: {...}}, ...]: a weighted sum
+
+    def __post_init__(self) -> None:
+        if self.name is None:
+            self.name = "mixture" if self.mixture is not None else "unidpo"
 
 
 @dataclass
@@ -88,6 +94,10 @@ class ReferenceConfig:
     precompute: bool = False  # compute reference log-probs once before training, cached on disk
     cache_dir: str | None = None  # default: <output_dir>/reference_cache
     batch_size: int = 4
+    # TR-DPO (train/sync.py), TRL's names: every ref_model_sync_steps steps θ_ref ← α·θ + (1 − α)·θ_ref
+    sync_ref_model: bool = False
+    ref_model_mixup_alpha: float = 0.6
+    ref_model_sync_steps: int = 512
 
 
 @dataclass

@@ -85,7 +85,8 @@ def write_report(output_dir: str, log_history: list[dict[str, Any]], details: di
     lines = [
         "# Training report", "",
         f"- model: `{config.model.name_or_path}` ({'4-bit QLoRA' if config.model.load_in_4bit else 'LoRA' if config.lora.enabled else 'full fine-tuning'})",
-        f"- objective: `{config.loss.name}` {json.dumps(config.loss.params)}",
+        f"- objective: `{config.loss.name}` {json.dumps(config.loss.params)}"
+        + (f" of {json.dumps(config.loss.mixture)}" if config.loss.mixture else ""),
         f"- steps: {summary.get('global_step')}, mean train loss {summary.get('train_loss', float('nan')):.4f}",
         f"- truncated pairs: {summary.get('truncated_pairs', 0)}; skipped records: {summary.get('skipped_records') or 'none'}",
         "", "## Last logged metrics", "", "| metric | value |", "|---|---|",

@@ -130,10 +130,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     trainer = PreferenceTrainer(
         model=model, args=args, train_dataset=RecordDataset(train_set.records),
         eval_dataset=RecordDataset(eval_set.records) if eval_set else None, processing_class=processor,
-        adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params,
+        adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params, loss_mixture=config.loss.mixture,
         reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict(),
         skipped_before_training=train_set.skips.total + (eval_set.skips.total if eval_set else 0),
-        max_tokens_per_batch=config.data.max_tokens_per_batch,
+        max_tokens_per_batch=config.data.max_tokens_per_batch, ref_model_sync=(
+            (config.reference.ref_model_mixup_alpha, config.reference.ref_model_sync_steps)
+            if config.reference.sync_ref_model else None),
         pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None)
     result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
     final_dir, staging = os.path.join(args.output_dir, "final"), os.path.join(args.output_dir, "tmp-final")

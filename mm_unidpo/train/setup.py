@@ -87,7 +87,7 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
     if not config.lora.enabled:
         freeze_vision(model)
         # A frozen copy only when the objective reads a reference (SimPO, CPO, ORPO do not).
-        reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference(config.loss.name, config.loss.params) else None
+        reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference(config.loss.name, config.loss.params, config.loss.mixture) else None
         return model, processor, reference
 
     from peft import get_peft_model

@@ -20,13 +20,15 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from mm_unidpo.data.records import PreferenceRecord, SkipReport
-from mm_unidpo.losses import PairLogps, needs_reference, preference_loss
+from mm_unidpo.losses import Loss, PairLogps, build_loss
 from mm_unidpo.models import Adapter, PairBatch
 
 from .config import save_run_config
+from .sync import ReferenceSync
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +95,28 @@ class PairCollator:
         return {"batch": batch, "positions": torch.tensor(positions, dtype=torch.long)}
 
 
+class LossStateCallback(TrainerCallback, ExportableState):
+    """Saves the loss's running state (bco_pair's δ) in every checkpoint's trainer_state.json;
+    `PreferenceTrainer._load_callback_state` puts it back on resume."""
+
+    def __init__(self, loss: Loss | None = None, saved: dict[str, Any] | None = None):
+        self.loss, self.saved = loss, saved
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"saved": self.loss.state_dict() if self.loss is not None else self.saved}}
+
+
 class PreferenceTrainer(Trainer):
-    def __init__(self, *args: Any, adapter: Adapter, loss_name: str, loss_params: dict[str, Any] | None = None,
-                 reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
+    def __init__(self, *args: Any, adapter: Adapter, loss_name: str | None, loss_params: dict[str, Any] | None = None,
+                 loss_mixture: list[dict[str, Any]] | None = None, reference_model: Any = None,
+                 reference_logps: dict[str, torch.Tensor] | None = None,
                  run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
-                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None, **kwargs: Any):
+                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None,
+                 ref_model_sync: tuple[float, int] | None = None, **kwargs: Any):
         kwargs.setdefault("data_collator", PairCollator(adapter))
+        self.loss = build_loss(loss_name, loss_params, loss_mixture)  # checked here; holds bco_pair's δ
+        if self.loss.stateful:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), LossStateCallback(self.loss)]
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.loss_name = loss_name
@@ -120,6 +138,15 @@ class PreferenceTrainer(Trainer):
         self.pair_details_steps: dict[str, list[int]] = defaultdict(list)
         if reference_model is not None:
             self.reference_model = reference_model.to(self.args.device)
+        # bco_pair's running δ: the same on every process (the mean of their batch means)
+        self.loss.set_reduce(lambda value: self.accelerator.reduce(value, reduction="mean"))
+        self.reference_sync: ReferenceSync | None = None
+        if ref_model_sync is not None:  # TR-DPO (sync.py)
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled or reference_logps is not None:
+                raise ValueError("reference.sync_ref_model works with DDP or one process and a live reference only "
+                                 "(not FSDP, DeepSpeed or a precomputed reference)")
+            self.reference_sync = ReferenceSync(self.model, self.reference_model, *ref_model_sync)
+            self.add_callback(self.reference_sync)
 
     # ---- data ---------------------------------------------------------------------------------------
 
@@ -160,13 +187,13 @@ class PreferenceTrainer(Trainer):
             reference_chosen=ref_chosen, reference_rejected=ref_rejected,
             score_chosen=batch.score_chosen, score_rejected=batch.score_rejected,
         )
-        out = preference_loss(self.loss_name, pair, **self.loss_params)
+        out = self.loss(pair, train=model.training)
         mode = "train" if model.training else "eval"
         self._store(mode, out, batch)
         return (out.loss, {"per_pair": out.per_pair}) if return_outputs else out.loss
 
     def _reference(self, model, batch, positions):
-        if not needs_reference(self.loss_name, self.loss_params):
+        if not self.loss.needs_reference:
             return None, None
         if self.reference_logps is not None:
             chosen = self.reference_logps["chosen"][positions].to(self.args.device)
@@ -178,6 +205,8 @@ class PreferenceTrainer(Trainer):
             else:  # LoRA: the base model is the reference
                 unwrapped = self.accelerator.unwrap_model(model)
                 context = unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext()
+                if self.reference_sync is not None:  # TR-DPO: the adapter's moving reference copy
+                    context = self.reference_sync.swapped(unwrapped)
                 with context:
                     result = self.adapter.sequence_logps(model, batch)
         return result.chosen_logps.detach(), result.rejected_logps.detach()
@@ -216,6 +245,22 @@ class PreferenceTrainer(Trainer):
             logs["data/skipped_records"] = float(skipped)
         super().log(logs, start_time)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.reference_sync is not None:
+            self.reference_sync.load(resume_from_checkpoint)
+
+    def _load_callback_state(self) -> None:
+        """On resume: the loss's running state back from the checkpoint (whatever
+        `restore_callback_states_from_checkpoint` says: the state is the objective's, not a callback's)."""
+        super()._load_callback_state()
+        saved = self.state.stateful_callbacks.get(LossStateCallback.__name__)
+        if isinstance(saved, dict) and saved.get("attributes", {}).get("saved"):
+            self.loss.load_state_dict(saved["attributes"]["saved"])
+        for callback in self.callback_handler.callbacks:  # a restored callback must point at our loss
+            if isinstance(callback, LossStateCallback):
+                callback.loss = self.loss
+
     # ---- checkpoints --------------------------------------------------------------------------------
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
@@ -238,6 +283,8 @@ class PreferenceTrainer(Trainer):
         try:
             with removed_if_disk_full(staging, f"checkpoint-{self.state.global_step}"):
                 super()._save_checkpoint(model, trial)
+                if self.reference_sync is not None and self.args.should_save:
+                    self.reference_sync.save(staging)
         finally:
             hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = original_prefix, limit
         self.accelerator.wait_for_everyone()
