@@ -52,6 +52,11 @@ class Loss:
         return any(LOSSES[c.name].needs_reference or c.values.get("balance") == "ratio" for c in self.components)
 
     @property
+    def needs_log_sum_sq(self) -> bool:
+        """WPO weighting (`use_weighting`) reads the policy's Σ log Σ_v p(v)² per response."""
+        return any(bool(c.values.get("use_weighting")) for c in self.components)
+
+    @property
     def stateful(self) -> bool:
         return any(c.state is not None for c in self.components)
 

@@ -144,9 +144,14 @@ class Adapter:
         batch.kept, batch.skipped = kept, skipped
         return batch
 
-    def sequence_logps(self, model: Any, batch: PairBatch) -> SequenceLogps:
-        sums, counts, _ = batch_logps(model, batch, self.hooks, self.forward_options)
-        return SequenceLogps(sums[:, 0], sums[:, 1], counts[:, 0], counts[:, 1])
+    def sequence_logps(self, model: Any, batch: PairBatch, *, log_sum_sq: bool = False) -> SequenceLogps:
+        """Chosen / rejected log-prob sums and lengths (and LD-DPO's shared sums); with `log_sum_sq`, WPO's
+        Σ_t log Σ_v p(v)² per response, from the same head pass."""
+        out = batch_logps(model, batch, self.hooks, self.forward_options, log_sum_sq=log_sum_sq)
+        sq = out.log_sum_sq
+        return SequenceLogps(out.logps[:, 0], out.logps[:, 1], out.counts[:, 0], out.counts[:, 1],
+                             out.shared[:, 0], out.shared[:, 1], None if sq is None else sq[:, 0],
+                             None if sq is None else sq[:, 1])
 
     @torch.no_grad()
     def score_continuations(self, model: Any, prompts: list[EncodedPrompt], continuations: list[list[list[int]]],
@@ -159,11 +164,11 @@ class Adapter:
         batch = self._lay_out(items, num_slots=max((len(c) for c in continuations), default=1))
         batch = batch.to(device if device is not None else model.device)
         batch.vision = to_model_inputs(batch.vision, model, device)  # floating inputs in the model's dtype
-        sums, counts, greedy = batch_logps(model, batch, self.hooks, self.forward_options, greedy=True)
-        assert greedy is not None
-        present = torch.tensor([[k < len(c) for k in range(sums.shape[1])] for c in continuations],
-                               device=sums.device)
-        return sums * present, greedy & present.to(greedy.device)
+        out = batch_logps(model, batch, self.hooks, self.forward_options, greedy=True)
+        assert out.greedy is not None
+        present = torch.tensor([[k < len(c) for k in range(out.logps.shape[1])] for c in continuations],
+                               device=out.logps.device)
+        return out.logps * present, out.greedy & present.to(out.greedy.device)
 
     def _lay_out(self, items: list[tuple[list[int], list[list[int]], dict, dict]], *, num_slots: int) -> PairBatch:
         """(prompt ids, responses, per-token extras, vision) per item -> a batch in this adapter's layout."""

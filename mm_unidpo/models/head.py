@@ -50,14 +50,19 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     """log_softmax(hidden @ weightᵀ + bias)[targets], `chunk` rows at a time (see the module doc)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk: int, dtype):
+    def forward(ctx, hidden, weight, bias, targets, chunk: int, dtype, side: dict | None = None):
         logps = torch.empty(hidden.shape[0], dtype=torch.promote_types(dtype, torch.float32), device=hidden.device)
         lse = torch.empty_like(logps)
+        sq = torch.empty_like(logps) if side is not None else None
         w, b = _cast(weight, bias, dtype)
         for s in range(0, hidden.shape[0], chunk):
             logits = _logits(hidden[s:s + chunk], w, b)
             lse[s:s + chunk] = logits.logsumexp(-1)
             logps[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+            if sq is not None:  # log Σ_v p(v)² = logsumexp(2z) − 2·lse, no gradient (WPO's weights are constants)
+                sq[s:s + chunk] = (2 * logits).logsumexp(-1) - 2 * lse[s:s + chunk]
+        if side is not None:
+            side["log_sum_sq"] = sq
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
         ctx.chunk, ctx.dtype = chunk, dtype
         return logps
@@ -84,7 +89,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             if need_b:
                 grad_b += dz.to(acc).sum(0)
         return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
-                None, None, None)
+                None, None, None, None)
 
 
 def _cast(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
@@ -116,11 +121,13 @@ def is_plain_linear(head: Any) -> bool:
 
 
 def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, call: Any = None) -> torch.Tensor:
+                chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, call: Any = None,
+                side: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """log p(targets[i] | hidden[i]) under the LM `head` for (N, d) hidden states: (N,) float32 (float64 heads: float64).
 
     `chunk_size=None` (or a head that is not a plain ``nn.Linear``) materialises the logits, through
-    `call` (default: the head): the reference path."""
+    `call` (default: the head): the reference path. With a `side` dict, ``side["log_sum_sq"]`` gets
+    log Σ_v p(v | hidden[i])² per row, without gradient (WPO's weights)."""
     weight = getattr(head, "weight", None)
     hidden = hidden.to(weight.device) if isinstance(weight, torch.Tensor) else hidden
     targets = targets.to(hidden.device)
@@ -131,13 +138,21 @@ def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
                         "materialised on the scored positions", type(head).__name__)
         logits = (call or head)(hidden)
         logits = logits if logits.dtype == torch.float64 else logits.float()
+        if side is not None:
+            side["log_sum_sq"] = log_sum_sq_probs(logits)
         return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
     assert isinstance(head, torch.nn.Linear)  # is_plain_linear
     device_type = hidden.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else head.weight.dtype
     rows = chunk_rows(chunk_size, hidden.shape[0], head.in_features, head.out_features)
     with torch.autocast(device_type, enabled=False):
-        return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, rows, dtype)
+        return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, rows, dtype, side)
+
+
+@torch.no_grad()
+def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log Σ_v softmax(z)_v² per row of logits (TRL's `log_sum_sq_probs` per token)."""
+    return (2 * logits).logsumexp(-1) - 2 * logits.logsumexp(-1)
 
 
 @torch.no_grad()
@@ -173,11 +188,13 @@ class ScoredHead:
 
     logps: torch.Tensor | None = None
     greedy: torch.Tensor | None = None
+    log_sum_sq: torch.Tensor | None = None  # with `log_sum_sq=True`: log Σ_v p(v)² per scored position
 
 
 @contextmanager
 def scored_head(model: Any, rows: torch.Tensor, predictors: torch.Tensor, targets: torch.Tensor, *,
-                chunk_size: int | str | None, greedy: bool = False) -> Iterator[ScoredHead]:
+                chunk_size: int | str | None, greedy: bool = False, log_sum_sq: bool = False
+                ) -> Iterator[ScoredHead]:
     """While active, the model's ``lm_head`` computes log p(targets) from the final hidden states at
     (rows, predictors) of its input, instead of logits for every position (what the model then returns
     as ``.logits`` is these (N,) log-probs; they are also in the yielded `ScoredHead`).
@@ -201,7 +218,9 @@ def scored_head(model: Any, rows: torch.Tensor, predictors: torch.Tensor, target
         if greedy:
             out.logps, out.greedy = token_logps_and_argmax(head, picked, targets, chunk_size=chunk_size, call=inner)
         else:
-            out.logps = token_logps(head, picked, targets, chunk_size=chunk_size, call=inner)
+            side: dict[str, torch.Tensor] | None = {} if log_sum_sq else None
+            out.logps = token_logps(head, picked, targets, chunk_size=chunk_size, call=inner, side=side)
+            out.log_sum_sq = side["log_sum_sq"] if side is not None else None
         return out.logps
 
     head.forward = forward

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .families.base import Family
-from .head import keeps_its_head, scored_head
+from .head import ScoredHead, keeps_its_head, log_sum_sq_probs, scored_head
 from .layouts import LAYOUTS, PairBatch
 
 
@@ -27,6 +27,23 @@ class SequenceLogps:
     rejected_logps: torch.Tensor
     chosen_lengths: torch.Tensor  # (B,) response token counts
     rejected_lengths: torch.Tensor
+    # LD-DPO: the same sums over each response's first min(|y_w|, |y_l|) tokens
+    chosen_shared: torch.Tensor | None = None
+    rejected_shared: torch.Tensor | None = None
+    # WPO: Σ_t log Σ_v p(v | y_<t)² over each response (no gradient), when asked for
+    chosen_log_sum_sq_probs: torch.Tensor | None = None
+    rejected_log_sum_sq_probs: torch.Tensor | None = None
+
+
+@dataclass
+class ItemSums:
+    """Per (item, slot) sums of a batch's scored tokens."""
+
+    logps: torch.Tensor
+    counts: torch.Tensor
+    shared: torch.Tensor  # over each response's first (shortest response of its item) tokens
+    greedy: torch.Tensor | None = None  # every token the argmax one
+    log_sum_sq: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -50,40 +67,46 @@ def forward_inputs(model: Any, batch: PairBatch, family: Family, options: Forwar
 
 
 def scored_logps(model: Any, inputs: dict[str, Any], rows: torch.Tensor, predictors: torch.Tensor,
-                 targets: torch.Tensor, family: Family, options: ForwardOptions, *, greedy: bool = False) -> Any:
+                 targets: torch.Tensor, family: Family, options: ForwardOptions, *, greedy: bool = False,
+                 log_sum_sq: bool = False) -> ScoredHead:
     """log p(targets) from the model's output at (rows, predictors) on `inputs`; with `greedy`, also
-    whether each target is the argmax token."""
+    whether each target is the argmax token; with `log_sum_sq`, log Σ_v p(v)² at each position."""
     if options.head_chunk_size is not None and not keeps_its_head(model):
-        with scored_head(model, rows, predictors, targets, chunk_size=options.head_chunk_size, greedy=greedy) as out:
+        with scored_head(model, rows, predictors, targets, chunk_size=options.head_chunk_size, greedy=greedy,
+                         log_sum_sq=log_sum_sq) as out:
             # What the model returns, not what the head computed: a wrapper may have hooked the head's output
             # into the backward (ZeRO-3 re-gathers the head's weight there).
             logps = model(**inputs, use_cache=False).logits
         if out.logps is None or logps.shape != out.logps.shape:
             raise RuntimeError(f"{type(model).__name__} changed its LM head's output (shape {tuple(logps.shape)}): "
                                f"use model.head_chunk_size: null")
-        return (logps, out.greedy) if greedy else logps
+        return ScoredHead(logps, out.greedy, out.log_sum_sq)
     if family.spec.takes_logits_to_keep:
         keep, index = torch.unique(predictors, return_inverse=True)
         logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[rows, index].float()
     else:
         logits = model(**inputs, use_cache=False).logits[rows, predictors].float()
     logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
-    return (logps, logits.argmax(-1) == targets) if greedy else logps
+    return ScoredHead(logps, logits.argmax(-1) == targets if greedy else None,
+                      log_sum_sq_probs(logits) if log_sum_sq else None)
 
 
-def batch_logps(model: Any, batch: PairBatch, family: Family, options: ForwardOptions, *, greedy: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(items, slots) sums of response log-probs and token counts, and with `greedy` whether every token of
-    each response is the greedy one."""
+def batch_logps(model: Any, batch: PairBatch, family: Family, options: ForwardOptions, *, greedy: bool = False,
+                log_sum_sq: bool = False) -> ItemSums:
+    """(items, slots) sums of response log-probs, token counts and the LD-DPO shared sums; with `greedy`
+    whether every token of each response is the greedy one; with `log_sum_sq` WPO's Σ log Σ_v p(v)²."""
     inputs, blocks = forward_inputs(model, batch, family, options)
     device = batch.input_ids.device
     source = batch.blocks.scored(device)  # token ids where the batch holds them
     scored = blocks.scored(device) if blocks is not batch.blocks else source  # positions in the model's rows
     targets = batch.input_ids[source.rows, source.columns]
-    out = scored_logps(model, inputs, scored.rows, scored.predictors, targets, family, options, greedy=greedy)
-    logps, hits = out if greedy else (out, None)
-    sums, counts = scored.sums(logps)
-    if hits is None:
-        return sums, counts, None
-    misses, _ = scored.sums((~hits).to(logps.dtype))
-    return sums, counts, misses == 0
+    out = scored_logps(model, inputs, scored.rows, scored.predictors, targets, family, options, greedy=greedy,
+                       log_sum_sq=log_sum_sq)
+    assert out.logps is not None
+    sums, counts = scored.sums(out.logps)
+    result = ItemSums(sums, counts, scored.shared_sums(out.logps, counts))
+    if out.greedy is not None:
+        result.greedy = scored.sums((~out.greedy).to(out.logps.dtype))[0] == 0
+    if out.log_sum_sq is not None:
+        result.log_sum_sq = scored.sums(out.log_sum_sq)[0]
+    return result

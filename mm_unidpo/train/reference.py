@@ -103,7 +103,9 @@ def compute_reference_logps(model: Any, adapter: Adapter, records: list[Preferen
     context = model.disable_adapter() if disable_adapter else nullcontext()
     n = len(records)
     out = {"chosen": torch.full((n,), float("nan")), "rejected": torch.full((n,), float("nan")),
-           "chosen_lengths": torch.zeros(n, dtype=torch.long), "rejected_lengths": torch.zeros(n, dtype=torch.long)}
+           "chosen_lengths": torch.zeros(n, dtype=torch.long), "rejected_lengths": torch.zeros(n, dtype=torch.long),
+           # LD-DPO: the sums over each response's first min(|y_w|, |y_l|) tokens
+           "chosen_shared": torch.full((n,), float("nan")), "rejected_shared": torch.full((n,), float("nan"))}
     with context:
         for start in tqdm(range(0, n, batch_size), desc="reference log-probs", unit="batch"):
             chunk = list(range(start, min(start + batch_size, n)))
@@ -115,6 +117,9 @@ def compute_reference_logps(model: Any, adapter: Adapter, records: list[Preferen
             out["rejected"][index] = result.rejected_logps.float().cpu()
             out["chosen_lengths"][index] = result.chosen_lengths.cpu()
             out["rejected_lengths"][index] = result.rejected_lengths.cpu()
+            assert result.chosen_shared is not None and result.rejected_shared is not None  # always summed
+            out["chosen_shared"][index] = result.chosen_shared.float().cpu()
+            out["rejected_shared"][index] = result.rejected_shared.float().cpu()
     model.train(was_training)
     return out
 

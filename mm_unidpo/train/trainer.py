@@ -25,7 +25,7 @@ from transformers.trainer_callback import ExportableState
 
 from mm_unidpo.data.records import PreferenceRecord, SkipReport
 from mm_unidpo.losses import Loss, PairLogps, build_loss
-from mm_unidpo.models import Adapter, PairBatch
+from mm_unidpo.models import Adapter, PairBatch, SequenceLogps
 
 from .config import save_run_config
 from .sync import ReferenceSync
@@ -179,26 +179,36 @@ class PreferenceTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = inputs["batch"].to(self.args.device)
         self._count_bad_records(batch)
-        policy = self.adapter.sequence_logps(model, batch)
-        ref_chosen, ref_rejected = self._reference(model, batch, inputs["positions"])
+        policy = self.adapter.sequence_logps(model, batch, log_sum_sq=self.loss.needs_log_sum_sq)
+        ref = self._reference(model, batch, inputs["positions"])
         pair = PairLogps(
             policy_chosen=policy.chosen_logps, policy_rejected=policy.rejected_logps,
             chosen_lengths=policy.chosen_lengths, rejected_lengths=policy.rejected_lengths,
-            reference_chosen=ref_chosen, reference_rejected=ref_rejected,
+            reference_chosen=ref.chosen_logps if ref else None, reference_rejected=ref.rejected_logps if ref else None,
             score_chosen=batch.score_chosen, score_rejected=batch.score_rejected,
+            policy_chosen_shared=policy.chosen_shared, policy_rejected_shared=policy.rejected_shared,
+            reference_chosen_shared=ref.chosen_shared if ref else None,
+            reference_rejected_shared=ref.rejected_shared if ref else None,
+            chosen_log_sum_sq_probs=policy.chosen_log_sum_sq_probs,
+            rejected_log_sum_sq_probs=policy.rejected_log_sum_sq_probs,
         )
         out = self.loss(pair, train=model.training)
         mode = "train" if model.training else "eval"
         self._store(mode, out, batch)
         return (out.loss, {"per_pair": out.per_pair}) if return_outputs else out.loss
 
-    def _reference(self, model, batch, positions):
+    def _reference(self, model, batch, positions) -> SequenceLogps | None:
+        """The reference's sums for the batch (detached): from the precomputed cache (a cache written
+        before LD-DPO's shared sums were kept has none), or a forward of the reference."""
         if not self.loss.needs_reference:
-            return None, None
+            return None
         if self.reference_logps is not None:
-            chosen = self.reference_logps["chosen"][positions].to(self.args.device)
-            rejected = self.reference_logps["rejected"][positions].to(self.args.device)
-            return chosen, rejected
+            values = {k: self.reference_logps[k][positions].to(self.args.device)
+                      for k in ("chosen", "rejected", "chosen_lengths", "rejected_lengths")}
+            shared = [self.reference_logps[k][positions].to(self.args.device) if k in self.reference_logps else None
+                      for k in ("chosen_shared", "rejected_shared")]
+            return SequenceLogps(values["chosen"], values["rejected"], values["chosen_lengths"],
+                                 values["rejected_lengths"], shared[0], shared[1])
         with torch.no_grad():
             if self.reference_model is not None:
                 result = self.adapter.sequence_logps(self.reference_model, batch)
@@ -209,7 +219,7 @@ class PreferenceTrainer(Trainer):
                     context = self.reference_sync.swapped(unwrapped)
                 with context:
                     result = self.adapter.sequence_logps(model, batch)
-        return result.chosen_logps.detach(), result.rejected_logps.detach()
+        return result
 
     # ---- metrics ------------------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ class Blocks:
     def scored(self, device: Any = None) -> ScoredPositions:
         """Every response token, block by block: its row, the column whose output predicts it (the last
         prompt column for a response's first token), its own column, its item and slot."""
-        rows, predictors, columns, items, slots = [], [], [], [], []
+        rows, predictors, columns, items, slots, ranks = [], [], [], [], [], []
         for b in self.blocks:
             for (start, n), slot in zip(b.response_spans(), b.slots):
                 cols = list(range(start, start + n))
@@ -119,11 +119,13 @@ class Blocks:
                 predictors += [b.offset + b.prompt - 1] + cols[:-1] if n else []
                 items += [b.item] * n
                 slots += [slot] * n
+                ranks += range(n)
 
         def t(x: list[int]) -> torch.Tensor:
             return torch.tensor(x, dtype=torch.long, device=device)
 
-        return ScoredPositions(t(rows), t(predictors), t(columns), t(items), t(slots), self.num_items, self.num_slots)
+        return ScoredPositions(t(rows), t(predictors), t(columns), t(items), t(slots), t(ranks), self.num_items,
+                               self.num_slots)
 
 
 @dataclass
@@ -133,6 +135,7 @@ class ScoredPositions:
     columns: torch.Tensor  # (N,) the token's own column
     items: torch.Tensor  # (N,)
     slots: torch.Tensor  # (N,)
+    ranks: torch.Tensor  # (N,) the token's index within its response
     num_items: int
     num_slots: int
 
@@ -143,6 +146,13 @@ class ScoredPositions:
         sums = torch.zeros(size, dtype=token_values.dtype, device=token_values.device).index_add(0, index, token_values)
         counts = torch.zeros(size, dtype=torch.long, device=index.device).index_add(0, index, torch.ones_like(index))
         return sums.view(self.num_items, self.num_slots), counts.view(self.num_items, self.num_slots)
+
+    def shared_sums(self, token_values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """(num_items, num_slots) sums over each response's first m tokens, m = its item's shortest response
+        (LD-DPO's shared part)."""
+        shortest = counts.min(dim=1).values.to(self.items.device)
+        inside = (self.ranks < shortest[self.items]).to(token_values.device)
+        return self.sums(token_values * inside)[0]
 
 
 @dataclass
