@@ -305,7 +305,8 @@ def test_reference_cache_rows_follow_their_records(tmp_path, caplog):
 def test_disk_full_during_a_checkpoint_names_the_directory_and_removes_it(workdir, monkeypatch):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from mm_unidpo.train.trainer import CheckpointWriteError, PreferenceTrainer
+    from mm_unidpo.train.checkpoints import CheckpointWriteError
+    from mm_unidpo.train.trainer import PreferenceTrainer
 
     raw = _raw(workdir, _data(workdir, "disk.jsonl", [_row(i) for i in range(8)]), "out_disk",
                train={"max_steps": 4, "save_strategy": "steps", "save_steps": 2})

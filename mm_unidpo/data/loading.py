@@ -24,6 +24,8 @@ from typing import Any
 
 from PIL import Image
 
+from mm_unidpo.io import write_jsonl
+
 from .formats import detect_format, get_converter
 from .images import DEFAULT_MAX_PIXELS, check_image, resolve_image_path
 from .records import BadRecordError, PreferenceRecord, SkipReport, validate_record
@@ -213,17 +215,14 @@ def save_preference_data(records: Iterable[PreferenceRecord], path: str | os.Pat
     """
     path = Path(path)
     root = Path(image_root if image_root is not None else path.parent).resolve()
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                row: dict[str, Any] = {"id": record.id, "prompt": record.prompt, "chosen": record.chosen,
-                                       "rejected": record.rejected}
-                if record.score_chosen is not None or record.score_rejected is not None:
-                    row["score_chosen"], row["score_rejected"] = record.score_chosen, record.score_rejected
-                row["images"] = [_saved_image(ref, record, root) for ref in record.images]
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for record in records:
+            row: dict[str, Any] = {"id": record.id, "prompt": record.prompt, "chosen": record.chosen,
+                                   "rejected": record.rejected}
+            if record.score_chosen is not None or record.score_rejected is not None:
+                row["score_chosen"], row["score_rejected"] = record.score_chosen, record.score_rejected
+            row["images"] = [_saved_image(ref, record, root) for ref in record.images]
+            yield row
+
+    return write_jsonl(path, rows())

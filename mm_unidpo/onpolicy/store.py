@@ -12,24 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mm_unidpo.io import append_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
 
 def settings_path(out: str | os.PathLike) -> Path:
     return Path(str(out) + ".settings.json")
-
-
-def write_lines(path: Path, lines: Iterable[Mapping[str, Any]]) -> None:
-    """Rewrite a JSON-lines file atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def read_lines(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
@@ -95,22 +88,19 @@ class ResumableLines:
                                  f"{expected[index]!r}; the input changed -- use another --out or --overwrite")
         if dropped or (raw and not raw.endswith(b"\n")):
             logger.warning("%s: dropped %d unreadable line(s) left by an interrupted run", self.path, dropped)
-            write_lines(self.path, [done[i] for i in sorted(done)])
+            write_jsonl(self.path, [done[i] for i in sorted(done)])
         return done
 
     def append(self, lines: Sequence[Mapping[str, Any]]) -> None:
         """Write finished lines and make them durable before going on."""
-        with self.path.open("a", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-                self.done[int(line["index"])] = dict(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, lines)
+        for line in lines:
+            self.done[int(line["index"])] = dict(line)
 
     def finish(self, order: Sequence[int]) -> list[dict[str, Any]]:
         """The lines in `order` (input order), rewritten so in the file."""
         lines = [self.done[i] for i in order if i in self.done]
-        write_lines(self.path, lines)
+        write_jsonl(self.path, lines)
         return lines
 
 

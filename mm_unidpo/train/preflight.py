@@ -20,7 +20,6 @@ nothing it has seen. With `workers` the pass runs in `torch.utils.data.DataLoade
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -34,9 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mm_unidpo.data.records import BadRecordError, PreferenceRecord, SkipReport
+from mm_unidpo.io import sha256_json, write_cache
 from mm_unidpo.models.base import Adapter
 
-from .reference import adapter_fingerprint, write_atomic
+from .reference import adapter_fingerprint
 
 logger = logging.getLogger(__name__)
 PREFLIGHT_VERSION = 2
@@ -181,13 +181,12 @@ class _Cache:
     """Verdicts by record digest, in `preflight-<adapter fingerprint>.json` with a checksum of its entries."""
 
     def __init__(self, cache_dir: str | Path, adapter: Adapter):
-        key = hashlib.sha256(json.dumps({"version": PREFLIGHT_VERSION, "adapter": adapter_fingerprint(adapter)},
-                                        sort_keys=True).encode()).hexdigest()[:32]
+        key = sha256_json({"version": PREFLIGHT_VERSION, "adapter": adapter_fingerprint(adapter)})[:32]
         self.path = Path(cache_dir) / f"preflight-{key}.json"
 
     @staticmethod
     def _checksum(verdicts: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(verdicts, sort_keys=True).encode()).hexdigest()
+        return sha256_json(verdicts)
 
     def load(self) -> dict[str, list]:
         if not self.path.is_file():
@@ -206,4 +205,4 @@ class _Cache:
     def save(self, verdicts: dict[str, list]) -> None:
         payload = json.dumps({"version": PREFLIGHT_VERSION, "checksum": self._checksum(verdicts),
                               "verdicts": verdicts}, sort_keys=True).encode()
-        write_atomic(self.path, lambda tmp: tmp.write_bytes(payload), what="pre-flight cache")
+        write_cache(self.path, lambda tmp: tmp.write_bytes(payload), what="pre-flight cache")

@@ -15,22 +15,28 @@ name and recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
+import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+import mm_unidpo
 from mm_unidpo.data.fingerprint import record_digests
 from mm_unidpo.data.records import PreferenceRecord
+from mm_unidpo.io import sha256_json, sha256_text, write_cache
+from mm_unidpo.models import unwrap_model
 from mm_unidpo.models.base import Adapter
+
+from .checkpoints import tensors_checksum
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -41,15 +47,10 @@ _ROW_KEYS = "row_keys"  # (N, 32) uint8: the sha256 record digest of each row
 def data_fingerprint(records: list[PreferenceRecord], digests: list[str | None] | None = None) -> str:
     """Digest of the records as a set of contents (order-independent: rows are keyed by content)."""
     digests = record_digests(records) if digests is None else digests
-    h = hashlib.sha256()
-    for digest in sorted(d if d is not None else f"unreadable:{i}" for i, d in enumerate(digests)):
-        h.update(digest.encode())
-    return h.hexdigest()
+    return sha256_text("".join(sorted(d if d is not None else f"unreadable:{i}" for i, d in enumerate(digests))))
 
 
 def model_fingerprint(model: Any, settings: dict[str, Any]) -> str:
-    from mm_unidpo.models import unwrap_model
-
     base = unwrap_model(model)
     config = getattr(base, "config", None)
     payload = {"settings": settings, "config": config.to_dict() if config is not None else None}
@@ -57,23 +58,19 @@ def model_fingerprint(model: Any, settings: dict[str, Any]) -> str:
     if name and os.path.isdir(name):  # local weights: their sizes and times stand in for their bytes
         payload["files"] = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime))
                                   for p in Path(name).glob("*.safetensors"))
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(payload, default=str)
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 def adapter_fingerprint(adapter: Adapter) -> dict[str, Any]:
     """Everything about an adapter that decides how a record encodes: its class and plain settings
     (max_length, max_image_pixels, end and media token ids, ...), the chat template, the tokenizer, the
     image processor's configuration, and the library versions."""
-    import transformers
-
-    import mm_unidpo
-
     settings = {k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))}
     settings.update({k: sorted(v) for k, v in vars(adapter).items()
                      if isinstance(v, (set, frozenset)) and all(isinstance(x, int) for x in v)})
@@ -91,7 +88,7 @@ def cache_key(records: list[PreferenceRecord], model: Any, adapter: Adapter, mod
               digests: list[str | None] | None = None) -> str:
     parts = {"version": CACHE_VERSION, "data": data_fingerprint(records, digests),
              "model": model_fingerprint(model, model_settings), "adapter": adapter_fingerprint(adapter)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return sha256_json(parts, default=str)[:32]
 
 
 @torch.no_grad()
@@ -139,8 +136,8 @@ def load_or_compute(cache_dir: str | Path, key: str, compute: Callable[[], dict[
     if row_keys is not None:
         tensors[_ROW_KEYS] = _digest_tensor(row_keys)
     metadata = {"format": _FORMAT, "version": str(CACHE_VERSION), "rows": str(_rows(tensors)),
-                "checksum": _checksum(tensors)}
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), what="reference cache")
+                "checksum": tensors_checksum(tensors)}
+    write_cache(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), what="reference cache")
     return values, False
 
 
@@ -149,16 +146,6 @@ def _rows(tensors: dict[str, torch.Tensor]) -> int:
     if len(lengths) != 1:
         raise ValueError(f"reference values must all have one row per record, got lengths {sorted(lengths)}")
     return lengths.pop()
-
-
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        h.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()
 
 
 def _digest_tensor(digests: list[str | None]) -> torch.Tensor:
@@ -186,7 +173,7 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
         return reject(f"is inconsistent: {error}")
     if str(rows) != metadata.get("rows"):
         return reject(f"has {rows} rows where it was written with {metadata.get('rows')}")
-    if _checksum(tensors) != metadata.get("checksum"):
+    if tensors_checksum(tensors) != metadata.get("checksum"):
         return reject("fails its checksum (altered or damaged since it was written)")
     stored = tensors.pop(_ROW_KEYS, None)
     if row_keys is None:
@@ -201,17 +188,3 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
     return {name: tensor[order] for name, tensor in tensors.items()}
 
 
-def write_atomic(path: Path, write: Callable[[Path], Any], *, what: str) -> bool:
-    """`write(tmp)` then rename onto `path`, so a reader never sees a partial file. A cache that cannot be
-    written (disk full...) is a warning, not a failure: the values are still in memory. Returns success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError as error:
-        logger.warning("could not write the %s %s (%s); continuing without it", what, path, error)
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)

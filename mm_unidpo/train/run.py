@@ -95,10 +95,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from mm_unidpo.models import get_adapter
     from mm_unidpo.models.loading import check_model_source
 
+    from .checkpoints import save_final_model
     from .reference import cache_key, compute_reference_logps, load_or_compute
     from .report import write_report
     from .setup import build_models
-    from .trainer import PreferenceTrainer, RecordDataset, publish, removed_if_disk_full
+    from .trainer import PreferenceTrainer, RecordDataset
 
     resume = config.train.pop("resume_from_checkpoint", None)
     args = training_arguments(config)
@@ -136,13 +137,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         max_tokens_per_batch=config.data.max_tokens_per_batch,
         pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None)
     result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
-    final_dir, staging = os.path.join(args.output_dir, "final"), os.path.join(args.output_dir, "tmp-final")
-    with removed_if_disk_full(staging, "the final model"):
-        trainer.save_model(staging)
-        trainer.save_state()
-    trainer.accelerator.wait_for_everyone()
-    if trainer.args.should_save:
-        publish(staging, final_dir)
+    final_dir = save_final_model(trainer, args.output_dir)
     # Every record counted once: at loading, in the pre-flight pass, or (without it) at collate time.
     skipped = train_set.skips.merged(adapter.skips)
     summary = {"train_loss": result.training_loss, "global_step": result.global_step, "final_dir": final_dir,

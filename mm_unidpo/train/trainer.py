@@ -9,63 +9,30 @@ order, DDP / FSDP / DeepSpeed through accelerate, report_to — is the Trainer's
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import shutil
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
+from transformers.trainer_utils import seed_worker
 
 from mm_unidpo.data.records import PreferenceRecord
 from mm_unidpo.losses import PairLogps, needs_reference, preference_loss
 from mm_unidpo.models.base import Adapter
 
+from mm_unidpo.data.batching import TokenBudgetBatchSampler
+
+from .checkpoints import save_checkpoint_atomically
 from .config import save_run_config
 
 logger = logging.getLogger(__name__)
 
 # Per-pair values kept over the whole run for the report's histograms.
 TRACKED_DETAILS = ("weights/quality", "weights/perf", "balance/coef")
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint (or the final model) could not be written: the disk is full, or the directory is not writable."""
-
-
-@contextmanager
-def removed_if_disk_full(directory: str, what: str) -> Iterator[None]:
-    """Turn a write failure (no space left, quota, permissions...) into one clear error naming `directory`,
-    after removing the partial `directory` (a staging name, never a finished checkpoint). Other
-    interruptions (a kill, Ctrl-C) leave it for inspection: a `tmp-checkpoint-N` is never picked by resume."""
-    try:
-        yield
-    except OSError as error:
-        if isinstance(error, CheckpointWriteError):
-            raise
-        shutil.rmtree(directory, ignore_errors=True)
-        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
-            error.errno, error.strerror or str(error))
-        parent = os.path.dirname(os.path.abspath(directory))
-        free = f" ({shutil.disk_usage(parent).free / 2**30:.1f} GiB free there now)" if os.path.isdir(parent) else ""
-        failure = CheckpointWriteError(
-            f"could not write {what} to {directory}: {reason} ({error}); the partial directory was removed{free}. "
-            f"Free space (or lower train.save_total_limit, or point train.output_dir elsewhere), then resume with "
-            f"--train.resume_from_checkpoint=true")
-        failure.errno = error.errno
-        raise failure from error
-
-
-def publish(staging: str, final: str) -> None:
-    """Rename a completely written `staging` directory to `final`, replacing an older one."""
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.replace(staging, final)
 
 
 class RecordDataset(Dataset):
@@ -124,13 +91,6 @@ class PreferenceTrainer(Trainer):
         """With `max_tokens_per_batch`: micro-batches by token budget (data/batching.py) instead of a fixed count."""
         if self.max_tokens_per_batch is None:
             return super().get_train_dataloader()
-        from functools import partial
-
-        from torch.utils.data import DataLoader
-        from transformers.trainer_utils import seed_worker
-
-        from mm_unidpo.data.batching import TokenBudgetBatchSampler
-
         sampler = TokenBudgetBatchSampler(self.pair_lengths, self.max_tokens_per_batch, seed=self.args.seed,
                                           rank=self.args.process_index, world_size=self.args.world_size)
         loader = self.accelerator.prepare(DataLoader(
@@ -214,25 +174,5 @@ class PreferenceTrainer(Trainer):
             save_run_config(self.run_config, output_dir or self.args.output_dir)
 
     def _save_checkpoint(self, model, trial):
-        """Write the checkpoint under a temporary name and rename it when complete, so a crash mid-save
-        never leaves a `checkpoint-N` that resume would pick."""
-        import transformers.trainer as hf_trainer
-        from transformers.trainer_utils import rotate_checkpoints
-
-        run_dir = self._get_output_dir(trial=trial)
-        final = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
-        staging = os.path.join(run_dir, f"tmp-checkpoint-{self.state.global_step}")
-        original_prefix, limit = hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit
-        # Rotation must wait until the new checkpoint is complete, or a crash could leave none.
-        hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = "tmp-checkpoint", None
-        try:
-            with removed_if_disk_full(staging, f"checkpoint-{self.state.global_step}"):
-                super()._save_checkpoint(model, trial)
-        finally:
-            hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = original_prefix, limit
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            publish(staging, final)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-        self.accelerator.wait_for_everyone()
+        """The Trainer's checkpoint, staged and renamed when complete (checkpoints.py)."""
+        save_checkpoint_atomically(self, trial, lambda: super(PreferenceTrainer, self)._save_checkpoint(model, trial))

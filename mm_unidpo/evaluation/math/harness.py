@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mm_unidpo.io import append_jsonl, write_jsonl
+
 from .benchmarks import (FEWSHOT_EXAMPLES, TEMPLATES, MathItem, build_prompt, check_benchmark, load_benchmark,
                          stop_strings)
 from .extract import BENCHMARKS, extract_answer
@@ -83,15 +85,6 @@ def generations_path(output_dir: str | os.PathLike, benchmark: str) -> Path:
     return Path(output_dir) / f"{benchmark}.generations.jsonl"
 
 
-def _write_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Rewrite a generations file atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def read_done(path: Path, items: Sequence[MathItem]) -> dict[int, dict[str, Any]]:
     """Records already generated, by item index. A half-written line (crash mid-write) is dropped and
     the file rewritten without it, so appending continues on a clean line."""
@@ -114,7 +107,7 @@ def read_done(path: Path, items: Sequence[MathItem]) -> dict[int, dict[str, Any]
                              "the benchmark file changed -- use a new --output-dir or --overwrite")
     if dropped or (raw and not raw.endswith(b"\n")):
         logger.warning("%s: dropped %d unreadable line(s) left by an interrupted run", path, dropped)
-        _write_records(path, sorted(done.values(), key=lambda r: r["idx"]))
+        write_jsonl(path, sorted(done.values(), key=lambda r: r["idx"]))
     return done
 
 
@@ -149,7 +142,7 @@ def run_benchmark(generator: Any, items: Sequence[MathItem], benchmark: str, con
             if idx < len(items):
                 record["gold"] = items[idx].gold  # the gold rules may have changed too
             record.update(grade_completions(record["completions"], record["gold"], benchmark, grader))
-        _write_records(path, sorted(done.values(), key=lambda r: r["idx"]))
+        write_jsonl(path, sorted(done.values(), key=lambda r: r["idx"]))
     todo = [item for item in items if item.idx not in done]
     prompts = {it.idx: build_prompt(it.question, config.template, generator.tokenizer, num_shots=config.num_shots)
                for it in todo}
@@ -159,19 +152,16 @@ def run_benchmark(generator: Any, items: Sequence[MathItem], benchmark: str, con
         logger.info("%s: %d of %d items already done, generating %d", benchmark, len(items) - len(todo),
                     len(items), len(todo))
     disable = None if config.progress is None else not config.progress
-    with tqdm(total=len(items), initial=len(items) - len(todo), desc=benchmark, unit="q", disable=disable) as bar, \
-            path.open("a", encoding="utf-8") as f:
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc=benchmark, unit="q", disable=disable) as bar:
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start:start + config.batch_size]
             outputs = generator.generate([prompts[it.idx][0] for it in chunk],
                                          add_special_tokens=prompts[chunk[0].idx][1], sampling=config.sampling,
                                          stop=stop_strings(config.template), seed=config.seed + start)
-            for item, completions in zip(chunk, outputs):
-                record = make_record(item, prompts[item.idx][0], completions, benchmark, grader)
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                done[item.idx] = record
-            f.flush()
-            os.fsync(f.fileno())
+            records = [make_record(item, prompts[item.idx][0], completions, benchmark, grader)
+                       for item, completions in zip(chunk, outputs)]
+            append_jsonl(path, records)  # durable before the next batch: a killed run resumes here
+            done.update((item.idx, record) for item, record in zip(chunk, records))
             bar.update(len(chunk))
     return [done[item.idx] for item in items]
 
