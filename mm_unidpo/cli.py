@@ -45,7 +45,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from mm_unidpo.train.score import main as score_main
+    from mm_unidpo.onpolicy.judges.scorers import main as score_main
 
     return score_main(args.rest)
 

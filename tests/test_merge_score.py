@@ -14,7 +14,8 @@ from PIL import Image
 
 from mm_unidpo.data import PreferenceRecord, load_preference_data, save_preference_data
 from mm_unidpo.testing import tiny, tiny_tokenizer
-from mm_unidpo.train import merge, score
+from mm_unidpo.onpolicy.judges import scorers as score
+from mm_unidpo.train import merge
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -187,7 +188,7 @@ def test_reward_model_scores_finite_and_deterministic(reward_model_dir, tmp_path
     scorer = score.RewardModelScorer(str(reward_model_dir), batch_size=3, device="cpu")
     rendered = scorer.render(records[0], "A dog.")
     assert "<image>" not in rendered and "What is on the table?" in rendered and "A dog." in rendered
-    with caplog.at_level(logging.WARNING, logger="mm_unidpo.train.score"):
+    with caplog.at_level(logging.WARNING, logger="mm_unidpo.onpolicy.judges.scorers"):
         first = scorer.score_all(items)
     assert "text-only" in caplog.text
     assert all(math.isfinite(s) for s in first) and len(set(first)) == len(first)

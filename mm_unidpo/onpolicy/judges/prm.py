@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from .base import Judge, Judgement
+from .scorers import text_messages
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
     import torch
 
     from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION, check_benchmark
-    from mm_unidpo.train.score import text_messages
 
     if benchmark is not None:
         check_benchmark(benchmark)

@@ -1,4 +1,5 @@
-"""`mm-unidpo score DATA --out FILE`: fill `score_chosen` / `score_rejected` of preference data.
+"""Response scorers, and `mm-unidpo score DATA --out FILE`: fill `score_chosen` / `score_rejected` of
+preference data. The same scorers back the `rule` and `reward_model` judges of `mm-unidpo judge`.
 
 Uni-DPO's quality weight σ(η (S_w − S_l)) and its τ_good gate need a score per response; data such as
 RLAIF-V ships without them. Two kinds of scorer:
@@ -31,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from mm_unidpo.data import load_preference_data, save_preference_data
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Message, PreferenceRecord
 
 logger = logging.getLogger(__name__)
@@ -226,9 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on-bad-record", choices=("error", "skip"), default="error")
     parser.add_argument("--limit", type=int)
     args = parser.parse_args(argv)
-
-    from mm_unidpo.data import load_preference_data, save_preference_data
-
     try:
         if args.scorer:
             scorer = resolve_scorer(args.scorer, _scorer_kwargs(args.scorer_arg))
