@@ -40,6 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
+from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config
+from mm_unidpo.train.merge import merge_adapter
+from mm_unidpo.train.run import train
+from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
+
 from .generate import GenerateConfig, generate_samples, load_sampler
 from .judge import judge_samples, judged_means
 from .judges import Judge, make_judge
@@ -83,11 +89,10 @@ class IterateConfig:
     train: dict[str, Any] = field(default_factory=dict)  # a train config mapping (its `base:` resolved)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
 
-    def train_config(self, policy: str, pairs: str, output_dir: str, round_: int, image_root: str | None = None) -> Any:
+    def train_config(self, policy: str, pairs: str, output_dir: str, round_: int,
+                     image_root: str | None = None) -> TrainConfig:
         """The round's `TrainConfig`: the train section with this round's model, data (and the folder its
         image paths are relative to), output and seed."""
-        from mm_unidpo.train.config import config_from_dict
-
         raw = json.loads(json.dumps(self.train))
         raw.setdefault("model", {})["name_or_path"] = policy
         raw["model"].setdefault("family", self.family)
@@ -98,49 +103,31 @@ class IterateConfig:
         return config_from_dict(raw, source="iterate config, section train").validate()
 
 
-_SECTIONS = {"generate": GenerateConfig, "judge": JudgeSection, "pairs": PairConfig, "evaluate": EvaluateSection}
-
-
 def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
-    """An `IterateConfig` from YAML; every key is checked, the train section is resolved and validated now
-    (with placeholder paths) so a bad config fails before round 1."""
-    from mm_unidpo.train.config import load_yaml, merge_configs, read_config
-
+    """An `IterateConfig` from YAML; every key and value is checked (`yaml_config.from_dict`: an unknown key or
+    a wrongly typed value names the file and the key), the train section is resolved and validated now (with
+    placeholder paths) so a bad config fails before round 1."""
     path = Path(path)
-    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: an iterate config must be a mapping")
+    raw = read_yaml_file(path, what="an iterate config")
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name for f in dataclasses.fields(IterateConfig)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; an iterate config takes {sorted(fields)}")
-    values = dict(raw)
-    for name, cls in _SECTIONS.items():
-        section = values.get(name) or {}
-        if not isinstance(section, dict):
-            raise ValueError(f"{path}: section {name!r} must be a mapping")
-        if name == "judge":
-            section = {"kind": section.get("kind", "objects"),
-                       "options": {k: v for k, v in section.items() if k != "kind"}}
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(section) - allowed)
-        if bad:
-            raise ValueError(f"{path}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(allowed)}")
-        values[name] = cls(**section)
-    if isinstance(values.get("prompts"), str):
-        values["prompts"] = [values["prompts"]]
-    train = dict(values.get("train") or {})
+    judge = raw.get("judge")
+    if isinstance(judge, dict):  # the judge's kind and, beside it, the judge's own options
+        raw["judge"] = {"kind": judge.get("kind", "objects"), "options": {k: v for k, v in judge.items() if k != "kind"}}
+    if isinstance(raw.get("prompts"), str):
+        raw["prompts"] = [raw["prompts"]]
+    if raw.get("train") is None:
+        raw.pop("train", None)
+    config = from_dict(IterateConfig, raw, source=str(path))
+    train = dict(config.train)
     bases = train.pop("base", None) or []
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
         merged = merge_configs(merged, read_config(path.parent / base))
-    values["train"] = merge_configs(merged, train)
-    config = IterateConfig(**values)
+    config.train = merge_configs(merged, train)
     if not config.model or not config.prompts:
-        raise ValueError(f"{path}: 'model' and 'prompts' are required")
+        raise ConfigError(f"{path}: 'model' and 'prompts' are required")
     if config.rounds < 1:
-        raise ValueError(f"{path}: rounds must be >= 1")
+        raise ConfigError(f"{path}: rounds must be >= 1")
     config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
     return config
 
@@ -184,8 +171,6 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
         lines = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
         metrics.update(judged_means(lines, prefix="eval_"))
     if e.math:
-        from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
-
         results = evaluate_math(policy, config=MathEvalConfig(**{**e.math, "output_dir": str(folder / "math")}))
         for bench, summary in results["benchmarks"].items():
             metrics[f"math_{bench}_accuracy"] = summary.get("accuracy")
@@ -195,8 +180,6 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
 
 def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> dict[str, Any]:
     """Generate → judge → pair → train → merge → evaluate; returns the round's metrics (round.json)."""
-    from mm_unidpo.train.run import train
-
     folder = Path(config.output_dir) / f"round-{round_}"
     done = folder / "round.json"
     if done.exists():
@@ -233,13 +216,11 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     return metrics
 
 
-def _next_policy(train_config: Any, final_dir: str, merged: Path) -> str:
+def _next_policy(train_config: TrainConfig, final_dir: str, merged: Path) -> str:
     """The trained model as a checkpoint: a LoRA adapter merged into the round's start, or the full model."""
     if not train_config.lora.enabled:
         return final_dir
     if not (merged / "mm_unidpo_merge.json").exists():
-        from mm_unidpo.train.merge import merge_adapter
-
         merge_adapter(final_dir, merged, base=train_config.model.name_or_path, family=train_config.model.family)
         _free()
     return str(merged)

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from mm_unidpo.yaml_config import load_yaml
+
 from .judges import Judge, judge_options, make_judge
 from .records import record_of
 from .store import ResumableLines, chunks, read_lines
@@ -105,8 +107,6 @@ def judged_means(lines: list[dict[str, Any]], prefix: str = "") -> dict[str, flo
 
 
 def _value(text: str) -> Any:
-    from mm_unidpo.train.config import load_yaml
-
     value = load_yaml(text)
     return text if value is None else value
 

@@ -15,12 +15,20 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from transformers import TrainingArguments
+
+from mm_unidpo.data import FORMATS
 from mm_unidpo.data.records import FLOAT32_MAX
 from mm_unidpo.losses import LOSSES
+from mm_unidpo.models import ADAPTERS
+from mm_unidpo.yaml_config import ConfigError, check_types
+from mm_unidpo.yaml_config import matches as _matches
+from mm_unidpo.yaml_config import type_error as _type_error
 
-from .config import ConfigError, TrainConfig
+if TYPE_CHECKING:  # config.py imports this module to validate its TrainConfig
+    from .config import TrainConfig
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 BALANCE = (None, "policy", "ratio")
@@ -28,7 +36,7 @@ BALANCE = (None, "policy", "ratio")
 
 def check_config(config: TrainConfig) -> None:
     for section in ("model", "lora", "data", "loss", "reference"):
-        _check_types(section, getattr(config, section))
+        check_types(section, getattr(config, section))
     _check_model(config)
     _check_lora(config)
     _check_data(config)
@@ -36,66 +44,6 @@ def check_config(config: TrainConfig) -> None:
     if config.reference.batch_size < 1:
         raise ConfigError(f"reference.batch_size must be >= 1, got {config.reference.batch_size}")
     _check_train(config)
-
-
-# ---- types --------------------------------------------------------------------------------------
-
-def _matches(value: Any, expected: Any) -> bool:
-    """Whether `value` fits the annotation `expected` (bool is not a number; an int is a float)."""
-    if expected is Any:
-        return True
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, option) for option in typing.get_args(expected))
-    if expected is type(None):
-        return value is None
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        (item,) = typing.get_args(expected)[:1] or (Any,)
-        return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if isinstance(expected, type):
-        return isinstance(value, expected)
-    return True  # an annotation we do not check (e.g. an enum or a library type)
-
-
-def _describe(expected: Any) -> str:
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(option) for option in typing.get_args(expected))
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "null"}
-    if expected in names:
-        return names[expected]
-    if origin in (list, tuple):
-        return f"a list of {_describe(typing.get_args(expected)[0])}"
-    return getattr(expected, "__name__", str(expected))
-
-
-def _type_error(key: str, value: Any, expected: Any) -> ConfigError:
-    quoted = " (quoted in the YAML? write numbers without quotes)" if isinstance(value, str) and _numeric(value) else ""
-    return ConfigError(f"{key} must be {_describe(expected)}, got {value!r} ({type(value).__name__}){quoted}")
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _check_types(section: str, values: Any) -> None:
-    hints = typing.get_type_hints(type(values))
-    for f in dataclasses.fields(values):
-        value = getattr(values, f.name)
-        if not _matches(value, hints[f.name]):
-            raise _type_error(f"{section}.{f.name}", value, hints[f.name])
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -115,11 +63,8 @@ def _check_model(config: TrainConfig) -> None:
             isinstance(m.head_chunk_size, str) or m.head_chunk_size < 1):
         raise ConfigError(f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
                           f"logits), got {m.head_chunk_size!r}")
-    if m.family is not None:
-        from mm_unidpo.models import ADAPTERS
-
-        if m.family not in ADAPTERS:
-            raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(ADAPTERS)}")
+    if m.family is not None and m.family not in ADAPTERS:
+        raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(ADAPTERS)}")
 
 
 def _check_lora(config: TrainConfig) -> None:
@@ -150,11 +95,8 @@ def _check_data(config: TrainConfig) -> None:
                           f"pairs), got {d.max_tokens_per_batch}")
     if d.preflight_workers is not None and d.preflight_workers < 0:
         raise ConfigError(f"data.preflight_workers must be >= 0 (or null: automatic), got {d.preflight_workers}")
-    if d.format is not None and d.format != "auto":
-        from mm_unidpo.data import FORMATS
-
-        if d.format not in FORMATS:
-            raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
+    if d.format is not None and d.format != "auto" and d.format not in FORMATS:
+        raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
 
 
 def _check_loss(config: TrainConfig) -> None:
@@ -198,8 +140,6 @@ _POSITIVE = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "per
 
 
 def _check_train(config: TrainConfig) -> None:
-    from transformers import TrainingArguments
-
     train = config.train
     hints = typing.get_type_hints(TrainingArguments)
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
