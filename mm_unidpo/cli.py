@@ -11,7 +11,7 @@ from typing import Callable
 
 
 def _losses(args: argparse.Namespace) -> int:
-    from mm_unidpo.losses import LOSSES
+    from mm_unidpo.losses import LOSSES  # lazy: keeps --help fast
 
     for name, objective in LOSSES.items():
         params = ", ".join(f"{k}={v!r}" for k, v in objective.parameters().items())
@@ -21,31 +21,31 @@ def _losses(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mm_unidpo.demo import main as demo_main
+    from mm_unidpo.demo import main as demo_main  # lazy: keeps --help fast
 
     return demo_main(args.rest)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mm_unidpo.train.run import main as train_main
+    from mm_unidpo.train.run import main as train_main  # lazy: keeps --help fast
 
     return train_main(args.rest)
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from mm_unidpo.train.merge import main as merge_main
+    from mm_unidpo.train.merge import main as merge_main  # lazy: keeps --help fast
 
     return merge_main(args.rest)
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from mm_unidpo.models.convert import main as convert_main
+    from mm_unidpo.models.convert import main as convert_main  # lazy: keeps --help fast
 
     return convert_main(args.rest)
 
 
 def _score(args: argparse.Namespace) -> int:
-    from mm_unidpo.onpolicy.judges.scorers import main as score_main
+    from mm_unidpo.onpolicy.judges.scorers import main as score_main  # lazy: keeps --help fast
 
     return score_main(args.rest)
 

@@ -107,7 +107,7 @@ def test_merge_takes_trust_remote_code_only_from_the_command_line(llava_adapter,
         seen.append(kwargs["trust_remote_code"])
         return real(*args, **{**kwargs, "trust_remote_code": False})
 
-    monkeypatch.setattr(loading, "load_pretrained", spy)
+    monkeypatch.setattr(merge, "load_pretrained", spy)  # the name merge.py calls
     with caplog.at_level(logging.WARNING, logger="mm_unidpo.train.merge"):
         assert merge.main([str(hostile), "--out", str(tmp_path / "m1")]) == 0
     assert seen == [False] and "it is not taken from there" in caplog.text and "--trust-remote-code" in caplog.text

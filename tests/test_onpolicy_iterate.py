@@ -68,9 +68,9 @@ def test_two_rounds_end_to_end(tmp_path, monkeypatch):
     assert "| metric | round 0 | round 1 | round 2 |" in report and "| pairs |  | " in report
     assert json.loads((run / "report.json").read_text()) == rows
 
-    import mm_unidpo.train.run as train_run
+    import mm_unidpo.onpolicy.iterate as iterate_module
 
-    monkeypatch.setattr(train_run, "train", lambda config: pytest.fail("a finished round was trained again"))
+    monkeypatch.setattr(iterate_module, "train", lambda config: pytest.fail("a finished round was trained again"))
     assert main([str(tmp_path / "iterate.yaml")]) == 0  # a rerun redoes nothing
     assert json.loads((run / "report.json").read_text()) == rows
 

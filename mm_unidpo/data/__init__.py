@@ -8,15 +8,31 @@
 
 from __future__ import annotations
 
-from .formats import FORMATS, UnknownFormatError, detect_format, known_formats, register_format
-from .images import (DEFAULT_MAX_PIXELS, check_image, load_image, load_record_images, resolve_image_path,
-                     to_rgb)
 from .fingerprint import record_digest, record_digests
-from .loading import (DataFileError, DuplicateIdError, PreferenceData, duplicate_ids, load_preference_data,
-                      save_preference_data)
-from .records import (BAD_RECORD_REASONS, IMAGE_PLACEHOLDER, BadRecordError, ImageRef, Message,
-                      PreferenceRecord, SkipReport, add_image_placeholders, as_image_ref, count_placeholders,
-                      message_text, validate_record)
+from .formats import FORMATS, UnknownFormatError, detect_format, known_formats, register_format
+from .images import DEFAULT_MAX_PIXELS, check_image, load_image, load_record_images, resolve_image_path, to_rgb
+from .loading import (
+                     DataFileError,
+                     DuplicateIdError,
+                     PreferenceData,
+                     duplicate_ids,
+                     load_preference_data,
+                     save_preference_data,
+)
+from .records import (
+                     BAD_RECORD_REASONS,
+                     IMAGE_PLACEHOLDER,
+                     BadRecordError,
+                     ImageRef,
+                     Message,
+                     PreferenceRecord,
+                     SkipReport,
+                     add_image_placeholders,
+                     as_image_ref,
+                     count_placeholders,
+                     message_text,
+                     validate_record,
+)
 
 __all__ = [
     "BAD_RECORD_REASONS", "DEFAULT_MAX_PIXELS", "FORMATS", "IMAGE_PLACEHOLDER", "BadRecordError", "DataFileError",

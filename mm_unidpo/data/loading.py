@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import collections
 import io
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping

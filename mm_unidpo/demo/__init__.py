@@ -25,6 +25,10 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from .math_task import main as math_main
+from .pipeline import METHODS, DemoConfig, run_seed
+from .report import write_report
+
 __all__ = ["main"]
 
 
@@ -80,16 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or (2 if args.task == "math" else 1)
     with _quiet(args.verbose, threads):
         if args.task == "math":
-            from .math_task import main as math_main
-
             return math_main(args, list(argv or []))
         return _vlm(args, list(argv or []))
 
 
 def _vlm(args: argparse.Namespace, argv: list[str]) -> int:
-    from .pipeline import METHODS, DemoConfig, run_seed
-    from .report import write_report
-
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mm_unidpo.evaluation.hallucination import chair_scores
+from mm_unidpo.evaluation.lmms.cli import tasks_dir
 
 from .judge import MATCHER, caption_score
 from .world import CAPTION_PROMPT, OBJECTS, PARTNER, QUESTION, Scene, cooccurrence, frequency
@@ -68,8 +69,6 @@ def pope_questions(scenes: list[Scene], train_scenes: list[Scene], seed: int) ->
 def write_tasks(folder: Path, scenes: list[Scene], questions: dict[str, list[Question]]) -> Path:
     """The held-out scenes as lmms-eval tasks in `folder` (pass it as an include path): one POPE task per
     split and a CHAIR task whose documents name the demo's object table."""
-    from mm_unidpo.evaluation.lmms.cli import tasks_dir
-
     ours = tasks_dir().resolve()
     if not (ours / "_pope.yaml").is_file():
         raise FileNotFoundError(f"the demo evaluates with the task configs in the repository's eval/ folder, not "
@@ -108,7 +107,7 @@ def evaluate_model(model: Any, processor: Any, scenes: list[Scene], tasks: Path,
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    from mm_unidpo.evaluation.lmms.model import MMUniDPO
+    from mm_unidpo.evaluation.lmms.model import MMUniDPO  # lazy: imports lmms-eval (optional, slow)
 
     lm = MMUniDPO(model=model, processor=processor, device="cpu", batch_size=batch_size)
     print(f"{name}: lmms-eval, model mm_unidpo, tasks {', '.join([*POPE_TASKS.values(), CHAIR_TASK])}", flush=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from mm_unidpo.data.images import resolve_image_path
 from mm_unidpo.evaluation.hallucination import ObjectMatcher, normalize_yes_no
 from mm_unidpo.onpolicy.judges.objects import object_score, parse_truth
 
@@ -50,8 +51,6 @@ def ground_truth(record: Any) -> list[tuple[str | None, str]]:
 
 
 def _open(ref: Any, root: str | None) -> Image.Image:
-    from mm_unidpo.data.images import resolve_image_path
-
     if isinstance(ref, Image.Image):
         return ref
     if isinstance(ref, Mapping) and ref.get("bytes_b64") is not None:

@@ -25,6 +25,25 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mm_unidpo.data import save_preference_data
+from mm_unidpo.evaluation.math.generate import HFGenerator, SamplingConfig
+from mm_unidpo.models import get_adapter
+from mm_unidpo.models.loading import load_pretrained
+from mm_unidpo.onpolicy import (
+    GenerateConfig,
+    HFSampler,
+    PairConfig,
+    PromptRecord,
+    generate_samples,
+    judge_samples,
+    judged_means,
+    make_judge,
+    record_of,
+)
+from mm_unidpo.onpolicy import build_pairs as pair
+from mm_unidpo.train.config import load_config
+from mm_unidpo.train.run import train
+
 from .math_problems import ANSWER_PHRASE, Problem, is_correct, make_problems, solution_score
 from .pipeline import CONFIG_DIR, METHODS, log_stdout_to, stage
 
@@ -82,8 +101,6 @@ def prepare_checkpoint(path: Path) -> Path:
 
 
 def _load(checkpoint: Path, adapter: str | None = None):
-    from mm_unidpo.models.loading import load_pretrained
-
     model, tokenizer = load_pretrained(str(checkpoint), family="causal_lm", adapter=adapter, dtype="bfloat16")
     return (model.merge_and_unload() if adapter else model).eval(), tokenizer
 
@@ -92,9 +109,6 @@ def solve(model: Any, tokenizer: Any, problems: list[Problem], config: MathConfi
           desc: str) -> list[list[str]]:
     """`samples` solutions per problem (greedy when 1) through the math harness's batched generator,
     prompts rendered by the causal-LM adapter exactly as in training."""
-    from mm_unidpo.evaluation.math.generate import HFGenerator, SamplingConfig
-    from mm_unidpo.models import get_adapter
-
     adapter = get_adapter(model, tokenizer, family="causal_lm")
     texts = [adapter.render([{"role": "user", "content": p.prompt}], None) for p in problems]
     bos = tokenizer.bos_token
@@ -125,11 +139,6 @@ def build_pairs(model: Any, tokenizer: Any, problems: list[Problem], config: Mat
                 path: Path) -> dict[str, Any]:
     """`config.samples` solutions per problem, judged by `score_solution` and paired best vs worst through
     `mm_unidpo.onpolicy` (samples and scores beside the pairs: math_samples.jsonl, math_scored.jsonl)."""
-    from mm_unidpo.data import save_preference_data
-    from mm_unidpo.onpolicy import (GenerateConfig, HFSampler, PairConfig, PromptRecord, generate_samples,
-                                    judge_samples, judged_means, make_judge, record_of)
-    from mm_unidpo.onpolicy import build_pairs as pair
-
     prompts = [PromptRecord(p.prompt, [], f"math-{k}", k, None, {"answer": p.answer}) for k, p in enumerate(problems)]
     generate = GenerateConfig(n=config.samples, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                               batch_size=max(1, config.batch_size // config.samples), seed=seed)
@@ -149,9 +158,6 @@ def build_pairs(model: Any, tokenizer: Any, problems: list[Problem], config: Mat
 
 
 def run_seed(config: MathConfig, seed: int, out: Path, checkpoint: Path) -> dict[str, Any]:
-    from mm_unidpo.train.config import load_config
-    from mm_unidpo.train.run import train
-
     timings, clock = {}, time.perf_counter()
     train_problems = make_problems(config.train_problems, seed * 1000 + 11)
     heldout = make_problems(config.heldout_problems, seed * 1000 + 13)
@@ -187,7 +193,7 @@ def write_report(out: Path, runs: Path, per_seed: list[dict[str, Any]], seconds:
                  argv: list[str]) -> Path:
     """results.json, accuracy.png (+ the alignment curves and weights of the first seed's runs in `runs`)
     and report.md under `out`."""
-    from . import plots
+    from . import plots  # lazy: matplotlib only when the report is drawn
 
     methods = [m for m in per_seed[0]["methods"] if all(m in r["methods"] for r in per_seed)]
     keys = ("accuracy", "mean_score", "format_rate", "mean_words")

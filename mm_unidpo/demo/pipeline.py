@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from mm_unidpo.models.loading import load_pretrained
+from mm_unidpo.train.config import load_config
+from mm_unidpo.train.run import train
+
 from .evaluate import evaluate_model, pope_questions, write_tasks
 from .preferences import build_preferences
 from .sft import ModelSize, NoiseConfig, build_model, sft_examples, train_sft
@@ -69,10 +73,6 @@ def log_stdout_to(log_path: Path) -> Iterator[None]:
 def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, Any]:
     """Run every stage for one seed; writes under `out` (inside the report folder `root`) and returns
     this seed's results."""
-    from mm_unidpo.models.loading import load_pretrained
-    from mm_unidpo.train.config import load_config
-    from mm_unidpo.train.run import train
-
     work = out / "work"
     timings: dict[str, float] = {}
     clock = time.perf_counter()

@@ -19,6 +19,18 @@ from typing import Any
 import numpy as np
 
 from mm_unidpo.data import PreferenceRecord, save_preference_data
+from mm_unidpo.onpolicy import (
+    GenerateConfig,
+    HFSampler,
+    PairConfig,
+    build_pairs,
+    generate_samples,
+    judge_samples,
+    judged_means,
+    load_prompts,
+    make_judge,
+    record_of,
+)
 
 from .judge import MATCHER, yes_no_score
 from .sft import question_objects
@@ -65,9 +77,6 @@ def build_preferences(model: Any, processor: Any, scenes: list[Scene], work_dir:
                       temperature: float, seed: int, batch_size: int = 32) -> tuple[Path, PreferenceStats]:
     """Sample, judge, pair and save. Returns the JSONL path and the statistics."""
     import time
-
-    from mm_unidpo.onpolicy import (GenerateConfig, HFSampler, PairConfig, build_pairs, generate_samples,
-                                    judge_samples, judged_means, load_prompts, make_judge, record_of)
 
     clock = time.perf_counter()
     prompts = load_prompts(write_prompts(scenes, work_dir)).records

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mm_unidpo.evaluation.lmms.summary import summarize_runs
+
 from . import plots
 from .evaluate import CHAIR_KEYS, POPE_KEYS, SPLITS
 
@@ -155,8 +157,6 @@ def write_report(out: Path, per_seed: list[dict[str, Any]], seconds: float, argv
     }
     lmms_files = [runs / "lmms_eval" / f"{m}_results.json" for m in first["methods"]]
     if all(f.is_file() for f in lmms_files):  # lmms-eval's own numbers, as `mm-unidpo eval lmms summarize` shows them
-        from mm_unidpo.evaluation.lmms.summary import summarize_runs
-
         summary = summarize_runs(lmms_files, names=[LABELS[m] for m in first["methods"]],
                                  title=f"lmms-eval results, seed {first['seed']} (model mm_unidpo)")
         (runs / "lmms_eval" / "summary.md").write_text(summary, encoding="utf-8")

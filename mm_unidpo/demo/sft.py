@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mm_unidpo.data.records import PreferenceRecord
+from mm_unidpo.models import get_adapter
+from mm_unidpo.testing import tiny, tiny_tokenizer
 
 from .world import CAPTION_PROMPT, COLOURS, NO, OBJECTS, PARTNER, QUESTION, YES, Scene, caption, vocabulary_corpus
 
@@ -107,8 +109,6 @@ def build_model(size: ModelSize, seed: int) -> tuple[Any, Any]:
     vocabulary covers the demo's words as whole tokens."""
     from transformers import LlavaProcessor
 
-    from mm_unidpo.testing import tiny, tiny_tokenizer
-
     model, fixture = tiny(
         "llava", seed=seed, hidden_size=size.text_hidden, num_hidden_layers=size.text_layers,
         text_config={"intermediate_size": size.text_intermediate},
@@ -167,8 +167,6 @@ def train_sft(model: Any, processor: Any, examples: list[Example], output_dir: P
     """Full fine-tuning with `transformers.Trainer`; saves model + processor to `output_dir`.
     Returns the Trainer's log history (for the SFT loss curve)."""
     from transformers import Trainer, TrainingArguments
-
-    from mm_unidpo.models import get_adapter
 
     adapter = get_adapter(model, processor)
     dataset = EncodedExamples(examples, adapter)

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from mm_unidpo.data import load_record_images
+
 from .records import PromptRecord, load_prompts, prompt_line
 from .store import ResumableLines, chunks
 
@@ -65,7 +67,7 @@ class HFSampler:
     """Batched sampling through the family adapter's `generate` (a loaded model and its processor)."""
 
     def __init__(self, model: Any, processor: Any, config: GenerateConfig, *, family: str | None = None):
-        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
 
         self.model, self.config = model, config
         self.adapter = get_adapter(model, processor, family=family)
@@ -75,8 +77,6 @@ class HFSampler:
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
         import torch
-
-        from mm_unidpo.data import load_record_images
 
         c, adapter = self.config, self.adapter
         texts = [self.render(r) for r in records]
@@ -130,7 +130,7 @@ class VLLMSampler:
         from transformers import AutoConfig
         from vllm import LLM
 
-        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
         from mm_unidpo.models.loading import detect_family, load_processor
 
         self.config = config
@@ -157,8 +157,6 @@ class VLLMSampler:
     def request(self, record: PromptRecord) -> dict[str, Any]:
         """One vLLM input: token ids for a text prompt (so BOS is not added twice); for a prompt with
         images, its text (vLLM expands the image placeholders itself) and the decoded images."""
-        from mm_unidpo.data import load_record_images
-
         text = self.render(record)
         if not record.images:
             tokens = self.adapter.tokenizer(text, add_special_tokens=self.adapter._needs_special_tokens(text))
@@ -199,7 +197,7 @@ def load_sampler(model: str, config: GenerateConfig, *, backend: str = "hf", ada
         raise ValueError(f"unknown backend {backend!r}; expected 'hf' or 'vllm'")
     import torch
 
-    from mm_unidpo.models.loading import load_pretrained
+    from mm_unidpo.models.loading import load_pretrained  # lazy: torch; judge, pairs, score run without
 
     loaded, processor = load_pretrained(model, family=family, adapter=adapter, dtype=dtype,
                                         trust_remote_code=trust_remote_code,

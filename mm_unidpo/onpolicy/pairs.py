@@ -210,7 +210,7 @@ def write_pairs(records: list[PreferenceRecord], stats: PairStats, out: str | Pa
     save_preference_data(records, out, image_root=root)
     summary = {**stats.summary(), "pairs_file": str(out), "image_root": str(Path(root).resolve())}
     if plots:
-        from .plots import pair_summary_plot
+        from .plots import pair_summary_plot  # lazy: matplotlib only when a plot is asked for
 
         summary["plot"] = pair_summary_plot(stats, Path(str(out) + ".summary.png"))
     Path(str(out) + ".summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

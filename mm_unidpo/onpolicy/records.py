@@ -26,8 +26,17 @@ from typing import Any
 
 from PIL import Image
 
-from mm_unidpo.data import (DEFAULT_MAX_PIXELS, BadRecordError, ImageRef, PreferenceRecord, SkipReport, check_image,
-                            detect_format, load_preference_data, validate_record)
+from mm_unidpo.data import (
+    DEFAULT_MAX_PIXELS,
+    BadRecordError,
+    ImageRef,
+    PreferenceRecord,
+    SkipReport,
+    check_image,
+    detect_format,
+    load_preference_data,
+    validate_record,
+)
 from mm_unidpo.data.formats import UnknownFormatError
 from mm_unidpo.data.sources import guarded, open_rows  # the data layer's row reader (files, saved datasets, hub ids)
 

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from mm_unidpo.models.processors import processor_without_video
+
 from .tokenizer import tiny_tokenizer
 
 __all__ = ["FAMILIES", "available_families", "tiny"]
@@ -131,8 +132,13 @@ def _causal_lm(family, seed, attn, padding_side, ov):
 
 
 def _llava(family, seed, attn, padding_side, ov):
-    from transformers import (CLIPImageProcessorPil, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = tiny_tokenizer("llava", padding_side=padding_side)
     vision = _clip_vision(ov)
@@ -151,8 +157,13 @@ def _llava(family, seed, attn, padding_side, ov):
 
 
 def _llava_next(family, seed, attn, padding_side, ov):
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
-                              LlavaNextProcessor, MistralConfig)
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
 
     tok = tiny_tokenizer("mistral", padding_side=padding_side)
     vision = _clip_vision(ov)
@@ -173,9 +184,14 @@ def _llava_next(family, seed, attn, padding_side, ov):
 
 
 def _llava_onevision(family, seed, attn, padding_side, ov):
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor, Qwen2Config,
-                              SiglipVisionConfig)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
 
     tok = tiny_tokenizer("chatml_llava", padding_side=padding_side)
     vkw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

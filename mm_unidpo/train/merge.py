@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from mm_unidpo.models.loading import load_pretrained
+
 from .config import CONFIG_NAME
 
 logger = logging.getLogger(__name__)
@@ -64,8 +66,6 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None 
     from defaults (bfloat16, family detected from the base's config). `trust_remote_code` never does: an
     adapter directory may come from anywhere, and its config must not decide that code runs.
     """
-    from mm_unidpo.models.loading import load_pretrained
-
     adapter_config, run_config = read_adapter(adapter_dir)
     model_section = (run_config or {}).get("model") or {}
     base = base or adapter_config.get("base_model_name_or_path")

@@ -9,7 +9,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from mm_unidpo.data import load_preference_data, record_digests
+from mm_unidpo.models import get_adapter
+from mm_unidpo.models.loading import check_model_source
+
+from .checkpoints import save_final_model
 from .config import TrainConfig, load_config, training_arguments
+from .preflight import preflight
+from .reference import cache_key, compute_reference_logps, load_or_compute
+from .report import write_report
+from .setup import build_models
+from .trainer import PreferenceTrainer, RecordDataset
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +29,6 @@ class EmptyDataError(ValueError):
 
 
 def _load_data(config: TrainConfig, source: str | None, split: str | None, what: str):
-    from mm_unidpo.data import load_preference_data
-
     if not source:
         return None
     d = config.data
@@ -45,10 +53,6 @@ class CheckedData:
 def _check_data(config: TrainConfig, data, adapter, output_dir: str, what: str, need_digests: bool) -> CheckedData:
     """The pre-flight pass over `data` (main process first, so the others read its cache)."""
     from accelerate import PartialState
-
-    from mm_unidpo.data import record_digests
-
-    from .preflight import preflight
 
     d = config.data
     digests = record_digests(data.records) if d.preflight or need_digests else None
@@ -91,15 +95,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run one training job; returns a summary (final metrics, output paths)."""
     from accelerate import PartialState
     from transformers import set_seed
-
-    from mm_unidpo.models import get_adapter
-    from mm_unidpo.models.loading import check_model_source
-
-    from .checkpoints import save_final_model
-    from .reference import cache_key, compute_reference_logps, load_or_compute
-    from .report import write_report
-    from .setup import build_models
-    from .trainer import PreferenceTrainer, RecordDataset
 
     resume = config.train.pop("resume_from_checkpoint", None)
     args = training_arguments(config)

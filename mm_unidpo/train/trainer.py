@@ -20,11 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 from transformers.trainer_utils import seed_worker
 
+from mm_unidpo.data.batching import TokenBudgetBatchSampler
 from mm_unidpo.data.records import PreferenceRecord
 from mm_unidpo.losses import PairLogps, needs_reference, preference_loss
 from mm_unidpo.models.base import Adapter
-
-from mm_unidpo.data.batching import TokenBudgetBatchSampler
 
 from .checkpoints import save_checkpoint_atomically
 from .config import save_run_config

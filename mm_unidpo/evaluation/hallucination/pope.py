@@ -11,6 +11,7 @@ from typing import Any
 
 from .yes_no import normalize_yes_no
 
+
 def _label(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"

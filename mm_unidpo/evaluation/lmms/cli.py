@@ -23,7 +23,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .registration import MODEL_NAME
+from .registration import MODEL_NAME, register
+from .summary import summarize_runs
 
 DEFAULT_TASKS = "mm_pope_sample"
 
@@ -109,11 +110,9 @@ def run_eval(argv: list[str]) -> int:
         lmms_argv.append("--log_samples")
     lmms_argv += passthrough
 
-    from loguru import logger as eval_logger
     from lmms_eval.__main__ import cli_evaluate_single, parse_eval_args
     from lmms_eval.utils import make_table
-
-    from .registration import register
+    from loguru import logger as eval_logger
 
     register()
     saved = sys.argv
@@ -142,8 +141,6 @@ def run_eval(argv: list[str]) -> int:
     if results is None:
         return 1
     print(make_table(results))
-    from .summary import summarize_runs
-
     summary = summarize_runs([output], png=os.path.join(output, "summary.png"))
     Path(output, "summary.md").write_text(summary, encoding="utf-8")
     print(f"results, summary.md and summary.png in {output}")
@@ -158,8 +155,6 @@ def run_summarize(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="write <out>.md and <out>.png (default: print the table only)")
     p.add_argument("--title", default=None)
     ns = p.parse_args(argv)
-    from .summary import summarize_runs
-
     names = ns.names.split(",") if ns.names else None
     png = f"{ns.out}.png" if ns.out else None
     text = summarize_runs(ns.runs, names=names, png=png, title=ns.title)

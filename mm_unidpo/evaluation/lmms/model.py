@@ -43,6 +43,7 @@ from tqdm import tqdm
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, PreferenceRecord
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, to_model_inputs
+from mm_unidpo.models.loading import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ class MMUniDPO(lmms):
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
         if model is None:
-            from mm_unidpo.models.loading import load_pretrained
-
             load_in_4bit = _as_bool(load_in_4bit)
             if load_in_4bit and device_map is None:
                 device_map = {"": self._device.index or 0}  # a quantised model is placed at load time

@@ -26,12 +26,19 @@ from typing import Any, Sequence
 
 from mm_unidpo.io import append_jsonl, write_jsonl
 
-from .benchmarks import (FEWSHOT_EXAMPLES, TEMPLATES, MathItem, build_prompt, check_benchmark, load_benchmark,
-                         stop_strings)
+from .benchmarks import (
+    FEWSHOT_EXAMPLES,
+    TEMPLATES,
+    MathItem,
+    build_prompt,
+    check_benchmark,
+    load_benchmark,
+    stop_strings,
+)
 from .extract import BENCHMARKS, extract_answer
 from .generate import HFGenerator, SamplingConfig, VLLMGenerator
-from .worker import GRADING_TIMEOUT_S, GradingWorker
 from .metrics import majority_vote, markdown_report, summarize
+from .worker import GRADING_TIMEOUT_S, GradingWorker
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +192,7 @@ def make_generator(model: Any, tokenizer: Any, config: MathEvalConfig, *, adapte
         return VLLMGenerator(model, adapter=adapter, dtype=dtype, seed=config.seed)
     import torch
 
+    # lazy: torch and transformers; the spawned grading workers import this package and must start fast
     from mm_unidpo.models.loading import load_pretrained
 
     loaded, processor = load_pretrained(model, family="causal_lm", adapter=adapter, dtype=dtype,

@@ -47,7 +47,7 @@ class ClaimSplitter:
 
     def __init__(self, model: Any, processor: Any, *, prompt: str = SPLIT_PROMPT, max_new_tokens: int = 256,
                  batch_size: int = 8):
-        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
 
         self.model, self.adapter = model, get_adapter(model, processor)
         self.prompt, self.max_new_tokens, self.batch_size = prompt, max_new_tokens, batch_size

@@ -25,6 +25,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.evaluation.hallucination import ObjectMatcher
+from mm_unidpo.evaluation.hallucination.objects import tokens as split_words
+
 from .base import Judge, Judgement
 
 HALLUCINATION_COST = 2.0
@@ -35,8 +38,6 @@ Truth = list[tuple[str | None, str]]  # (colour or None, object)
 def object_matcher(vocabulary: Any = "coco") -> Any:
     """An `ObjectMatcher` from "coco", a synonyms file (CHAIR .txt or JSON), comma-separated names, a list
     of names or a {object: [synonyms]} mapping."""
-    from mm_unidpo.evaluation.hallucination import ObjectMatcher
-
     if isinstance(vocabulary, Mapping):
         return ObjectMatcher(vocabulary)
     if isinstance(vocabulary, (list, tuple)):
@@ -56,8 +57,6 @@ def object_matcher(vocabulary: Any = "coco") -> Any:
 
 def mentions_with_colour(text: str, matcher: Any, colours: Iterable[str]) -> list[tuple[str, str | None]]:
     """(object, the colour word right before its mention or None) for every mention, in order."""
-    from mm_unidpo.evaluation.hallucination.objects import tokens as split_words
-
     colours = set(colours)
     tokens, cursor, out = split_words(text), 0, []
     for name, words in matcher.mentions(text):

@@ -24,6 +24,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION, check_benchmark, gold_answer
+from mm_unidpo.evaluation.math.extract import extract_answer
+from mm_unidpo.evaluation.math.grade import is_equivalent
+from mm_unidpo.evaluation.math.worker import shared_worker
+
 from .base import Judge, Judgement
 from .scorers import text_messages
 
@@ -85,8 +90,6 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
     """The PRM judge of the module doc (`system` defaults to the Qwen2.5-Math CoT instruction)."""
     import torch
 
-    from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION, check_benchmark
-
     if benchmark is not None:
         check_benchmark(benchmark)
     prm, tokenizer = load_prm(model, dtype=dtype, device=device, trust_remote_code=bool(trust_remote_code))
@@ -139,11 +142,6 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
 
 
 def _correctness(record: Any, response: str, benchmark: str, timeout: float | None) -> dict[str, Any]:
-    from mm_unidpo.evaluation.math.benchmarks import gold_answer
-    from mm_unidpo.evaluation.math.extract import extract_answer
-    from mm_unidpo.evaluation.math.grade import is_equivalent
-    from mm_unidpo.evaluation.math.worker import shared_worker
-
     try:
         gold = gold_answer(dict(record.meta), benchmark)
     except ValueError:

@@ -32,7 +32,7 @@ class VLMJudge:
     def __init__(self, model: Any, processor: Any, *, family: str | None = None, question: str = QUESTION,
                  yes: str = "Yes", no: str = "No", batch_size: int = 8, scale: float = 10.0, max_length: int = 2048,
                  splitter: Callable[[list[str]], list[tuple[list[str], bool]]] | None = None):
-        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
 
         if "{claim}" not in question:
             raise ValueError("the VLM judge's question must contain {claim}")
@@ -84,7 +84,7 @@ def vlm_judge(model: str, adapter: str | None = None, family: str | None = None,
     """Load the judge model (and the claim-listing LM when given) and return the VLM judge."""
     import torch
 
-    from mm_unidpo.models.loading import load_pretrained
+    from mm_unidpo.models.loading import load_pretrained  # lazy: torch; judge, pairs, score run without
 
     device_map = "auto" if torch.cuda.is_available() else None
     loaded, processor = load_pretrained(model, family=family, adapter=adapter, dtype=dtype or "auto",
