@@ -7,7 +7,9 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
+
+from mm_unidpo.errors import UsageError
 
 
 def _losses(args: argparse.Namespace) -> int:
@@ -66,8 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
     import importlib
 
     if not args.rest or args.rest[0] not in EVALUATIONS:
-        print(f"usage: mm-unidpo eval {{{','.join(EVALUATIONS)}}} [options]  (--help on each)")
-        return 2
+        raise UsageError(f"usage: mm-unidpo eval {{{','.join(EVALUATIONS)}}} [options]  (--help on each)")
     return importlib.import_module(EVALUATIONS[args.rest[0]]).main(args.rest[1:])
 
 
@@ -87,22 +88,32 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand. A failure prints one message and exits 1 (2 for usage errors); `--debug`
-    (anywhere on the line, or MM_UNIDPO_DEBUG=1) shows the full traceback instead."""
+    """Run one subcommand: the one place a failure becomes an exit status. Any exception is one message on
+    stderr and exit 1; a usage error (argparse's, or `errors.UsageError`) exits 2; Ctrl-C exits 130.
+    `--debug` (anywhere on the line, or MM_UNIDPO_DEBUG=1) raises the exception instead, with its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("MM_UNIDPO_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    command = argv[0] if argv and argv[0] in COMMANDS else None
+    prog = f"mm-unidpo {argv[0]}" if argv and argv[0] in COMMANDS else "mm-unidpo"
     try:
         return _dispatch(argv)
     except KeyboardInterrupt:
-        print("mm-unidpo: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as stop:  # argparse (usage errors: 2, --help: 0), or a subcommand's sys.exit
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        if debug:
+            raise
+        print(f"{prog}: error: {stop.code}", file=sys.stderr)
+        return 1
     except Exception as error:  # noqa: BLE001 (the one place every failure is turned into a message)
         if debug:
             raise
-        print(f"mm-unidpo{' ' + command if command else ''}: error: {_message(error)}\n"
-              f"(run again with --debug for the full traceback)", file=sys.stderr)
+        print(f"{prog}: error: {_message(error)}", file=sys.stderr)
+        if isinstance(error, UsageError):
+            return 2
+        print("(run again with --debug for the full traceback)", file=sys.stderr)
         return 1
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from mm_unidpo.data import PreferenceRecord, load_preference_data, save_preference_data
 from mm_unidpo.testing import tiny, tiny_tokenizer
+from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.judges import scorers as score
 from mm_unidpo.train import merge
 
@@ -82,9 +83,9 @@ def test_merge_matches_base_plus_adapter(llava_adapter, caplog):
 
 def test_merge_refuses_4bit_and_non_adapters(llava_adapter, tmp_path, capsys):
     root = llava_adapter[0]
-    assert merge.main([str(root / "final"), "--out", str(tmp_path / "m"), "--load-in-4bit"]) == 2
+    assert cli(["merge", str(root / "final"), "--out", str(tmp_path / "m"), "--load-in-4bit"]) == 2  # usage
     assert "not supported" in capsys.readouterr().err
-    assert merge.main([str(root / "base"), "--out", str(tmp_path / "m")]) == 2
+    assert cli(["merge", str(root / "base"), "--out", str(tmp_path / "m")]) == 1
     assert "adapter_config.json" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
@@ -163,7 +164,7 @@ def test_object_overlap_judge(tmp_path):
 
 
 def test_bad_scorer_spec(tmp_path, capsys):
-    assert score.main([str(_write(tmp_path)), "--out", str(tmp_path / "o.jsonl"), "--scorer", "nope"]) == 2
+    assert cli(["score", str(_write(tmp_path)), "--out", str(tmp_path / "o.jsonl"), "--scorer", "nope"]) == 1
     assert "module.path:function" in capsys.readouterr().err
 
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION
+from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.judge import judge_samples, main
 from mm_unidpo.onpolicy.judges import VLMJudge, make_judge
 from mm_unidpo.onpolicy.judges.claims import ClaimSplitter, parse_claim_lines, split_claims
@@ -285,16 +286,16 @@ def test_judge_command_guards_and_errors(tmp_path, capsys):
     out = tmp_path / "scored.jsonl"
     assert main([str(samples), "--judge", "objects", "--out", str(out)]) == 0
     assert "judged 6 samples of 2 prompts" in capsys.readouterr().out
-    assert main([str(samples), "--judge", "objects", "--judge-arg", "hallucination_cost=3", "--out", str(out)]) == 2
+    assert cli(["judge", str(samples), "--judge", "objects", "--judge-arg", "hallucination_cost=3", "--out", str(out)]) == 1
     assert "other settings" in capsys.readouterr().err
-    assert main([str(samples), "--judge", "objects", "--model", "m", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert cli(["judge", str(samples), "--judge", "objects", "--model", "m", "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "takes no --model" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(samples.read_text().splitlines()[0] + "\n{broken\n")
-    assert main([str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 2
+    assert cli(["judge", str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 1
     assert "bad.jsonl, line 2: not JSON" in capsys.readouterr().err
     bad.write_text(json.dumps({"index": 0, "prompt": "p", "samples": "text"}) + "\n")
-    assert main([str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 2
+    assert cli(["judge", str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 1
     assert "line 1: 'samples' must be a list" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"record 0 \(id='s0'\): the judge gave nan"):
         judge_samples(samples, lambda items: [{"score": float("nan")} for _ in items], tmp_path / "z.jsonl")

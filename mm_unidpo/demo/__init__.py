@@ -25,6 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from mm_unidpo.errors import UsageError
+
 from .math_task import main as math_main
 from .pipeline import METHODS, DemoConfig, run_seed
 from .report import write_report
@@ -92,7 +94,7 @@ def _vlm(args: argparse.Namespace, argv: list[str]) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     config = DemoConfig.tiny() if args.tiny else DemoConfig()
     config.methods = methods
     out = Path(args.out or "runs/demo")

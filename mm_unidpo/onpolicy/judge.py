@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from mm_unidpo.errors import UsageError
 from mm_unidpo.yaml_config import load_yaml
 
 from .judges import Judge, judge_options, make_judge
@@ -125,7 +125,7 @@ def judge_from_args(args: argparse.Namespace) -> tuple[Judge, dict[str, Any]]:
         if value in (None, False):
             continue
         if name not in takes:
-            raise ValueError(f"judge {args.judge!r} takes no --{name.replace('_', '-')} (it takes {takes})")
+            raise UsageError(f"judge {args.judge!r} takes no --{name.replace('_', '-')} (it takes {takes})")
         options.setdefault(name, value)
     settings = {"judge": args.judge, **{k: v for k, v in options.items() if k not in ("device", "batch_size")}}
     return make_judge(args.judge, **options), settings
@@ -150,14 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        samples = read_samples(args.samples)  # the input first: a bad line fails before model loading
-        judge, settings = judge_from_args(args)
-        lines = judge_samples(samples, judge, args.out, settings=settings, chunk_size=args.chunk_size,
-                              overwrite=args.overwrite)
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mm-unidpo judge: {error}", file=sys.stderr)
-        return 2
+    samples = read_samples(args.samples)  # the input first: a bad line fails before model loading
+    judge, settings = judge_from_args(args)
+    lines = judge_samples(samples, judge, args.out, settings=settings, chunk_size=args.chunk_size,
+                          overwrite=args.overwrite)
     scores = [s["score"] for line in lines for s in line["samples"] if s["score"] is not None]
     empty = sum(s["score"] is None for line in lines for s in line["samples"])
     mean = sum(scores) / len(scores) if scores else float("nan")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,14 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = PairConfig(strategy=args.strategy, k=args.k, min_gap=args.min_gap, length_balance=args.length_balance,
-                            max_length_ratio=args.max_length_ratio, require_correct=args.require_correct)
-        records, stats = build_pairs(read_scored(args.scored), config)
-        summary = write_pairs(records, stats, args.out, image_root=args.image_root, plots=not args.no_plots)
-    except (ValueError, OSError) as error:
-        print(f"mm-unidpo pairs: {error}", file=sys.stderr)
-        return 2
+    config = PairConfig(strategy=args.strategy, k=args.k, min_gap=args.min_gap, length_balance=args.length_balance,
+                        max_length_ratio=args.max_length_ratio, require_correct=args.require_correct)
+    records, stats = build_pairs(read_scored(args.scored), config)
+    summary = write_pairs(records, stats, args.out, image_root=args.image_root, plots=not args.no_plots)
     print(format_summary(summary))
     if Path(summary["image_root"]) != Path(args.out).resolve().parent and records and any(r.images for r in records):
         print(f"note: image paths in {args.out} are relative to {summary['image_root']}: train with "

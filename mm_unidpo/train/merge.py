@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mm_unidpo.errors import UsageError
 from mm_unidpo.models.loading import load_pretrained
 
 from .config import CONFIG_NAME
@@ -128,15 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-in-4bit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_in_4bit:
-        print("mm-unidpo merge: merging into a 4-bit base is not supported: re-quantising the merged weights "
-              "to NF4 would lose most of the LoRA update. Merge in 16-bit (the default, --dtype bfloat16) and "
-              "quantise the merged model afterwards if you need a 4-bit model for serving.", file=sys.stderr)
-        return 2
-    try:
-        out = merge_adapter(args.adapter, args.out, base=args.base, dtype=args.dtype, family=args.family,
-                            trust_remote_code=args.trust_remote_code, device_map=args.device_map)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mm-unidpo merge: {error}", file=sys.stderr)
-        return 2
+        raise UsageError("merging into a 4-bit base is not supported: re-quantising the merged weights to NF4 "
+                         "would lose most of the LoRA update. Merge in 16-bit (the default, --dtype bfloat16) and "
+                         "quantise the merged model afterwards if you need a 4-bit model for serving.")
+    out = merge_adapter(args.adapter, args.out, base=args.base, dtype=args.dtype, family=args.family,
+                        trust_remote_code=args.trust_remote_code, device_map=args.device_map)
     print(f"merged model: {out}")
     return 0

@@ -135,9 +135,6 @@ def run_eval(argv: list[str]) -> int:
             results, _ = cli_evaluate_single(args)
     except SystemExit as stop:  # lmms-eval exits after listing tasks
         return int(stop.code or 0)
-    except Exception as error:  # noqa: BLE001 -- reported, and the exit status says it failed
-        eval_logger.exception(f"evaluation failed: {error}")
-        return 1
     if results is None:
         return 1
     print(make_table(results))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mm_unidpo.errors import UsageError
 from mm_unidpo.io import append_jsonl, write_jsonl
 
 from .benchmarks import (
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.data:
         name, sep, source = spec.partition("=")
         if not sep:
-            raise SystemExit(f"--data expects NAME=SOURCE, got {spec!r}")
+            raise UsageError(f"--data expects NAME=SOURCE, got {spec!r}")
         data[check_benchmark(name)] = source
     config = MathEvalConfig(
         benchmarks=benchmarks, output_dir=args.output_dir, data=data, data_dir=args.data_dir, split=args.split,

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -228,17 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on-bad-record", choices=("error", "skip"), default="error")
     parser.add_argument("--limit", type=int)
     args = parser.parse_args(argv)
-    try:
-        if args.scorer:
-            scorer = resolve_scorer(args.scorer, _scorer_kwargs(args.scorer_arg))
-            score_fn = lambda items: [scorer(record, text) for record, text in items]  # noqa: E731
-        else:
-            score_fn = RewardModelScorer(args.reward_model, batch_size=args.batch_size, max_length=args.max_length,
-                                         device=args.device, dtype=args.dtype,
-                                         trust_remote_code=args.trust_remote_code).score_all
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mm-unidpo score: {error}", file=sys.stderr)
-        return 2
+    if args.scorer:
+        scorer = resolve_scorer(args.scorer, _scorer_kwargs(args.scorer_arg))
+        score_fn = lambda items: [scorer(record, text) for record, text in items]  # noqa: E731
+    else:
+        score_fn = RewardModelScorer(args.reward_model, batch_size=args.batch_size, max_length=args.max_length,
+                                     device=args.device, dtype=args.dtype,
+                                     trust_remote_code=args.trust_remote_code).score_all
     data = load_preference_data(args.data, format=args.format, split=args.split, image_root=args.image_root,
                                 on_bad_record=args.on_bad_record, limit=args.limit)
     counts = fill_scores(data.records, score_fn, overwrite=args.overwrite)
