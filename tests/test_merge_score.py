@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from mm_unidpo.data import PreferenceRecord, load_preference_data, save_preference_data
-from mm_unidpo.testing import tiny, tiny_tokenizer
+from mm_unidpo.testing import tiny
 from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.judges import scorers as score
 from mm_unidpo.train import merge
@@ -166,21 +166,6 @@ def test_object_overlap_judge(tmp_path):
 def test_bad_scorer_spec(tmp_path, capsys):
     assert cli(["score", str(_write(tmp_path)), "--out", str(tmp_path / "o.jsonl"), "--scorer", "nope"]) == 1
     assert "module.path:function" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def reward_model_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("rm")
-    tok = tiny_tokenizer("llama3")
-    config = LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
 
 
 def test_reward_model_scores_finite_and_deterministic(reward_model_dir, tmp_path, caplog):

@@ -24,7 +24,9 @@ from mm_unidpo.onpolicy.records import PromptRecord, load_prompts
 from mm_unidpo.onpolicy.store import settings_path
 from mm_unidpo.testing import available_families, tiny
 
-from .helpers import IMAGES, install_fake_vllm, need_images, one_thread  # noqa: F401 (fixture)
+from .helpers import IMAGES, install_fake_vllm, need_images
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 

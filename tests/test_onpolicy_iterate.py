@@ -15,7 +15,9 @@ from mm_unidpo.onpolicy.iterate import iterate, load_iterate_config, main
 from mm_unidpo.onpolicy.store import settings_path
 from mm_unidpo.testing import tiny
 
-from .helpers import IMAGES, need_images, one_thread  # noqa: F401 (fixture)
+from .helpers import IMAGES, need_images
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def distinct_characters(record, response: str) -> float:

@@ -26,7 +26,9 @@ from mm_unidpo.onpolicy.judges.objects import object_matcher, object_score
 from mm_unidpo.onpolicy.records import PromptRecord
 from mm_unidpo.testing import available_families, tiny, tiny_tokenizer
 
-from .helpers import naive_logp, one_thread  # noqa: F401 (fixture)
+from .helpers import naive_logp
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,20 +84,6 @@ def test_rule_judges():
 
 
 # ---- a text reward model -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def reward_model_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("rm")
-    tok = tiny_tokenizer("llama3")
-    config = LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, num_labels=1, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
-
 
 def test_reward_model_judge_against_an_unbatched_forward(reward_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from mm_unidpo.train.config import ConfigError, config_from_dict, load_config
 from mm_unidpo.train.run import EmptyDataError, train
 
-from .helpers import one_thread  # noqa: F401 (autouse)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _jpeg(seed: int) -> bytes:
