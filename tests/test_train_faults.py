@@ -113,7 +113,8 @@ def test_skip_mode_with_batch_size_one_drops_each_bad_record_once(workdir, caplo
     for record in ("record 8 (id='r8')", "record 9 (id='r9')"):
         lines = [r for r in caplog.records if record in r.getMessage() and "skipping" in r.getMessage()]
         assert len(lines) == 1, [r.getMessage() for r in lines]
-    assert not [r for r in caplog.records if r.name == "mm_unidpo.models.base" and "skipping" in r.getMessage()]
+    # nothing left for the adapter to skip at collate time (any module of the model layer)
+    assert not [r for r in caplog.records if r.name.startswith("mm_unidpo.models") and "skipping" in r.getMessage()]
 
 
 def test_empty_or_all_bad_data_says_so(workdir):
