@@ -78,8 +78,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "eval": (_eval, "evaluate: mm-unidpo eval math ... | mm-unidpo eval lmms ..."),
     "demo": (_demo, "run the embedded default end to end (see README)"),
     "merge": (_merge, "merge a LoRA adapter into its 16-bit base for serving: mm-unidpo merge ADAPTER_DIR --out DIR"),
-    "convert": (_convert, "rewrite a checkpoint's PyTorch .bin weights as safetensors: mm-unidpo convert SRC --out DIR"),
-    "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
+    "convert": (
+        _convert,
+        "rewrite a checkpoint's PyTorch .bin weights as safetensors: mm-unidpo convert SRC --out DIR",
+    ),
+    "score": (
+        _score,
+        "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)",
+    ),
     "generate": (_onpolicy, "sample responses: mm-unidpo generate DATA --model M --n 8 --out samples.jsonl"),
     "judge": (_onpolicy, "score samples: mm-unidpo judge samples.jsonl --judge KIND --out scored.jsonl"),
     "pairs": (_onpolicy, "pair judged samples: mm-unidpo pairs scored.jsonl --out pairs.jsonl"),
@@ -128,8 +134,9 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:  # each subcommand parses its own options, --help included
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return COMMANDS[argv[0]][0](argparse.Namespace(command=argv[0], rest=argv[1:]))
-    parser = argparse.ArgumentParser(prog="mm-unidpo", description=__doc__,
-                                     epilog="--debug (anywhere): show the full traceback of a failure")
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo", description=__doc__, epilog="--debug (anywhere): show the full traceback of a failure"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, add_help=name == "losses")

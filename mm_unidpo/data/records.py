@@ -52,8 +52,14 @@ class PreferenceRecord:
 class BadRecordError(ValueError):
     """A record that cannot be trained on. `reason` is a short, stable key used for skip counts."""
 
-    def __init__(self, record: PreferenceRecord | None, reason: str, detail: str,
-                 index: int | None = None, record_id: str | None = None):
+    def __init__(
+        self,
+        record: PreferenceRecord | None,
+        reason: str,
+        detail: str,
+        index: int | None = None,
+        record_id: str | None = None,
+    ):
         self.reason = reason
         self.index = record.index if record is not None else index
         self.record_id = record.id if record is not None else record_id
@@ -116,10 +122,25 @@ class SkipReport:
 # `malformed_record` a row a converter cannot read (a field of the wrong type); `mismatched_prompts` a
 # pair whose two conversations ask different questions.
 BAD_RECORD_REASONS = (
-    "missing_field", "invalid_json", "malformed_record", "bad_prompt", "placeholder_mismatch", "empty_response",
-    "non_string_response", "identical_responses", "mismatched_prompts", "bad_score", "missing_image",
-    "corrupt_image", "image_outside_root", "image_too_large", "no_preference", "prompt_too_long",
-    "template_mismatch", "images_for_text_model", "encode_failed",
+    "missing_field",
+    "invalid_json",
+    "malformed_record",
+    "bad_prompt",
+    "placeholder_mismatch",
+    "empty_response",
+    "non_string_response",
+    "identical_responses",
+    "mismatched_prompts",
+    "bad_score",
+    "missing_image",
+    "corrupt_image",
+    "image_outside_root",
+    "image_too_large",
+    "no_preference",
+    "prompt_too_long",
+    "template_mismatch",
+    "images_for_text_model",
+    "encode_failed",
 )
 # Scores are float32 tensors in the loss: a larger magnitude would become inf there.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -170,8 +191,13 @@ def count_placeholders(prompt: str | list[Message]) -> int:
     """Image slots in a prompt: `<image>` in any text plus {"type": "image"} parts of chat messages."""
     n = sum(text.count(IMAGE_PLACEHOLDER) for text in _iter_texts(prompt))
     if not isinstance(prompt, str):
-        n += sum(1 for m in prompt if not isinstance(m["content"], str)
-                 for part in m["content"] if part.get("type") == "image")
+        n += sum(
+            1
+            for m in prompt
+            if not isinstance(m["content"], str)
+            for part in m["content"]
+            if part.get("type") == "image"
+        )
     return n
 
 
@@ -212,8 +238,9 @@ def _check_messages(record: PreferenceRecord, messages: Any) -> None:
         if not isinstance(content, list):
             raise BadRecordError(record, "bad_prompt", f"message {i}: content must be a string or a list of parts")
         for part in content:
-            ok = isinstance(part, dict) and (part.get("type") == "image" or (
-                part.get("type") == "text" and isinstance(part.get("text"), str)))
+            ok = isinstance(part, dict) and (
+                part.get("type") == "image" or (part.get("type") == "text" and isinstance(part.get("text"), str))
+            )
             if not ok:
                 raise BadRecordError(record, "bad_prompt", f"message {i}: unsupported content part {part!r:.80}")
 
@@ -229,8 +256,11 @@ def _score(record: PreferenceRecord, name: str, value: Any) -> float:
     if not math.isfinite(score):
         raise BadRecordError(record, "bad_score", f"{name} is {score}")
     if abs(score) > FLOAT32_MAX:
-        raise BadRecordError(record, "bad_score", f"{name} is {score:g}, beyond float32 (|score| <= 3.4e38), "
-                                                  f"where the loss computes with it")
+        raise BadRecordError(
+            record,
+            "bad_score",
+            f"{name} is {score:g}, beyond float32 (|score| <= 3.4e38), where the loss computes with it",
+        )
     return score
 
 
@@ -251,13 +281,13 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
     elif isinstance(record.prompt, list):
         _check_messages(record, record.prompt)
     else:
-        raise BadRecordError(record, "bad_prompt", f"prompt must be text or a list of chat messages, "
-                                                   f"got {type(record.prompt).__name__}")
+        raise BadRecordError(
+            record, "bad_prompt", f"prompt must be text or a list of chat messages, got {type(record.prompt).__name__}"
+        )
     for name in ("chosen", "rejected"):
         value = getattr(record, name)
         if not isinstance(value, str):
-            raise BadRecordError(record, "non_string_response", f"{name} is not a string "
-                                                                f"(got {type(value).__name__})")
+            raise BadRecordError(record, "non_string_response", f"{name} is not a string (got {type(value).__name__})")
         if is_blank(value):
             what = "empty" if not value.strip() else "empty (only control or invisible characters)"
             raise BadRecordError(record, "empty_response", f"{name} is {what}")
@@ -280,6 +310,9 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
     if n == 0 and record.images:
         record.prompt = add_image_placeholders(record.prompt, len(record.images))
     elif n != len(record.images):
-        raise BadRecordError(record, "placeholder_mismatch",
-                             f"prompt has {n} image placeholder(s) but the record has {len(record.images)} image(s)")
+        raise BadRecordError(
+            record,
+            "placeholder_mismatch",
+            f"prompt has {n} image placeholder(s) but the record has {len(record.images)} image(s)",
+        )
     return record

@@ -35,17 +35,27 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mm-unidpo demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", help="report folder (default: runs/demo; runs/demo_math for --task math)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds; >1 reports mean ± std")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--tiny", "--smoke", dest="tiny", action="store_true",
-                        help="tiny sizes and a few steps per stage (a smoke test, numbers are meaningless)")
+    parser.add_argument(
+        "--tiny",
+        "--smoke",
+        dest="tiny",
+        action="store_true",
+        help="tiny sizes and a few steps per stage (a smoke test, numbers are meaningless)",
+    )
     parser.add_argument("--task", choices=("vlm", "math"), default="vlm")
     parser.add_argument("--methods", default="dpo,unidpo,adadpo", help="comma-separated subset of the objectives")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: 1 for the VLM task, whose ops are too small to split; 2 for math)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 for the VLM task, whose ops are too small to split; 2 for math)",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep library INFO logs")
     return parser
 

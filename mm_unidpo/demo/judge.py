@@ -75,8 +75,11 @@ def yes_no_score(response: str, asked: str, truth: list[tuple[str | None, str]])
 
 
 def _prompt_text(record: Any) -> str:
-    prompt = record.get("prompt", record.get("instruction", "")) if isinstance(record, Mapping) \
+    prompt = (
+        record.get("prompt", record.get("instruction", ""))
+        if isinstance(record, Mapping)
         else getattr(record, "prompt", "")
+    )
     if isinstance(prompt, list):  # chat messages
         parts = []
         for message in prompt:

@@ -23,13 +23,35 @@ from PIL.PngImagePlugin import PngInfo
 
 OBJECTS = ("circle", "square", "triangle", "star", "cross", "ring", "moon", "diamond")
 # Each object's frequent companion (symmetric): the object a noisy caption names when it is absent.
-PARTNER = {"star": "moon", "moon": "star", "square": "triangle", "triangle": "square",
-           "circle": "cross", "cross": "circle", "ring": "diamond", "diamond": "ring"}
+PARTNER = {
+    "star": "moon",
+    "moon": "star",
+    "square": "triangle",
+    "triangle": "square",
+    "circle": "cross",
+    "cross": "circle",
+    "ring": "diamond",
+    "diamond": "ring",
+}
 # How often each object is the "anchor" of a scene: a long tail, like object frequencies in photos.
-POPULARITY = {"circle": 3.0, "square": 3.0, "star": 2.5, "ring": 1.5, "triangle": 1.2, "cross": 1.0,
-              "moon": 0.8, "diamond": 0.8}
-COLOURS = {"red": (215, 45, 40), "green": (40, 170, 70), "blue": (45, 95, 225), "yellow": (235, 210, 40),
-           "purple": (150, 60, 195), "white": (235, 235, 235)}
+POPULARITY = {
+    "circle": 3.0,
+    "square": 3.0,
+    "star": 2.5,
+    "ring": 1.5,
+    "triangle": 1.2,
+    "cross": 1.0,
+    "moon": 0.8,
+    "diamond": 0.8,
+}
+COLOURS = {
+    "red": (215, 45, 40),
+    "green": (40, 170, 70),
+    "blue": (45, 95, 225),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 195),
+    "white": (235, 235, 235),
+}
 GROUND_TRUTH_KEY = "mm_unidpo_objects"  # PNG text chunk: "red star;yellow moon"
 
 
@@ -96,8 +118,13 @@ def vocabulary_corpus() -> str:
         lines += [f"USER: {QUESTION.format(name)} ASSISTANT: {YES}", f"USER: {QUESTION.format(name)} ASSISTANT: {NO}"]
         for j, colour in enumerate(colours):
             other = objects[(i + j + 1) % len(objects)]
-            text = caption([f"{colour} {name}", f"{colours[(j + 1) % len(colours)]} {other}",
-                            f"{colours[(j + 2) % len(colours)]} {objects[(i + 3) % len(objects)]}"])
+            text = caption(
+                [
+                    f"{colour} {name}",
+                    f"{colours[(j + 1) % len(colours)]} {other}",
+                    f"{colours[(j + 2) % len(colours)]} {objects[(i + 3) % len(objects)]}",
+                ]
+            )
             lines.append(f"USER: {CAPTION_PROMPT} ASSISTANT: {text}")
     return "\n".join(lines)
 
@@ -173,12 +200,11 @@ def _background(rng: np.random.Generator, size: int, config: WorldConfig) -> Ima
     return image
 
 
-def render_scene(rng: np.random.Generator, names: list[str], config: WorldConfig,
-                 scene_id: str) -> Scene:
+def render_scene(rng: np.random.Generator, names: list[str], config: WorldConfig, scene_id: str) -> Scene:
     """Draw `names` into random distinct quadrants (4x supersampled, then reduced: smooth edges)."""
     size, scale = config.image_size, 4 * config.image_size
     canvas = _background(rng, size, config).resize((scale, scale), Image.Resampling.NEAREST)
-    cells = [int(c) for c in rng.permutation(4)[:len(names)]]
+    cells = [int(c) for c in rng.permutation(4)[: len(names)]]
     things = []
     half = scale / 2
     for name, cell in zip(names, cells):

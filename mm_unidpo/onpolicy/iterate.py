@@ -88,8 +88,9 @@ class IterateConfig:
     train: dict[str, Any] = field(default_factory=dict)  # a train config mapping (its `base:` resolved)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
 
-    def train_config(self, policy: str, pairs: str, output_dir: str, round_: int,
-                     image_root: str | None = None) -> TrainConfig:
+    def train_config(
+        self, policy: str, pairs: str, output_dir: str, round_: int, image_root: str | None = None
+    ) -> TrainConfig:
         """The round's `TrainConfig`: the train section with this round's model, data (and the folder its
         image paths are relative to), output and seed."""
         raw = json.loads(json.dumps(self.train))
@@ -111,7 +112,10 @@ def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
     raw.update({k: v for k, v in overrides.items() if v is not None})
     judge = raw.get("judge")
     if isinstance(judge, dict):  # the judge's kind and, beside it, the judge's own options
-        raw["judge"] = {"kind": judge.get("kind", "objects"), "options": {k: v for k, v in judge.items() if k != "kind"}}
+        raw["judge"] = {
+            "kind": judge.get("kind", "objects"),
+            "options": {k: v for k, v in judge.items() if k != "kind"},
+        }
     if isinstance(raw.get("prompts"), str):
         raw["prompts"] = [raw["prompts"]]
     if raw.get("train") is None:
@@ -133,6 +137,7 @@ def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
 
 # ---- one round ---------------------------------------------------------------------------------------
 
+
 def _free() -> None:
     gc.collect()
     try:
@@ -144,15 +149,17 @@ def _free() -> None:
         pass
 
 
-def sample_and_judge(config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path,
-                     generate: GenerateConfig) -> list[dict[str, Any]]:
+def sample_and_judge(
+    config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path, generate: GenerateConfig
+) -> list[dict[str, Any]]:
     """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable)."""
     data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
     if not data.records:
         raise ValueError(f"{prompts}: no prompts ({data.skips.summary()})")
     sampler = load_sampler(policy, generate, backend=config.backend, family=config.family, dtype=config.dtype)
-    lines = generate_samples(data.records, sampler, generate, folder / "samples.jsonl", model_id=policy,
-                             desc=f"{folder.name}: generate")
+    lines = generate_samples(
+        data.records, sampler, generate, folder / "samples.jsonl", model_id=policy, desc=f"{folder.name}: generate"
+    )
     del sampler
     _free()
     samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}")) for line in lines]
@@ -165,8 +172,13 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
     metrics: dict[str, Any] = {}
     e = config.evaluate
     if e.prompts:
-        generate = dataclasses.replace(config.generate, n=e.n, temperature=e.temperature, logprobs=False,
-                                       max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens)
+        generate = dataclasses.replace(
+            config.generate,
+            n=e.n,
+            temperature=e.temperature,
+            logprobs=False,
+            max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens,
+        )
         lines = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
         metrics.update(judged_means(lines, prefix="eval_"))
     if e.math:
@@ -190,22 +202,31 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     records, stats = build_pairs([(line, record_of(line)) for line in lines], config.pairs)
     summary = write_pairs(records, stats, folder / "pairs.jsonl")
     print(format_summary(summary), flush=True)
-    metrics: dict[str, Any] = {"round": round_, "policy": policy, **judged_means(lines, prefix="sample_"),
-                               "pairs": stats.pairs, "prompts_without_pairs": stats.prompts_without_pairs,
-                               "mean_gap": summary["mean_gap"]}
+    metrics: dict[str, Any] = {
+        "round": round_,
+        "policy": policy,
+        **judged_means(lines, prefix="sample_"),
+        "pairs": stats.pairs,
+        "prompts_without_pairs": stats.prompts_without_pairs,
+        "mean_gap": summary["mean_gap"],
+    }
     if not records:
         metrics["stopped"] = "no pairs: every prompt's samples tied or fell below the gap"
         done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         return metrics
-    train_config = config.train_config(policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_,
-                                       image_root=summary["image_root"])
+    train_config = config.train_config(
+        policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_, image_root=summary["image_root"]
+    )
     trained = folder / "train" / "train_summary.json"
     if trained.exists():
         result = json.loads(trained.read_text(encoding="utf-8"))
     else:
         result = train(train_config)
-        result = {"train_loss": result["train_loss"], "global_step": result["global_step"],
-                  "final_dir": result["final_dir"]}
+        result = {
+            "train_loss": result["train_loss"],
+            "global_step": result["global_step"],
+            "final_dir": result["final_dir"],
+        }
         trained.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _free()
     metrics.update(train_loss=result["train_loss"], train_steps=result["global_step"])
@@ -235,8 +256,11 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
     if config.evaluate.prompts or config.evaluate.math:
         if not start.exists():
             start.parent.mkdir(parents=True, exist_ok=True)
-            metrics = {"round": 0, "next_policy": config.model,
-                       **evaluate(config, config.model, judge, out / "round-0" / "eval")}
+            metrics = {
+                "round": 0,
+                "next_policy": config.model,
+                **evaluate(config, config.model, judge, out / "round-0" / "eval"),
+            }
             start.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         rows.append(json.loads(start.read_text(encoding="utf-8")))
     policy = config.model
@@ -255,29 +279,41 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
 def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
     """report.json and report.md: one column per round."""
     (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    keys = [k for k in dict.fromkeys(k for row in rows for k in row)
-            if k not in ("round", "policy", "next_policy", "stopped")]
+    keys = [
+        k
+        for k in dict.fromkeys(k for row in rows for k in row)
+        if k not in ("round", "policy", "next_policy", "stopped")
+    ]
 
     def cell(value: Any) -> str:
         if value is None:
             return ""
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    lines = ["# mm-unidpo iterate", "", "Round 0 is the starting model (held-out metrics only); round r samples from "
-             "round r-1's result, trains on its pairs and is evaluated after training.", "",
-             "| metric | " + " | ".join(f"round {row['round']}" for row in rows) + " |",
-             "|---|" + "---|" * len(rows)]
+    lines = [
+        "# mm-unidpo iterate",
+        "",
+        "Round 0 is the starting model (held-out metrics only); round r samples from "
+        "round r-1's result, trains on its pairs and is evaluated after training.",
+        "",
+        "| metric | " + " | ".join(f"round {row['round']}" for row in rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
     lines += [f"| {k} | " + " | ".join(cell(row.get(k)) for row in rows) + " |" for k in keys]
-    lines += ["", *[f"- round {row['round']}: {row['stopped']}" for row in rows if row.get("stopped")],
-              *[f"- round {row['round']} model: `{row['next_policy']}`" for row in rows if row.get("next_policy")]]
+    lines += [
+        "",
+        *[f"- round {row['round']}: {row['stopped']}" for row in rows if row.get("stopped")],
+        *[f"- round {row['round']} model: `{row['next_policy']}`" for row in rows if row.get("next_policy")],
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mm-unidpo iterate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo iterate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="iterate config (YAML, see above)")
     parser.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
     parser.add_argument("--output-dir", help="default: the config's output_dir")

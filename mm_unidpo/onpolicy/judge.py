@@ -57,19 +57,35 @@ def check_judgements(judgements: Sequence[Any], items: Sequence[tuple[Any, str]]
             raise ValueError(f"{where}: {record.where()}: the judge gave {score!r}, not a finite number")
 
 
-def judge_samples(samples: str | Path | list[tuple[dict[str, Any], Any]], judge: Judge, out: str | Path, *,
-                  settings: dict[str, Any] | None = None, chunk_size: int = 16, overwrite: bool = False,
-                  progress: bool | None = None, desc: str = "judge") -> list[dict[str, Any]]:
+def judge_samples(
+    samples: str | Path | list[tuple[dict[str, Any], Any]],
+    judge: Judge,
+    out: str | Path,
+    *,
+    settings: dict[str, Any] | None = None,
+    chunk_size: int = 16,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    desc: str = "judge",
+) -> list[dict[str, Any]]:
     """Score the samples of every line into `out`; returns the scored lines in input order."""
     from tqdm.auto import tqdm
 
     pairs = read_samples(samples) if isinstance(samples, (str, Path)) else samples
     by_index = {record.index: (line, record) for line, record in pairs}
-    store = ResumableLines(out, settings or {}, overwrite=overwrite, expected={i: r.id for i, (_, r) in by_index.items()})
+    store = ResumableLines(
+        out, settings or {}, overwrite=overwrite, expected={i: r.id for i, (_, r) in by_index.items()}
+    )
     order = list(by_index)
     todo = [batch for batch in chunks(order, chunk_size) if any(i not in store.done for i in batch)]
-    with tqdm(total=len(order), initial=len(order) - sum(i not in store.done for b in todo for i in b), desc=desc,
-              unit="prompt", disable=None if progress is None else not progress, leave=False) as bar:
+    with tqdm(
+        total=len(order),
+        initial=len(order) - sum(i not in store.done for b in todo for i in b),
+        desc=desc,
+        unit="prompt",
+        disable=None if progress is None else not progress,
+        leave=False,
+    ) as bar:
         for batch in todo:
             items = [(by_index[i][1], s["text"]) for i in batch for s in by_index[i][0]["samples"] if s["text"].strip()]
             results = judge(items) if items else []
@@ -132,8 +148,9 @@ def judge_from_args(args: argparse.Namespace) -> tuple[Judge, dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mm-unidpo judge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("samples", help="samples from mm-unidpo generate (JSON lines)")
     p.add_argument("--judge", required=True, help="rule | objects | reward_model | prm | vlm | module.path:function")
     p.add_argument("--out", required=True, help="output JSON-lines file")
@@ -152,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     samples = read_samples(args.samples)  # the input first: a bad line fails before model loading
     judge, settings = judge_from_args(args)
-    lines = judge_samples(samples, judge, args.out, settings=settings, chunk_size=args.chunk_size,
-                          overwrite=args.overwrite)
+    lines = judge_samples(
+        samples, judge, args.out, settings=settings, chunk_size=args.chunk_size, overwrite=args.overwrite
+    )
     scores = [s["score"] for line in lines for s in line["samples"] if s["score"] is not None]
     empty = sum(s["score"] is None for line in lines for s in line["samples"])
     mean = sum(scores) / len(scores) if scores else float("nan")
-    print(f"judged {len(scores)} samples of {len(lines)} prompts (mean score {mean:.3f}; {empty} empty, not judged)"
-          f" -> {args.out}")
+    print(
+        f"judged {len(scores)} samples of {len(lines)} prompts (mean score {mean:.3f}; {empty} empty, not judged)"
+        f" -> {args.out}"
+    )
     return 0

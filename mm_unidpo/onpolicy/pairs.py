@@ -84,10 +84,15 @@ class PairStats:
             return sum(values) / len(values) if values else None
 
         out = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
-        out.update(prompts_without_pairs=self.prompts_without_pairs, mean_sample_score=mean(self.sample_scores),
-                   mean_chosen_score=mean(self.chosen_scores), mean_rejected_score=mean(self.rejected_scores),
-                   mean_gap=mean(self.gaps), mean_chosen_words=mean(self.chosen_lengths),
-                   mean_rejected_words=mean(self.rejected_lengths))
+        out.update(
+            prompts_without_pairs=self.prompts_without_pairs,
+            mean_sample_score=mean(self.sample_scores),
+            mean_chosen_score=mean(self.chosen_scores),
+            mean_rejected_score=mean(self.rejected_scores),
+            mean_gap=mean(self.gaps),
+            mean_chosen_words=mean(self.chosen_lengths),
+            mean_rejected_words=mean(self.rejected_lengths),
+        )
         return out
 
 
@@ -95,8 +100,9 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _candidates(samples: list[tuple[int, dict[str, Any]]], config: PairConfig,
-                stats: PairStats) -> tuple[list[tuple[int, int]], str | None]:
+def _candidates(
+    samples: list[tuple[int, dict[str, Any]]], config: PairConfig, stats: PairStats
+) -> tuple[list[tuple[int, int]], str | None]:
     """Ranked (chosen, rejected) sample positions, and why there are none (a PairStats counter name)."""
     if len(samples) < 2:
         return [], "prompts_too_few"
@@ -105,7 +111,7 @@ def _candidates(samples: list[tuple[int, dict[str, Any]]], config: PairConfig,
         return [], "prompts_all_tied"
     ranked, gapped = [], 0
     for a, (i, s) in enumerate(samples):
-        for j, t in samples[a + 1:]:
+        for j, t in samples[a + 1 :]:
             if s["score"] == t["score"]:
                 stats.tied_pairs += 1
                 continue
@@ -143,8 +149,9 @@ def _select(candidates: list[tuple[int, int]], config: PairConfig) -> list[tuple
     return chosen
 
 
-def build_pairs(lines: list[tuple[dict[str, Any], PromptRecord]], config: PairConfig | None = None
-                ) -> tuple[list[PreferenceRecord], PairStats]:
+def build_pairs(
+    lines: list[tuple[dict[str, Any], PromptRecord]], config: PairConfig | None = None
+) -> tuple[list[PreferenceRecord], PairStats]:
     """Pairs (as preference records, in input order) and the counts of the module doc."""
     config = config or PairConfig()
     stats, records = PairStats(), []
@@ -173,9 +180,19 @@ def build_pairs(lines: list[tuple[dict[str, Any], PromptRecord]], config: PairCo
         for w, l in selected:
             chosen, rejected = by_position[w], by_position[l]
             name = record.id if record.id is not None else str(record.index)
-            records.append(PreferenceRecord(record.prompt, chosen["text"], rejected["text"], images=list(record.images),
-                                            score_chosen=float(chosen["score"]), score_rejected=float(rejected["score"]),
-                                            id=f"{name}-{w}-{l}", index=len(records), image_root=record.image_root))
+            records.append(
+                PreferenceRecord(
+                    record.prompt,
+                    chosen["text"],
+                    rejected["text"],
+                    images=list(record.images),
+                    score_chosen=float(chosen["score"]),
+                    score_rejected=float(rejected["score"]),
+                    id=f"{name}-{w}-{l}",
+                    index=len(records),
+                    image_root=record.image_root,
+                )
+            )
             stats.gaps.append(float(chosen["score"]) - float(rejected["score"]))
             stats.chosen_scores.append(float(chosen["score"]))
             stats.rejected_scores.append(float(rejected["score"]))
@@ -194,14 +211,21 @@ def read_scored(path: str | Path) -> list[tuple[dict[str, Any], PromptRecord]]:
         for k, sample in enumerate(line["samples"]):
             score = sample.get("score", "missing")
             if score == "missing" or not (score is None or isinstance(score, (int, float))) or isinstance(score, bool):
-                raise ValueError(f"{where}: sample {k} has no numeric 'score' (judge the samples first: "
-                                 "mm-unidpo judge)")
+                raise ValueError(
+                    f"{where}: sample {k} has no numeric 'score' (judge the samples first: mm-unidpo judge)"
+                )
         out.append((line, record))
     return out
 
 
-def write_pairs(records: list[PreferenceRecord], stats: PairStats, out: str | Path, *,
-                image_root: str | None = None, plots: bool = True) -> dict[str, Any]:
+def write_pairs(
+    records: list[PreferenceRecord],
+    stats: PairStats,
+    out: str | Path,
+    *,
+    image_root: str | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
     """The pairs file, `<out>.summary.json` and (with `plots`) `<out>.summary.png`; returns the summary."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,17 +242,23 @@ def write_pairs(records: list[PreferenceRecord], stats: PairStats, out: str | Pa
 
 def build_parser() -> argparse.ArgumentParser:
     d = PairConfig()
-    p = argparse.ArgumentParser(prog="mm-unidpo pairs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo pairs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("scored", help="judged samples from mm-unidpo judge (JSON lines)")
     p.add_argument("--out", required=True, help="the pairs (our JSON-lines format)")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
     p.add_argument("--k", type=int, default=d.k, help="pairs per prompt (strategy k)")
     p.add_argument("--min-gap", type=float, default=d.min_gap, help="smallest score gap of a pair")
     p.add_argument("--length-balance", action="store_true", help="among equal gaps prefer pairs of similar length")
-    p.add_argument("--max-length-ratio", type=float, help="drop pairs whose word counts differ by more than this factor")
-    p.add_argument("--require-correct", action="store_true",
-                   help="chosen correct and rejected incorrect (judges that grade answers: prm with a benchmark)")
+    p.add_argument(
+        "--max-length-ratio", type=float, help="drop pairs whose word counts differ by more than this factor"
+    )
+    p.add_argument(
+        "--require-correct",
+        action="store_true",
+        help="chosen correct and rejected incorrect (judges that grade answers: prm with a benchmark)",
+    )
     p.add_argument("--image-root", help="write image paths relative to this folder (default: the samples' image root)")
     p.add_argument("--no-plots", action="store_true")
     return p
@@ -236,14 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = PairConfig(strategy=args.strategy, k=args.k, min_gap=args.min_gap, length_balance=args.length_balance,
-                        max_length_ratio=args.max_length_ratio, require_correct=args.require_correct)
+    config = PairConfig(
+        strategy=args.strategy,
+        k=args.k,
+        min_gap=args.min_gap,
+        length_balance=args.length_balance,
+        max_length_ratio=args.max_length_ratio,
+        require_correct=args.require_correct,
+    )
     records, stats = build_pairs(read_scored(args.scored), config)
     summary = write_pairs(records, stats, args.out, image_root=args.image_root, plots=not args.no_plots)
     print(format_summary(summary))
     if Path(summary["image_root"]) != Path(args.out).resolve().parent and records and any(r.images for r in records):
-        print(f"note: image paths in {args.out} are relative to {summary['image_root']}: train with "
-              f"data.image_root: {summary['image_root']}")
+        print(
+            f"note: image paths in {args.out} are relative to {summary['image_root']}: train with "
+            f"data.image_root: {summary['image_root']}"
+        )
     return 0
 
 
@@ -251,10 +289,12 @@ def format_summary(s: dict[str, Any]) -> str:
     def num(value: Any) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    return (f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts -> {s['pairs_file']}\n"
-            f"no pair: {s['prompts_all_tied']} all samples tied, {s['prompts_too_few']} with fewer than two distinct "
-            f"samples, {s['prompts_below_gap']} below the gap, {s['prompts_filtered']} filtered; "
-            f"{s['tied_pairs']} tied sample pairs; {s['empty_samples']} empty and {s['duplicate_samples']} repeated "
-            f"samples\nscores: samples {num(s['mean_sample_score'])}, chosen {num(s['mean_chosen_score'])}, rejected "
-            f"{num(s['mean_rejected_score'])} (gap {num(s['mean_gap'])}); words: chosen {num(s['mean_chosen_words'])}, "
-            f"rejected {num(s['mean_rejected_words'])}" + (f"\nplots: {s['plot']}" if s.get("plot") else ""))
+    return (
+        f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts -> {s['pairs_file']}\n"
+        f"no pair: {s['prompts_all_tied']} all samples tied, {s['prompts_too_few']} with fewer than two distinct "
+        f"samples, {s['prompts_below_gap']} below the gap, {s['prompts_filtered']} filtered; "
+        f"{s['tied_pairs']} tied sample pairs; {s['empty_samples']} empty and {s['duplicate_samples']} repeated "
+        f"samples\nscores: samples {num(s['mean_sample_score'])}, chosen {num(s['mean_chosen_score'])}, rejected "
+        f"{num(s['mean_rejected_score'])} (gap {num(s['mean_gap'])}); words: chosen {num(s['mean_chosen_words'])}, "
+        f"rejected {num(s['mean_rejected_words'])}" + (f"\nplots: {s['plot']}" if s.get("plot") else "")
+    )

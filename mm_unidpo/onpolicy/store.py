@@ -46,8 +46,14 @@ def read_lines(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
 class ResumableLines:
     """Output lines keyed by the item's `index`; `done` holds what a previous run finished."""
 
-    def __init__(self, path: str | os.PathLike, settings: Mapping[str, Any], *, overwrite: bool = False,
-                 expected: Mapping[int, Any] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        settings: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+        expected: Mapping[int, Any] | None = None,
+    ):
         """`expected`: index -> id of the items of this run; a finished line whose id differs means the
         input changed since, which is an error rather than a silent mix."""
         self.path = Path(path)
@@ -58,14 +64,21 @@ class ResumableLines:
             self.path.unlink(missing_ok=True)
         elif self.path.exists() and meta.exists():
             old = json.loads(meta.read_text(encoding="utf-8"))
-            diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings))
-                    if old.get(k) != settings.get(k)}
+            diff = {
+                k: (old.get(k), settings.get(k))
+                for k in sorted(set(old) | set(settings))
+                if old.get(k) != settings.get(k)
+            }
             if diff:
-                raise ValueError(f"{self.path} holds output made with other settings {diff} (old, new); "
-                                 "use another --out or --overwrite")
+                raise ValueError(
+                    f"{self.path} holds output made with other settings {diff} (old, new); "
+                    "use another --out or --overwrite"
+                )
         elif self.path.exists():
-            raise ValueError(f"{self.path} exists but has no {meta.name}: not a resumable output of this "
-                             "command; use another --out or --overwrite")
+            raise ValueError(
+                f"{self.path} exists but has no {meta.name}: not a resumable output of this "
+                "command; use another --out or --overwrite"
+            )
         meta.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         self.done = self._read_done(expected or {})
 
@@ -84,8 +97,10 @@ class ResumableLines:
                 dropped += 1
         for index, line in done.items():
             if index in expected and line.get("id") != expected[index]:
-                raise ValueError(f"{self.path}: item {index} was id {line.get('id')!r}, the input now has "
-                                 f"{expected[index]!r}; the input changed -- use another --out or --overwrite")
+                raise ValueError(
+                    f"{self.path}: item {index} was id {line.get('id')!r}, the input now has "
+                    f"{expected[index]!r}; the input changed -- use another --out or --overwrite"
+                )
         if dropped or (raw and not raw.endswith(b"\n")):
             logger.warning("%s: dropped %d unreadable line(s) left by an interrupted run", self.path, dropped)
             write_jsonl(self.path, [done[i] for i in sorted(done)])
@@ -107,4 +122,4 @@ class ResumableLines:
 def chunks(order: Sequence[int], size: int) -> list[list[int]]:
     """Fixed batches over the whole input: a resumed run redoes a batch with the same items and seed,
     so its output equals an uninterrupted run's."""
-    return [list(order[i:i + size]) for i in range(0, len(order), size)]
+    return [list(order[i : i + size]) for i in range(0, len(order), size)]

@@ -79,10 +79,18 @@ def tiny_llava_orig(seed, attn, padding_side, text_kwargs, clip_vision, override
     tower = _vision_tower_dir(json.dumps(vision.to_diff_dict(), sort_keys=True), seed)
     config = LlavaConfig(
         **text_kwargs(tok, ov),
-        mm_vision_tower=tower, mm_hidden_size=vision.hidden_size, mm_projector_type="mlp2x_gelu",
-        mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_patch_merge_type="flat",
-        image_aspect_ratio="pad", mm_use_im_start_end=False, mm_use_im_patch_token=False, use_mm_proj=True,
-        tokenizer_padding_side=padding_side, tokenizer_model_max_length=tok.model_max_length,
+        mm_vision_tower=tower,
+        mm_hidden_size=vision.hidden_size,
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_select_layer=-2,
+        mm_vision_select_feature="patch",
+        mm_patch_merge_type="flat",
+        image_aspect_ratio="pad",
+        mm_use_im_start_end=False,
+        mm_use_im_patch_token=False,
+        use_mm_proj=True,
+        tokenizer_padding_side=padding_side,
+        tokenizer_model_max_length=tok.model_max_length,
     )
     for key, value in ov.items():
         setattr(config, key, value)

@@ -48,21 +48,28 @@ def check_config(config: TrainConfig) -> None:
 
 # ---- sections -----------------------------------------------------------------------------------
 
+
 def _check_model(config: TrainConfig) -> None:
     m = config.model
     if not m.name_or_path:
-        raise ConfigError("model.name_or_path is required (a hub id such as llava-hf/llava-1.5-7b-hf, or a local "
-                          "folder)")
+        raise ConfigError(
+            "model.name_or_path is required (a hub id such as llava-hf/llava-1.5-7b-hf, or a local folder)"
+        )
     if m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
     if m.load_in_4bit and not config.lora.enabled:
         raise ConfigError("model.load_in_4bit needs lora.enabled: 4-bit weights cannot be trained directly")
     if m.max_tokens_per_row is not None and m.max_tokens_per_row < 1:
         raise ConfigError(f"model.max_tokens_per_row must be >= 1 (or null: one row), got {m.max_tokens_per_row}")
-    if m.head_chunk_size is not None and m.head_chunk_size != "auto" and (
-            isinstance(m.head_chunk_size, str) or m.head_chunk_size < 1):
-        raise ConfigError(f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
-                          f"logits), got {m.head_chunk_size!r}")
+    if (
+        m.head_chunk_size is not None
+        and m.head_chunk_size != "auto"
+        and (isinstance(m.head_chunk_size, str) or m.head_chunk_size < 1)
+    ):
+        raise ConfigError(
+            f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
+            f"logits), got {m.head_chunk_size!r}"
+        )
     if m.family is not None and m.family not in ADAPTERS:
         raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(ADAPTERS)}")
 
@@ -76,8 +83,9 @@ def _check_lora(config: TrainConfig) -> None:
     if not 0 <= lora.dropout < 1:
         raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
     if isinstance(lora.target_modules, str) and lora.target_modules != "all-linear":
-        raise ConfigError(f"lora.target_modules must be 'all-linear' or a list of module names, got "
-                          f"{lora.target_modules!r}")
+        raise ConfigError(
+            f"lora.target_modules must be 'all-linear' or a list of module names, got {lora.target_modules!r}"
+        )
 
 
 def _check_data(config: TrainConfig) -> None:
@@ -91,14 +99,18 @@ def _check_data(config: TrainConfig) -> None:
     if d.limit is not None and d.limit < 1:
         raise ConfigError(f"data.limit must be >= 1 (or null for all records), got {d.limit}")
     if d.max_tokens_per_batch is not None and d.max_tokens_per_batch < 1:
-        raise ConfigError(f"data.max_tokens_per_batch must be >= 1 (or null: train.per_device_train_batch_size "
-                          f"pairs), got {d.max_tokens_per_batch}")
+        raise ConfigError(
+            f"data.max_tokens_per_batch must be >= 1 (or null: train.per_device_train_batch_size "
+            f"pairs), got {d.max_tokens_per_batch}"
+        )
     if d.preflight_workers is not None and d.preflight_workers < 0:
         raise ConfigError(f"data.preflight_workers must be >= 0 (or null: automatic), got {d.preflight_workers}")
     if d.format is not None and d.format != "auto" and d.format not in FORMATS:
         raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
 
 
+# TODO(losses): _check_loss moves to losses/ on another branch, formatted there; then drop fmt: off/on.
+# fmt: off
 def _check_loss(config: TrainConfig) -> None:
     name, params = config.loss.name, config.loss.params
     if name not in LOSSES:
@@ -133,10 +145,19 @@ def _check_loss(config: TrainConfig) -> None:
     if clip is not None and not clip > 0:
         raise ConfigError(f"loss.params.balance_clip must be > 0, got {clip}")
 
+# fmt: on
 
-_POSITIVE = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "per_device_eval_batch_size": ">= 1",
-             "gradient_accumulation_steps": ">= 1", "num_train_epochs": "> 0", "logging_steps": "> 0",
-             "save_steps": "> 0", "eval_steps": "> 0"}
+
+_POSITIVE = {
+    "learning_rate": "> 0",
+    "per_device_train_batch_size": ">= 1",
+    "per_device_eval_batch_size": ">= 1",
+    "gradient_accumulation_steps": ">= 1",
+    "num_train_epochs": "> 0",
+    "logging_steps": "> 0",
+    "save_steps": "> 0",
+    "eval_steps": "> 0",
+}
 
 
 def _check_train(config: TrainConfig) -> None:
@@ -145,8 +166,10 @@ def _check_train(config: TrainConfig) -> None:
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     bad = sorted(set(train) - known - {"resume_from_checkpoint"})
     if bad:
-        raise ConfigError(f"train.{bad[0]} is not a transformers.TrainingArguments field" +
-                          (f" (also: {bad[1:]})" if len(bad) > 1 else ""))
+        raise ConfigError(
+            f"train.{bad[0]} is not a transformers.TrainingArguments field"
+            + (f" (also: {bad[1:]})" if len(bad) > 1 else "")
+        )
     if "output_dir" not in train or not train["output_dir"]:
         raise ConfigError("train.output_dir is required")
     resume = train.get("resume_from_checkpoint")
@@ -170,6 +193,7 @@ def _check_train(config: TrainConfig) -> None:
 
 def _is_simple(expected: Any) -> bool:
     """An annotation made of bool / int / float / str / None only (the ones worth checking here)."""
-    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) \
-        else (expected,)
+    options = (
+        typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    )
     return all(option in (bool, int, float, str, type(None)) for option in options)

@@ -24,9 +24,23 @@ from mm_unidpo.yaml_config import ConfigError, from_dict, load_yaml, read_yaml_f
 
 from .checks import check_config
 
-__all__ = ["CONFIG_NAME", "ConfigError", "DataConfig", "LoraSettings", "LossConfig", "ModelConfig", "ReferenceConfig",
-           "TrainConfig", "apply_overrides", "config_from_dict", "load_config", "merge_configs", "read_config",
-           "save_run_config", "training_arguments"]
+__all__ = [
+    "CONFIG_NAME",
+    "ConfigError",
+    "DataConfig",
+    "LoraSettings",
+    "LossConfig",
+    "ModelConfig",
+    "ReferenceConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "merge_configs",
+    "read_config",
+    "save_run_config",
+    "training_arguments",
+]
 
 
 @dataclass
@@ -114,8 +128,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"model": ModelConfig, "lora": LoraSettings, "data": DataConfig, "loss": LossConfig,
-             "reference": ReferenceConfig}
+_SECTIONS = {
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "data": DataConfig,
+    "loss": LossConfig,
+    "reference": ReferenceConfig,
+}
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -161,8 +180,12 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]
     out = dict(base)
     for key, value in child.items():
         old = out.get(key)
-        if (key == "loss" and isinstance(old, dict) and isinstance(value, dict)
-                and value.get("name", old.get("name")) != old.get("name")):
+        if (
+            key == "loss"
+            and isinstance(old, dict)
+            and isinstance(value, dict)
+            and value.get("name", old.get("name")) != old.get("name")
+        ):
             out[key] = dict(value)
         elif isinstance(old, dict) and isinstance(value, dict):
             out[key] = _merge_nested(old, value)
@@ -229,10 +252,19 @@ def training_arguments(config: TrainConfig):
 
     accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
     # transformers 5 renamed gradient_checkpointing_kwargs; use whichever this version has.
-    checkpointing = ("activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in accepted
-                     else "gradient_checkpointing_kwargs")
-    args = {"remove_unused_columns": False, "logging_steps": 10, "report_to": "none", "save_strategy": "steps",
-            "save_steps": 500, checkpointing: {"use_reentrant": False}}
+    checkpointing = (
+        "activation_checkpointing_kwargs"
+        if "activation_checkpointing_kwargs" in accepted
+        else "gradient_checkpointing_kwargs"
+    )
+    args = {
+        "remove_unused_columns": False,
+        "logging_steps": 10,
+        "report_to": "none",
+        "save_strategy": "steps",
+        "save_steps": 500,
+        checkpointing: {"use_reentrant": False},
+    }
     if config.model.dtype == "bfloat16":
         args["bf16"] = True
     args.update(config.train)

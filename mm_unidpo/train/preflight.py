@@ -51,14 +51,22 @@ class PreflightError(BadRecordError):
 
     def __init__(self, errors: list[BadRecordError], total: int, description: str):
         first = errors[0]
-        self.errors, self.reason, self.index, self.record_id, self.detail = errors, first.reason, first.index, \
-            first.record_id, first.detail
+        self.errors, self.reason, self.index, self.record_id, self.detail = (
+            errors,
+            first.reason,
+            first.index,
+            first.record_id,
+            first.detail,
+        )
         shown = "\n".join(f"  {e}" for e in errors[:SHOWN_ERRORS])
         more = f"\n  ... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
         counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(_counts(errors).items()))
-        ValueError.__init__(self, f"{description}: {len(errors)} of {total} records cannot be trained on ({counts}), "
-                                  f"found before training:\n{shown}{more}\nFix them, or set data.on_bad_record: skip "
-                                  f"to drop them (each counted once)")
+        ValueError.__init__(
+            self,
+            f"{description}: {len(errors)} of {total} records cannot be trained on ({counts}), "
+            f"found before training:\n{shown}{more}\nFix them, or set data.on_bad_record: skip "
+            f"to drop them (each counted once)",
+        )
 
 
 def _counts(errors: list[BadRecordError]) -> dict[str, int]:
@@ -107,15 +115,22 @@ def _identity(item: Any) -> Any:
     return item
 
 
-def _encode_all(adapter: Adapter, records: list[PreferenceRecord], todo: list[int], workers: int,
-                description: str) -> dict[int, Verdict]:
+def _encode_all(
+    adapter: Adapter, records: list[PreferenceRecord], todo: list[int], workers: int, description: str
+) -> dict[int, Verdict]:
     bar = tqdm(total=len(todo), desc=f"pre-flight {description}", unit="record", disable=not todo)
     out: dict[int, Verdict] = {}
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked: no Rust thread pools
         # Its own generator: worker seeding must not draw from the global RNG that training uses.
-        loader = DataLoader(_Encoding(adapter, records, todo), batch_size=None, num_workers=workers,
-                            collate_fn=_identity, prefetch_factor=16, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            _Encoding(adapter, records, todo),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_identity,
+            prefetch_factor=16,
+            generator=torch.Generator().manual_seed(0),
+        )
         for position, result in loader:
             out[position] = result
             bar.update()
@@ -137,9 +152,16 @@ def _default_workers(n: int) -> int:
     return workers if n >= MIN_RECORDS_FOR_WORKERS and workers >= 2 else 0
 
 
-def preflight(records: list[PreferenceRecord], adapter: Adapter, *, on_bad_record: str = "error",
-              digests: list[str | None] | None = None, cache_dir: str | Path | None = None,
-              workers: int | None = None, description: str = "data") -> PreflightResult:
+def preflight(
+    records: list[PreferenceRecord],
+    adapter: Adapter,
+    *,
+    on_bad_record: str = "error",
+    digests: list[str | None] | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    description: str = "data",
+) -> PreflightResult:
     """Encode every record once (or read its cached verdict); raise `PreflightError` naming the bad ones
     (error mode) or drop each once (skip mode). `digests`: `record_digests(records)`, needed for the cache."""
     if on_bad_record not in ("error", "skip"):
@@ -155,10 +177,15 @@ def preflight(records: list[PreferenceRecord], adapter: Adapter, *, on_bad_recor
     encoded = _encode_all(adapter, records, todo, workers if len(todo) > 1 else 0, description)
     verdicts.update(encoded)
     if cache is not None and encoded:
-        cache.save({digests[i]: list(v) for i, v in verdicts.items() if digests[i] is not None and v[0] != "encode_failed"})
+        cache.save(
+            {digests[i]: list(v) for i, v in verdicts.items() if digests[i] is not None and v[0] != "encode_failed"}
+        )
 
-    errors = [BadRecordError(records[i], verdicts[i][0], verdicts[i][1]) for i in range(len(records))
-              if verdicts[i][0] is not None]
+    errors = [
+        BadRecordError(records[i], verdicts[i][0], verdicts[i][1])
+        for i in range(len(records))
+        if verdicts[i][0] is not None
+    ]
     if errors and on_bad_record == "error":
         raise PreflightError(errors, len(records), description)
     skips = SkipReport()
@@ -166,14 +193,27 @@ def preflight(records: list[PreferenceRecord], adapter: Adapter, *, on_bad_recor
         skips.add(error)
         logger.info("pre-flight: skipping %s", error)
     kept = [i for i in range(len(records)) if verdicts[i][0] is None]
-    result = PreflightResult(records=[records[i] for i in kept], kept=kept, skips=skips,
-                             truncated=sum(bool(verdicts[i][2]) for i in kept),
-                             lengths=[int(verdicts[i][3]) for i in kept], encoded=len(encoded),
-                             cached=len(records) - len(encoded), seconds=time.perf_counter() - start)
+    result = PreflightResult(
+        records=[records[i] for i in kept],
+        kept=kept,
+        skips=skips,
+        truncated=sum(bool(verdicts[i][2]) for i in kept),
+        lengths=[int(verdicts[i][3]) for i in kept],
+        encoded=len(encoded),
+        cached=len(records) - len(encoded),
+        seconds=time.perf_counter() - start,
+    )
     skips.log(f"pre-flight {description}")
-    logger.info("pre-flight %s: %d records, %d encoded, %d verdicts from the cache, %d dropped, %d truncated, "
-                "%.1fs", description, len(records), result.encoded, result.cached, skips.total, result.truncated,
-                result.seconds)
+    logger.info(
+        "pre-flight %s: %d records, %d encoded, %d verdicts from the cache, %d dropped, %d truncated, %.1fs",
+        description,
+        len(records),
+        result.encoded,
+        result.cached,
+        skips.total,
+        result.truncated,
+        result.seconds,
+    )
     return result
 
 
@@ -197,12 +237,14 @@ class _Cache:
             if payload.get("checksum") != self._checksum(verdicts):
                 raise ValueError("checksum mismatch")
         except (OSError, ValueError, KeyError, TypeError) as error:
-            logger.warning("pre-flight cache %s is damaged (%s): ignoring it, every record is encoded again",
-                           self.path, error)
+            logger.warning(
+                "pre-flight cache %s is damaged (%s): ignoring it, every record is encoded again", self.path, error
+            )
             return {}
         return verdicts
 
     def save(self, verdicts: dict[str, list]) -> None:
-        payload = json.dumps({"version": PREFLIGHT_VERSION, "checksum": self._checksum(verdicts),
-                              "verdicts": verdicts}, sort_keys=True).encode()
+        payload = json.dumps(
+            {"version": PREFLIGHT_VERSION, "checksum": self._checksum(verdicts), "verdicts": verdicts}, sort_keys=True
+        ).encode()
         write_cache(self.path, lambda tmp: tmp.write_bytes(payload), what="pre-flight cache")

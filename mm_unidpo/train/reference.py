@@ -56,8 +56,9 @@ def model_fingerprint(model: Any, settings: dict[str, Any]) -> str:
     payload = {"settings": settings, "config": config.to_dict() if config is not None else None}
     name = settings.get("name_or_path")
     if name and os.path.isdir(name):  # local weights: their sizes and times stand in for their bytes
-        payload["files"] = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime))
-                                  for p in Path(name).glob("*.safetensors"))
+        payload["files"] = sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(name).glob("*.safetensors")
+        )
     return sha256_json(payload, default=str)
 
 
@@ -72,35 +73,62 @@ def adapter_fingerprint(adapter: Adapter) -> dict[str, Any]:
     (max_length, max_image_pixels, end and media token ids, ...), the chat template, the tokenizer, the
     image processor's configuration, and the library versions."""
     settings = {k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))}
-    settings.update({k: sorted(v) for k, v in vars(adapter).items()
-                     if isinstance(v, (set, frozenset)) and all(isinstance(x, int) for x in v)})
+    settings.update(
+        {
+            k: sorted(v)
+            for k, v in vars(adapter).items()
+            if isinstance(v, (set, frozenset)) and all(isinstance(x, int) for x in v)
+        }
+    )
     image_processor = getattr(adapter.processor, "image_processor", None)
     return {
-        "class": f"{type(adapter).__module__}.{type(adapter).__qualname__}", "settings": settings,
-        "template": getattr(adapter.processor, "chat_template", None) or getattr(adapter.tokenizer, "chat_template", None),
+        "class": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
+        "settings": settings,
+        "template": getattr(adapter.processor, "chat_template", None)
+        or getattr(adapter.tokenizer, "chat_template", None),
         "tokenizer": _tokenizer_digest(adapter.tokenizer),
         "image_processor": image_processor.to_dict() if hasattr(image_processor, "to_dict") else None,
         "versions": [getattr(mm_unidpo, "__version__", None), transformers.__version__],
     }
 
 
-def cache_key(records: list[PreferenceRecord], model: Any, adapter: Adapter, model_settings: dict[str, Any],
-              digests: list[str | None] | None = None) -> str:
-    parts = {"version": CACHE_VERSION, "data": data_fingerprint(records, digests),
-             "model": model_fingerprint(model, model_settings), "adapter": adapter_fingerprint(adapter)}
+def cache_key(
+    records: list[PreferenceRecord],
+    model: Any,
+    adapter: Adapter,
+    model_settings: dict[str, Any],
+    digests: list[str | None] | None = None,
+) -> str:
+    parts = {
+        "version": CACHE_VERSION,
+        "data": data_fingerprint(records, digests),
+        "model": model_fingerprint(model, model_settings),
+        "adapter": adapter_fingerprint(adapter),
+    }
     return sha256_json(parts, default=str)[:32]
 
 
 @torch.no_grad()
-def compute_reference_logps(model: Any, adapter: Adapter, records: list[PreferenceRecord], *, batch_size: int,
-                            device: torch.device | str, disable_adapter: bool) -> dict[str, torch.Tensor]:
+def compute_reference_logps(
+    model: Any,
+    adapter: Adapter,
+    records: list[PreferenceRecord],
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    disable_adapter: bool,
+) -> dict[str, torch.Tensor]:
     """Reference sums and lengths for every record, in order. Records that cannot be encoded get NaN."""
     was_training = model.training
     model.eval()
     context = model.disable_adapter() if disable_adapter else nullcontext()
     n = len(records)
-    out = {"chosen": torch.full((n,), float("nan")), "rejected": torch.full((n,), float("nan")),
-           "chosen_lengths": torch.zeros(n, dtype=torch.long), "rejected_lengths": torch.zeros(n, dtype=torch.long)}
+    out = {
+        "chosen": torch.full((n,), float("nan")),
+        "rejected": torch.full((n,), float("nan")),
+        "chosen_lengths": torch.zeros(n, dtype=torch.long),
+        "rejected_lengths": torch.zeros(n, dtype=torch.long),
+    }
     with context:
         for start in tqdm(range(0, n, batch_size), desc="reference log-probs", unit="batch"):
             chunk = list(range(start, min(start + batch_size, n)))
@@ -116,8 +144,12 @@ def compute_reference_logps(model: Any, adapter: Adapter, records: list[Preferen
     return out
 
 
-def load_or_compute(cache_dir: str | Path, key: str, compute: Callable[[], dict[str, torch.Tensor]],
-                    row_keys: list[str | None] | None = None) -> tuple[dict[str, torch.Tensor], bool]:
+def load_or_compute(
+    cache_dir: str | Path,
+    key: str,
+    compute: Callable[[], dict[str, torch.Tensor]],
+    row_keys: list[str | None] | None = None,
+) -> tuple[dict[str, torch.Tensor], bool]:
     """Load `ref-<key>.safetensors` from `cache_dir`, or compute and write it atomically. Returns (values, hit).
 
     `row_keys`: the record digest of each row `compute` returns (`record_digests(records)`); a hit returns
@@ -135,8 +167,12 @@ def load_or_compute(cache_dir: str | Path, key: str, compute: Callable[[], dict[
     tensors = {k: v.contiguous() for k, v in values.items()}
     if row_keys is not None:
         tensors[_ROW_KEYS] = _digest_tensor(row_keys)
-    metadata = {"format": _FORMAT, "version": str(CACHE_VERSION), "rows": str(_rows(tensors)),
-                "checksum": tensors_checksum(tensors)}
+    metadata = {
+        "format": _FORMAT,
+        "version": str(CACHE_VERSION),
+        "rows": str(_rows(tensors)),
+        "checksum": tensors_checksum(tensors),
+    }
     write_cache(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), what="reference cache")
     return values, False
 
@@ -150,12 +186,16 @@ def _rows(tensors: dict[str, torch.Tensor]) -> int:
 
 def _digest_tensor(digests: list[str | None]) -> torch.Tensor:
     rows = [bytes.fromhex(d) if d is not None else bytes(32) for d in digests]
-    return torch.frombuffer(bytearray(b"".join(rows)), dtype=torch.uint8).reshape(len(rows), 32).clone() \
-        if rows else torch.zeros((0, 32), dtype=torch.uint8)
+    return (
+        torch.frombuffer(bytearray(b"".join(rows)), dtype=torch.uint8).reshape(len(rows), 32).clone()
+        if rows
+        else torch.zeros((0, 32), dtype=torch.uint8)
+    )
 
 
 def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.Tensor] | None:
     """The cached values, rows in `row_keys` order, if the file passes every check; else None (warned)."""
+
     def reject(why: str) -> None:
         logger.warning("reference cache %s %s: ignoring it and computing the reference log-probs again", path, why)
 
@@ -186,5 +226,3 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
         return reject(f"has no row for {len(missing)} of the {len(row_keys)} records (first: position {missing[0]})")
     order = torch.tensor([where[d] for d in row_keys], dtype=torch.long)
     return {name: tensor[order] for name, tensor in tensors.items()}
-
-

@@ -32,8 +32,15 @@ def _load_data(config: TrainConfig, source: str | None, split: str | None, what:
     if not source:
         return None
     d = config.data
-    data = load_preference_data(source, format=d.format, split=split, image_root=d.image_root,
-                                on_bad_record=d.on_bad_record, limit=d.limit, unique_ids=d.unique_ids)
+    data = load_preference_data(
+        source,
+        format=d.format,
+        split=split,
+        image_root=d.image_root,
+        on_bad_record=d.on_bad_record,
+        limit=d.limit,
+        unique_ids=d.unique_ids,
+    )
     if not data.records:
         raise EmptyDataError(f"{what}: {data.describe_empty()}")
     return data
@@ -60,13 +67,27 @@ def _check_data(config: TrainConfig, data, adapter, output_dir: str, what: str, 
         return CheckedData(data.records, digests, data.skips, None)
     cache_dir = d.preflight_cache_dir or os.path.join(output_dir, "preflight_cache")
     with PartialState().main_process_first():
-        result = preflight(data.records, adapter, on_bad_record=d.on_bad_record, digests=digests,
-                           cache_dir=cache_dir, workers=d.preflight_workers, description=f"{what} {data.source}")
+        result = preflight(
+            data.records,
+            adapter,
+            on_bad_record=d.on_bad_record,
+            digests=digests,
+            cache_dir=cache_dir,
+            workers=d.preflight_workers,
+            description=f"{what} {data.source}",
+        )
     if not result.records:
-        raise EmptyDataError(f"{what} {data.source}: no usable preference records: the pre-flight check dropped all "
-                             f"{len(data.records)} that loaded ({result.skips.summary()})")
-    return CheckedData(result.records, [digests[i] for i in result.kept], data.skips.merged(result.skips),
-                       result.truncated, result.lengths)
+        raise EmptyDataError(
+            f"{what} {data.source}: no usable preference records: the pre-flight check dropped all "
+            f"{len(data.records)} that loaded ({result.skips.summary()})"
+        )
+    return CheckedData(
+        result.records,
+        [digests[i] for i in result.kept],
+        data.skips.merged(result.skips),
+        result.truncated,
+        result.lengths,
+    )
 
 
 def _pair_lengths(adapter, data: CheckedData) -> list[int]:
@@ -105,10 +126,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
     eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split, "data.eval")
     model, processor, reference_model = build_models(config, args.gradient_checkpointing)
     m = config.model
-    adapter = get_adapter(model, processor, family=m.family, max_length=config.data.max_length,
-                          on_bad_record=config.data.on_bad_record, shared_prefix=m.shared_prefix,
-                          pack_pairs=m.pack_pairs, max_tokens_per_row=m.max_tokens_per_row,
-                          head_chunk_size=m.head_chunk_size)
+    adapter = get_adapter(
+        model,
+        processor,
+        family=m.family,
+        max_length=config.data.max_length,
+        on_bad_record=config.data.on_bad_record,
+        shared_prefix=m.shared_prefix,
+        pack_pairs=m.pack_pairs,
+        max_tokens_per_row=m.max_tokens_per_row,
+        head_chunk_size=m.head_chunk_size,
+    )
     train_set = _check_data(config, train_data, adapter, args.output_dir, "data.train", config.reference.precompute)
     eval_set = _check_data(config, eval_data, adapter, args.output_dir, "data.eval", False) if eval_data else None
 
@@ -118,31 +146,59 @@ def train(config: TrainConfig) -> dict[str, Any]:
         key = cache_key(train_set.records, model, adapter, {**vars(config.model)}, train_set.digests)
         reference_model_for_cache = reference_model if reference_model is not None else model
         with PartialState().main_process_first():
-            reference_logps, hit = load_or_compute(cache_dir, key, lambda: compute_reference_logps(
-                reference_model_for_cache, adapter, train_set.records, batch_size=config.reference.batch_size,
-                device=args.device, disable_adapter=reference_model is None), row_keys=train_set.digests)
+            reference_logps, hit = load_or_compute(
+                cache_dir,
+                key,
+                lambda: compute_reference_logps(
+                    reference_model_for_cache,
+                    adapter,
+                    train_set.records,
+                    batch_size=config.reference.batch_size,
+                    device=args.device,
+                    disable_adapter=reference_model is None,
+                ),
+                row_keys=train_set.digests,
+            )
         reference_model = None  # the cache replaces it: free its memory
 
     trainer = PreferenceTrainer(
-        model=model, args=args, train_dataset=RecordDataset(train_set.records),
-        eval_dataset=RecordDataset(eval_set.records) if eval_set else None, processing_class=processor,
-        adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params,
-        reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict(),
+        model=model,
+        args=args,
+        train_dataset=RecordDataset(train_set.records),
+        eval_dataset=RecordDataset(eval_set.records) if eval_set else None,
+        processing_class=processor,
+        adapter=adapter,
+        loss_name=config.loss.name,
+        loss_params=config.loss.params,
+        reference_model=reference_model,
+        reference_logps=reference_logps,
+        run_config=config.to_dict(),
         skipped_before_training=train_set.skips.total + (eval_set.skips.total if eval_set else 0),
         max_tokens_per_batch=config.data.max_tokens_per_batch,
-        pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None)
+        pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None,
+    )
     result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
     final_dir = save_final_model(trainer, args.output_dir)
     # Every record counted once: at loading, in the pre-flight pass, or (without it) at collate time.
     skipped = train_set.skips.merged(adapter.skips)
-    summary = {"train_loss": result.training_loss, "global_step": result.global_step, "final_dir": final_dir,
-               "skipped_records": dict(skipped.counts),
-               "truncated_pairs": train_set.truncated if train_set.truncated is not None else adapter.stats.truncated}
+    summary = {
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "final_dir": final_dir,
+        "skipped_records": dict(skipped.counts),
+        "truncated_pairs": train_set.truncated if train_set.truncated is not None else adapter.stats.truncated,
+    }
     if eval_set is not None:
         summary["eval_skipped_records"] = dict(eval_set.skips.counts)
     if trainer.is_world_process_zero():
-        report = write_report(args.output_dir, trainer.state.log_history, trainer.pair_details,
-                              trainer.pair_details_steps, summary, config)
+        report = write_report(
+            args.output_dir,
+            trainer.state.log_history,
+            trainer.pair_details,
+            trainer.pair_details_steps,
+            summary,
+            config,
+        )
         summary["report"] = report
         logger.info("training done: %s", json.dumps({k: v for k, v in summary.items() if k != "report"}))
     return summary

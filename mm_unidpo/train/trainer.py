@@ -60,10 +60,20 @@ class PairCollator:
 
 
 class PreferenceTrainer(Trainer):
-    def __init__(self, *args: Any, adapter: Adapter, loss_name: str, loss_params: dict[str, Any] | None = None,
-                 reference_model: Any = None, reference_logps: dict[str, torch.Tensor] | None = None,
-                 run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
-                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        adapter: Adapter,
+        loss_name: str,
+        loss_params: dict[str, Any] | None = None,
+        reference_model: Any = None,
+        reference_logps: dict[str, torch.Tensor] | None = None,
+        run_config: dict[str, Any] | None = None,
+        skipped_before_training: int = 0,
+        max_tokens_per_batch: int | None = None,
+        pair_lengths: list[int] | None = None,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("data_collator", PairCollator(adapter))
         super().__init__(*args, **kwargs)
         self.adapter = adapter
@@ -90,13 +100,25 @@ class PreferenceTrainer(Trainer):
         """With `max_tokens_per_batch`: micro-batches by token budget (data/batching.py) instead of a fixed count."""
         if self.max_tokens_per_batch is None:
             return super().get_train_dataloader()
-        sampler = TokenBudgetBatchSampler(self.pair_lengths, self.max_tokens_per_batch, seed=self.args.seed,
-                                          rank=self.args.process_index, world_size=self.args.world_size)
-        loader = self.accelerator.prepare(DataLoader(
-            self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
-            worker_init_fn=partial(seed_worker, num_workers=self.args.dataloader_num_workers,
-                                   rank=self.args.process_index)))
+        sampler = TokenBudgetBatchSampler(
+            self.pair_lengths,
+            self.max_tokens_per_batch,
+            seed=self.args.seed,
+            rank=self.args.process_index,
+            world_size=self.args.world_size,
+        )
+        loader = self.accelerator.prepare(
+            DataLoader(
+                self.train_dataset,
+                batch_sampler=sampler,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+                worker_init_fn=partial(
+                    seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+                ),
+            )
+        )
         # The sampler already gives each rank its share: accelerate's shard wrapper must pass it through.
         shard = getattr(loader, "batch_sampler", None)
         if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
@@ -110,10 +132,14 @@ class PreferenceTrainer(Trainer):
         policy = self.adapter.sequence_logps(model, batch)
         ref_chosen, ref_rejected = self._reference(model, batch, inputs["positions"])
         pair = PairLogps(
-            policy_chosen=policy.chosen_logps, policy_rejected=policy.rejected_logps,
-            chosen_lengths=policy.chosen_lengths, rejected_lengths=policy.rejected_lengths,
-            reference_chosen=ref_chosen, reference_rejected=ref_rejected,
-            score_chosen=batch.score_chosen, score_rejected=batch.score_rejected,
+            policy_chosen=policy.chosen_logps,
+            policy_rejected=policy.rejected_logps,
+            chosen_lengths=policy.chosen_lengths,
+            rejected_lengths=policy.rejected_lengths,
+            reference_chosen=ref_chosen,
+            reference_rejected=ref_rejected,
+            score_chosen=batch.score_chosen,
+            score_rejected=batch.score_rejected,
         )
         out = preference_loss(self.loss_name, pair, **self.loss_params)
         mode = "train" if model.training else "eval"

@@ -11,10 +11,43 @@ a baseball glove only where the text is about baseball; "chicken" next to food i
 from __future__ import annotations
 
 COCO_SYNONYMS: dict[str, list[str]] = {
-    "person": ["people", "man", "woman", "boy", "girl", "child", "kid", "baby", "adult", "lady", "gentleman", "guy",
-               "player", "rider", "skier", "snowboarder", "surfer", "skateboarder", "pedestrian", "worker", "chef",
-               "policeman", "officer", "teenager", "toddler", "human", "passenger", "driver", "biker", "bicyclist",
-               "catcher", "umpire", "cowboy", "tourist", "traveler"],
+    "person": [
+        "people",
+        "man",
+        "woman",
+        "boy",
+        "girl",
+        "child",
+        "kid",
+        "baby",
+        "adult",
+        "lady",
+        "gentleman",
+        "guy",
+        "player",
+        "rider",
+        "skier",
+        "snowboarder",
+        "surfer",
+        "skateboarder",
+        "pedestrian",
+        "worker",
+        "chef",
+        "policeman",
+        "officer",
+        "teenager",
+        "toddler",
+        "human",
+        "passenger",
+        "driver",
+        "biker",
+        "bicyclist",
+        "catcher",
+        "umpire",
+        "cowboy",
+        "tourist",
+        "traveler",
+    ],
     "bicycle": ["bike", "cycle"],
     "car": ["automobile", "sedan", "taxi", "cab", "suv", "van", "jeep", "coupe"],
     "motorcycle": ["motorbike", "motor bike", "motor cycle", "scooter", "moped", "dirt bike"],
@@ -28,11 +61,44 @@ COCO_SYNONYMS: dict[str, list[str]] = {
     "stop sign": [],
     "parking meter": ["meter"],
     "bench": ["park bench"],
-    "bird": ["pigeon", "seagull", "gull", "duck", "parrot", "sparrow", "goose", "swan", "eagle", "owl", "crow",
-             "chicken", "hen", "rooster"],
+    "bird": [
+        "pigeon",
+        "seagull",
+        "gull",
+        "duck",
+        "parrot",
+        "sparrow",
+        "goose",
+        "swan",
+        "eagle",
+        "owl",
+        "crow",
+        "chicken",
+        "hen",
+        "rooster",
+    ],
     "cat": ["kitten", "kitty", "feline"],
-    "dog": ["puppy", "pup", "canine", "hound", "poodle", "terrier", "labrador", "retriever", "bulldog", "sheepdog",
-            "beagle", "chihuahua", "dachshund", "collie", "pug", "husky", "corgi", "greyhound", "spaniel"],
+    "dog": [
+        "puppy",
+        "pup",
+        "canine",
+        "hound",
+        "poodle",
+        "terrier",
+        "labrador",
+        "retriever",
+        "bulldog",
+        "sheepdog",
+        "beagle",
+        "chihuahua",
+        "dachshund",
+        "collie",
+        "pug",
+        "husky",
+        "corgi",
+        "greyhound",
+        "spaniel",
+    ],
     "horse": ["pony", "foal", "stallion", "mare", "colt"],
     "sheep": ["lamb", "ram", "ewe"],
     "cow": ["cattle", "bull", "calf", "ox", "oxen"],
@@ -103,9 +169,36 @@ _ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "
 _PASSENGER_VEHICLES = ("train", "jet", "plane", "airplane", "bus", "ship", "boat", "ferry")
 # "<sport> <word>": the sport's name is a modifier, not a ball ("baseball player", "football field").
 _SPORT_BALLS = ("baseball", "football", "basketball", "volleyball")
-_SPORT_NOUNS = ("player", "game", "field", "team", "uniform", "cap", "hat", "helmet", "jersey", "court", "stadium",
-                "park", "diamond", "league", "match", "fan", "net", "coach", "pitcher", "batter", "catcher", "card",
-                "practice", "season", "shirt", "shoe", "hoop", "goal")
+_SPORT_NOUNS = (
+    "player",
+    "game",
+    "field",
+    "team",
+    "uniform",
+    "cap",
+    "hat",
+    "helmet",
+    "jersey",
+    "court",
+    "stadium",
+    "park",
+    "diamond",
+    "league",
+    "match",
+    "fan",
+    "net",
+    "coach",
+    "pitcher",
+    "batter",
+    "catcher",
+    "card",
+    "practice",
+    "season",
+    "shirt",
+    "shoe",
+    "hoop",
+    "goal",
+)
 
 # phrase -> the word of the phrase whose object it is (None: no object); plural forms are added.
 CHAIR_COMPOUNDS: dict[str, str | None] = {
@@ -113,23 +206,35 @@ CHAIR_COMPOUNDS: dict[str, str | None] = {
     **{f"{q} {a}": None for q in ("baby", "adult") for a in ("animal", "cub")},
     **{f"passenger {v}": v for v in _PASSENGER_VEHICLES},
     **{f"{s} {n}": n for s in _SPORT_BALLS for n in _SPORT_NOUNS},
-    "train track": None, "train station": None, "train platform": None, "railway track": None, "bus stop": None,
+    "train track": None,
+    "train station": None,
+    "train platform": None,
+    "railway track": None,
+    "bus stop": None,
     "bus station": None,
-    "toilet seat": "toilet", "subway car": "subway", "train car": "train", "tram car": "tram",
+    "toilet seat": "toilet",
+    "subway car": "subway",
+    "train car": "train",
+    "tram car": "tram",
 }
 
-_BASEBALL = frozenset("baseball softball catcher pitcher batter fielder outfielder infielder umpire bat dugout "
-                      "inning mound".split())
-_FOOD = frozenset("plate dish bowl meal food dinner lunch breakfast fried grilled roasted roast baked cooked "
-                  "barbecue bbq breaded sliced diced shredded spicy teriyaki wing breast nugget tender strip "
-                  "thigh drumstick meat salad soup sandwich burger wrap taco pizza pasta rice noodle curry sauce "
-                  "broccoli carrot vegetable veggie potato fries bread cheese beef pork shrimp kebab skewer "
-                  "dumpling stir fry".split())
+_BASEBALL = frozenset(
+    "baseball softball catcher pitcher batter fielder outfielder infielder umpire bat dugout inning mound".split()
+)
+_FOOD = frozenset(
+    "plate dish bowl meal food dinner lunch breakfast fried grilled roasted roast baked cooked "
+    "barbecue bbq breaded sliced diced shredded spicy teriyaki wing breast nugget tender strip "
+    "thigh drumstick meat salad soup sandwich burger wrap taco pizza pasta rice noodle curry sauce "
+    "broccoli carrot vegetable veggie potato fries bread cheese beef pork shrimp kebab skewer "
+    "dumpling stir fry".split()
+)
 # (word, context words (plurals are added), window in tokens or None for the whole text, require): see
 # ObjectMatcher.
 CHAIR_CONTEXT: tuple[tuple[str, frozenset[str], int | None, bool], ...] = (
-    ("glove", _BASEBALL, None, True), ("mitt", _BASEBALL, None, True),
-    ("chicken", _FOOD, 3, False), ("duck", _FOOD, 3, False),
+    ("glove", _BASEBALL, None, True),
+    ("mitt", _BASEBALL, None, True),
+    ("chicken", _FOOD, 3, False),
+    ("duck", _FOOD, 3, False),
     ("seat", frozenset({"toilet"}), None, False),  # "the seat of the toilet" (tables where a seat is a chair)
 )
 CHAIR_RULES = {"compounds": CHAIR_COMPOUNDS, "context": CHAIR_CONTEXT}

@@ -53,8 +53,9 @@ def _model_args(ns: argparse.Namespace) -> str:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mm-unidpo eval lmms", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo eval lmms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pretrained", required=True, help="hub id or local checkpoint of the base model")
     p.add_argument("--adapter", help="LoRA adapter directory applied on top of --pretrained")
     p.add_argument("--load-in-4bit", action="store_true", help="load the base in NF4 4-bit (CUDA, bitsandbytes)")
@@ -86,8 +87,11 @@ def _local_task_index(tasks: str, include_path: list[str]) -> Iterator[None]:
 
     requested = [t.strip() for t in tasks.split(",") if t.strip()]
     local = TaskManager("ERROR", include_path=include_path, include_defaults=False)
-    if not requested or not all(t in local.all_tasks for t in requested) or \
-            getattr(lmms_main, "TaskManager", None) is not TaskManager:
+    if (
+        not requested
+        or not all(t in local.all_tasks for t in requested)
+        or getattr(lmms_main, "TaskManager", None) is not TaskManager
+    ):
         yield
         return
     lmms_main.TaskManager = functools.partial(TaskManager, include_defaults=False)
@@ -100,8 +104,20 @@ def _local_task_index(tasks: str, include_path: list[str]) -> Iterator[None]:
 def run_eval(argv: list[str]) -> int:
     ns, passthrough = _eval_parser().parse_known_args(argv)
     output = ns.output_path or _default_output(ns)
-    lmms_argv = ["--model", MODEL_NAME, "--model_args", _model_args(ns), "--tasks", ns.tasks,
-                 "--batch_size", str(ns.batch_size), "--output_path", output, "--verbosity", ns.verbosity]
+    lmms_argv = [
+        "--model",
+        MODEL_NAME,
+        "--model_args",
+        _model_args(ns),
+        "--tasks",
+        ns.tasks,
+        "--batch_size",
+        str(ns.batch_size),
+        "--output_path",
+        output,
+        "--verbosity",
+        ns.verbosity,
+    ]
     if ns.device:
         lmms_argv += ["--device", ns.device]
     if ns.limit is not None:
@@ -123,9 +139,11 @@ def run_eval(argv: list[str]) -> int:
         sys.argv = saved
     ours = tasks_dir()
     if not (ours / "utils.py").is_file():
-        print(f"warning: mm-unidpo's task folder not found at {ours} (run from the repository root or set "
-              "MM_UNIDPO_EVAL_TASKS); only lmms-eval's tasks and --include-path folders are available",
-              file=sys.stderr)
+        print(
+            f"warning: mm-unidpo's task folder not found at {ours} (run from the repository root or set "
+            "MM_UNIDPO_EVAL_TASKS); only lmms-eval's tasks and --include-path folders are available",
+            file=sys.stderr,
+        )
     args.include_path = [str(ours), *ns.include_path] if ours.is_dir() else list(ns.include_path)
     eval_logger.remove()
     eval_logger.add(sys.stderr, level=args.verbosity)
@@ -145,8 +163,9 @@ def run_eval(argv: list[str]) -> int:
 
 
 def run_summarize(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mm-unidpo eval lmms summarize",
-                                description="compare finished lmms-eval runs: markdown table + bar chart")
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo eval lmms summarize", description="compare finished lmms-eval runs: markdown table + bar chart"
+    )
     p.add_argument("runs", nargs="+", help="lmms-eval --output_path folders or *_results.json files")
     p.add_argument("--names", help="comma-separated run names (default: folder names)")
     p.add_argument("--out", default=None, help="write <out>.md and <out>.png (default: print the table only)")

@@ -51,8 +51,16 @@ MODEL_NAME = "mm_unidpo"
 # The VLM families (causal_lm has no images: evaluate text models with lm-eval-harness or `mm-unidpo eval math`).
 FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
 # generation kwargs passed on to `generate` (others that tasks set, e.g. `image_aspect_ratio`, are ignored)
-_GENERATE_KEYS = ("max_new_tokens", "num_beams", "top_p", "top_k", "repetition_penalty", "length_penalty",
-                  "no_repeat_ngram_size", "min_new_tokens")
+_GENERATE_KEYS = (
+    "max_new_tokens",
+    "num_beams",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "min_new_tokens",
+)
 
 
 def _as_bool(value: Any) -> bool:
@@ -71,11 +79,25 @@ class MMUniDPO(lmms):
 
     is_simple = True
 
-    def __init__(self, pretrained: str | None = None, adapter: str | None = None, load_in_4bit: bool = False,
-                 dtype: str = "auto", device: str | None = None, batch_size: int | str = 1,
-                 max_new_tokens: int = 1024, system_prompt: str | None = None, attn_implementation: str | None = None,
-                 trust_remote_code: bool = False, merge_adapter: bool = False, device_map: str | None = None,
-                 max_rounds: int = 16, model: Any = None, processor: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        adapter: str | None = None,
+        load_in_4bit: bool = False,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int | str = 1,
+        max_new_tokens: int = 1024,
+        system_prompt: str | None = None,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        merge_adapter: bool = False,
+        device_map: str | None = None,
+        max_rounds: int = 16,
+        model: Any = None,
+        processor: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         kwargs.pop("max_batch_size", None)  # lmms-eval passes it to every model; batches here are fixed-size
         if kwargs:
@@ -99,9 +121,14 @@ class MMUniDPO(lmms):
             if load_in_4bit and device_map is None:
                 device_map = {"": self._device.index or 0}  # a quantised model is placed at load time
             model, processor = load_pretrained(
-                str(pretrained), adapter=str(adapter) if adapter else None, load_in_4bit=load_in_4bit, dtype=dtype,
-                trust_remote_code=_as_bool(trust_remote_code), attn_implementation=attn_implementation,
-                device_map=device_map)
+                str(pretrained),
+                adapter=str(adapter) if adapter else None,
+                load_in_4bit=load_in_4bit,
+                dtype=dtype,
+                trust_remote_code=_as_bool(trust_remote_code),
+                attn_implementation=attn_implementation,
+                device_map=device_map,
+            )
             if adapter and _as_bool(merge_adapter) and not load_in_4bit:
                 model = model.merge_and_unload()
         if device_map is None and not getattr(model, "is_loaded_in_4bit", False):
@@ -118,9 +145,11 @@ class MMUniDPO(lmms):
             raise ValueError(f"{MODEL_NAME}: {error}") from None
         self.family = self.adapter.family
         if self.family not in FAMILIES:
-            raise NotImplementedError(f"{MODEL_NAME} evaluates vision-language models ({', '.join(FAMILIES)}); "
-                                      f"this is a {self.family!r} model: evaluate text models with "
-                                      f"lm-eval-harness or `mm-unidpo eval math`")
+            raise NotImplementedError(
+                f"{MODEL_NAME} evaluates vision-language models ({', '.join(FAMILIES)}); "
+                f"this is a {self.family!r} model: evaluate text models with "
+                f"lm-eval-harness or `mm-unidpo eval math`"
+            )
         self.batch_size_per_gpu = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens)
         self.system_prompt = system_prompt or None
@@ -129,8 +158,14 @@ class MMUniDPO(lmms):
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.stop_token_ids = sorted(self.adapter.end_token_ids)
-        logger.info("%s: %s (%s)%s on %s", MODEL_NAME, pretrained or type(model).__name__, self.family,
-                    f" + adapter {adapter}" if adapter else "", self._device)
+        logger.info(
+            "%s: %s (%s)%s on %s",
+            MODEL_NAME,
+            pretrained or type(model).__name__,
+            self.family,
+            f" + adapter {adapter}" if adapter else "",
+            self._device,
+        )
 
     # ---- properties lmms-eval reads ---------------------------------------------------------------
 
@@ -183,8 +218,10 @@ class MMUniDPO(lmms):
             elif isinstance(v, (list, tuple)):
                 out.extend(MMUniDPO._as_images(v))
             else:
-                raise NotImplementedError(f"{MODEL_NAME} evaluates images only; got a {type(v).__name__} visual "
-                                          "(video and audio tasks are not supported)")
+                raise NotImplementedError(
+                    f"{MODEL_NAME} evaluates images only; got a {type(v).__name__} visual "
+                    "(video and audio tasks are not supported)"
+                )
         return out
 
     def _doc(self, task: str, split: str, doc_id: int) -> Any:
@@ -192,8 +229,9 @@ class MMUniDPO(lmms):
 
     # ---- batching -------------------------------------------------------------------------------------
 
-    def _batches(self, items: list[Any], group: Callable[[Any], Any], length: Callable[[Any], int]
-                 ) -> Iterator[list[tuple[int, Any]]]:
+    def _batches(
+        self, items: list[Any], group: Callable[[Any], Any], length: Callable[[Any], int]
+    ) -> Iterator[list[tuple[int, Any]]]:
         """Batches of (original index, item): items grouped by `group` (same generation settings), longest
         first so that a batch that does not fit in memory fails at once."""
         groups: dict[Any, list[tuple[int, Any]]] = defaultdict(list)
@@ -202,7 +240,7 @@ class MMUniDPO(lmms):
         for members in groups.values():
             members.sort(key=lambda m: -length(m[1]))
             for start in range(0, len(members), self.batch_size):
-                yield members[start:start + self.batch_size]
+                yield members[start : start + self.batch_size]
 
     # ---- generation ---------------------------------------------------------------------------------
 
@@ -226,15 +264,23 @@ class MMUniDPO(lmms):
         return settings, until
 
     @torch.no_grad()
-    def generate(self, contexts: list[str], images: list[list[Image.Image]], gen_kwargs: dict[str, Any] | None = None
-                 ) -> list[str]:
+    def generate(
+        self, contexts: list[str], images: list[list[Image.Image]], gen_kwargs: dict[str, Any] | None = None
+    ) -> list[str]:
         """Generate for one batch of prompts (one list of images per prompt)."""
         settings, until = self._generation_settings(gen_kwargs)
         texts = [self.render(c, len(imgs)) for c, imgs in zip(contexts, images)]
         if until:
             settings.update(stop_strings=until, tokenizer=self.tokenizer)
-        new_tokens = self.adapter.generate(self.model, texts, images, device=self.device, **settings,
-                                           pad_token_id=self.pad_token_id, eos_token_id=self.stop_token_ids)
+        new_tokens = self.adapter.generate(
+            self.model,
+            texts,
+            images,
+            device=self.device,
+            **settings,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.stop_token_ids,
+        )
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [self._cut(text, until) for text in decoded]
 
@@ -250,8 +296,11 @@ class MMUniDPO(lmms):
         args = [r.args for r in requests]
         results: list[str | None] = [None] * len(args)
         bar = tqdm(total=len(args), disable=self.rank != 0, desc="mm_unidpo generate")
-        for batch in self._batches(args, group=lambda a: (a[4], a[5], json.dumps(a[1], sort_keys=True, default=str)),
-                                   length=lambda a: len(a[0])):
+        for batch in self._batches(
+            args,
+            group=lambda a: (a[4], a[5], json.dumps(a[1], sort_keys=True, default=str)),
+            length=lambda a: len(a[0]),
+        ):
             contexts = [a[0] for _, a in batch]
             images = [self._visuals(a[2], self._doc(a[4], a[5], a[3])) for _, a in batch]
             outputs = self.generate(contexts, images, batch[0][1][1])
@@ -271,8 +320,11 @@ class MMUniDPO(lmms):
         args = [r.args for r in requests]  # (context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split)
         results: list[list[str] | None] = [None] * len(args)
         bar = tqdm(total=len(args), disable=self.rank != 0, desc="mm_unidpo multi-round")
-        for batch in self._batches(args, group=lambda a: (a[5], a[6], json.dumps(a[1], sort_keys=True, default=str)),
-                                   length=lambda a: len(a[0])):
+        for batch in self._batches(
+            args,
+            group=lambda a: (a[5], a[6], json.dumps(a[1], sort_keys=True, default=str)),
+            length=lambda a: len(a[0]),
+        ):
             docs = [self._doc(a[5], a[6], a[4]) for _, a in batch]
             contexts = [a[0] for _, a in batch]
             images = [self._visuals(a[2], doc) for (_, a), doc in zip(batch, docs)]
@@ -285,8 +337,9 @@ class MMUniDPO(lmms):
                     outputs[k].append(answer)
                 still = []
                 for k in active:
-                    payload = batch[k][1][3](docs[k], previous_output=outputs[k], round_idx=round_idx + 1,
-                                             previous_round_info=info[k])
+                    payload = batch[k][1][3](
+                        docs[k], previous_output=outputs[k], round_idx=round_idx + 1, previous_round_info=info[k]
+                    )
                     if isinstance(payload, str):
                         contexts[k] = payload
                         still.append(k)
@@ -319,8 +372,8 @@ class MMUniDPO(lmms):
         tokens, as lm-eval-harness does; encoded alone if the joint encoding merges across the boundary)."""
         whole = self.tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
         head = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if whole[:len(head)] == head:
-            return whole[len(head):]
+        if whole[: len(head)] == head:
+            return whole[len(head) :]
         return self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
@@ -345,20 +398,30 @@ class MMUniDPO(lmms):
             input_ids[i, :length] = torch.tensor(prompt_ids + cont_ids)
             attention_mask[i, :length] = 1
             if cont_ids:
-                labels[i, len(prompt_ids):length] = torch.tensor(cont_ids)
+                labels[i, len(prompt_ids) : length] = torch.tensor(cont_ids)
             for k in extra_keys:
-                extras[k][i, :len(prompt_ids)] = torch.tensor(row_extras[k])
+                extras[k][i, : len(prompt_ids)] = torch.tensor(row_extras[k])
         vision = self.adapter.stack_vision([v for _, _, v, _ in rows], copies=1)
-        batch = PairBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels, vision=vision,
-                          token_extras=extras, score_chosen=None, score_rejected=None, ids=[None] * n,
-                          indices=[None] * n)
+        batch = PairBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            vision=vision,
+            token_extras=extras,
+            score_chosen=None,
+            score_rejected=None,
+            ids=[None] * n,
+            indices=[None] * n,
+        )
         batch = batch.to(self.device)
         batch = dataclasses.replace(batch, vision=to_model_inputs(batch.vision, self.model, self.device))
         sums, greedy = self.adapter.continuation_logps(self.model, batch)
         return [(float(s), bool(g)) for s, g in zip(sums.tolist(), greedy.tolist())]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        args = [r.args for r in requests]  # (context, continuation or doc_to_target, doc_to_visual, doc_id, task, split)
+        args = [
+            r.args for r in requests
+        ]  # (context, continuation or doc_to_target, doc_to_visual, doc_id, task, split)
         results: list[tuple[float, bool] | None] = [None] * len(args)
         bar = tqdm(total=len(args), disable=self.rank != 0, desc="mm_unidpo loglikelihood")
         for batch in self._batches(args, group=lambda a: 0, length=lambda a: len(a[0])):

@@ -68,7 +68,8 @@ _UNITS = r"text|mbox|mathrm|textrm|textnormal"
 _WRAPPERS = _UNITS + r"|textbf|textit|mathbf|mathit|mathsf|boldsymbol"
 # "... \mathrm{~erg} / \mathrm{s}": a unit, possibly divided or multiplied by the one before it
 _UNIT_WRAPPED_RE = re.compile(
-    rf"^(?P<head>.*?[\d}}])\s*(?:/|\\cdot)?\s*\\(?:{_UNITS})\s*\{{[^{{}}]*\}}(?:\^\{{?-?\d\}}?)?$")
+    rf"^(?P<head>.*?[\d}}])\s*(?:/|\\cdot)?\s*\\(?:{_UNITS})\s*\{{[^{{}}]*\}}(?:\^\{{?-?\d\}}?)?$"
+)
 _UNIT_WORDS_RE = re.compile(r"^(?P<head>.*[\d}])(?P<gap>\s*)(?P<words>[A-Za-z]+(?:\s+[A-Za-z]+)*)(?:\^\{?-?\d\}?)?$")
 # Trailing plain words are units when set apart by a space and 3+ letters long ("18 dollars", "41.8 kcal") or a
 # short unit (also attached: "5cm"); never letters of a product ("2ab", "3xy") or a function / constant ("4 pi").
@@ -262,7 +263,7 @@ def _outer(s: str) -> tuple[str, str, str] | None:
     s = s.strip()
     for open_, close in (("\\{", "\\}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")):
         if s.startswith(open_) and s.endswith(close):
-            inner = s[len(open_):len(s) - len(close)]
+            inner = s[len(open_) : len(s) - len(close)]
             depth = 0
             for ch in inner:  # "(1,2) \\cup (3,4)" starts and ends with brackets but is not one pair
                 depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(ch, 0)

@@ -26,8 +26,9 @@ def k_values(n: int) -> list[int]:
     return ks + [n]
 
 
-def majority_vote(predictions: Sequence[str | None], correct: Sequence[bool],
-                  equivalent: Callable[[str, str], bool]) -> tuple[str | None, bool]:
+def majority_vote(
+    predictions: Sequence[str | None], correct: Sequence[bool], equivalent: Callable[[str, str], bool]
+) -> tuple[str | None, bool]:
     """(voted answer, its correctness) over the extracted answers; missing answers do not vote.
 
     Answers are grouped by equivalence (``\\frac12`` and ``0.5`` vote together): each joins the first
@@ -71,8 +72,10 @@ def summarize(records: Sequence[dict[str, Any]], breakdowns: Sequence[str] = ())
         "no_answer_rate": _mean([_mean([float(p is None) for p in r["predictions"]]) for r in records]),
     }
     if n > 1:
-        summary["pass@k"] = {f"pass@{k}": _mean([pass_at_k(len(r["correct"]), sum(map(bool, r["correct"])), k)
-                                                  for r in records]) for k in k_values(n)}
+        summary["pass@k"] = {
+            f"pass@{k}": _mean([pass_at_k(len(r["correct"]), sum(map(bool, r["correct"])), k) for r in records])
+            for k in k_values(n)
+        }
         summary[f"maj@{n}"] = _mean([float(r["majority"]["correct"]) for r in records])
     for key in breakdowns:
         groups: dict[str, list[float]] = {}
@@ -94,8 +97,12 @@ def markdown_report(results: dict[str, Any]) -> str:
     extra = sorted({k for s in benches.values() for k in s.get("pass@k", {})}, key=lambda k: int(k[5:]))
     maj = sorted({k for s in benches.values() for k in s if k.startswith("maj@")})
     header = ["benchmark", "items", "accuracy (%)", *[f"{k} (%)" for k in extra + maj], "no answer (%)"]
-    lines = [f"# Math evaluation: {results.get('config', {}).get('model', '')}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# Math evaluation: {results.get('config', {}).get('model', '')}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for name, s in benches.items():
         cells = [name, str(s["items"]), _pct(s["accuracy"])]
         cells += [_pct(s["pass@k"][k]) if k in s.get("pass@k", {}) else "" for k in extra]

@@ -21,11 +21,11 @@ from .rule import rule_judge
 from .vlm import VLMJudge, vlm_judge
 
 JUDGES: dict[str, Callable[..., Judge]] = {
-    "rule": rule_judge,                  # fn(record, response) -> float, named as module:function
-    "objects": objects_judge,            # CHAIR-like 0-10 caption score against ground-truth objects
+    "rule": rule_judge,  # fn(record, response) -> float, named as module:function
+    "objects": objects_judge,  # CHAIR-like 0-10 caption score against ground-truth objects
     "reward_model": reward_model_judge,  # a text reward model (sequence classification, one output)
-    "prm": prm_judge,                    # a math process reward model: 10 x min step reward
-    "vlm": vlm_judge,                    # a VLM verifies each claim: 10 x share of claims accepted
+    "prm": prm_judge,  # a math process reward model: 10 x min step reward
+    "vlm": vlm_judge,  # a VLM verifies each claim: 10 x share of claims accepted
 }
 
 __all__ = ["JUDGES", "Judge", "Judgement", "VLMJudge", "judge_options", "make_judge"]
