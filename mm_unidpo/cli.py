@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{prog}: error: {stop.code}", file=sys.stderr)
         return 1
-    except Exception as error:  # noqa: BLE001 (the one place every failure is turned into a message)
+    except Exception as error:
         if debug:
             raise
         print(f"{prog}: error: {_message(error)}", file=sys.stderr)

@@ -17,8 +17,8 @@ general ones (e.g. `trl` before `unidpo`, which both have prompt/chosen/rejected
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .records import BadRecordError, Message, PreferenceRecord, message_text
 

@@ -70,7 +70,7 @@ def _open(ref: ImageRef, image_root: str | os.PathLike | None, record: Preferenc
         return Image.open(source)
     except Image.DecompressionBombError as e:
         raise BadRecordError(record, "image_too_large", f"{what}: {e}") from None
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) on bad files
+    except Exception as e:  # noqa: BLE001 -- PIL raises many types (OSError, SyntaxError, ValueError...) on bad files
         raise BadRecordError(record, "corrupt_image", f"{what} cannot be read: {e}") from None
 
 
@@ -164,7 +164,7 @@ def load_image(
             return to_rgb(image)
         except Image.DecompressionBombError as e:
             raise BadRecordError(record, "image_too_large", f"{what}: {e}") from None
-        except Exception as e:  # truncated data, bad chunks...: PIL raises assorted types
+        except Exception as e:  # noqa: BLE001 -- truncated data, bad chunks...: PIL raises assorted types
             raise BadRecordError(record, "corrupt_image", f"{what} cannot be decoded: {e}") from None
     finally:
         if opened is not ref:

@@ -58,7 +58,10 @@ class PreferenceData:
         """Why there are no records, for an error message."""
         if self.num_rows == 0:
             return f"{self.source}: no preference records (the source is empty)"
-        return f"{self.source}: no usable preference records: all {self.num_rows} records were bad ({self.skips.summary()})"
+        return (
+            f"{self.source}: no usable preference records: all {self.num_rows} records were bad "
+            f"({self.skips.summary()})"
+        )
 
     def __len__(self) -> int:
         return len(self.records)

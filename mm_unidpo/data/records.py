@@ -14,7 +14,7 @@ import logging
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from PIL import Image
 
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 # An image as a record may carry it: a path (relative to the dataset's image_root, or absolute inside
 # it), raw encoded bytes, or an already opened PIL image.
-ImageRef = Union[str, bytes, Image.Image]
+ImageRef = str | bytes | Image.Image
 # A chat message: {"role": "user", "content": "text with <image>"} or content as a list of parts
 # [{"type": "image"}, {"type": "text", "text": "..."}].
 Message = dict[str, Any]
@@ -34,7 +34,7 @@ IMAGE_PLACEHOLDER = "<image>"
 class PreferenceRecord:
     """One preference pair: a prompt (with images), a preferred and a dispreferred response."""
 
-    prompt: Union[str, list[Message]]
+    prompt: str | list[Message]
     chosen: str
     rejected: str
     images: list[ImageRef] = field(default_factory=list)
@@ -92,7 +92,7 @@ class SkipReport:
         self.examples.setdefault(error.reason, str(error))
         return True
 
-    def merged(self, *others: "SkipReport") -> "SkipReport":
+    def merged(self, *others: SkipReport) -> SkipReport:
         """One report of the skips of this and `others` (distinct stages that never see the same record)."""
         out = SkipReport()
         for report in (self, *others):

@@ -17,16 +17,16 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .records import BadRecordError
 
-Source = Union[str, os.PathLike, Sequence[Mapping[str, Any]], Any]  # Any: a datasets (Iterable)Dataset
+Source = str | os.PathLike | Sequence[Mapping[str, Any]] | Any  # Any: a datasets (Iterable)Dataset
 _JSON_SUFFIXES = {".json"}
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 
-Row = Union[Mapping[str, Any], BadRecordError]
+Row = Mapping[str, Any] | BadRecordError
 
 
 class DataFileError(ValueError):
@@ -184,14 +184,14 @@ def _load_parquet(path: Path) -> Any:
 
     try:
         rows = pq.ParquetFile(path).metadata.num_rows
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError on a damaged file
+    except Exception as e:  # noqa: BLE001 -- pyarrow raises ArrowInvalid / OSError on a damaged file
         raise DataFileError(
             f"{path}: not a readable Parquet file ({path.stat().st_size} bytes): {e}. A truncated "
             f"download or copy has no footer: fetch or write the file again"
         ) from None
     try:
         return datasets.load_dataset("parquet", data_files=str(path), split="train")
-    except Exception as e:  # a damaged row group surfaces here, deep inside datasets / pyarrow
+    except Exception as e:  # noqa: BLE001 -- a damaged row group surfaces here, deep inside datasets / pyarrow
         raise DataFileError(
             f"{path}: cannot read the Parquet data ({rows} rows in its footer): {type(e).__name__}: {e}"
         ) from None
@@ -207,7 +207,7 @@ def guarded(rows: Iterator[tuple[int, Row]], description: str) -> Iterator[tuple
             return
         except DataFileError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (reported with the record's position)
             raise DataFileError(
                 f"{description}: reading failed after {position} records: {type(e).__name__}: {e}"
             ) from None

@@ -22,8 +22,8 @@ import logging
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from mm_unidpo.errors import UsageError
 

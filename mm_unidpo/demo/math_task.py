@@ -62,7 +62,7 @@ class MathConfig:
     train_overrides: tuple[str, ...] = ()
 
     @classmethod
-    def tiny(cls) -> "MathConfig":
+    def tiny(cls) -> MathConfig:
         return cls(
             train_problems=4,
             heldout_problems=4,

@@ -7,9 +7,10 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mm_unidpo.models.loading import load_pretrained
 from mm_unidpo.train.config import load_config
@@ -48,7 +49,7 @@ class DemoConfig:
     batch_size: int = 64  # generation batch
 
     @classmethod
-    def tiny(cls) -> "DemoConfig":
+    def tiny(cls) -> DemoConfig:
         """A smoke-test run: every stage, a few steps each."""
         return cls(
             train_scenes=48,

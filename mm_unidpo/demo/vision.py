@@ -62,7 +62,7 @@ class QuadrantProbe(nn.Module):
 def _pool_quadrants(patches: torch.Tensor) -> torch.Tensor:
     """(B, g*g, H) patch tokens in raster order -> (B, 4, H) means over each quadrant's patches."""
     b, n, h = patches.shape
-    g = int(round(n**0.5))
+    g = round(n**0.5)
     grid = patches.reshape(b, 2, g // 2, 2, g // 2, h)  # (B, qrow, row, qcol, col, H)
     return grid.mean(dim=(2, 4)).reshape(b, 4, h)
 

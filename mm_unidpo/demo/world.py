@@ -4,8 +4,8 @@ Eight object kinds (shapes), six colours, one to four objects per image, each in
 a random size and jitter, on a textured, noisy background with clutter lines that are not objects.
 Objects co-occur the way things do in photo collections: every object has one *partner* that joins it
 in half the scenes it anchors (star + moon, square + triangle, ...; any other pair meets only by chance),
-and some objects are more common than others. That skew is what a captioner learns as a prior, and what POPE's "popular" and
-"adversarial" splits probe.
+and some objects are more common than others. That skew is what a captioner learns as a prior, and what
+POPE's "popular" and "adversarial" splits probe.
 
 The ground-truth object list of every image is written into the PNG itself (a text chunk), so a rule
 judge can score a response against any saved image without a side file (see :mod:`.judge`).

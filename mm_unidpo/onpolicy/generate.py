@@ -27,9 +27,10 @@ import argparse
 import importlib.util
 import logging
 import types
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mm_unidpo.data import load_record_images
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mm_unidpo.errors import UsageError
 from mm_unidpo.yaml_config import load_yaml

@@ -115,7 +115,7 @@ def _candidates(
             if s["score"] == t["score"]:
                 stats.tied_pairs += 1
                 continue
-            (w, x), (l, y) = ((i, s), (j, t)) if s["score"] > t["score"] else ((j, t), (i, s))
+            (w, x), (lo, y) = ((i, s), (j, t)) if s["score"] > t["score"] else ((j, t), (i, s))
             gap = x["score"] - y["score"]
             if gap < config.min_gap:
                 continue
@@ -127,11 +127,11 @@ def _candidates(
             if config.require_correct and correct != (True, False):
                 continue
             balance = abs(lw - ll) if config.length_balance else 0
-            ranked.append((-gap, balance, w, l))
+            ranked.append((-gap, balance, w, lo))
     ranked.sort()
     if not ranked:
         return [], "prompts_filtered" if gapped else "prompts_below_gap"
-    return [(w, l) for *_, w, l in ranked], None
+    return [(w, lo) for *_, w, lo in ranked], None
 
 
 def _select(candidates: list[tuple[int, int]], config: PairConfig) -> list[tuple[int, int]]:
@@ -139,11 +139,11 @@ def _select(candidates: list[tuple[int, int]], config: PairConfig) -> list[tuple
         return candidates
     limit = 1 if config.strategy == "best-worst" else config.k
     chosen, used = [], set()
-    for w, l in candidates:
-        if w in used or l in used:
+    for w, lo in candidates:
+        if w in used or lo in used:
             continue
-        chosen.append((w, l))
-        used.update((w, l))
+        chosen.append((w, lo))
+        used.update((w, lo))
         if len(chosen) == limit:
             break
     return chosen
@@ -177,8 +177,8 @@ def build_pairs(
         by_position = dict(samples)
         selected = _select(candidates, config)
         stats.prompts_with_pairs += 1
-        for w, l in selected:
-            chosen, rejected = by_position[w], by_position[l]
+        for w, lo in selected:
+            chosen, rejected = by_position[w], by_position[lo]
             name = record.id if record.id is not None else str(record.index)
             records.append(
                 PreferenceRecord(
@@ -188,7 +188,7 @@ def build_pairs(
                     images=list(record.images),
                     score_chosen=float(chosen["score"]),
                     score_rejected=float(rejected["score"]),
-                    id=f"{name}-{w}-{l}",
+                    id=f"{name}-{w}-{lo}",
                     index=len(records),
                     image_root=record.image_root,
                 )

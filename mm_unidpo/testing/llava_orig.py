@@ -52,7 +52,7 @@ def _quiet_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vision_tower_dir(vision_config_json: str, seed: int) -> str:
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
 

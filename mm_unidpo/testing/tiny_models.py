@@ -15,7 +15,7 @@ family             model class                                 processor        
 =================  ==========================================  ==============================  =====================
 causal_lm          LlamaForCausalLM                            the tokenizer (llama3 style)    --
 llava              LlavaForConditionalGeneration (CLIP 32/8)   LlavaProcessor                  16
-llava_next         LlavaNextForConditionalGeneration (Mistral) LlavaNextProcessor              36 = base 16 + 1 tile 4x(4+1)
+llava_next         LlavaNextForConditionalGeneration (Mistral) LlavaNextProcessor              36 = 16 + 1 tile 4x(4+1)
 llava_onevision    LlavaOnevisionForConditionalGeneration      LlavaOnevisionProcessor [*]     36 (17 if >1 per row)
 qwen2_vl           Qwen2VLForConditionalGeneration (patch 14)  Qwen2VLProcessor [*]            4..16 (112x112 max)
 qwen2_5_vl         Qwen2_5_VLForConditionalGeneration          Qwen2_5_VLProcessor [*]         4..16

@@ -59,7 +59,7 @@ She is wearing a black hat and a long coat. He is reading a book in the library.
 STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def base_tokenizer_json(corpus: str | None = None) -> str:
     """Train the byte-level BPE (once per process and corpus) and return it serialized.
 
@@ -232,14 +232,14 @@ _SPECS: dict[str, dict] = {
     ),
     "chatml_llava": dict(
         template=_CHATML_LLAVA,
-        specials=_QWEN_SPECIALS + ["<image>", "<video>"],
+        specials=[*_QWEN_SPECIALS, "<image>", "<video>"],
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
         extra={"image_token": "<image>", "video_token": "<video>"},
         add_bos=False,
     ),
     "qwen2_vl": dict(
         template=_QWEN2_VL,
-        specials=_QWEN_SPECIALS + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+        specials=[*_QWEN_SPECIALS, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
         extra={
             "image_token": "<|image_pad|>",

@@ -96,7 +96,7 @@ def verdict(adapter: Adapter, record: PreferenceRecord) -> Verdict:
         return None, None, encoded.truncated, adapter.packed_length(encoded)
     except BadRecordError as error:
         return error.reason, error.detail, False, 0
-    except Exception as error:  # a record must never be the reason for a traceback mid-training
+    except Exception as error:  # noqa: BLE001 -- a record must never be the reason for a traceback mid-training
         return "encode_failed", f"{type(error).__name__}: {error}", False, 0
 
 

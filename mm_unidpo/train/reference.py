@@ -202,8 +202,8 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as error:  # SafetensorError on a truncated or garbled file, OSError...
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as error:  # noqa: BLE001 -- SafetensorError on a truncated or garbled file, OSError...
         return reject(f"cannot be read ({type(error).__name__}: {error})")
     if metadata.get("format") != _FORMAT or metadata.get("version") != str(CACHE_VERSION):
         return reject(f"is not a version-{CACHE_VERSION} reference cache (metadata {metadata})")

@@ -88,13 +88,15 @@ def write_report(
     with open(os.path.join(output_dir, "pair_weights.json"), "w", encoding="utf-8") as f:
         json.dump({"values": details, "steps": detail_steps}, f)
     last_train = next((e for e in reversed(log_history) if "loss" in e), {})
+    method = "4-bit QLoRA" if config.model.load_in_4bit else "LoRA" if config.lora.enabled else "full fine-tuning"
+    skipped = summary.get("skipped_records") or "none"
     lines = [
         "# Training report",
         "",
-        f"- model: `{config.model.name_or_path}` ({'4-bit QLoRA' if config.model.load_in_4bit else 'LoRA' if config.lora.enabled else 'full fine-tuning'})",
+        f"- model: `{config.model.name_or_path}` ({method})",
         f"- objective: `{config.loss.name}` {json.dumps(config.loss.params)}",
         f"- steps: {summary.get('global_step')}, mean train loss {summary.get('train_loss', float('nan')):.4f}",
-        f"- truncated pairs: {summary.get('truncated_pairs', 0)}; skipped records: {summary.get('skipped_records') or 'none'}",
+        f"- truncated pairs: {summary.get('truncated_pairs', 0)}; skipped records: {skipped}",
         "",
         "## Last logged metrics",
         "",

@@ -146,7 +146,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         key = cache_key(train_set.records, model, adapter, {**vars(config.model)}, train_set.digests)
         reference_model_for_cache = reference_model if reference_model is not None else model
         with PartialState().main_process_first():
-            reference_logps, hit = load_or_compute(
+            reference_logps, _hit = load_or_compute(
                 cache_dir,
                 key,
                 lambda: compute_reference_logps(

@@ -50,8 +50,8 @@ from .pope import PopeScores, pope_scores
 from .yes_no import normalize_yes_no, pope_object
 
 __all__ = [
-    "HIGHER_IS_BETTER",
     "CHAIR_RULES",
+    "HIGHER_IS_BETTER",
     "AmberScores",
     "ChairScores",
     "ObjectMatcher",

@@ -219,14 +219,83 @@ CHAIR_COMPOUNDS: dict[str, str | None] = {
 }
 
 _BASEBALL = frozenset(
-    "baseball softball catcher pitcher batter fielder outfielder infielder umpire bat dugout inning mound".split()
+    [
+        "baseball",
+        "softball",
+        "catcher",
+        "pitcher",
+        "batter",
+        "fielder",
+        "outfielder",
+        "infielder",
+        "umpire",
+        "bat",
+        "dugout",
+        "inning",
+        "mound",
+    ]
 )
 _FOOD = frozenset(
-    "plate dish bowl meal food dinner lunch breakfast fried grilled roasted roast baked cooked "
-    "barbecue bbq breaded sliced diced shredded spicy teriyaki wing breast nugget tender strip "
-    "thigh drumstick meat salad soup sandwich burger wrap taco pizza pasta rice noodle curry sauce "
-    "broccoli carrot vegetable veggie potato fries bread cheese beef pork shrimp kebab skewer "
-    "dumpling stir fry".split()
+    [
+        "plate",
+        "dish",
+        "bowl",
+        "meal",
+        "food",
+        "dinner",
+        "lunch",
+        "breakfast",
+        "fried",
+        "grilled",
+        "roasted",
+        "roast",
+        "baked",
+        "cooked",
+        "barbecue",
+        "bbq",
+        "breaded",
+        "sliced",
+        "diced",
+        "shredded",
+        "spicy",
+        "teriyaki",
+        "wing",
+        "breast",
+        "nugget",
+        "tender",
+        "strip",
+        "thigh",
+        "drumstick",
+        "meat",
+        "salad",
+        "soup",
+        "sandwich",
+        "burger",
+        "wrap",
+        "taco",
+        "pizza",
+        "pasta",
+        "rice",
+        "noodle",
+        "curry",
+        "sauce",
+        "broccoli",
+        "carrot",
+        "vegetable",
+        "veggie",
+        "potato",
+        "fries",
+        "bread",
+        "cheese",
+        "beef",
+        "pork",
+        "shrimp",
+        "kebab",
+        "skewer",
+        "dumpling",
+        "stir",
+        "fry",
+    ]
 )
 # (word, context words (plurals are added), window in tokens or None for the whole text, require): see
 # ObjectMatcher.

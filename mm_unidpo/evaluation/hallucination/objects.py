@@ -144,7 +144,7 @@ class ObjectMatcher:
         self._longest = max((len(k) for k in self._phrases), default=0)
 
     @classmethod
-    def from_lines(cls, lines: Iterable[str], **rules: Any) -> "ObjectMatcher":
+    def from_lines(cls, lines: Iterable[str], **rules: Any) -> ObjectMatcher:
         """The original CHAIR ``synonyms.txt`` format: ``object, synonym, synonym`` per line;
         blank lines and ``#`` comments are skipped. ``rules``: ``compounds`` / ``context`` as above."""
         table: dict[str, list[str]] = {}
@@ -157,12 +157,12 @@ class ObjectMatcher:
         return cls(table, **rules)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **rules: Any) -> "ObjectMatcher":
+    def from_file(cls, path: str | os.PathLike, **rules: Any) -> ObjectMatcher:
         with open(path, encoding="utf-8") as f:
             return cls.from_lines(f, **rules)
 
     @classmethod
-    def coco(cls) -> "ObjectMatcher":
+    def coco(cls) -> ObjectMatcher:
         """The 80 COCO categories with common synonyms (:data:`COCO_SYNONYMS`, written for this
         project) and the CHAIR rules (:data:`CHAIR_COMPOUNDS`, :data:`CHAIR_CONTEXT`). For numbers
         comparable with published CHAIR results, load the original table instead, with the same rules:

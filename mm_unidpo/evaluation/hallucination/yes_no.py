@@ -141,10 +141,74 @@ _NEGATIONS = frozenset(
 _NEGATIONS_AFTER = frozenset({"not", "absent", "missing", "nowhere", "none", "never"})  # "a dog is not present"
 # What may follow a negation that refers to the asked object without naming it ("I don't see one").
 _GENERIC = frozenset(
-    "it one ones any anything such that this these those them they there thing things object "
-    "objects item items kind sort like in on of at the a an image picture photo photograph scene "
-    "here visible present so think see seen is are be was were do does did i can could all to "
-    "appear appears seem seems found shown show shows exist exists whatsoever really".split()
+    [
+        "it",
+        "one",
+        "ones",
+        "any",
+        "anything",
+        "such",
+        "that",
+        "this",
+        "these",
+        "those",
+        "them",
+        "they",
+        "there",
+        "thing",
+        "things",
+        "object",
+        "objects",
+        "item",
+        "items",
+        "kind",
+        "sort",
+        "like",
+        "in",
+        "on",
+        "of",
+        "at",
+        "the",
+        "a",
+        "an",
+        "image",
+        "picture",
+        "photo",
+        "photograph",
+        "scene",
+        "here",
+        "visible",
+        "present",
+        "so",
+        "think",
+        "see",
+        "seen",
+        "is",
+        "are",
+        "be",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "i",
+        "can",
+        "could",
+        "all",
+        "to",
+        "appear",
+        "appears",
+        "seem",
+        "seems",
+        "found",
+        "shown",
+        "show",
+        "shows",
+        "exist",
+        "exists",
+        "whatsoever",
+        "really",
+    ]
 )
 _ANSWER_RE = re.compile(r"\banswer (?:is |would be )?(yes|no)\b")
 _AFFIRMATIVE_RE = re.compile(
@@ -154,7 +218,8 @@ _AFFIRMATIVE_RE = re.compile(
 )
 _PRONOUN_YES_RE = re.compile(
     r"^(?:there (?:is|are) (?:one|some|it|them)|i (?:can )?see (?:it|one|them|some)|"
-    r"it is (?:there|visible|present|in the (?:image|picture|photo))|(?:one|it|they) (?:is|are) (?:visible|present|there))\b"
+    r"it is (?:there|visible|present|in the (?:image|picture|photo))|"
+    r"(?:one|it|they) (?:is|are) (?:visible|present|there))\b"
 )
 
 _QUESTION_SENTENCE_RE = re.compile(r"[^.!?\n]*\?")
@@ -163,8 +228,10 @@ _SCENE = r"(?:the|this|that) (?:image|picture|photo|photograph|scene|frame)"
 _QUESTION_RES = tuple(
     re.compile(p)
     for p in (
-        rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s+(?:in|on|inside|within|visible in) {_SCENE}",
-        rf"\b(?:does|do) {_SCENE} (?:contain|have|show|include|feature|depict) (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*[?.]",
+        rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s+"
+        rf"(?:in|on|inside|within|visible in) {_SCENE}",
+        rf"\b(?:does|do) {_SCENE} (?:contain|have|show|include|feature|depict) "
+        rf"(?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*[?.]",
         rf"\b(?:is|are) (?:{_ARTICLE})(?P<object>[a-z][a-z \-']*?) (?:present|visible|shown)\b",
         rf"\bcan you see (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*(?:in {_SCENE}|\?)",
         rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*\?",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "find_results_file", "load_results", "load_run", "summarize_runs", "plot_runs"]
+__all__ = ["Run", "find_results_file", "load_results", "load_run", "plot_runs", "summarize_runs"]
 
 # Metrics with no better direction (lmms-eval's JSON has to say True or False for every metric).
 NO_DIRECTION = {"pope_yes_ratio"}
@@ -222,7 +222,8 @@ def summarize_runs(
     text = (
         (f"### {title}\n\n" if title else "")
         + text
-        + "\n\n↑ higher is better, ↓ lower is better, · no direction (POPE yes-ratio: 0.5 = unbiased); best in bold.\n\n"
+        + "\n\n↑ higher is better, ↓ lower is better, · no direction (POPE yes-ratio: 0.5 = unbiased); "
+        + "best in bold.\n\n"
         + legend
         + "\n"
     )

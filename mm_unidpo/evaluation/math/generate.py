@@ -7,9 +7,10 @@ Both take prompt strings and return ``n`` completions per prompt. Greedy decodin
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)

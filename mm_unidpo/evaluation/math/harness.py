@@ -20,9 +20,10 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mm_unidpo.errors import UsageError
 from mm_unidpo.io import append_jsonl, write_jsonl

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -23,7 +24,7 @@ def k_values(n: int) -> list[int]:
     while k < n:
         ks.append(k)
         k *= 2
-    return ks + [n]
+    return [*ks, n]
 
 
 def majority_vote(
@@ -107,7 +108,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         cells = [name, str(s["items"]), _pct(s["accuracy"])]
         cells += [_pct(s["pass@k"][k]) if k in s.get("pass@k", {}) else "" for k in extra]
         cells += [_pct(s[k]) if k in s else "" for k in maj]
-        lines.append("| " + " | ".join(cells + [_pct(s["no_answer_rate"])]) + " |")
+        lines.append("| " + " | ".join([*cells, _pct(s["no_answer_rate"])]) + " |")
     for name, s in benches.items():
         for key in sorted(k for k in s if k.startswith("by_")):
             lines += ["", f"## {name} by {key[3:]}", "", f"| {key[3:]} | items | accuracy (%) |", "|---|---|---|"]

@@ -11,7 +11,8 @@ kind is the rule judge with that scorer.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import Judge, Judgement
 from .objects import objects_judge

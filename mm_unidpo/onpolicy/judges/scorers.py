@@ -28,8 +28,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mm_unidpo.data import load_preference_data, save_preference_data
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Message, PreferenceRecord
@@ -113,17 +114,14 @@ def resolve_scorer(spec: str, kwargs: dict[str, str] | None = None) -> Scorer:
 def text_messages(record: PreferenceRecord, response: str) -> list[Message]:
     """The pair's prompt as text-only chat messages plus the response as the assistant turn
     (image placeholders and image parts removed: a text reward model cannot see them)."""
-    if isinstance(record.prompt, str):
-        messages = [{"role": "user", "content": record.prompt}]
-    else:
-        messages = record.prompt
+    messages = [{"role": "user", "content": record.prompt}] if isinstance(record.prompt, str) else record.prompt
     out = []
     for message in messages:
         content = message["content"]
         if not isinstance(content, str):
             content = "".join(part["text"] for part in content if part.get("type") == "text")
         out.append({"role": message["role"], "content": content.replace(IMAGE_PLACEHOLDER, "").strip()})
-    return out + [{"role": "assistant", "content": response}]
+    return [*out, {"role": "assistant", "content": response}]
 
 
 class RewardModelScorer:

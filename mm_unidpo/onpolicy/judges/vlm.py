@@ -16,7 +16,8 @@ log p(Yes) − log p(No) and the counts. A response with no claim scores 0.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mm_unidpo.data import IMAGE_PLACEHOLDER, PreferenceRecord
 
