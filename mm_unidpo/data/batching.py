@@ -52,7 +52,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         out: list[list[int]] = []
         for start in range(0, n, self.window):
             window = sorted(order[start : start + self.window], key=lambda i: -self.lengths[i])
-            batch, used = [], 0
+            batch: list[int] = []
+            used = 0
             for i in window:
                 if batch and used + self.lengths[i] > self.max_tokens:
                     out.append(batch)

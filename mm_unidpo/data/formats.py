@@ -236,7 +236,7 @@ def convert_vlfeedback(row: Row, index: int) -> PreferenceRecord:
     completions = row["completions"]
     if not isinstance(completions, list):
         raise _bad(index, rid, "missing_field", "completions must be a list")
-    rated = []
+    rated: list[tuple[float, Any]] = []
     for completion in completions:
         if not isinstance(completion, dict):
             raise _bad(index, rid, "missing_field", "completions must be a list of objects")

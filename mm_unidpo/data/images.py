@@ -122,7 +122,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
-        array = np.asarray(image).astype(np.int64)
+        array: np.ndarray = np.asarray(image).astype(np.int64)
         # "I" is how some PIL versions/plugins hold 16-bit data: scale when values exceed 8 bits.
         if mode != "I" or array.max(initial=0) > 255:
             array = np.clip(array, 0, 65535) >> 8

@@ -223,7 +223,7 @@ def open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, Ro
         return _read_dataset(source), Path.cwd(), "in-memory dataset"
     if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
         return ((i, dict(row)) for i, row in enumerate(source)), Path.cwd(), "in-memory records"
-    path = Path(source).expanduser()
+    path = Path(source).expanduser()  # type: ignore[arg-type]  # the other kinds are handled above
     if path.is_dir():
         if _is_saved_dataset(path):
             loaded = _pick_split(datasets.load_from_disk(str(path)), split, str(path))

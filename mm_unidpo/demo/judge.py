@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
@@ -67,7 +67,7 @@ def caption_score(response: str, truth: list[tuple[str | None, str]]) -> float:
     return object_score(response, truth, MATCHER, COLOURS)[0]
 
 
-def yes_no_score(response: str, asked: str, truth: list[tuple[str | None, str]]) -> float:
+def yes_no_score(response: str, asked: str, truth: Sequence[tuple[str | None, str]]) -> float:
     """10 for the right answer about object `asked`, 0 for the wrong one or an ambiguous answer."""
     answer = normalize_yes_no(response, obj=asked)
     right = "yes" if asked in {name for _, name in truth} else "no"

@@ -99,7 +99,7 @@ def prepare_checkpoint(path: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
     # The weights are already dequantised; only the GGUF bookkeeping marks the model "not serializable".
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(path)
@@ -194,7 +194,7 @@ def build_pairs(
         "ties": stats.prompts_without_pairs,
         "sample_accuracy": float(np.mean([s >= 7 for s in scores])),
         "mean_sample_score": judged_means(scored)["mean_score"],
-        "pairs_with_correct_chosen": sum(r.score_chosen >= 7 for r in records),
+        "pairs_with_correct_chosen": sum(r.score_chosen is not None and r.score_chosen >= 7 for r in records),
         "path": str(path),
     }
 
@@ -252,7 +252,7 @@ def write_report(
     keys = ("accuracy", "mean_score", "format_rate", "mean_words")
     mean = {m: {k: float(np.mean([r["methods"][m][k] for r in per_seed])) for k in keys} for m in methods}
     std = {m: {k: float(np.std([r["methods"][m][k] for r in per_seed])) for k in keys} for m in methods}
-    results = {
+    results: dict[str, Any] = {
         "methods": mean,
         "seconds": round(seconds, 1),
         "config": asdict(config),

@@ -136,7 +136,7 @@ def pope_splits(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, la
     return _save(fig, path, tight=False)  # _legend_below laid the figure out
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType sizes

@@ -48,7 +48,7 @@ def aggregate(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
     std: dict[str, Any] = {}
     for m in methods:
         mean[m], std[m] = {}, {}
-        keys = (*POPE_KEYS, "ambiguous_ratio")
+        keys: tuple[str, ...] = (*POPE_KEYS, "ambiguous_ratio")
         layout = [("pope", keys), ("chair", (*CHAIR_KEYS, "companion_share"))] + [
             (f"pope_splits.{s}", keys) for s in SPLITS
         ]
@@ -80,7 +80,8 @@ def verdicts(mean: dict[str, Any], per_seed: list[dict[str, Any]]) -> list[str]:
     out = []
     base = mean["sft"]
     for m in [k for k in mean if k != "sft"]:
-        better, worse = [], []
+        better: list[str] = []
+        worse: list[str] = []
         for section, key, label, higher in HEADLINE:
             if higher is None:
                 continue
@@ -102,7 +103,9 @@ def verdicts(mean: dict[str, Any], per_seed: list[dict[str, Any]]) -> list[str]:
 def _beats(base: dict[str, Any], method: dict[str, Any]) -> bool:
     pa, pb = _get(base, "pope", "accuracy"), _get(method, "pope", "accuracy")
     ca, cb = _get(base, "chair", "chair_i"), _get(method, "chair", "chair_i")
-    return None not in (pa, pb, ca, cb) and pb > pa and cb < ca
+    if pa is None or pb is None or ca is None or cb is None:
+        return False
+    return pb > pa and cb < ca
 
 
 def table(mean: dict[str, Any], std: dict[str, Any], seeds: int) -> list[str]:

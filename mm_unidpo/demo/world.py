@@ -246,7 +246,7 @@ def read_annotation(image: Image.Image) -> list[tuple[str, str]] | None:
     text = (getattr(image, "text", None) or {}).get(GROUND_TRUTH_KEY) or image.info.get(GROUND_TRUTH_KEY)
     if text is None:
         return None
-    return [tuple(item.split(" ", 1)) for item in text.split(";") if item]  # type: ignore[misc]
+    return [tuple(item.split(" ", 1)) for item in text.split(";") if item]
 
 
 def cooccurrence(scenes: list[Scene]) -> dict[str, dict[str, int]]:

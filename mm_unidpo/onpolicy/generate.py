@@ -74,14 +74,14 @@ class HFSampler:
         self.adapter = get_adapter(model, processor, family=family)
 
     def render(self, record: PromptRecord) -> str:
-        return self.adapter.render(self.adapter.messages(record), None)
+        return self.adapter.render(self.adapter.messages(record), None)  # type: ignore[arg-type]  # a PromptRecord has the fields used
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
         import torch
 
         c, adapter = self.config, self.adapter
         texts = [self.render(r) for r in records]
-        images = [load_record_images(r) for r in records]
+        images = [load_record_images(r) for r in records]  # type: ignore[arg-type]  # a PromptRecord has the fields used
         settings: dict[str, Any] = {"max_new_tokens": c.max_new_tokens, "num_return_sequences": c.n}
         if c.temperature > 0:
             settings.update(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=0)
@@ -97,7 +97,7 @@ class HFSampler:
         finally:
             self.model.train(was_training)
         ids = out if isinstance(out, torch.Tensor) else out.sequences
-        logps = _token_logps(out.logits, ids) if c.logprobs else None
+        logps = _token_logps(out.logits, ids) if c.logprobs else None  # type: ignore[attr-defined]  # a ModelOutput
         rows = [self._sample(ids[k].tolist(), None if logps is None else logps[k].tolist()) for k in range(len(ids))]
         return [rows[i * c.n : (i + 1) * c.n] for i in range(len(records))]
 
@@ -171,7 +171,7 @@ class VLLMSampler:
             self.lora = LoRARequest("adapter", 1, adapter)
 
     def render(self, record: PromptRecord) -> str:
-        return self.adapter.render(self.adapter.messages(record), None)
+        return self.adapter.render(self.adapter.messages(record), None)  # type: ignore[arg-type]  # a PromptRecord has the fields used
 
     def request(self, record: PromptRecord) -> dict[str, Any]:
         """One vLLM input: token ids for a text prompt (so BOS is not added twice); for a prompt with
@@ -183,7 +183,7 @@ class VLLMSampler:
         bos = self.adapter.tokenizer.bos_token
         if bos and text.startswith(bos):  # vLLM tokenizes the text with special tokens: BOS comes back
             text = text[len(bos) :]
-        images = load_record_images(record)
+        images = load_record_images(record)  # type: ignore[arg-type]  # a PromptRecord has the fields used
         return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
@@ -268,13 +268,13 @@ def generate_samples(
     seeded by position, so an interrupted run resumed with the same command writes the same lines."""
     from tqdm.auto import tqdm
 
-    by_index = {r.index: r for r in records}
+    by_index: dict[int, PromptRecord] = {r.index: r for r in records if r.index is not None}
     if len(by_index) != len(records):
         raise ValueError("prompt records must have distinct indices")
     store = ResumableLines(
-        out, {"model": model_id, **asdict(config)}, overwrite=overwrite, expected={r.index: r.id for r in records}
+        out, {"model": model_id, **asdict(config)}, overwrite=overwrite, expected={i: r.id for i, r in by_index.items()}
     )
-    lengths = {r.index: len(sampler.render(r)) for r in records}
+    lengths = {i: len(sampler.render(r)) for i, r in by_index.items()}
     order = sorted(by_index, key=lambda i: -lengths[i])
     position = {index: k for k, index in enumerate(order)}
     todo = [batch for batch in chunks(order, config.batch_size) if any(i not in store.done for i in batch)]
@@ -296,7 +296,7 @@ def generate_samples(
             ]
             store.append(lines)
             bar.update(len(lines))
-    return store.finish([r.index for r in records])
+    return store.finish(list(by_index))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 def read_samples(path: str | Path) -> list[tuple[dict[str, Any], Any]]:
     """(line, its prompt record) for every line of a samples file; a bad line is an error naming it."""
-    out, seen = [], {}
+    out: list[tuple[dict[str, Any], Any]] = []
+    seen: dict[Any, int] = {}
     for number, line in read_lines(path):
         where = f"{path}, line {number}"
         record = record_of(line, where)

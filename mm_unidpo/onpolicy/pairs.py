@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ class PairStats:
         return self.prompts - self.prompts_with_pairs
 
     def summary(self) -> dict[str, Any]:
-        def mean(values: list[float]) -> float | None:
+        def mean(values: Sequence[float]) -> float | None:
             return sum(values) / len(values) if values else None
 
         out = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
@@ -138,7 +139,8 @@ def _select(candidates: list[tuple[int, int]], config: PairConfig) -> list[tuple
     if config.strategy == "all":
         return candidates
     limit = 1 if config.strategy == "best-worst" else config.k
-    chosen, used = [], set()
+    chosen: list[tuple[int, int]] = []
+    used: set[int] = set()
     for w, lo in candidates:
         if w in used or lo in used:
             continue
@@ -154,7 +156,8 @@ def build_pairs(
 ) -> tuple[list[PreferenceRecord], PairStats]:
     """Pairs (as preference records, in input order) and the counts of the module doc."""
     config = config or PairConfig()
-    stats, records = PairStats(), []
+    stats = PairStats()
+    records: list[PreferenceRecord] = []
     for line, record in lines:
         stats.prompts += 1
         samples, seen = [], set()

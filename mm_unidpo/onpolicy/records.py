@@ -175,7 +175,8 @@ def _load_prompt_rows(
         raise FileNotFoundError(f"image_root {str(image_root)!r} is not a directory")
     rows, default_root, description = open_rows(source, split)
     root = str(Path(image_root if image_root is not None else default_root).resolve())
-    records, skips = [], SkipReport()
+    records: list[PromptRecord] = []
+    skips = SkipReport()
     for index, row in guarded(rows, description):
         if limit is not None and len(records) >= limit:
             break

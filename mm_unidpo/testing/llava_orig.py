@@ -62,7 +62,7 @@ def _vision_tower_dir(vision_config_json: str, seed: int) -> str:
     torch.manual_seed(seed)
     with _quiet_progress_bars():
         CLIPVisionModel(cfg).save_pretrained(path)
-    size = cfg.image_size
+    size: int = cfg.image_size  # type: ignore[assignment]  # an int in our config
     CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(path)
     return path
 

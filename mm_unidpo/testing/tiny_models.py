@@ -72,7 +72,7 @@ def _round_up(n: int, m: int = 64) -> int:
 
 
 def _text_kwargs(tok, ov: dict[str, Any]) -> dict[str, Any]:
-    kw = dict(
+    kw: dict[str, Any] = dict(
         vocab_size=ov.pop("vocab_size", _round_up(len(tok))),
         hidden_size=ov.pop("hidden_size", HIDDEN),
         intermediate_size=INTERMEDIATE,
@@ -92,7 +92,7 @@ def _text_kwargs(tok, ov: dict[str, Any]) -> dict[str, Any]:
 def _clip_vision(ov: dict[str, Any]):
     from transformers import CLIPVisionConfig
 
-    kw = dict(
+    kw: dict[str, Any] = dict(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -229,7 +229,7 @@ def _llava_onevision(family, seed, attn, padding_side, ov):
     )
 
     tok = tiny_tokenizer("chatml_llava", padding_side=padding_side)
-    vkw = dict(
+    vkw: dict[str, Any] = dict(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -239,9 +239,10 @@ def _llava_onevision(family, seed, attn, padding_side, ov):
     )
     vkw.update(ov.pop("vision_config", {}))
     vision = SiglipVisionConfig(**vkw)
-    size = vision.image_size
+    size: int = vision.image_size  # type: ignore[assignment]  # an int in our config
     pinpoints = [[h * size // CLIP_IMAGE, w * size // CLIP_IMAGE] for h, w in PINPOINTS]
-    n_tokens = (size // vision.patch_size) ** 2  # SigLIP has no CLS token: "full" keeps all
+    patch: int = vision.patch_size  # type: ignore[assignment]  # an int in our config
+    n_tokens = (size // patch) ** 2  # SigLIP has no CLS token: "full" keeps all
     config = LlavaOnevisionConfig(
         vision_config=vision,
         text_config=Qwen2Config(**_text_kwargs(tok, ov)),
@@ -277,10 +278,13 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
     head_dim = text["hidden_size"] // text["num_attention_heads"]
     q = head_dim // 2  # mrope sections (t, h, w) must add up to head_dim / 2
     section = [q - 2 * (3 * q // 8), 3 * q // 8, 3 * q // 8]
+    cfg_cls: type[Any]
+    model_cls: type[Any]
+    proc_cls: type[Any]
     if family == "qwen2_vl":
         cfg_cls, model_cls, proc_cls = T.Qwen2VLConfig, T.Qwen2VLForConditionalGeneration, T.Qwen2VLProcessor
         patch = 14
-        vision = dict(
+        vision: dict[str, Any] = dict(
             depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2, patch_size=patch
         )
         rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}

@@ -143,7 +143,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; sections are {sorted([*_SECTIONS, 'train'])}")
     # unknown keys and wrongly typed values name the file and the key (yaml_config.from_dict)
-    sections = {name: from_dict(cls, raw.get(name), source=source, section=name) for name, cls in _SECTIONS.items()}
+    sections: dict[str, Any] = {
+        name: from_dict(cls, raw.get(name), source=source, section=name) for name, cls in _SECTIONS.items()
+    }
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{source}: section 'train' must be a mapping")
@@ -257,7 +259,7 @@ def training_arguments(config: TrainConfig):
         if "activation_checkpointing_kwargs" in accepted
         else "gradient_checkpointing_kwargs"
     )
-    args = {
+    args: dict[str, Any] = {
         "remove_unused_columns": False,
         "logging_steps": 10,
         "report_to": "none",

@@ -176,9 +176,9 @@ def preflight(
     workers = _default_workers(len(todo)) if workers is None else workers
     encoded = _encode_all(adapter, records, todo, workers if len(todo) > 1 else 0, description)
     verdicts.update(encoded)
-    if cache is not None and encoded:
+    if cache is not None and digests is not None and encoded:  # (a cache exists only with digests)
         cache.save(
-            {digests[i]: list(v) for i, v in verdicts.items() if digests[i] is not None and v[0] != "encode_failed"}
+            {d: list(v) for i, v in verdicts.items() if (d := digests[i]) is not None and v[0] != "encode_failed"}
         )
 
     errors = [

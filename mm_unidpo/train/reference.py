@@ -72,7 +72,9 @@ def adapter_fingerprint(adapter: Adapter) -> dict[str, Any]:
     """Everything about an adapter that decides how a record encodes: its class and plain settings
     (max_length, max_image_pixels, end and media token ids, ...), the chat template, the tokenizer, the
     image processor's configuration, and the library versions."""
-    settings = {k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))}
+    settings: dict[str, Any] = {
+        k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))
+    }
     settings.update(
         {
             k: sorted(v)
@@ -87,7 +89,9 @@ def adapter_fingerprint(adapter: Adapter) -> dict[str, Any]:
         "template": getattr(adapter.processor, "chat_template", None)
         or getattr(adapter.tokenizer, "chat_template", None),
         "tokenizer": _tokenizer_digest(adapter.tokenizer),
-        "image_processor": image_processor.to_dict() if hasattr(image_processor, "to_dict") else None,
+        "image_processor": image_processor.to_dict()
+        if image_processor is not None and hasattr(image_processor, "to_dict")
+        else None,
         "versions": [getattr(mm_unidpo, "__version__", None), transformers.__version__],
     }
 
@@ -196,8 +200,9 @@ def _digest_tensor(digests: list[str | None]) -> torch.Tensor:
 def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.Tensor] | None:
     """The cached values, rows in `row_keys` order, if the file passes every check; else None (warned)."""
 
-    def reject(why: str) -> None:
+    def reject(why: str) -> dict[str, torch.Tensor] | None:
         logger.warning("reference cache %s %s: ignoring it and computing the reference log-probs again", path, why)
+        return None
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -224,5 +229,5 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
     missing = [i for i, d in enumerate(row_keys) if d is None or d not in where]
     if missing:
         return reject(f"has no row for {len(missing)} of the {len(row_keys)} records (first: position {missing[0]})")
-    order = torch.tensor([where[d] for d in row_keys], dtype=torch.long)
+    order = torch.tensor([where[d] for d in row_keys if d is not None], dtype=torch.long)  # none is None here
     return {name: tensor[order] for name, tensor in tensors.items()}

@@ -87,7 +87,7 @@ def write_report(
     weights = plot_weight_histograms(details, detail_steps, os.path.join(output_dir, "pair_weights.png"))
     with open(os.path.join(output_dir, "pair_weights.json"), "w", encoding="utf-8") as f:
         json.dump({"values": details, "steps": detail_steps}, f)
-    last_train = next((e for e in reversed(log_history) if "loss" in e), {})
+    last_train: dict[str, Any] = next((e for e in reversed(log_history) if "loss" in e), {})
     method = "4-bit QLoRA" if config.model.load_in_4bit else "LoRA" if config.lora.enabled else "full fine-tuning"
     skipped = summary.get("skipped_records") or "none"
     lines = [

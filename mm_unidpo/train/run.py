@@ -83,7 +83,7 @@ def _check_data(config: TrainConfig, data, adapter, output_dir: str, what: str, 
         )
     return CheckedData(
         result.records,
-        [digests[i] for i in result.kept],
+        [digests[i] for i in result.kept] if digests is not None else None,
         data.skips.merged(result.skips),
         result.truncated,
         result.lengths,

@@ -93,7 +93,7 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
         trust_remote_code=m.trust_remote_code,
         attn_implementation=m.attn_implementation,
         allow_bin_weights=m.allow_bin_weights,
-        **({"revision": m.revision} if m.revision else {}),
+        **({"revision": m.revision} if m.revision else {}),  # type: ignore[arg-type]
     )
     if not config.lora.enabled:
         freeze_vision(model)

@@ -100,6 +100,7 @@ class PreferenceTrainer(Trainer):
         """With `max_tokens_per_batch`: micro-batches by token budget (data/batching.py) instead of a fixed count."""
         if self.max_tokens_per_batch is None:
             return super().get_train_dataloader()
+        assert self.pair_lengths is not None and self.train_dataset is not None  # checked in __init__ / by train()
         sampler = TokenBudgetBatchSampler(
             self.pair_lengths,
             self.max_tokens_per_batch,
@@ -196,7 +197,7 @@ class PreferenceTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         if self.run_config is not None:
-            save_run_config(self.run_config, output_dir or self.args.output_dir)
+            save_run_config(self.run_config, output_dir or str(self.args.output_dir))
 
     def _save_checkpoint(self, model, trial):
         """The Trainer's checkpoint, staged and renamed when complete (checkpoints.py)."""

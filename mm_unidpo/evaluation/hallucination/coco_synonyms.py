@@ -10,6 +10,8 @@ a baseball glove only where the text is about baseball; "chicken" next to food i
 
 from __future__ import annotations
 
+from typing import Any
+
 COCO_SYNONYMS: dict[str, list[str]] = {
     "person": [
         "people",
@@ -306,4 +308,4 @@ CHAIR_CONTEXT: tuple[tuple[str, frozenset[str], int | None, bool], ...] = (
     ("duck", _FOOD, 3, False),
     ("seat", frozenset({"toilet"}), None, False),  # "the seat of the toilet" (tables where a seat is a chair)
 )
-CHAIR_RULES = {"compounds": CHAIR_COMPOUNDS, "context": CHAIR_CONTEXT}
+CHAIR_RULES: dict[str, Any] = {"compounds": CHAIR_COMPOUNDS, "context": CHAIR_CONTEXT}

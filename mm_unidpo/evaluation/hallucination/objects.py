@@ -133,9 +133,9 @@ class ObjectMatcher:
                         raise ValueError(f"synonym {form!r} belongs to both {owner!r} and {canonical!r}")
                     self._phrases[key] = canonical
         for phrase, head in (compounds or {}).items():
-            obj = None if head is None else self._phrases.get(tuple(_norm(head).split()))
+            owner = None if head is None else self._phrases.get(tuple(_norm(head).split()))
             for form in {_norm(phrase), pluralize(_norm(phrase))}:
-                self._phrases.setdefault(tuple(form.split()), obj)  # the table's own phrases win
+                self._phrases.setdefault(tuple(form.split()), owner)  # the table's own phrases win
         self._context: dict[tuple[str, ...], list[tuple[frozenset[str], int | None, bool]]] = {}
         for word, near, window, require in context:
             near_forms = frozenset(form for w in near for form in (_norm(w), pluralize(_norm(w))))

@@ -94,7 +94,7 @@ def _local_task_index(tasks: str, include_path: list[str]) -> Iterator[None]:
     ):
         yield
         return
-    lmms_main.TaskManager = functools.partial(TaskManager, include_defaults=False)
+    lmms_main.TaskManager = functools.partial(TaskManager, include_defaults=False)  # type: ignore[arg-type, misc]
     try:
         yield
     finally:

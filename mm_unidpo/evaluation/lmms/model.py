@@ -40,7 +40,7 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
-from mm_unidpo.data.records import IMAGE_PLACEHOLDER, PreferenceRecord
+from mm_unidpo.data.records import IMAGE_PLACEHOLDER, ImageRef, PreferenceRecord
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, to_model_inputs
 from mm_unidpo.models.loading import load_pretrained
@@ -92,7 +92,7 @@ class MMUniDPO(lmms):
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         merge_adapter: bool = False,
-        device_map: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
         max_rounds: int = 16,
         model: Any = None,
         processor: Any = None,
@@ -383,7 +383,8 @@ class MMUniDPO(lmms):
         rows = []
         for context, continuation, images in items:
             prompt = self.render(context, len(images))
-            record = PreferenceRecord(prompt=context, chosen=continuation, rejected=continuation, images=images)
+            refs: list[ImageRef] = [*images]
+            record = PreferenceRecord(prompt=context, chosen=continuation, rejected=continuation, images=refs)
             prompt_ids, vision, extras = self.adapter.tokenize_prompt(prompt, images, record)
             rows.append((prompt_ids, self._continuation_ids(prompt, continuation), vision, extras))
         width = max(len(p) + len(c) for p, c, _, _ in rows)

@@ -76,7 +76,7 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> Run:
         for metric, higher in table.items():
             directions[(task, metric)] = None if metric in NO_DIRECTION else bool(higher)
     samples = {
-        task: int(n.get("effective", n.get("original", 0)))
+        task: int(n.get("effective", n.get("original")) or 0)
         for task, n in results.get("n-samples", {}).items()
         if isinstance(n, dict)
     }

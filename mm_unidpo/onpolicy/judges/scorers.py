@@ -91,6 +91,7 @@ BUILTIN_SCORERS: dict[str, Callable[..., Any]] = {"object_overlap": object_overl
 
 def resolve_scorer(spec: str, kwargs: dict[str, str] | None = None) -> Scorer:
     """A scorer from a built-in name or "module.path:function" (a factory when `kwargs` are given)."""
+    target: Any
     if spec in BUILTIN_SCORERS:
         target = BUILTIN_SCORERS[spec]
     else:
@@ -166,7 +167,7 @@ class RewardModelScorer:
     def render(self, record: PreferenceRecord, response: str) -> str:
         messages = text_messages(record, response)
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            return str(self.tokenizer.apply_chat_template(messages, tokenize=False))
         return "\n\n".join(m["content"] for m in messages)  # no template: plain prompt, then response
 
     def score_all(self, items: list[tuple[PreferenceRecord, str]]) -> list[float]:

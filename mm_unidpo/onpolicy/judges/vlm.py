@@ -74,7 +74,7 @@ class VLMJudge:
         out: list[float] = []
         with torch.no_grad():
             for start in range(0, len(questions), self.batch_size):
-                batch = self.adapter.collate(questions[start : start + self.batch_size])
+                batch = self.adapter.collate(questions[start : start + self.batch_size])  # type: ignore[arg-type]
                 logps = self.adapter.sequence_logps(self.model, batch.to(self.model.device))
                 out += (logps.chosen_logps - logps.rejected_logps).float().cpu().tolist()
         return out
