@@ -45,28 +45,13 @@ from mm_unidpo.models import get_adapter
 from mm_unidpo.models.base import IGNORE_INDEX, PairBatch, to_model_inputs
 from mm_unidpo.models.loading import load_pretrained
 
+from .registration import MODEL_NAME
+from .requests import as_bool, as_images, cut_at_stops, generation_settings
+
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "mm_unidpo"
 # The VLM families (causal_lm has no images: evaluate text models with lm-eval-harness or `mm-unidpo eval math`).
 FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
-# generation kwargs passed on to `generate` (others that tasks set, e.g. `image_aspect_ratio`, are ignored)
-_GENERATE_KEYS = (
-    "max_new_tokens",
-    "num_beams",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "length_penalty",
-    "no_repeat_ngram_size",
-    "min_new_tokens",
-)
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 class MMUniDPO(lmms):
@@ -117,7 +102,7 @@ class MMUniDPO(lmms):
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
         if model is None:
-            load_in_4bit = _as_bool(load_in_4bit)
+            load_in_4bit = as_bool(load_in_4bit)
             if load_in_4bit and device_map is None:
                 device_map = {"": self._device.index or 0}  # a quantised model is placed at load time
             model, processor = load_pretrained(
@@ -125,11 +110,11 @@ class MMUniDPO(lmms):
                 adapter=str(adapter) if adapter else None,
                 load_in_4bit=load_in_4bit,
                 dtype=dtype,
-                trust_remote_code=_as_bool(trust_remote_code),
+                trust_remote_code=as_bool(trust_remote_code),
                 attn_implementation=attn_implementation,
                 device_map=device_map,
             )
-            if adapter and _as_bool(merge_adapter) and not load_in_4bit:
+            if adapter and as_bool(merge_adapter) and not load_in_4bit:
                 model = model.merge_and_unload()
         if device_map is None and not getattr(model, "is_loaded_in_4bit", False):
             model = model.to(self._device)
@@ -209,20 +194,7 @@ class MMUniDPO(lmms):
         visuals = doc_to_visual(doc) if doc_to_visual is not None else None
         return self._as_images(visuals)
 
-    @staticmethod
-    def _as_images(visuals: Any) -> list[Image.Image]:
-        out = []
-        for v in visuals or []:
-            if isinstance(v, Image.Image):
-                out.append(v.convert("RGB"))
-            elif isinstance(v, (list, tuple)):
-                out.extend(MMUniDPO._as_images(v))
-            else:
-                raise NotImplementedError(
-                    f"{MODEL_NAME} evaluates images only; got a {type(v).__name__} visual "
-                    "(video and audio tasks are not supported)"
-                )
-        return out
+    _as_images = staticmethod(as_images)
 
     def _doc(self, task: str, split: str, doc_id: int) -> Any:
         return self.task_dict[task][split][doc_id]
@@ -245,23 +217,7 @@ class MMUniDPO(lmms):
     # ---- generation ---------------------------------------------------------------------------------
 
     def _generation_settings(self, gen_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
-        gen = dict(gen_kwargs or {})
-        until = gen.pop("until", None)
-        until = [until] if isinstance(until, str) else list(until or [])
-        until = [u for u in until if u]
-        settings: dict[str, Any] = {k: gen[k] for k in _GENERATE_KEYS if gen.get(k) is not None}
-        settings["max_new_tokens"] = int(settings.get("max_new_tokens", self.max_new_tokens))
-        settings["num_beams"] = int(settings.get("num_beams", 1))
-        temperature = gen.get("temperature")
-        do_sample = float(temperature) > 0 if temperature is not None else _as_bool(gen.get("do_sample", False))
-        settings["do_sample"] = do_sample
-        if do_sample:
-            settings["temperature"] = float(temperature) if temperature is not None else 1.0
-        else:
-            settings.pop("top_p", None)
-            settings.pop("top_k", None)
-            settings.update(temperature=None, top_p=None, top_k=None)
-        return settings, until
+        return generation_settings(gen_kwargs, default_max_new_tokens=self.max_new_tokens)
 
     @torch.no_grad()
     def generate(
@@ -284,13 +240,7 @@ class MMUniDPO(lmms):
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [self._cut(text, until) for text in decoded]
 
-    @staticmethod
-    def _cut(text: str, until: list[str]) -> str:
-        for stop in until:
-            index = text.find(stop)
-            if index >= 0:
-                text = text[:index]
-        return text
+    _cut = staticmethod(cut_at_stops)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         args = [r.args for r in requests]
