@@ -7,7 +7,7 @@
 # the project itself (editable, no build isolation: setuptools comes from the lock too), then a check
 # that `pip freeze` equals the lock. torch is the CPU wheel (constraints.txt) and torchvision is absent.
 #
-# `make lock` regenerates both locks from pyproject.toml with uv; `make test-latest` runs the tests in
+# `make lock` regenerates both locks from pyproject.toml with uv (keeping the pins it can); `make test-latest` runs the tests in
 # .venv-latest, resolved from pyproject.toml's ranges on the day (no lock), to catch new releases early;
 # `make test-lowest` in .venv-lowest, every direct dependency at its lower bound (what the bounds claim).
 
@@ -59,8 +59,10 @@ $(LOCK_VENV)/bin/uv:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION)
 
+# Keeps the locked versions the inputs still allow; `make lock LOCK_FLAGS=--upgrade` resolves everything afresh.
+LOCK_FLAGS ?=
 lock: $(LOCK_VENV)/bin/uv
-	$(PYTHON) scripts/lock.py compile --uv $(LOCK_VENV)/bin/uv --find-links $(TORCH_WHEELS)
+	$(PYTHON) scripts/lock.py compile --uv $(LOCK_VENV)/bin/uv --find-links $(TORCH_WHEELS) $(LOCK_FLAGS)
 
 # The newest releases pyproject.toml admits, no lock. torch stays the CPU wheel (a newer one pulls GBs of
 # CUDA wheels here); lmms-eval pulls no torchvision because it is installed with --no-deps.
