@@ -23,10 +23,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mm_unidpo.errors import UsageError
 from mm_unidpo.models.loading import load_pretrained
+from mm_unidpo.yaml_config import load_yaml
 
 from .config import CONFIG_NAME
 
@@ -55,8 +54,7 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
         adapter_config = json.load(f)
     run_config = None
     if (adapter_dir / CONFIG_NAME).is_file():
-        with open(adapter_dir / CONFIG_NAME, encoding="utf-8") as f:
-            run_config = yaml.safe_load(f) or None
+        run_config = load_yaml((adapter_dir / CONFIG_NAME).read_text(encoding="utf-8")) or None
     return adapter_config, run_config
 
 
