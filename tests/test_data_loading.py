@@ -18,11 +18,7 @@ from mm_unidpo.data import (BadRecordError, PreferenceRecord, load_image, load_p
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
 
-
-@pytest.fixture(autouse=True)
-def hf_cache(tmp_path, monkeypatch):
-    """Keep `datasets`' Arrow cache for these tests inside tmp_path."""
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture

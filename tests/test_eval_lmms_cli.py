@@ -181,8 +181,10 @@ def test_our_cli_runs_and_summarizes(checkpoints, offline, tmp_path, monkeypatch
                  str(tmp_path / "cmp")]) == 0
     assert "| task | metric | A | B |" in (tmp_path / "cmp.md").read_text()
     # a failing evaluation is an exit status, not only a log line
-    assert main(["--pretrained", str(tmp_path / "missing"), "--tasks", "mm_pope_sample", "--output-path",
-                 str(tmp_path / "bad"), "--verbosity", "ERROR"]) == 1
+    from mm_unidpo.cli import main as cli
+
+    assert cli(["eval", "lmms", "--pretrained", str(tmp_path / "missing"), "--tasks", "mm_pope_sample",
+                "--output-path", str(tmp_path / "bad"), "--verbosity", "ERROR"]) == 1
 
 
 @pytest.mark.slow

@@ -223,7 +223,7 @@ def test_arguments_checked():
 def test_load_in_4bit_is_passed_to_load_pretrained(monkeypatch):
     """4-bit needs CUDA + bitsandbytes (not testable here): check the option reaches load_pretrained with
     the model placed at load time, and that the model is not moved afterwards."""
-    import mm_unidpo.models.loading as loading
+    import mm_unidpo.evaluation.lmms.model as lmms_model
 
     model, processor = tiny("llava")
     calls = {}
@@ -233,7 +233,7 @@ def test_load_in_4bit_is_passed_to_load_pretrained(monkeypatch):
         model.is_loaded_in_4bit = True
         return model, processor
 
-    monkeypatch.setattr(loading, "load_pretrained", fake_load)
+    monkeypatch.setattr(lmms_model, "load_pretrained", fake_load)
     lm = MMUniDPO(pretrained="some/model", adapter="some/adapter", load_in_4bit="true", dtype="bfloat16", device="cpu")
     assert calls["load_in_4bit"] is True and calls["adapter"] == "some/adapter" and calls["dtype"] == "bfloat16"
     assert calls["device_map"] == {"": 0} and lm.model is model

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mm_unidpo.errors import UsageError
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math, load_benchmark, main
 from mm_unidpo.evaluation.math.generate import HFGenerator, SamplingConfig, VLLMGenerator
 from mm_unidpo.evaluation.math.harness import generations_path, make_generator
@@ -175,7 +176,7 @@ def test_cli_with_a_saved_model_and_lora_adapter(tiny_lm, tmp_path, capsys):
     config = json.loads((out / "run_config.json").read_text())
     assert config["model"] == str(model_dir) and config["adapter"] == str(adapter_dir)
     assert len(_lines(generations_path(out, "gsm8k"))) == 2
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--data expects NAME=SOURCE"):
         main(["--model", "m", "--data", "nonsense"])
 
 

@@ -13,8 +13,10 @@ import yaml
 from PIL import Image
 
 from mm_unidpo.data import PreferenceRecord, load_preference_data, save_preference_data
-from mm_unidpo.testing import tiny, tiny_tokenizer
-from mm_unidpo.train import merge, score
+from mm_unidpo.testing import tiny
+from mm_unidpo.cli import main as cli
+from mm_unidpo.onpolicy.judges import scorers as score
+from mm_unidpo.train import merge
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -81,9 +83,9 @@ def test_merge_matches_base_plus_adapter(llava_adapter, caplog):
 
 def test_merge_refuses_4bit_and_non_adapters(llava_adapter, tmp_path, capsys):
     root = llava_adapter[0]
-    assert merge.main([str(root / "final"), "--out", str(tmp_path / "m"), "--load-in-4bit"]) == 2
+    assert cli(["merge", str(root / "final"), "--out", str(tmp_path / "m"), "--load-in-4bit"]) == 2  # usage
     assert "not supported" in capsys.readouterr().err
-    assert merge.main([str(root / "base"), "--out", str(tmp_path / "m")]) == 2
+    assert cli(["merge", str(root / "base"), "--out", str(tmp_path / "m")]) == 1
     assert "adapter_config.json" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
@@ -106,7 +108,7 @@ def test_merge_takes_trust_remote_code_only_from_the_command_line(llava_adapter,
         seen.append(kwargs["trust_remote_code"])
         return real(*args, **{**kwargs, "trust_remote_code": False})
 
-    monkeypatch.setattr(loading, "load_pretrained", spy)
+    monkeypatch.setattr(merge, "load_pretrained", spy)  # the name merge.py calls
     with caplog.at_level(logging.WARNING, logger="mm_unidpo.train.merge"):
         assert merge.main([str(hostile), "--out", str(tmp_path / "m1")]) == 0
     assert seen == [False] and "it is not taken from there" in caplog.text and "--trust-remote-code" in caplog.text
@@ -162,23 +164,8 @@ def test_object_overlap_judge(tmp_path):
 
 
 def test_bad_scorer_spec(tmp_path, capsys):
-    assert score.main([str(_write(tmp_path)), "--out", str(tmp_path / "o.jsonl"), "--scorer", "nope"]) == 2
+    assert cli(["score", str(_write(tmp_path)), "--out", str(tmp_path / "o.jsonl"), "--scorer", "nope"]) == 1
     assert "module.path:function" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def reward_model_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("rm")
-    tok = tiny_tokenizer("llama3")
-    config = LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
 
 
 def test_reward_model_scores_finite_and_deterministic(reward_model_dir, tmp_path, caplog):
@@ -187,7 +174,7 @@ def test_reward_model_scores_finite_and_deterministic(reward_model_dir, tmp_path
     scorer = score.RewardModelScorer(str(reward_model_dir), batch_size=3, device="cpu")
     rendered = scorer.render(records[0], "A dog.")
     assert "<image>" not in rendered and "What is on the table?" in rendered and "A dog." in rendered
-    with caplog.at_level(logging.WARNING, logger="mm_unidpo.train.score"):
+    with caplog.at_level(logging.WARNING, logger="mm_unidpo.onpolicy.judges.scorers"):
         first = scorer.score_all(items)
     assert "text-only" in caplog.text
     assert all(math.isfinite(s) for s in first) and len(set(first)) == len(first)

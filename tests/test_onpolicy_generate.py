@@ -18,12 +18,15 @@ import torch
 from PIL import Image
 
 from mm_unidpo.data import BadRecordError
+from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.generate import GenerateConfig, HFSampler, VLLMSampler, generate_samples, main
 from mm_unidpo.onpolicy.records import PromptRecord, load_prompts
 from mm_unidpo.onpolicy.store import settings_path
 from mm_unidpo.testing import available_families, tiny
 
-from .helpers import IMAGES, install_fake_vllm, need_images, one_thread  # noqa: F401 (fixture)
+from .helpers import IMAGES, install_fake_vllm, need_images
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,10 +84,10 @@ def test_bad_prompts_name_the_record(tmp_path, row, reason):
 def test_cli_reports_bad_input(tmp_path, capsys):
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "fine"}\n{not json\n', encoding="utf-8")
-    assert main([str(path), "--model", "unused", "--out", str(tmp_path / "s.jsonl")]) == 2
+    assert cli(["generate", str(path), "--model", "unused", "--out", str(tmp_path / "s.jsonl")]) == 1
     err = capsys.readouterr().err
-    assert "mm-unidpo generate: record 1" in err and "invalid_json" in err and "line 2" in err
-    assert main([str(path), "--model", "m", "--n", "4", "--temperature", "0", "--out", "x"]) == 2
+    assert "mm-unidpo generate: error: record 1" in err and "invalid_json" in err and "line 2" in err
+    assert cli(["generate", str(path), "--model", "m", "--n", "4", "--temperature", "0", "--out", "x"]) == 1
     assert "n > 1 needs sampling" in capsys.readouterr().err
 
 

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.iterate import iterate, load_iterate_config, main
 from mm_unidpo.onpolicy.store import settings_path
 from mm_unidpo.testing import tiny
 
-from .helpers import IMAGES, need_images, one_thread  # noqa: F401 (fixture)
+from .helpers import IMAGES, need_images
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def distinct_characters(record, response: str) -> float:
@@ -68,20 +71,20 @@ def test_two_rounds_end_to_end(tmp_path, monkeypatch):
     assert "| metric | round 0 | round 1 | round 2 |" in report and "| pairs |  | " in report
     assert json.loads((run / "report.json").read_text()) == rows
 
-    import mm_unidpo.train.run as train_run
+    import mm_unidpo.onpolicy.iterate as iterate_module
 
-    monkeypatch.setattr(train_run, "train", lambda config: pytest.fail("a finished round was trained again"))
+    monkeypatch.setattr(iterate_module, "train", lambda config: pytest.fail("a finished round was trained again"))
     assert main([str(tmp_path / "iterate.yaml")]) == 0  # a rerun redoes nothing
     assert json.loads((run / "report.json").read_text()) == rows
 
 
 def test_config_errors_before_round_one(tmp_path, capsys):
     path = _config(tmp_path, colour="blue")
-    assert main([str(path)]) == 2 and "unknown key(s) ['colour']" in capsys.readouterr().err
+    assert cli(["iterate", str(path)]) == 1 and "unknown key(s) ['colour']" in capsys.readouterr().err
     path = _config(tmp_path, pairs={"strategy": "median"})
-    assert main([str(path)]) == 2 and "unknown pairing strategy 'median'" in capsys.readouterr().err
+    assert cli(["iterate", str(path)]) == 1 and "unknown pairing strategy 'median'" in capsys.readouterr().err
     path = _config(tmp_path, train={"loss": {"name": "unidpo", "params": {"etaa": 1.0}}})
-    assert main([str(path)]) == 2 and "not parameters of 'unidpo'" in capsys.readouterr().err
+    assert cli(["iterate", str(path)]) == 1 and "not parameters of 'unidpo'" in capsys.readouterr().err
     path = _config(tmp_path, generate={"n": 2, "temperature": 0.0})
-    assert main([str(path)]) == 2 and "n > 1 needs sampling" in capsys.readouterr().err
+    assert cli(["iterate", str(path)]) == 1 and "n > 1 needs sampling" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

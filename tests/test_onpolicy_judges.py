@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION
+from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.judge import judge_samples, main
 from mm_unidpo.onpolicy.judges import VLMJudge, make_judge
 from mm_unidpo.onpolicy.judges.claims import ClaimSplitter, parse_claim_lines, split_claims
@@ -25,7 +26,9 @@ from mm_unidpo.onpolicy.judges.objects import object_matcher, object_score
 from mm_unidpo.onpolicy.records import PromptRecord
 from mm_unidpo.testing import available_families, tiny, tiny_tokenizer
 
-from .helpers import naive_logp, one_thread  # noqa: F401 (fixture)
+from .helpers import naive_logp
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,20 +84,6 @@ def test_rule_judges():
 
 
 # ---- a text reward model -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def reward_model_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("rm")
-    tok = tiny_tokenizer("llama3")
-    config = LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, num_labels=1, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
-
 
 def test_reward_model_judge_against_an_unbatched_forward(reward_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -285,16 +274,16 @@ def test_judge_command_guards_and_errors(tmp_path, capsys):
     out = tmp_path / "scored.jsonl"
     assert main([str(samples), "--judge", "objects", "--out", str(out)]) == 0
     assert "judged 6 samples of 2 prompts" in capsys.readouterr().out
-    assert main([str(samples), "--judge", "objects", "--judge-arg", "hallucination_cost=3", "--out", str(out)]) == 2
+    assert cli(["judge", str(samples), "--judge", "objects", "--judge-arg", "hallucination_cost=3", "--out", str(out)]) == 1
     assert "other settings" in capsys.readouterr().err
-    assert main([str(samples), "--judge", "objects", "--model", "m", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert cli(["judge", str(samples), "--judge", "objects", "--model", "m", "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "takes no --model" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(samples.read_text().splitlines()[0] + "\n{broken\n")
-    assert main([str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 2
+    assert cli(["judge", str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 1
     assert "bad.jsonl, line 2: not JSON" in capsys.readouterr().err
     bad.write_text(json.dumps({"index": 0, "prompt": "p", "samples": "text"}) + "\n")
-    assert main([str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 2
+    assert cli(["judge", str(bad), "--judge", "objects", "--out", str(tmp_path / "y.jsonl")]) == 1
     assert "line 1: 'samples' must be a list" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"record 0 \(id='s0'\): the judge gave nan"):
         judge_samples(samples, lambda items: [{"score": float("nan")} for _ in items], tmp_path / "z.jsonl")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mm_unidpo.data import load_preference_data
+from mm_unidpo.cli import main as cli
 from mm_unidpo.onpolicy.pairs import PairConfig, build_pairs, main, read_scored
 from mm_unidpo.onpolicy.records import record_of
 
@@ -104,5 +105,6 @@ def test_unscored_input_is_refused(tmp_path, capsys):
     path.write_text(json.dumps(_line(0, SAMPLES)) + "\n" + json.dumps({**_line(1, []), "samples": [{"text": "a"}]}) + "\n")
     with pytest.raises(ValueError, match=r"samples.jsonl, line 2: sample 0 has no numeric 'score'"):
         read_scored(path)
-    assert main([str(path), "--out", str(tmp_path / "p.jsonl")]) == 2
-    assert "mm-unidpo judge" in capsys.readouterr().err
+    assert cli(["pairs", str(path), "--out", str(tmp_path / "p.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mm-unidpo pairs: error: ") and "mm-unidpo judge" in err

@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from mm_unidpo.train.config import ConfigError, config_from_dict, load_config
 from mm_unidpo.train.run import EmptyDataError, train
 
-from .helpers import one_thread  # noqa: F401 (autouse)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _jpeg(seed: int) -> bytes:
@@ -112,7 +113,7 @@ def test_skip_mode_with_batch_size_one_drops_each_bad_record_once(workdir, caplo
     for record in ("record 8 (id='r8')", "record 9 (id='r9')"):
         lines = [r for r in caplog.records if record in r.getMessage() and "skipping" in r.getMessage()]
         assert len(lines) == 1, [r.getMessage() for r in lines]
-    # the pre-flight pass dropped them all: the collator never met a bad record
+    # the pre-flight pass dropped them all: the collator never met a bad record (the trainer logs its skips)
     assert not [r for r in caplog.records if r.name == "mm_unidpo.train.trainer" and "skipping" in r.getMessage()]
 
 
@@ -306,7 +307,8 @@ def test_reference_cache_rows_follow_their_records(tmp_path, caplog):
 def test_disk_full_during_a_checkpoint_names_the_directory_and_removes_it(workdir, monkeypatch):
     from transformers.trainer_utils import get_last_checkpoint
 
-    from mm_unidpo.train.trainer import CheckpointWriteError, PreferenceTrainer
+    from mm_unidpo.train.checkpoints import CheckpointWriteError
+    from mm_unidpo.train.trainer import PreferenceTrainer
 
     raw = _raw(workdir, _data(workdir, "disk.jsonl", [_row(i) for i in range(8)]), "out_disk",
                train={"max_steps": 4, "save_strategy": "steps", "save_steps": 2})

@@ -20,8 +20,17 @@ from torch.utils.data import Sampler
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
-    def __init__(self, lengths: Sequence[int], max_tokens: int, *, shuffle: bool = True, seed: int = 0,
-                 window: int = 256, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        window: int = 256,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if not lengths:
@@ -42,8 +51,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
         out: list[list[int]] = []
         for start in range(0, n, self.window):
-            window = sorted(order[start:start + self.window], key=lambda i: -self.lengths[i])
-            batch, used = [], 0
+            window = sorted(order[start : start + self.window], key=lambda i: -self.lengths[i])
+            batch: list[int] = []
+            used = 0
             for i in window:
                 if batch and used + self.lengths[i] > self.max_tokens:
                     out.append(batch)
@@ -59,10 +69,12 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         batches = self.batches()
         usable = len(batches) - len(batches) % self.world_size
         if not usable:
-            raise ValueError(f"{len(batches)} micro-batches of at most {self.max_tokens} tokens for {self.world_size} "
-                             f"processes: lower data.max_tokens_per_batch or use fewer processes")
+            raise ValueError(
+                f"{len(batches)} micro-batches of at most {self.max_tokens} tokens for {self.world_size} "
+                f"processes: lower data.max_tokens_per_batch or use fewer processes"
+            )
         self.dropped = len(batches) - usable
-        return batches[self.rank:usable:self.world_size]
+        return batches[self.rank : usable : self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._mine())

@@ -8,12 +8,13 @@ depends on them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from mm_unidpo.io import sha256_bytes, sha256_file, sha256_text
 
 from .images import resolve_image_path
 from .records import PreferenceRecord
@@ -21,28 +22,20 @@ from .records import PreferenceRecord
 
 def image_digest(ref: Any, record: PreferenceRecord | None = None) -> str:
     """sha256 of an image's encoded bytes (a PIL image: of its PNG encoding)."""
-    h = hashlib.sha256()
     if isinstance(ref, (bytes, bytearray)):
-        h.update(ref)
-    elif isinstance(ref, str):
+        return sha256_bytes(ref)
+    if isinstance(ref, str):
         image_root = record.image_root if record is not None else None
-        with open(resolve_image_path(ref, image_root, record), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    else:  # PIL image
-        buffer = io.BytesIO()
-        ref.save(buffer, format="PNG")
-        h.update(buffer.getvalue())
-    return h.hexdigest()
+        return sha256_file(resolve_image_path(ref, image_root, record))
+    buffer = io.BytesIO()  # a PIL image
+    ref.save(buffer, format="PNG")
+    return sha256_bytes(buffer.getvalue())
 
 
 def record_digest(record: PreferenceRecord) -> str:
     """sha256 (hex) of a record's texts and image bytes."""
-    h = hashlib.sha256()
-    h.update(json.dumps([record.prompt, record.chosen, record.rejected], sort_keys=True, default=str).encode())
-    for ref in record.images:
-        h.update(image_digest(ref, record).encode())
-    return h.hexdigest()
+    texts = json.dumps([record.prompt, record.chosen, record.rejected], sort_keys=True, default=str)
+    return sha256_text(texts + "".join(image_digest(ref, record) for ref in record.images))
 
 
 def record_digests(records: list[PreferenceRecord], *, progress: bool = True) -> list[str | None]:

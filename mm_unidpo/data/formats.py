@@ -17,8 +17,8 @@ general ones (e.g. `trl` before `unidpo`, which both have prompt/chosen/rejected
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .records import BadRecordError, Message, PreferenceRecord, message_text
 
@@ -36,14 +36,15 @@ class UnknownFormatError(ValueError):
     """The format name is not registered, or no registered format matches the data's keys."""
 
 
-def register_format(name: str, *, signature: str,
-                    detect: Callable[[Row], bool]) -> Callable[[Converter], Converter]:
+def register_format(name: str, *, signature: str, detect: Callable[[Row], bool]) -> Callable[[Converter], Converter]:
     """Register a converter under `name`; `detect(first_row)` says whether data is in this format."""
+
     def decorator(fn: Converter) -> Converter:
         FORMATS[name] = fn
         _DETECT[name] = detect
         _SIGNATURES[name] = signature
         return fn
+
     return decorator
 
 
@@ -69,11 +70,14 @@ def detect_format(row: Row) -> str:
         keys = sorted(row.keys())
     else:
         keys = f"<not an object: {type(row).__name__}>"
-    raise UnknownFormatError(f"cannot detect the preference data format from the first record's keys {keys}; "
-                             f"known formats: {known_formats()}. Pass format=<name> to choose one.")
+    raise UnknownFormatError(
+        f"cannot detect the preference data format from the first record's keys {keys}; "
+        f"known formats: {known_formats()}. Pass format=<name> to choose one."
+    )
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def _record_id(row: Row) -> str | None:
     for key in ("id", "idx"):
@@ -94,14 +98,17 @@ def _first(row: Row, keys: tuple[str, ...], index: int, record_id: str | None) -
     for key in keys:  # present but null: let validation report the value itself
         if key in row:
             return row[key]
-    raise _bad(index, record_id, "missing_field", f"needs one of the fields {', '.join(keys)}; the row has {_keys(row)}")
+    raise _bad(
+        index, record_id, "missing_field", f"needs one of the fields {', '.join(keys)}; the row has {_keys(row)}"
+    )
 
 
 def _require(row: Row, keys: tuple[str, ...], index: int, record_id: str | None) -> None:
     missing = [key for key in keys if key not in row]
     if missing:
-        raise _bad(index, record_id, "missing_field", f"missing field(s) {', '.join(missing)}; the row has "
-                                                      f"{_keys(row)}")
+        raise _bad(
+            index, record_id, "missing_field", f"missing field(s) {', '.join(missing)}; the row has {_keys(row)}"
+        )
 
 
 def _keys(row: Row) -> str:
@@ -155,8 +162,11 @@ def _llava_turns(value: Any, name: str, index: int, record_id: str | None) -> li
     return turns
 
 
-@register_format("povid", signature="conversations, rejected_conversations, image",
-                 detect=lambda row: _has(row, "conversations", "rejected_conversations"))
+@register_format(
+    "povid",
+    signature="conversations, rejected_conversations, image",
+    detect=lambda row: _has(row, "conversations", "rejected_conversations"),
+)
 def convert_povid(row: Row, index: int) -> PreferenceRecord:
     """POVID: LLaVA-style `conversations` / `rejected_conversations` ({"from": "human"|"gpt", "value"}).
 
@@ -174,11 +184,22 @@ def convert_povid(row: Row, index: int) -> PreferenceRecord:
     # The rejected conversation may repeat the question (POVID's files do) or hold the answer only; if it
     # repeats it, it must be the same question, or the pair compares answers to two different prompts.
     if len(rejected_turns) > 1 and _turn_texts(rejected_turns[:-1]) != _turn_texts(context):
-        raise _bad(index, rid, "mismatched_prompts", "rejected_conversations asks a different question from "
-                                                     "conversations (the turns before the last gpt turn differ)")
+        raise _bad(
+            index,
+            rid,
+            "mismatched_prompts",
+            "rejected_conversations asks a different question from "
+            "conversations (the turns before the last gpt turn differ)",
+        )
     prompt: Any = context[0]["content"] if len(context) == 1 and context[0]["role"] == "user" else context
-    return PreferenceRecord(prompt=prompt, chosen=chosen_turns[-1]["content"],
-                            rejected=rejected_turns[-1]["content"], images=_images(row), id=rid, index=index)
+    return PreferenceRecord(
+        prompt=prompt,
+        chosen=chosen_turns[-1]["content"],
+        rejected=rejected_turns[-1]["content"],
+        images=_images(row),
+        id=rid,
+        index=index,
+    )
 
 
 def _turn_texts(turns: list[Message]) -> list[tuple[str, Any]]:
@@ -198,8 +219,9 @@ def _rating(value: Any) -> float | None:
     return rating if math.isfinite(rating) else None
 
 
-@register_format("vlfeedback", signature="instruction or prompt, completions, image",
-                 detect=lambda row: "completions" in row)
+@register_format(
+    "vlfeedback", signature="instruction or prompt, completions, image", detect=lambda row: "completions" in row
+)
 def convert_vlfeedback(row: Row, index: int) -> PreferenceRecord:
     """VLFeedback: several rated `completions`; the pair is highest vs lowest mean rating.
 
@@ -214,7 +236,7 @@ def convert_vlfeedback(row: Row, index: int) -> PreferenceRecord:
     completions = row["completions"]
     if not isinstance(completions, list):
         raise _bad(index, rid, "missing_field", "completions must be a list")
-    rated = []
+    rated: list[tuple[float, Any]] = []
     for completion in completions:
         if not isinstance(completion, dict):
             raise _bad(index, rid, "missing_field", "completions must be a list of objects")
@@ -225,18 +247,33 @@ def convert_vlfeedback(row: Row, index: int) -> PreferenceRecord:
         if ratings:
             rated.append((sum(ratings) / len(ratings), completion.get("response")))
     if len(rated) < 2:
-        raise _bad(index, rid, "no_preference", f"{len(rated)} of {len(completions)} completions are rated; "
-                                                f"need two to form a pair")
+        raise _bad(
+            index,
+            rid,
+            "no_preference",
+            f"{len(rated)} of {len(completions)} completions are rated; need two to form a pair",
+        )
     best = max(rated, key=lambda c: c[0])
     worst = min(rated, key=lambda c: c[0])
     if best[0] == worst[0]:
         raise _bad(index, rid, "no_preference", f"all {len(rated)} rated completions tie at mean rating {best[0]:g}")
-    return PreferenceRecord(prompt=prompt, chosen=best[1], rejected=worst[1], images=_images(row),
-                            score_chosen=best[0], score_rejected=worst[0], id=rid, index=index)
+    return PreferenceRecord(
+        prompt=prompt,
+        chosen=best[1],
+        rejected=worst[1],
+        images=_images(row),
+        score_chosen=best[0],
+        score_rejected=worst[0],
+        id=rid,
+        index=index,
+    )
 
 
-@register_format("rlaif_v", signature="question, chosen, rejected, image, optional idx/ds_name",
-                 detect=lambda row: _has(row, "question", "chosen", "rejected"))
+@register_format(
+    "rlaif_v",
+    signature="question, chosen, rejected, image, optional idx/ds_name",
+    detect=lambda row: _has(row, "question", "chosen", "rejected"),
+)
 def convert_rlaif_v(row: Row, index: int) -> PreferenceRecord:
     """RLAIF-V: `question`, `chosen`, `rejected`, one `image` ({"bytes", "path"} or a PIL image).
 
@@ -247,20 +284,24 @@ def convert_rlaif_v(row: Row, index: int) -> PreferenceRecord:
     _require(row, ("question", "chosen", "rejected"), index, rid)
     images = _images(row, ("image", "images"))
     if not images or any(image is None for image in images):
-        raise _bad(index, rid, "missing_image", "an rlaif_v row needs its image (the 'image' field is missing or "
-                                                "null)")
-    return PreferenceRecord(prompt=row["question"], chosen=_response(row["chosen"], "chosen", index, rid),
-                            rejected=_response(row["rejected"], "rejected", index, rid),
-                            images=images, id=rid, index=index)
+        raise _bad(index, rid, "missing_image", "an rlaif_v row needs its image (the 'image' field is missing or null)")
+    return PreferenceRecord(
+        prompt=row["question"],
+        chosen=_response(row["chosen"], "chosen", index, rid),
+        rejected=_response(row["rejected"], "rejected", index, rid),
+        images=images,
+        id=rid,
+        index=index,
+    )
 
 
 def _is_trl(row: Row) -> bool:
     return _has(row, "prompt", "chosen", "rejected") and any(
-        isinstance(row[key], list) for key in ("prompt", "chosen", "rejected"))
+        isinstance(row[key], list) for key in ("prompt", "chosen", "rejected")
+    )
 
 
-@register_format("trl", signature="prompt, chosen, rejected as chat message lists, images",
-                 detect=_is_trl)
+@register_format("trl", signature="prompt, chosen, rejected as chat message lists, images", detect=_is_trl)
 def convert_trl(row: Row, index: int) -> PreferenceRecord:
     """TRL conversational preference data: message lists; chosen/rejected become their assistant text.
 
@@ -268,14 +309,21 @@ def convert_trl(row: Row, index: int) -> PreferenceRecord:
     """
     rid = _record_id(row)
     _require(row, ("prompt", "chosen", "rejected"), index, rid)
-    return PreferenceRecord(prompt=row["prompt"], chosen=_response(row["chosen"], "chosen", index, rid),
-                            rejected=_response(row["rejected"], "rejected", index, rid),
-                            images=_images(row), id=rid, index=index)
+    return PreferenceRecord(
+        prompt=row["prompt"],
+        chosen=_response(row["chosen"], "chosen", index, rid),
+        rejected=_response(row["rejected"], "rejected", index, rid),
+        images=_images(row),
+        id=rid,
+        index=index,
+    )
 
 
-@register_format("unidpo", signature="instruction or prompt, chosen, rejected, optional score_chosen/"
-                                     "score_rejected, images or image, id",
-                 detect=lambda row: _has(row, "chosen", "rejected") and ("instruction" in row or "prompt" in row))
+@register_format(
+    "unidpo",
+    signature="instruction or prompt, chosen, rejected, optional score_chosen/score_rejected, images or image, id",
+    detect=lambda row: _has(row, "chosen", "rejected") and ("instruction" in row or "prompt" in row),
+)
 def convert_unidpo(row: Row, index: int) -> PreferenceRecord:
     """Our own format (also the Uni-DPO release): text or chat prompt, text responses, optional scores.
 
@@ -285,7 +333,13 @@ def convert_unidpo(row: Row, index: int) -> PreferenceRecord:
     rid = _record_id(row)
     prompt = _first(row, ("instruction", "prompt"), index, rid)
     _require(row, ("chosen", "rejected"), index, rid)
-    return PreferenceRecord(prompt=prompt, chosen=_response(row["chosen"], "chosen", index, rid),
-                            rejected=_response(row["rejected"], "rejected", index, rid),
-                            images=_images(row), score_chosen=row.get("score_chosen"),
-                            score_rejected=row.get("score_rejected"), id=rid, index=index)
+    return PreferenceRecord(
+        prompt=prompt,
+        chosen=_response(row["chosen"], "chosen", index, rid),
+        rejected=_response(row["rejected"], "rejected", index, rid),
+        images=_images(row),
+        score_chosen=row.get("score_chosen"),
+        score_rejected=row.get("score_rejected"),
+        id=rid,
+        index=index,
+    )

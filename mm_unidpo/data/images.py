@@ -32,8 +32,9 @@ DEFAULT_MAX_PIXELS = 4096 * 4096 * 4
 _WHITE = (255, 255, 255, 255)
 
 
-def resolve_image_path(path: str | os.PathLike, image_root: str | os.PathLike | None,
-                       record: PromptFields | None = None) -> Path:
+def resolve_image_path(
+    path: str | os.PathLike, image_root: str | os.PathLike | None, record: PromptFields | None = None
+) -> Path:
     """The absolute path of an image, refusing one that resolves outside `image_root`.
 
     Relative paths are joined to `image_root`; absolute paths are allowed only inside it. Symlinks are
@@ -45,8 +46,9 @@ def resolve_image_path(path: str | os.PathLike, image_root: str | os.PathLike | 
     root = Path(image_root).resolve()
     resolved = (root / path).resolve()  # an absolute `path` replaces root here
     if not resolved.is_relative_to(root):
-        raise BadRecordError(record, "image_outside_root",
-                             f"image path {str(path)!r} resolves outside the image root {str(root)!r}")
+        raise BadRecordError(
+            record, "image_outside_root", f"image path {str(path)!r} resolves outside the image root {str(root)!r}"
+        )
     return resolved
 
 
@@ -68,19 +70,21 @@ def _open(ref: ImageRef, image_root: str | os.PathLike | None, record: PromptFie
         return Image.open(source)
     except Image.DecompressionBombError as e:
         raise BadRecordError(record, "image_too_large", f"{what}: {e}") from None
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) on bad files
+    except Exception as e:  # noqa: BLE001 -- PIL raises many types (OSError, SyntaxError, ValueError...) on bad files
         raise BadRecordError(record, "corrupt_image", f"{what} cannot be read: {e}") from None
 
 
-def _check_size(image: Image.Image, max_pixels: int | None, record: PromptFields | None,
-                what: str) -> None:
+def _check_size(image: Image.Image, max_pixels: int | None, record: PromptFields | None, what: str) -> None:
     width, height = image.size
     if width <= 0 or height <= 0:
         raise BadRecordError(record, "corrupt_image", f"{what} has size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
-        raise BadRecordError(record, "image_too_large",
-                             f"{what} is {width}x{height} = {width * height} pixels, above the limit of "
-                             f"{max_pixels} (raise max_image_pixels if this is intended)")
+        raise BadRecordError(
+            record,
+            "image_too_large",
+            f"{what} is {width}x{height} = {width * height} pixels, above the limit of "
+            f"{max_pixels} (raise max_image_pixels if this is intended)",
+        )
 
 
 def _describe(ref: ImageRef) -> str:
@@ -91,9 +95,13 @@ def _describe(ref: ImageRef) -> str:
     return f"image {str(ref)!r}"
 
 
-def check_image(ref: ImageRef, image_root: str | os.PathLike | None,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
-                record: PromptFields | None = None) -> tuple[int, int]:
+def check_image(
+    ref: ImageRef,
+    image_root: str | os.PathLike | None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    *,
+    record: PromptFields | None = None,
+) -> tuple[int, int]:
     """Validate an image from its header only (no pixel decoding); returns its (width, height)."""
     image = _open(ref, image_root, record)
     try:
@@ -114,7 +122,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
-        array = np.asarray(image).astype(np.int64)
+        array: np.ndarray = np.asarray(image).astype(np.int64)
         # "I" is how some PIL versions/plugins hold 16-bit data: scale when values exceed 8 bits.
         if mode != "I" or array.max(initial=0) > 255:
             array = np.clip(array, 0, 65535) >> 8
@@ -132,9 +140,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(ref: ImageRef, image_root: str | os.PathLike | None, *,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               record: PromptFields | None = None) -> Image.Image:
+def load_image(
+    ref: ImageRef,
+    image_root: str | os.PathLike | None,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    record: PromptFields | None = None,
+) -> Image.Image:
     """Decode an image to RGB, checking its size from the header first.
 
     EXIF orientation is applied (as `datasets` does when it decodes images), so photos are upright.
@@ -152,7 +164,7 @@ def load_image(ref: ImageRef, image_root: str | os.PathLike | None, *,
             return to_rgb(image)
         except Image.DecompressionBombError as e:
             raise BadRecordError(record, "image_too_large", f"{what}: {e}") from None
-        except Exception as e:  # truncated data, bad chunks...: PIL raises assorted types
+        except Exception as e:  # noqa: BLE001 -- truncated data, bad chunks...: PIL raises assorted types
             raise BadRecordError(record, "corrupt_image", f"{what} cannot be decoded: {e}") from None
     finally:
         if opened is not ref:
@@ -171,7 +183,6 @@ def _strict_decoding() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def load_record_images(record: PromptFields, *,
-                       max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
+def load_record_images(record: PromptFields, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
     """All images of a record, decoded to RGB, resolved against the record's `image_root`."""
     return [load_image(ref, record.image_root, max_pixels=max_pixels, record=record) for ref in record.images]

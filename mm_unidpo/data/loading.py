@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import collections
 import io
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,16 +23,23 @@ from typing import Any
 
 from PIL import Image
 
+from mm_unidpo.io import write_jsonl
+
 from .formats import detect_format, get_converter
 from .images import DEFAULT_MAX_PIXELS, check_image, resolve_image_path
 from .records import BadRecordError, PreferenceRecord, SkipReport, validate_record
 from .sources import DataFileError, Source, guarded, open_rows
 
-__all__ = ["DataFileError", "DuplicateIdError", "PreferenceData", "duplicate_ids", "load_preference_data",
-           "save_preference_data"]
+__all__ = [
+    "DataFileError",
+    "DuplicateIdError",
+    "PreferenceData",
+    "duplicate_ids",
+    "load_preference_data",
+    "save_preference_data",
+]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -52,7 +58,10 @@ class PreferenceData:
         """Why there are no records, for an error message."""
         if self.num_rows == 0:
             return f"{self.source}: no preference records (the source is empty)"
-        return f"{self.source}: no usable preference records: all {self.num_rows} records were bad ({self.skips.summary()})"
+        return (
+            f"{self.source}: no usable preference records: all {self.num_rows} records were bad "
+            f"({self.skips.summary()})"
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -66,10 +75,18 @@ class PreferenceData:
 
 # --- the public entry points ---------------------------------------------------------------------
 
-def load_preference_data(source: Source, *, format: str | None = None, split: str | None = "train",
-                         image_root: str | os.PathLike | None = None, on_bad_record: str = "error",
-                         max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
-                         limit: int | None = None, unique_ids: bool = False) -> PreferenceData:
+
+def load_preference_data(
+    source: Source,
+    *,
+    format: str | None = None,
+    split: str | None = "train",
+    image_root: str | os.PathLike | None = None,
+    on_bad_record: str = "error",
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    limit: int | None = None,
+    unique_ids: bool = False,
+) -> PreferenceData:
     """Load preference records from a file, a saved dataset, a hub id or in-memory rows.
 
     Args:
@@ -136,26 +153,39 @@ def load_preference_data(source: Source, *, format: str | None = None, split: st
     else:
         logger.info("%s: loaded %d records as format %r", description, len(records), format)
     _check_ids(records, description, unique_ids)
-    return PreferenceData(records=records, skips=skips, format=format or "", source=description,
-                          max_image_pixels=max_image_pixels, num_rows=num_rows)
+    return PreferenceData(
+        records=records,
+        skips=skips,
+        format=format or "",
+        source=description,
+        max_image_pixels=max_image_pixels,
+        num_rows=num_rows,
+    )
 
 
-def _convert(convert: Any, row: Mapping[str, Any], index: int, format: str | None,
-             detected_from: int | None) -> PreferenceRecord:
+def _convert(
+    convert: Any, row: Mapping[str, Any], index: int, format: str | None, detected_from: int | None
+) -> PreferenceRecord:
     """`convert(row, index)`, with anything but a BadRecordError (a field of the wrong type deep in a
     converter) turned into one naming the record, and a hint when the format was detected from another row."""
     try:
         return convert(row, index)
     except BadRecordError as e:
         if e.reason == "missing_field" and detected_from is not None and detected_from != index:
-            e.args = (f"{e.args[0]} (the format {format!r} was detected from record {detected_from}; a file that "
-                      f"mixes formats needs one format per file)",)
+            e.args = (
+                f"{e.args[0]} (the format {format!r} was detected from record {detected_from}; a file that "
+                f"mixes formats needs one format per file)",
+            )
         raise
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as e:
         record_id = row.get("id", row.get("idx")) if isinstance(row, Mapping) else None
-        raise BadRecordError(None, "malformed_record", f"the {format} converter cannot read this row: "
-                                                       f"{type(e).__name__}: {e}", index=index,
-                             record_id=None if record_id is None else str(record_id)) from None
+        raise BadRecordError(
+            None,
+            "malformed_record",
+            f"the {format} converter cannot read this row: {type(e).__name__}: {e}",
+            index=index,
+            record_id=None if record_id is None else str(record_id),
+        ) from None
 
 
 def duplicate_ids(records: Iterable[PreferenceRecord]) -> dict[str, list[int | None]]:
@@ -171,10 +201,14 @@ def _check_ids(records: list[PreferenceRecord], description: str, unique: bool) 
     duplicates = duplicate_ids(records)
     if not duplicates:
         return
-    shown = "; ".join(f"{rid!r} at records {', '.join(map(str, indices[:4]))}{', ...' if len(indices) > 4 else ''}"
-                      for rid, indices in list(duplicates.items())[:5])
-    message = (f"{description}: {len(duplicates)} id(s) are held by more than one record "
-               f"({sum(map(len, duplicates.values()))} records): {shown}{'; ...' if len(duplicates) > 5 else ''}")
+    shown = "; ".join(
+        f"{rid!r} at records {', '.join(map(str, indices[:4]))}{', ...' if len(indices) > 4 else ''}"
+        for rid, indices in list(duplicates.items())[:5]
+    )
+    message = (
+        f"{description}: {len(duplicates)} id(s) are held by more than one record "
+        f"({sum(map(len, duplicates.values()))} records): {shown}{'; ...' if len(duplicates) > 5 else ''}"
+    )
     if unique:
         raise DuplicateIdError(message + " (ids must be unique: data.unique_ids is set)")
     logger.warning("%s", message)
@@ -194,14 +228,17 @@ def _saved_image(ref: Any, record: PreferenceRecord, root: Path) -> Any:
         return {"bytes_b64": base64.b64encode(ref).decode("ascii")}
     absolute = resolve_image_path(ref, record.image_root, record)
     if not absolute.is_relative_to(root):
-        raise ValueError(f"{record.where()}: image {str(ref)!r} ({absolute}) is outside the image root "
-                         f"{str(root)!r} of the saved file; pass image_root= a folder that contains it "
-                         f"(and load the file with the same image_root)")
+        raise ValueError(
+            f"{record.where()}: image {str(ref)!r} ({absolute}) is outside the image root "
+            f"{str(root)!r} of the saved file; pass image_root= a folder that contains it "
+            f"(and load the file with the same image_root)"
+        )
     return absolute.relative_to(root).as_posix()
 
 
-def save_preference_data(records: Iterable[PreferenceRecord], path: str | os.PathLike, *,
-                         image_root: str | os.PathLike | None = None) -> Path:
+def save_preference_data(
+    records: Iterable[PreferenceRecord], path: str | os.PathLike, *, image_root: str | os.PathLike | None = None
+) -> Path:
     """Write records as JSON lines in the `unidpo` format, readable back with `load_preference_data`.
 
     One object per line: id, prompt (text or chat messages), chosen, rejected, score_chosen,
@@ -213,17 +250,18 @@ def save_preference_data(records: Iterable[PreferenceRecord], path: str | os.Pat
     """
     path = Path(path)
     root = Path(image_root if image_root is not None else path.parent).resolve()
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                row: dict[str, Any] = {"id": record.id, "prompt": record.prompt, "chosen": record.chosen,
-                                       "rejected": record.rejected}
-                if record.score_chosen is not None or record.score_rejected is not None:
-                    row["score_chosen"], row["score_rejected"] = record.score_chosen, record.score_rejected
-                row["images"] = [_saved_image(ref, record, root) for ref in record.images]
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for record in records:
+            row: dict[str, Any] = {
+                "id": record.id,
+                "prompt": record.prompt,
+                "chosen": record.chosen,
+                "rejected": record.rejected,
+            }
+            if record.score_chosen is not None or record.score_rejected is not None:
+                row["score_chosen"], row["score_rejected"] = record.score_chosen, record.score_rejected
+            row["images"] = [_saved_image(ref, record, root) for ref in record.images]
+            yield row
+
+    return write_jsonl(path, rows())

@@ -14,7 +14,7 @@ import logging
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 # An image as a record may carry it: a path (relative to the dataset's image_root, or absolute inside
 # it), raw encoded bytes, or an already opened PIL image.
-ImageRef = Union[str, bytes, Image.Image]
+ImageRef = str | bytes | Image.Image
 # A chat message: {"role": "user", "content": "text with <image>"} or content as a list of parts
 # [{"type": "image"}, {"type": "text", "text": "..."}].
 Message = dict[str, Any]
@@ -62,7 +62,7 @@ class Prompt:
 class PreferenceRecord:
     """One preference pair: a prompt (with images), a preferred and a dispreferred response."""
 
-    prompt: Union[str, list[Message]]
+    prompt: str | list[Message]
     chosen: str
     rejected: str
     images: list[ImageRef] = field(default_factory=list)
@@ -80,8 +80,14 @@ class PreferenceRecord:
 class BadRecordError(ValueError):
     """A record that cannot be trained on. `reason` is a short, stable key used for skip counts."""
 
-    def __init__(self, record: PromptFields | None, reason: str, detail: str,
-                 index: int | None = None, record_id: str | None = None):
+    def __init__(
+        self,
+        record: PromptFields | None,
+        reason: str,
+        detail: str,
+        index: int | None = None,
+        record_id: str | None = None,
+    ):
         self.reason = reason
         self.index = record.index if record is not None else index
         self.record_id = record.id if record is not None else record_id
@@ -114,7 +120,7 @@ class SkipReport:
         self.examples.setdefault(error.reason, str(error))
         return True
 
-    def merged(self, *others: "SkipReport") -> "SkipReport":
+    def merged(self, *others: SkipReport) -> SkipReport:
         """One report of the skips of this and `others` (distinct stages that never see the same record)."""
         out = SkipReport()
         for report in (self, *others):
@@ -144,10 +150,25 @@ class SkipReport:
 # `malformed_record` a row a converter cannot read (a field of the wrong type); `mismatched_prompts` a
 # pair whose two conversations ask different questions.
 BAD_RECORD_REASONS = (
-    "missing_field", "invalid_json", "malformed_record", "bad_prompt", "placeholder_mismatch", "empty_response",
-    "non_string_response", "identical_responses", "mismatched_prompts", "bad_score", "missing_image",
-    "corrupt_image", "image_outside_root", "image_too_large", "no_preference", "prompt_too_long",
-    "template_mismatch", "images_for_text_model", "encode_failed",
+    "missing_field",
+    "invalid_json",
+    "malformed_record",
+    "bad_prompt",
+    "placeholder_mismatch",
+    "empty_response",
+    "non_string_response",
+    "identical_responses",
+    "mismatched_prompts",
+    "bad_score",
+    "missing_image",
+    "corrupt_image",
+    "image_outside_root",
+    "image_too_large",
+    "no_preference",
+    "prompt_too_long",
+    "template_mismatch",
+    "images_for_text_model",
+    "encode_failed",
 )
 # Scores are float32 tensors in the loss: a larger magnitude would become inf there.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -198,8 +219,13 @@ def count_placeholders(prompt: str | list[Message]) -> int:
     """Image slots in a prompt: `<image>` in any text plus {"type": "image"} parts of chat messages."""
     n = sum(text.count(IMAGE_PLACEHOLDER) for text in _iter_texts(prompt))
     if not isinstance(prompt, str):
-        n += sum(1 for m in prompt if not isinstance(m["content"], str)
-                 for part in m["content"] if part.get("type") == "image")
+        n += sum(
+            1
+            for m in prompt
+            if not isinstance(m["content"], str)
+            for part in m["content"]
+            if part.get("type") == "image"
+        )
     return n
 
 
@@ -240,8 +266,9 @@ def _check_messages(record: PromptFields, messages: Any) -> None:
         if not isinstance(content, list):
             raise BadRecordError(record, "bad_prompt", f"message {i}: content must be a string or a list of parts")
         for part in content:
-            ok = isinstance(part, dict) and (part.get("type") == "image" or (
-                part.get("type") == "text" and isinstance(part.get("text"), str)))
+            ok = isinstance(part, dict) and (
+                part.get("type") == "image" or (part.get("type") == "text" and isinstance(part.get("text"), str))
+            )
             if not ok:
                 raise BadRecordError(record, "bad_prompt", f"message {i}: unsupported content part {part!r:.80}")
 
@@ -257,8 +284,11 @@ def _score(record: PreferenceRecord, name: str, value: Any) -> float:
     if not math.isfinite(score):
         raise BadRecordError(record, "bad_score", f"{name} is {score}")
     if abs(score) > FLOAT32_MAX:
-        raise BadRecordError(record, "bad_score", f"{name} is {score:g}, beyond float32 (|score| <= 3.4e38), "
-                                                  f"where the loss computes with it")
+        raise BadRecordError(
+            record,
+            "bad_score",
+            f"{name} is {score:g}, beyond float32 (|score| <= 3.4e38), where the loss computes with it",
+        )
     return score
 
 
@@ -278,8 +308,7 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
     for name in ("chosen", "rejected"):
         value = getattr(record, name)
         if not isinstance(value, str):
-            raise BadRecordError(record, "non_string_response", f"{name} is not a string "
-                                                                f"(got {type(value).__name__})")
+            raise BadRecordError(record, "non_string_response", f"{name} is not a string (got {type(value).__name__})")
         if is_blank(value):
             what = "empty" if not value.strip() else "empty (only control or invisible characters)"
             raise BadRecordError(record, "empty_response", f"{name} is {what}")
@@ -306,8 +335,9 @@ def _check_prompt_shape(record: PromptFields) -> None:
     if isinstance(record.prompt, list):
         _check_messages(record, record.prompt)
     elif not isinstance(record.prompt, str):
-        raise BadRecordError(record, "bad_prompt", f"prompt must be text or a list of chat messages, "
-                                                   f"got {type(record.prompt).__name__}")
+        raise BadRecordError(
+            record, "bad_prompt", f"prompt must be text or a list of chat messages, got {type(record.prompt).__name__}"
+        )
 
 
 def _normalize_images(record: PromptFields) -> None:
@@ -321,5 +351,8 @@ def _normalize_images(record: PromptFields) -> None:
     if n == 0 and record.images:
         record.prompt = add_image_placeholders(record.prompt, len(record.images))
     elif n != len(record.images):
-        raise BadRecordError(record, "placeholder_mismatch",
-                             f"prompt has {n} image placeholder(s) but the record has {len(record.images)} image(s)")
+        raise BadRecordError(
+            record,
+            "placeholder_mismatch",
+            f"prompt has {n} image placeholder(s) but the record has {len(record.images)} image(s)",
+        )

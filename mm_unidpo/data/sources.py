@@ -17,16 +17,16 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .records import BadRecordError
 
-Source = Union[str, os.PathLike, Sequence[Mapping[str, Any]], Any]  # Any: a datasets (Iterable)Dataset
+Source = str | os.PathLike | Sequence[Mapping[str, Any]] | Any  # Any: a datasets (Iterable)Dataset
 _JSON_SUFFIXES = {".json"}
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 
-Row = Union[Mapping[str, Any], BadRecordError]
+Row = Mapping[str, Any] | BadRecordError
 
 
 class DataFileError(ValueError):
@@ -34,8 +34,12 @@ class DataFileError(ValueError):
     the position."""
 
 
-_BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32", codecs.BOM_UTF16_LE: "UTF-16",
-         codecs.BOM_UTF16_BE: "UTF-16"}  # UTF-32 first: its little-endian BOM starts like UTF-16's
+_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}  # UTF-32 first: its little-endian BOM starts like UTF-16's
 
 
 def _check_utf8(path: Path, data: bytes, *, line: int | None = None, offset: int = 0) -> str:
@@ -43,8 +47,10 @@ def _check_utf8(path: Path, data: bytes, *, line: int | None = None, offset: int
     if offset == 0:
         for bom, name in _BOMS.items():
             if data.startswith(bom):
-                raise DataFileError(f"{path} is {name}-encoded (it starts with a {name} byte-order mark); JSON data "
-                                    f"must be UTF-8: convert it, e.g. `iconv -f {name} -t UTF-8 {path.name} > out`")
+                raise DataFileError(
+                    f"{path} is {name}-encoded (it starts with a {name} byte-order mark); JSON data "
+                    f"must be UTF-8: convert it, e.g. `iconv -f {name} -t UTF-8 {path.name} > out`"
+                )
     skip = 3 if offset == 0 and data.startswith(codecs.BOM_UTF8) else 0
     try:
         return data[skip:].decode("utf-8")
@@ -52,9 +58,10 @@ def _check_utf8(path: Path, data: bytes, *, line: int | None = None, offset: int
         start = e.start + skip
         line = line if line is not None else data.count(b"\n", 0, start) + 1
         raise DataFileError(
-            f"{path}: line {line}, byte {offset + start}: {data[start:start + 4]!r} is not UTF-8 ({e.reason}). "
+            f"{path}: line {line}, byte {offset + start}: {data[start : start + 4]!r} is not UTF-8 ({e.reason}). "
             f"JSON data must be UTF-8; this file was written in another encoding (often Windows-1252 or Latin-1): "
-            f"convert it, e.g. `iconv -f WINDOWS-1252 -t UTF-8 {path.name} > out`") from None
+            f"convert it, e.g. `iconv -f WINDOWS-1252 -t UTF-8 {path.name} > out`"
+        ) from None
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
@@ -67,18 +74,20 @@ def _read_json(path: Path) -> Iterator[tuple[int, Row]]:
     except json.JSONDecodeError as e:
         at_end = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")  # no closing quote to EOF
         ending = " (the file ends there: it looks truncated)" if at_end else ""
-        raise DataFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} (character {e.pos}): "
-                            f"{e.msg}{ending}") from None
+        raise DataFileError(
+            f"{path}: invalid JSON at line {e.lineno}, column {e.colno} (character {e.pos}): {e.msg}{ending}"
+        ) from None
     except RecursionError:
-        raise DataFileError(f"{path}: nested too deeply to parse (more than ~{sys.getrecursionlimit()} levels)") from None
+        raise DataFileError(
+            f"{path}: nested too deeply to parse (more than ~{sys.getrecursionlimit()} levels)"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise DataFileError(f"{path}: expected a JSON list of records or an object with a list under 'data'")
     for index, row in enumerate(data):
         if not isinstance(row, dict):
-            row = BadRecordError(None, "invalid_json", f"expected a JSON object, got {type(row).__name__}",
-                                 index=index)
+            row = BadRecordError(None, "invalid_json", f"expected a JSON object, got {type(row).__name__}", index=index)
         yield index, row
 
 
@@ -97,8 +106,12 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 row = BadRecordError(None, "invalid_json", f"line {line_number}: {e}", index=index)
             except RecursionError:
-                row = BadRecordError(None, "invalid_json", f"line {line_number}: nested too deeply to parse "
-                                                           f"(more than ~{sys.getrecursionlimit()} levels)", index=index)
+                row = BadRecordError(
+                    None,
+                    "invalid_json",
+                    f"line {line_number}: nested too deeply to parse (more than ~{sys.getrecursionlimit()} levels)",
+                    index=index,
+                )
             yield index, row
             index += 1
 
@@ -110,8 +123,9 @@ def _no_decode(feature: Any) -> Any:
     import datasets
 
     # Only media types: Json also has a `decode` flag, and we do want JSON values decoded.
-    media = tuple(getattr(datasets, name) for name in ("Image", "Audio", "Video", "Pdf", "Nifti")
-                  if hasattr(datasets, name))
+    media = tuple(
+        getattr(datasets, name) for name in ("Image", "Audio", "Video", "Pdf", "Nifti") if hasattr(datasets, name)
+    )
     if isinstance(feature, dict):  # Features is a dict
         return type(feature)({key: _no_decode(value) for key, value in feature.items()})
     if hasattr(feature, "feature"):  # List / LargeList / Sequence
@@ -146,8 +160,11 @@ def _read_dataset(dataset: Any, batch_size: int = 64) -> Iterator[tuple[int, Row
 
 
 def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() \
+    return (
+        (path / "dataset_info.json").is_file()
+        or (path / "dataset_dict.json").is_file()
         or (path / "state.json").is_file()
+    )
 
 
 def _pick_split(dataset: Any, split: str | None, where: str) -> Any:
@@ -167,14 +184,17 @@ def _load_parquet(path: Path) -> Any:
 
     try:
         rows = pq.ParquetFile(path).metadata.num_rows
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError on a damaged file
-        raise DataFileError(f"{path}: not a readable Parquet file ({path.stat().st_size} bytes): {e}. A truncated "
-                            f"download or copy has no footer: fetch or write the file again") from None
+    except Exception as e:  # noqa: BLE001 -- pyarrow raises ArrowInvalid / OSError on a damaged file
+        raise DataFileError(
+            f"{path}: not a readable Parquet file ({path.stat().st_size} bytes): {e}. A truncated "
+            f"download or copy has no footer: fetch or write the file again"
+        ) from None
     try:
         return datasets.load_dataset("parquet", data_files=str(path), split="train")
-    except Exception as e:  # a damaged row group surfaces here, deep inside datasets / pyarrow
-        raise DataFileError(f"{path}: cannot read the Parquet data ({rows} rows in its footer): "
-                            f"{type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- a damaged row group surfaces here, deep inside datasets / pyarrow
+        raise DataFileError(
+            f"{path}: cannot read the Parquet data ({rows} rows in its footer): {type(e).__name__}: {e}"
+        ) from None
 
 
 def guarded(rows: Iterator[tuple[int, Row]], description: str) -> Iterator[tuple[int, Row]]:
@@ -187,9 +207,10 @@ def guarded(rows: Iterator[tuple[int, Row]], description: str) -> Iterator[tuple
             return
         except DataFileError:
             raise
-        except Exception as e:
-            raise DataFileError(f"{description}: reading failed after {position} records: "
-                                f"{type(e).__name__}: {e}") from None
+        except Exception as e:  # noqa: BLE001 (reported with the record's position)
+            raise DataFileError(
+                f"{description}: reading failed after {position} records: {type(e).__name__}: {e}"
+            ) from None
         position += 1
         yield item
 
@@ -202,7 +223,7 @@ def open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, Ro
         return _read_dataset(source), Path.cwd(), "in-memory dataset"
     if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
         return ((i, dict(row)) for i, row in enumerate(source)), Path.cwd(), "in-memory records"
-    path = Path(source).expanduser()
+    path = Path(source).expanduser()  # type: ignore[arg-type]  # the other kinds are handled above
     if path.is_dir():
         if _is_saved_dataset(path):
             loaded = _pick_split(datasets.load_from_disk(str(path)), split, str(path))
@@ -219,8 +240,11 @@ def open_rows(source: Source, split: str | None) -> tuple[Iterator[tuple[int, Ro
             return _read_dataset(_load_parquet(path)), path.parent, str(path)
         raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .json, .jsonl or .parquet")
     text = str(source)
-    if suffix in _JSON_SUFFIXES | _JSONL_SUFFIXES | _PARQUET_SUFFIXES or path.is_absolute() \
-            or text.startswith((".", "~")):
+    if (
+        suffix in _JSON_SUFFIXES | _JSONL_SUFFIXES | _PARQUET_SUFFIXES
+        or path.is_absolute()
+        or text.startswith((".", "~"))
+    ):
         raise FileNotFoundError(f"preference data file {text!r} does not exist")
     # Anything else is a hub dataset id ("owner/name"); datasets raises a clear error if it is not one.
     loaded = _pick_split(datasets.load_dataset(text, split=split), split, text)

@@ -22,24 +22,40 @@ import logging
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+from mm_unidpo.errors import UsageError
+
+from .math_task import main as math_main
+from .pipeline import METHODS, DemoConfig, run_seed
+from .report import write_report
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mm-unidpo demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", help="report folder (default: runs/demo; runs/demo_math for --task math)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds; >1 reports mean ± std")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--tiny", "--smoke", dest="tiny", action="store_true",
-                        help="tiny sizes and a few steps per stage (a smoke test, numbers are meaningless)")
+    parser.add_argument(
+        "--tiny",
+        "--smoke",
+        dest="tiny",
+        action="store_true",
+        help="tiny sizes and a few steps per stage (a smoke test, numbers are meaningless)",
+    )
     parser.add_argument("--task", choices=("vlm", "math"), default="vlm")
     parser.add_argument("--methods", default="dpo,unidpo,adadpo", help="comma-separated subset of the objectives")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: 1 for the VLM task, whose ops are too small to split; 2 for math)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 for the VLM task, whose ops are too small to split; 2 for math)",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep library INFO logs")
     return parser
 
@@ -80,20 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or (2 if args.task == "math" else 1)
     with _quiet(args.verbose, threads):
         if args.task == "math":
-            from .math_task import main as math_main
-
             return math_main(args, list(argv or []))
         return _vlm(args, list(argv or []))
 
 
 def _vlm(args: argparse.Namespace, argv: list[str]) -> int:
-    from .pipeline import METHODS, DemoConfig, run_seed
-    from .report import write_report
-
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     config = DemoConfig.tiny() if args.tiny else DemoConfig()
     config.methods = methods
     out = Path(args.out or "runs/demo")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mm_unidpo.evaluation.hallucination import chair_scores
+from mm_unidpo.evaluation.lmms.cli import tasks_dir
 
 from .judge import MATCHER, caption_score
 from .world import CAPTION_PROMPT, OBJECTS, PARTNER, QUESTION, Scene, cooccurrence, frequency
@@ -57,8 +58,11 @@ def pope_questions(scenes: list[Scene], train_scenes: list[Scene], seed: int) ->
         positives = [str(o) for o in rng.choice(present, size=n, replace=False)]
         by_freq = sorted(absent, key=lambda o: (-freq[o], o))
         by_cooc = sorted(absent, key=lambda o: (-sum(cooc[p][o] for p in present), o))
-        negatives = {"random": [str(o) for o in rng.choice(absent, size=n, replace=False)],
-                     "popular": by_freq[:n], "adversarial": by_cooc[:n]}
+        negatives = {
+            "random": [str(o) for o in rng.choice(absent, size=n, replace=False)],
+            "popular": by_freq[:n],
+            "adversarial": by_cooc[:n],
+        }
         for split in SPLITS:
             out[split] += [Question(k, o, "yes") for o in positives]
             out[split] += [Question(k, o, "no") for o in negatives[split]]
@@ -68,12 +72,12 @@ def pope_questions(scenes: list[Scene], train_scenes: list[Scene], seed: int) ->
 def write_tasks(folder: Path, scenes: list[Scene], questions: dict[str, list[Question]]) -> Path:
     """The held-out scenes as lmms-eval tasks in `folder` (pass it as an include path): one POPE task per
     split and a CHAIR task whose documents name the demo's object table."""
-    from mm_unidpo.evaluation.lmms.cli import tasks_dir
-
     ours = tasks_dir().resolve()
     if not (ours / "_pope.yaml").is_file():
-        raise FileNotFoundError(f"the demo evaluates with the task configs in the repository's eval/ folder, not "
-                                f"found at {ours}: run it from a clone (or set MM_UNIDPO_EVAL_TASKS)")
+        raise FileNotFoundError(
+            f"the demo evaluates with the task configs in the repository's eval/ folder, not "
+            f"found at {ours}: run it from a clone (or set MM_UNIDPO_EVAL_TASKS)"
+        )
     folder = folder.resolve()
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for scene in scenes:
@@ -87,34 +91,67 @@ def write_tasks(folder: Path, scenes: list[Scene], questions: dict[str, list[Que
             f"include: {ours / base}\ntask: {name}\ndataset_kwargs:\n  data_files:\n    test: {folder / name}.jsonl\n"
             f"  cache_dir: {folder / 'datasets_cache'}\ngeneration_kwargs:\n"
             f"  max_new_tokens: {generation['max_new_tokens']}\n  temperature: 0\n  do_sample: false\n{until}"
-            "lmms_eval_specific_kwargs:\n  default:\n    pre_prompt: \"\"\n    post_prompt: \"\"\n", encoding="utf-8")
+            'lmms_eval_specific_kwargs:\n  default:\n    pre_prompt: ""\n    post_prompt: ""\n',
+            encoding="utf-8",
+        )
 
     common = {"image_root": str(folder)}
     for split in SPLITS:
-        docs = [{"question_id": i, "image": f"images/{scenes[q.scene].id}.png", "text": QUESTION.format(q.object),
-                 "label": q.label, "scene": q.scene, **common} for i, q in enumerate(questions[split])]
+        docs = [
+            {
+                "question_id": i,
+                "image": f"images/{scenes[q.scene].id}.png",
+                "text": QUESTION.format(q.object),
+                "label": q.label,
+                "scene": q.scene,
+                **common,
+            }
+            for i, q in enumerate(questions[split])
+        ]
         write(POPE_TASKS[split], docs, "_pope.yaml", {"max_new_tokens": POPE_MAX_NEW_TOKENS})
-    docs = [{"image_id": k, "image": f"images/{s.id}.png", "objects": list(s.objects), "prompt": CAPTION_PROMPT,
-             "synonyms": str(folder / "objects.txt"), **common} for k, s in enumerate(scenes)]
+    docs = [
+        {
+            "image_id": k,
+            "image": f"images/{s.id}.png",
+            "objects": list(s.objects),
+            "prompt": CAPTION_PROMPT,
+            "synonyms": str(folder / "objects.txt"),
+            **common,
+        }
+        for k, s in enumerate(scenes)
+    ]
     write(CHAIR_TASK, docs, "_chair.yaml", {"max_new_tokens": CAPTION_MAX_NEW_TOKENS, "until": []})
     return folder
 
 
-def evaluate_model(model: Any, processor: Any, scenes: list[Scene], tasks: Path, *, batch_size: int = 64,
-                   name: str = "model", results_path: Path | None = None) -> dict[str, Any]:
+def evaluate_model(
+    model: Any,
+    processor: Any,
+    scenes: list[Scene],
+    tasks: Path,
+    *,
+    batch_size: int = 64,
+    name: str = "model",
+    results_path: Path | None = None,
+) -> dict[str, Any]:
     """POPE per split and averaged over the splits, CHAIR on greedy captions, and the captions, from one
     lmms-eval run of the tasks in `tasks` (see :func:`write_tasks`) with our model class around `model`."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: no hub round trips
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    from mm_unidpo.evaluation.lmms.model import MMUniDPO
+    from mm_unidpo.evaluation.lmms.model import MMUniDPO  # lazy: imports lmms-eval (optional, slow)
 
     lm = MMUniDPO(model=model, processor=processor, device="cpu", batch_size=batch_size)
     print(f"{name}: lmms-eval, model mm_unidpo, tasks {', '.join([*POPE_TASKS.values(), CHAIR_TASK])}", flush=True)
-    out = simple_evaluate(model=lm, tasks=[*POPE_TASKS.values(), CHAIR_TASK], bootstrap_iters=0, log_samples=True,
-                          task_manager=TaskManager("WARNING", include_path=[str(tasks)], include_defaults=False),
-                          verbosity="WARNING")
+    out = simple_evaluate(
+        model=lm,
+        tasks=[*POPE_TASKS.values(), CHAIR_TASK],
+        bootstrap_iters=0,
+        log_samples=True,
+        task_manager=TaskManager("WARNING", include_path=[str(tasks)], include_defaults=False),
+        verbosity="WARNING",
+    )
     if out is None:
         raise RuntimeError(f"lmms-eval returned no results for {name}")
     samples = out.pop("samples")
@@ -139,11 +176,15 @@ def evaluate_model(model: Any, processor: Any, scenes: list[Scene], tasks: Path,
     return {
         "pope": pope,
         "pope_splits": splits,
-        "chair": {"chair_s": _finite(metrics[CHAIR_TASK]["chair_s,none"]),
-                  "chair_i": _finite(metrics[CHAIR_TASK]["chair_i,none"]),
-                  "recall": _finite(metrics[CHAIR_TASK]["chair_recall,none"]), "n": chair.n,
-                  "mentioned": chair.mentioned, "hallucinated": chair.hallucinated,
-                  "companion_share": companions / len(hallucinated) if hallucinated else None},
+        "chair": {
+            "chair_s": _finite(metrics[CHAIR_TASK]["chair_s,none"]),
+            "chair_i": _finite(metrics[CHAIR_TASK]["chair_i,none"]),
+            "recall": _finite(metrics[CHAIR_TASK]["chair_recall,none"]),
+            "n": chair.n,
+            "mentioned": chair.mentioned,
+            "hallucinated": chair.hallucinated,
+            "companion_share": companions / len(hallucinated) if hallucinated else None,
+        },
         "judge_caption_score": float(np.mean(judge)) if judge else 0.0,
         "captions": captions,
     }

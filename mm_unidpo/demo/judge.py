@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
 
+from mm_unidpo.data.images import resolve_image_path
 from mm_unidpo.evaluation.hallucination import ObjectMatcher, normalize_yes_no
 from mm_unidpo.onpolicy.judges.objects import object_score, parse_truth
 
@@ -50,8 +51,6 @@ def ground_truth(record: Any) -> list[tuple[str | None, str]]:
 
 
 def _open(ref: Any, root: str | None) -> Image.Image:
-    from mm_unidpo.data.images import resolve_image_path
-
     if isinstance(ref, Image.Image):
         return ref
     if isinstance(ref, Mapping) and ref.get("bytes_b64") is not None:
@@ -68,7 +67,7 @@ def caption_score(response: str, truth: list[tuple[str | None, str]]) -> float:
     return object_score(response, truth, MATCHER, COLOURS)[0]
 
 
-def yes_no_score(response: str, asked: str, truth: list[tuple[str | None, str]]) -> float:
+def yes_no_score(response: str, asked: str, truth: Sequence[tuple[str | None, str]]) -> float:
     """10 for the right answer about object `asked`, 0 for the wrong one or an ambiguous answer."""
     answer = normalize_yes_no(response, obj=asked)
     right = "yes" if asked in {name for _, name in truth} else "no"
@@ -76,8 +75,11 @@ def yes_no_score(response: str, asked: str, truth: list[tuple[str | None, str]])
 
 
 def _prompt_text(record: Any) -> str:
-    prompt = record.get("prompt", record.get("instruction", "")) if isinstance(record, Mapping) \
+    prompt = (
+        record.get("prompt", record.get("instruction", ""))
+        if isinstance(record, Mapping)
         else getattr(record, "prompt", "")
+    )
     if isinstance(prompt, list):  # chat messages
         parts = []
         for message in prompt:

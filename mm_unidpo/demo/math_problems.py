@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from mm_unidpo.evaluation.math import extract_answer, is_equivalent
+
 NAMES = ("Tom", "Mia", "Sam", "Ava", "Leo", "Zoe", "Max", "Ella")
 ITEMS = ("apples", "pencils", "stickers", "marbles", "cookies", "books", "stamps", "shells")
-INSTRUCTION = "Solve it step by step, then finish with \"The answer is N.\""
+INSTRUCTION = 'Solve it step by step, then finish with "The answer is N."'
 ANSWER_PHRASE = re.compile(r"the answer is\s*:?\s*\$?-?\d", re.IGNORECASE)
 CORRECT, FORMAT, CONCISE = 7.0, 2.0, 1.0  # score parts (sum 10)
 CONCISE_WORDS = 120
@@ -71,8 +73,6 @@ def make_problems(n: int, seed: int) -> list[Problem]:
 
 
 def is_correct(response: str, answer: int | str) -> bool:
-    from mm_unidpo.evaluation.math import extract_answer, is_equivalent
-
     return is_equivalent(extract_answer(response or "", "gsm8k"), str(answer))
 
 

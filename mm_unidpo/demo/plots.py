@@ -45,20 +45,36 @@ def _value(tree: dict[str, Any] | None, *path: str) -> float:
     return float(node) if isinstance(node, (int, float)) else float("nan")
 
 
-def _grouped(ax, groups: list[str], methods: list[str], values, errors, labels: dict[str, str],
-             fmt: str = "{:.2f}") -> None:
+def _grouped(
+    ax, groups: list[str], methods: list[str], values, errors, labels: dict[str, str], fmt: str = "{:.2f}"
+) -> None:
     width = 0.8 / len(methods)
     x = np.arange(len(groups))
     for j, m in enumerate(methods):
         offset = x + (j - (len(methods) - 1) / 2) * width
-        bars = ax.bar(offset, values[j], width * 0.92, color=COLOURS.get(m, "#999"), label=labels.get(m, m),
-                      yerr=errors[j] if errors is not None else None, capsize=2, error_kw={"lw": 0.8})
+        bars = ax.bar(
+            offset,
+            values[j],
+            width * 0.92,
+            color=COLOURS.get(m, "#999"),
+            label=labels.get(m, m),
+            yerr=errors[j] if errors is not None else None,
+            capsize=2,
+            error_kw={"lw": 0.8},
+        )
         spreads = errors[j] if errors is not None else [0.0] * len(values[j])
         for bar, v, e in zip(bars, values[j], spreads):
             if np.isfinite(v):
                 top = bar.get_height() + (e if np.isfinite(e) else 0.0)  # above the error bar
-                ax.text(bar.get_x() + bar.get_width() / 2, top + 0.01, fmt.format(v), ha="center",
-                        va="bottom", fontsize=6.5, rotation=90 if len(methods) > 3 and len(groups) > 1 else 0)
+                ax.text(
+                    bar.get_x() + bar.get_width() / 2,
+                    top + 0.01,
+                    fmt.format(v),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    rotation=90 if len(methods) > 3 and len(groups) > 1 else 0,
+                )
     ax.set_xticks(x, groups)
     ax.grid(axis="y", alpha=0.3)
 
@@ -72,17 +88,27 @@ def _legend_below(fig, ax, n: int) -> None:
 def metric_bars(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, labels: dict[str, str]) -> str:
     plt = _plt()
     methods = list(mean)
-    panels = [("POPE (mean of 3 splits) — higher is better", [("pope", "accuracy", "accuracy"), ("pope", "f1", "F1"),
-                                                                ("pope_splits", "adversarial", "adversarial acc")]),
-              ("captions — CHAIR lower is better, recall higher", [("chair", "chair_s", "CHAIR_s"),
-                                                                    ("chair", "chair_i", "CHAIR_i"),
-                                                                    ("chair", "recall", "recall")])]
+    panels = [
+        (
+            "POPE (mean of 3 splits) — higher is better",
+            [("pope", "accuracy", "accuracy"), ("pope", "f1", "F1"), ("pope_splits", "adversarial", "adversarial acc")],
+        ),
+        (
+            "captions — CHAIR lower is better, recall higher",
+            [("chair", "chair_s", "CHAIR_s"), ("chair", "chair_i", "CHAIR_i"), ("chair", "recall", "recall")],
+        ),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, (title, items) in zip(axes, panels):
+
         def pick(tree, item):
             section, key, _ = item
-            return _value(tree, "pope_splits", "adversarial", "accuracy") if key == "adversarial" \
+            return (
+                _value(tree, "pope_splits", "adversarial", "accuracy")
+                if key == "adversarial"
                 else _value(tree, section, key)
+            )
+
         values = [[pick(mean[m], it) for it in items] for m in methods]
         errors = [[pick(std[m], it) for it in items] for m in methods] if std else None
         _grouped(ax, [it[2] for it in items], methods, values, errors, labels)
@@ -96,8 +122,10 @@ def pope_splits(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, la
     plt = _plt()
     methods = list(mean)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, key, title in ((axes[0], "accuracy", "POPE accuracy by split"),
-                           (axes[1], "yes_ratio", "share of \"yes\" answers (0.5 = unbiased)")):
+    for ax, key, title in (
+        (axes[0], "accuracy", "POPE accuracy by split"),
+        (axes[1], "yes_ratio", 'share of "yes" answers (0.5 = unbiased)'),
+    ):
         values = [[_value(mean[m], "pope_splits", s, key) for s in SPLITS] for m in methods]
         errors = [[_value(std[m], "pope_splits", s, key) for s in SPLITS] for m in methods] if std else None
         _grouped(ax, list(SPLITS), methods, values, errors, labels)
@@ -108,22 +136,27 @@ def pope_splits(mean: dict[str, Any], std: dict[str, Any] | None, path: Path, la
     return _save(fig, path, tight=False)  # _legend_below laid the figure out
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType sizes
         return ImageFont.load_default()
 
 
-def example_gallery(images: list[Image.Image], examples: list[dict[str, Any]], path: Path,
-                    labels: dict[str, str], rows: int = 8) -> str:
+def example_gallery(
+    images: list[Image.Image], examples: list[dict[str, Any]], path: Path, labels: dict[str, str], rows: int = 8
+) -> str:
     """Held-out scenes with every method's greedy caption; object words coloured by the ground truth.
     Shown: the first scenes where the SFT caption hallucinates (3/4 of the rows), then the first where it
     does not."""
-    bad = [i for i, e in enumerate(examples) if any(o not in e["objects"] for o in MATCHER.objects_in(e["captions"]["sft"]))]
+    bad = [
+        i
+        for i, e in enumerate(examples)
+        if any(o not in e["objects"] for o in MATCHER.objects_in(e["captions"]["sft"]))
+    ]
     good = [i for i in range(len(examples)) if i not in bad]
     n_bad = min(len(bad), rows * 3 // 4)
-    chosen = bad[:n_bad] + good[:rows - n_bad]
+    chosen = bad[:n_bad] + good[: rows - n_bad]
     zoom, pad, line, top = 128, 10, 22, 30
     methods = list(examples[0]["captions"]) if examples else []
     font = _font(15)
@@ -132,16 +165,26 @@ def example_gallery(images: list[Image.Image], examples: list[dict[str, Any]], p
     sheet = Image.new("RGB", (width, max(height, 1)), "white")
     draw = ImageDraw.Draw(sheet)
     x = pad
-    for text, colour in ((f"Held-out scenes: the first {n_bad} where the SFT caption hallucinates, then the first "
-                          f"{len(chosen) - n_bad} where it does not.   ", (0, 0, 0)), ("in the image", GREEN),
-                         ("   ", (0, 0, 0)), ("not in the image", RED), ("   ", (0, 0, 0)), ("repeated", ORANGE)):
+    for text, colour in (
+        (
+            f"Held-out scenes: the first {n_bad} where the SFT caption hallucinates, then the first "
+            f"{len(chosen) - n_bad} where it does not.   ",
+            (0, 0, 0),
+        ),
+        ("in the image", GREEN),
+        ("   ", (0, 0, 0)),
+        ("not in the image", RED),
+        ("   ", (0, 0, 0)),
+        ("repeated", ORANGE),
+    ):
         draw.text((x, 8), text, fill=colour, font=font)
         x += int(draw.textlength(text, font=font))
     for r, i in enumerate(chosen):
         y = top + pad + r * (zoom + pad)
         sheet.paste(images[i].resize((zoom, zoom), Image.Resampling.NEAREST), (pad, y))
-        draw.text((zoom + 2 * pad, y), "truth: " + examples[i]["annotation"].replace(";", ", "), fill=(60, 60, 60),
-                  font=font)
+        draw.text(
+            (zoom + 2 * pad, y), "truth: " + examples[i]["annotation"].replace(";", ", "), fill=(60, 60, 60), font=font
+        )
         for j, m in enumerate(methods):
             x = zoom + 2 * pad
             ty = y + line * (j + 1) + 4
@@ -153,8 +196,15 @@ def example_gallery(images: list[Image.Image], examples: list[dict[str, Any]], p
                     draw.text((x, ty), "…", fill=(0, 0, 0), font=font)
                     break
                 name = MATCHER.canonical(word.strip(".,").lower())
-                colour = ((0, 0, 0) if name is None else RED if name not in examples[i]["objects"]
-                          else ORANGE if name in named else GREEN)
+                colour = (
+                    (0, 0, 0)
+                    if name is None
+                    else RED
+                    if name not in examples[i]["objects"]
+                    else ORANGE
+                    if name in named
+                    else GREEN
+                )
                 named.add(name or "")
                 draw.text((x, ty), word, fill=colour, font=font)
                 x += int(draw.textlength(word + " ", font=font))
@@ -169,8 +219,11 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 
 def training_curves(out: Path, methods: list[str], path: Path, labels: dict[str, str]) -> str | None:
     plt = _plt()
-    keys = [("loss", "training loss (each objective on its own scale)"), ("rewards/margins", "reward margin"),
-            ("rewards/accuracies", "reward accuracy")]
+    keys = [
+        ("loss", "training loss (each objective on its own scale)"),
+        ("rewards/margins", "reward margin"),
+        ("rewards/accuracies", "reward accuracy"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     drawn = False
     for m in methods:
@@ -194,9 +247,11 @@ def training_curves(out: Path, methods: list[str], path: Path, labels: dict[str,
 def pair_weights(out: Path, path: Path, labels: dict[str, str]) -> str | None:
     """Uni-DPO's quality and performance weights and AdaDPO's balance coefficient, per pair, early vs late."""
     plt = _plt()
-    panels = [("unidpo", "weights/quality", "Uni-DPO quality weight σ(η·ΔS)"),
-              ("unidpo", "weights/perf", "Uni-DPO performance weight"),
-              ("adadpo", "balance/coef", "AdaDPO balance coefficient c_w")]
+    panels = [
+        ("unidpo", "weights/quality", "Uni-DPO quality weight σ(η·ΔS)"),
+        ("unidpo", "weights/perf", "Uni-DPO performance weight"),
+        ("adadpo", "balance/coef", "AdaDPO balance coefficient c_w"),
+    ]
     present = []
     for method, key, title in panels:
         file = out / method / "pair_weights.json"
@@ -215,11 +270,24 @@ def pair_weights(out: Path, path: Path, labels: dict[str, str]) -> str | None:
         span = (0.5, 1.0) if key == "weights/quality" else (0.0, max(1.0, float(values.max())))
         early, late = values[steps <= half], values[steps > half]
         if len(early):
-            ax.hist(early, bins=25, range=span, color=COLOURS.get(method), alpha=0.35,
-                    label=f"first half of training (n={len(early)})")
+            ax.hist(
+                early,
+                bins=25,
+                range=span,
+                color=COLOURS.get(method),
+                alpha=0.35,
+                label=f"first half of training (n={len(early)})",
+            )
         if len(late):
-            ax.hist(late, bins=25, range=span, color=COLOURS.get(method), histtype="step", lw=1.8,
-                    label=f"second half (n={len(late)})")
+            ax.hist(
+                late,
+                bins=25,
+                range=span,
+                color=COLOURS.get(method),
+                histtype="step",
+                lw=1.8,
+                label=f"second half (n={len(late)})",
+            )
         ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("weight")
@@ -248,8 +316,9 @@ def sft_curves(logs: dict[str, list[dict[str, Any]]], path: Path) -> str:
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
-    for ax, (name, title) in zip(axes, (("vision", "vision pretraining loss (quadrant object + colour)"),
-                                        ("sft", "SFT loss (answer tokens)"))):
+    for ax, (name, title) in zip(
+        axes, (("vision", "vision pretraining loss (quadrant object + colour)"), ("sft", "SFT loss (answer tokens)"))
+    ):
         points = [(e["step"], e["loss"]) for e in logs.get(name, []) if "loss" in e and "step" in e]
         if points:
             ax.plot(*zip(*points), color="#4c72b0", lw=1.4)

@@ -19,6 +19,18 @@ from typing import Any
 import numpy as np
 
 from mm_unidpo.data import PreferenceRecord, save_preference_data
+from mm_unidpo.onpolicy import (
+    GenerateConfig,
+    HFSampler,
+    PairConfig,
+    build_pairs,
+    generate_samples,
+    judge_samples,
+    judged_means,
+    load_prompts,
+    make_judge,
+    record_of,
+)
 
 from .judge import MATCHER, yes_no_score
 from .sft import question_objects
@@ -54,36 +66,61 @@ def write_prompts(scenes: list[Scene], work_dir: Path) -> Path:
     path = work_dir / "prompts.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for scene in scenes:
-            row = {"id": scene.id, "prompt": f"<image>\n{CAPTION_PROMPT}",
-                   "images": [f"images/preference/{save_scene(scene, image_dir)}"],
-                   "objects": [t.phrase() for t in scene.things]}
+            row = {
+                "id": scene.id,
+                "prompt": f"<image>\n{CAPTION_PROMPT}",
+                "images": [f"images/preference/{save_scene(scene, image_dir)}"],
+                "objects": [t.phrase() for t in scene.things],
+            }
             f.write(json.dumps(row) + "\n")
     return path
 
 
-def build_preferences(model: Any, processor: Any, scenes: list[Scene], work_dir: Path, *, samples: int,
-                      temperature: float, seed: int, batch_size: int = 32) -> tuple[Path, PreferenceStats]:
+def build_preferences(
+    model: Any,
+    processor: Any,
+    scenes: list[Scene],
+    work_dir: Path,
+    *,
+    samples: int,
+    temperature: float,
+    seed: int,
+    batch_size: int = 32,
+) -> tuple[Path, PreferenceStats]:
     """Sample, judge, pair and save. Returns the JSONL path and the statistics."""
     import time
-
-    from mm_unidpo.onpolicy import (GenerateConfig, HFSampler, PairConfig, build_pairs, generate_samples,
-                                    judge_samples, judged_means, load_prompts, make_judge, record_of)
 
     clock = time.perf_counter()
     prompts = load_prompts(write_prompts(scenes, work_dir)).records
     config = GenerateConfig(n=samples, temperature=temperature, max_new_tokens=32, batch_size=batch_size, seed=seed)
-    lines = generate_samples(prompts, HFSampler(model, processor, config), config, work_dir / "samples.jsonl",
-                             model_id="demo sft", overwrite=True, progress=True, desc="sampling captions")
+    lines = generate_samples(
+        prompts,
+        HFSampler(model, processor, config),
+        config,
+        work_dir / "samples.jsonl",
+        model_id="demo sft",
+        overwrite=True,
+        progress=True,
+        desc="sampling captions",
+    )
     stats = PreferenceStats(images=len(scenes), samples_per_image=samples)
     stats.seconds["generate"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
     judge = make_judge("objects", vocabulary=list(OBJECTS), colours=list(COLOURS))
-    scored = judge_samples([(line, record_of(line)) for line in lines], judge, work_dir / "scored.jsonl",
-                           settings={"judge": "objects", "vocabulary": "demo"}, overwrite=True, progress=False)
+    scored = judge_samples(
+        [(line, record_of(line)) for line in lines],
+        judge,
+        work_dir / "scored.jsonl",
+        settings={"judge": "objects", "vocabulary": "demo"},
+        overwrite=True,
+        progress=False,
+    )
     stats.seconds["judge"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
     records, pair_stats = build_pairs([(line, record_of(line)) for line in scored], PairConfig("best-worst"))
-    judged = [(s["text"], scene) for line, scene in zip(scored, scenes) for s in line["samples"] if s["score"] is not None]
+    judged = [
+        (s["text"], scene) for line, scene in zip(scored, scenes) for s in line["samples"] if s["score"] is not None
+    ]
     stats.caption_pairs, stats.caption_ties = pair_stats.pairs, pair_stats.prompts_without_pairs
     stats.empty_samples = pair_stats.empty_samples
     stats.mean_sample_score = judged_means(scored).get("mean_score", 0.0)
@@ -99,9 +136,18 @@ def build_preferences(model: Any, processor: Any, scenes: list[Scene], work_dir:
             right = YES if name in scene.objects else NO
             wrong = NO if right == YES else YES
             truth = [(t.colour, t.name) for t in scene.things]
-            records.append(PreferenceRecord(f"<image>\n{QUESTION.format(name)}", right, wrong, images=list(prompt.images),
-                                            image_root=root, score_chosen=yes_no_score(right, name, truth),
-                                            score_rejected=yes_no_score(wrong, name, truth), id=f"{scene.id}-{name}"))
+            records.append(
+                PreferenceRecord(
+                    f"<image>\n{QUESTION.format(name)}",
+                    right,
+                    wrong,
+                    images=list(prompt.images),
+                    image_root=root,
+                    score_chosen=yes_no_score(right, name, truth),
+                    score_rejected=yes_no_score(wrong, name, truth),
+                    id=f"{scene.id}-{name}",
+                )
+            )
             stats.yes_no_pairs += 1
     # Mixed, so every batch holds both kinds (the trainer reads the file in order only if told to).
     order = np.random.default_rng(seed + 2).permutation(len(records))

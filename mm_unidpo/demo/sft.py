@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mm_unidpo.data.records import Prompt
-from mm_unidpo.models import IGNORE_INDEX, pad_rows
+from mm_unidpo.models import IGNORE_INDEX, get_adapter, pad_rows
+from mm_unidpo.testing import tiny, tiny_tokenizer
 
 from .world import CAPTION_PROMPT, COLOURS, NO, OBJECTS, PARTNER, QUESTION, YES, Scene, caption, vocabulary_corpus
 
@@ -107,21 +108,36 @@ def build_model(size: ModelSize, seed: int) -> tuple[Any, Any]:
     vocabulary covers the demo's words as whole tokens."""
     from transformers import LlavaProcessor
 
-    from mm_unidpo.testing import tiny, tiny_tokenizer
-
     model, fixture = tiny(
-        "llava", seed=seed, hidden_size=size.text_hidden, num_hidden_layers=size.text_layers,
+        "llava",
+        seed=seed,
+        hidden_size=size.text_hidden,
+        num_hidden_layers=size.text_layers,
         text_config={"intermediate_size": size.text_intermediate},
-        vision_config={"image_size": size.image_size, "patch_size": size.patch_size,
-                       "hidden_size": size.vision_hidden, "intermediate_size": 2 * size.vision_hidden,
-                       "num_hidden_layers": size.vision_layers, "num_attention_heads": max(2, size.vision_hidden // 32)},
-        vision_feature_layer=-1)  # the last vision layer (LLaVA's -2 would waste one of very few)
+        vision_config={
+            "image_size": size.image_size,
+            "patch_size": size.patch_size,
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": 2 * size.vision_hidden,
+            "num_hidden_layers": size.vision_layers,
+            "num_attention_heads": max(2, size.vision_hidden // 32),
+        },
+        vision_feature_layer=-1,
+    )  # the last vision layer (LLaVA's -2 would waste one of very few)
     tokenizer = tiny_tokenizer("llava", corpus=vocabulary_corpus())
     # Same special-token ids as the fixture's tokenizer (the corpus only changes the merges).
-    assert tokenizer.image_token_id == model.config.image_token_id and len(tokenizer) <= model.config.text_config.vocab_size
+    assert (
+        tokenizer.image_token_id == model.config.image_token_id
+        and len(tokenizer) <= model.config.text_config.vocab_size
+    )
     processor = LlavaProcessor(
-        image_processor=fixture.image_processor, tokenizer=tokenizer, patch_size=size.patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=tokenizer.chat_template)
+        image_processor=fixture.image_processor,
+        tokenizer=tokenizer,
+        patch_size=size.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template,
+    )
     return model, processor
 
 
@@ -150,25 +166,49 @@ class Collator:
     def __call__(self, items: list[tuple[list[int], list[int], torch.Tensor]]) -> dict[str, torch.Tensor]:
         ids, mask = pad_rows([prompt + answer for prompt, answer, _ in items], self.pad)
         labels, _ = pad_rows([[IGNORE_INDEX] * len(prompt) + answer for prompt, answer, _ in items], IGNORE_INDEX)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "pixel_values": torch.stack([pixels for _, _, pixels in items])}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "pixel_values": torch.stack([pixels for _, _, pixels in items]),
+        }
 
 
-def train_sft(model: Any, processor: Any, examples: list[Example], output_dir: Path, *, epochs: float,
-              batch_size: int, learning_rate: float, seed: int) -> list[dict[str, float]]:
+def train_sft(
+    model: Any,
+    processor: Any,
+    examples: list[Example],
+    output_dir: Path,
+    *,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> list[dict[str, float]]:
     """Full fine-tuning with `transformers.Trainer`; saves model + processor to `output_dir`.
     Returns the Trainer's log history (for the SFT loss curve)."""
     from transformers import Trainer, TrainingArguments
 
-    from mm_unidpo.models import get_adapter
-
     adapter = get_adapter(model, processor)
     dataset = EncodedExamples(examples, adapter)
     args = TrainingArguments(
-        output_dir=str(output_dir / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
-        logging_steps=10, save_strategy="no", report_to="none", use_cpu=True, seed=seed, data_seed=seed,
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False)
+        output_dir=str(output_dir / "trainer"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=0.0,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=Collator(adapter.pad_token_id))
     trainer.train()
     model.save_pretrained(output_dir)

@@ -41,23 +41,28 @@ class QuadrantProbe(nn.Module):
         self.objects = nn.Linear(hidden, len(OBJECTS) + 1)
         self.colours = nn.Linear(hidden, len(COLOURS) + 1)
 
-    def forward(self, pixel_values: torch.Tensor, object_labels: torch.Tensor | None = None,
-                colour_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        object_labels: torch.Tensor | None = None,
+        colour_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         # hidden_states[-1] without CLS: exactly what LLaVA's projector gets with feature layer -1.
         patches = self.tower(pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]
         quadrants = _pool_quadrants(patches)
         objects, colours = self.objects(quadrants), self.colours(quadrants)
         out = {"object_logits": objects, "colour_logits": colours}
         if object_labels is not None and colour_labels is not None:
-            out["loss"] = (F.cross_entropy(objects.flatten(0, 1), object_labels.flatten())
-                           + F.cross_entropy(colours.flatten(0, 1), colour_labels.flatten()))
+            out["loss"] = F.cross_entropy(objects.flatten(0, 1), object_labels.flatten()) + F.cross_entropy(
+                colours.flatten(0, 1), colour_labels.flatten()
+            )
         return out
 
 
 def _pool_quadrants(patches: torch.Tensor) -> torch.Tensor:
     """(B, g*g, H) patch tokens in raster order -> (B, 4, H) means over each quadrant's patches."""
     b, n, h = patches.shape
-    g = int(round(n ** 0.5))
+    g = round(n**0.5)
     grid = patches.reshape(b, 2, g // 2, 2, g // 2, h)  # (B, qrow, row, qcol, col, H)
     return grid.mean(dim=(2, 4)).reshape(b, 4, h)
 
@@ -77,18 +82,40 @@ class ScenePixels(Dataset):
         return {"pixel_values": self.pixels[i], "object_labels": self.objects[i], "colour_labels": self.colours[i]}
 
 
-def pretrain_vision(model: Any, processor: Any, scenes: list[Scene], output_dir: Path, *, epochs: float,
-                    batch_size: int, learning_rate: float, seed: int) -> tuple[QuadrantProbe, list[dict[str, float]]]:
+def pretrain_vision(
+    model: Any,
+    processor: Any,
+    scenes: list[Scene],
+    output_dir: Path,
+    *,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> tuple[QuadrantProbe, list[dict[str, float]]]:
     """Train the LLaVA's vision tower in place on quadrant labels; returns the probe (tower + heads)
     and the Trainer's log history."""
     from transformers import Trainer, TrainingArguments
 
     probe = QuadrantProbe(model.model.vision_tower, model.config.vision_config.hidden_size)
     args = TrainingArguments(
-        output_dir=str(output_dir / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
-        logging_steps=10, save_strategy="no", report_to="none", use_cpu=True, seed=seed, data_seed=seed,
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False)
+        output_dir=str(output_dir / "trainer"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=0.0,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
     trainer = Trainer(model=probe, args=args, train_dataset=ScenePixels(scenes, processor.image_processor))
     trainer.train()
     return probe, trainer.state.log_history
@@ -105,7 +132,8 @@ def probe_accuracy(probe: QuadrantProbe, scenes: list[Scene], processor: Any) ->
     colours = out["colour_logits"].argmax(-1)
     occupied = data.objects != EMPTY_OBJECT
     probe.train(was_training)
-    return {"object": float((objects == data.objects).float().mean()),
-            "object_occupied": float((objects == data.objects)[occupied].float().mean()),
-            "colour_occupied": float((colours == data.colours)[occupied].float().mean())}
-
+    return {
+        "object": float((objects == data.objects).float().mean()),
+        "object_occupied": float((objects == data.objects)[occupied].float().mean()),
+        "colour_occupied": float((colours == data.colours)[occupied].float().mean()),
+    }

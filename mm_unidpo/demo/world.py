@@ -4,8 +4,8 @@ Eight object kinds (shapes), six colours, one to four objects per image, each in
 a random size and jitter, on a textured, noisy background with clutter lines that are not objects.
 Objects co-occur the way things do in photo collections: every object has one *partner* that joins it
 in half the scenes it anchors (star + moon, square + triangle, ...; any other pair meets only by chance),
-and some objects are more common than others. That skew is what a captioner learns as a prior, and what POPE's "popular" and
-"adversarial" splits probe.
+and some objects are more common than others. That skew is what a captioner learns as a prior, and what
+POPE's "popular" and "adversarial" splits probe.
 
 The ground-truth object list of every image is written into the PNG itself (a text chunk), so a rule
 judge can score a response against any saved image without a side file (see :mod:`.judge`).
@@ -23,13 +23,35 @@ from PIL.PngImagePlugin import PngInfo
 
 OBJECTS = ("circle", "square", "triangle", "star", "cross", "ring", "moon", "diamond")
 # Each object's frequent companion (symmetric): the object a noisy caption names when it is absent.
-PARTNER = {"star": "moon", "moon": "star", "square": "triangle", "triangle": "square",
-           "circle": "cross", "cross": "circle", "ring": "diamond", "diamond": "ring"}
+PARTNER = {
+    "star": "moon",
+    "moon": "star",
+    "square": "triangle",
+    "triangle": "square",
+    "circle": "cross",
+    "cross": "circle",
+    "ring": "diamond",
+    "diamond": "ring",
+}
 # How often each object is the "anchor" of a scene: a long tail, like object frequencies in photos.
-POPULARITY = {"circle": 3.0, "square": 3.0, "star": 2.5, "ring": 1.5, "triangle": 1.2, "cross": 1.0,
-              "moon": 0.8, "diamond": 0.8}
-COLOURS = {"red": (215, 45, 40), "green": (40, 170, 70), "blue": (45, 95, 225), "yellow": (235, 210, 40),
-           "purple": (150, 60, 195), "white": (235, 235, 235)}
+POPULARITY = {
+    "circle": 3.0,
+    "square": 3.0,
+    "star": 2.5,
+    "ring": 1.5,
+    "triangle": 1.2,
+    "cross": 1.0,
+    "moon": 0.8,
+    "diamond": 0.8,
+}
+COLOURS = {
+    "red": (215, 45, 40),
+    "green": (40, 170, 70),
+    "blue": (45, 95, 225),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 195),
+    "white": (235, 235, 235),
+}
 GROUND_TRUTH_KEY = "mm_unidpo_objects"  # PNG text chunk: "red star;yellow moon"
 
 
@@ -96,8 +118,13 @@ def vocabulary_corpus() -> str:
         lines += [f"USER: {QUESTION.format(name)} ASSISTANT: {YES}", f"USER: {QUESTION.format(name)} ASSISTANT: {NO}"]
         for j, colour in enumerate(colours):
             other = objects[(i + j + 1) % len(objects)]
-            text = caption([f"{colour} {name}", f"{colours[(j + 1) % len(colours)]} {other}",
-                            f"{colours[(j + 2) % len(colours)]} {objects[(i + 3) % len(objects)]}"])
+            text = caption(
+                [
+                    f"{colour} {name}",
+                    f"{colours[(j + 1) % len(colours)]} {other}",
+                    f"{colours[(j + 2) % len(colours)]} {objects[(i + 3) % len(objects)]}",
+                ]
+            )
             lines.append(f"USER: {CAPTION_PROMPT} ASSISTANT: {text}")
     return "\n".join(lines)
 
@@ -173,12 +200,11 @@ def _background(rng: np.random.Generator, size: int, config: WorldConfig) -> Ima
     return image
 
 
-def render_scene(rng: np.random.Generator, names: list[str], config: WorldConfig,
-                 scene_id: str) -> Scene:
+def render_scene(rng: np.random.Generator, names: list[str], config: WorldConfig, scene_id: str) -> Scene:
     """Draw `names` into random distinct quadrants (4x supersampled, then reduced: smooth edges)."""
     size, scale = config.image_size, 4 * config.image_size
     canvas = _background(rng, size, config).resize((scale, scale), Image.Resampling.NEAREST)
-    cells = [int(c) for c in rng.permutation(4)[:len(names)]]
+    cells = [int(c) for c in rng.permutation(4)[: len(names)]]
     things = []
     half = scale / 2
     for name, cell in zip(names, cells):
@@ -220,7 +246,7 @@ def read_annotation(image: Image.Image) -> list[tuple[str, str]] | None:
     text = (getattr(image, "text", None) or {}).get(GROUND_TRUTH_KEY) or image.info.get(GROUND_TRUTH_KEY)
     if text is None:
         return None
-    return [tuple(item.split(" ", 1)) for item in text.split(";") if item]  # type: ignore[misc]
+    return [tuple(item.split(" ", 1)) for item in text.split(";") if item]
 
 
 def cooccurrence(scenes: list[Scene]) -> dict[str, dict[str, int]]:

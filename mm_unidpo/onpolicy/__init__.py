@@ -22,6 +22,23 @@ from .judges import JUDGES, make_judge
 from .pairs import PairConfig, PairStats, build_pairs, read_scored, write_pairs
 from .records import PromptRecord, load_prompts, record_of
 
-__all__ = ["JUDGES", "GenerateConfig", "HFSampler", "PairConfig", "PairStats", "PromptRecord", "VLLMSampler",
-           "build_pairs", "generate_samples", "judge_samples", "judged_means", "load_prompts", "load_sampler",
-           "make_judge", "read_samples", "read_scored", "record_of", "write_pairs"]
+__all__ = [
+    "JUDGES",
+    "GenerateConfig",
+    "HFSampler",
+    "PairConfig",
+    "PairStats",
+    "PromptRecord",
+    "VLLMSampler",
+    "build_pairs",
+    "generate_samples",
+    "judge_samples",
+    "judged_means",
+    "load_prompts",
+    "load_sampler",
+    "make_judge",
+    "read_samples",
+    "read_scored",
+    "record_of",
+    "write_pairs",
+]

@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import sys
 import types
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from mm_unidpo.data import load_record_images
 
 from .records import PromptRecord, load_prompts, prompt_line
 from .store import ResumableLines, chunks
@@ -61,11 +63,12 @@ class GenerateConfig:
 
 # ---- backends --------------------------------------------------------------------------------------
 
+
 class HFSampler:
     """Batched sampling through the family adapter's `generate` (a loaded model and its processor)."""
 
     def __init__(self, model: Any, processor: Any, config: GenerateConfig, *, family: str | None = None):
-        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
 
         self.model, self.config = model, config
         self.adapter = get_adapter(model, processor, family=family)
@@ -76,11 +79,9 @@ class HFSampler:
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
         import torch
 
-        from mm_unidpo.data import load_record_images
-
         c, adapter = self.config, self.adapter
         texts = [self.render(r) for r in records]
-        images = [load_record_images(r) for r in records]
+        images = [load_record_images(r) for r in records]  # type: ignore[arg-type]  # a PromptRecord has the fields used
         settings: dict[str, Any] = {"max_new_tokens": c.max_new_tokens, "num_return_sequences": c.n}
         if c.temperature > 0:
             settings.update(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=0)
@@ -96,9 +97,9 @@ class HFSampler:
         finally:
             self.model.train(was_training)
         ids = out if isinstance(out, torch.Tensor) else out.sequences
-        logps = _token_logps(out.logits, ids) if c.logprobs else None
+        logps = _token_logps(out.logits, ids) if c.logprobs else None  # type: ignore[attr-defined]  # a ModelOutput
         rows = [self._sample(ids[k].tolist(), None if logps is None else logps[k].tolist()) for k in range(len(ids))]
-        return [rows[i * c.n:(i + 1) * c.n] for i in range(len(records))]
+        return [rows[i * c.n : (i + 1) * c.n] for i in range(len(records))]
 
     def _sample(self, ids: list[int], logps: list[float] | None) -> dict[str, Any]:
         end = next((k for k, t in enumerate(ids) if t in self.adapter.end_token_ids), None)
@@ -114,31 +115,49 @@ def _token_logps(step_logits: Sequence[Any], ids: Any) -> Any:
     """(rows, steps) log p(sampled token) from generate's raw per-step logits, one step at a time."""
     import torch
 
-    return torch.stack([torch.log_softmax(step.float(), dim=-1).gather(-1, ids[:, t, None].to(step.device))[:, 0].cpu()
-                        for t, step in enumerate(step_logits)], dim=1)
+    return torch.stack(
+        [
+            torch.log_softmax(step.float(), dim=-1).gather(-1, ids[:, t, None].to(step.device))[:, 0].cpu()
+            for t, step in enumerate(step_logits)
+        ],
+        dim=1,
+    )
 
 
 class VLLMSampler:
     """vLLM offline inference: the adapter-rendered prompts, their images, one seed per request."""
 
-    def __init__(self, model: str, config: GenerateConfig, *, adapter: str | None = None, family: str | None = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, max_images: int = 1, max_lora_rank: int = 64,
-                 **llm_kwargs: Any):
+    def __init__(
+        self,
+        model: str,
+        config: GenerateConfig,
+        *,
+        adapter: str | None = None,
+        family: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        max_images: int = 1,
+        max_lora_rank: int = 64,
+        **llm_kwargs: Any,
+    ):
         if importlib.util.find_spec("vllm") is None:
-            raise ImportError("--backend vllm needs the 'vllm' package, which is not installed "
-                              "(pip install vllm, on a CUDA machine); or use --backend hf")
+            raise ImportError(
+                "--backend vllm needs the 'vllm' package, which is not installed "
+                "(pip install vllm, on a CUDA machine); or use --backend hf"
+            )
         from transformers import AutoConfig
         from vllm import LLM
 
-        from mm_unidpo.models import get_adapter
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
         from mm_unidpo.models.loading import detect_family, load_processor
 
         self.config = config
         family = family or detect_family(model, trust_remote_code=trust_remote_code)
         processor = load_processor(model, family, trust_remote_code=trust_remote_code)
         # Only rendering is needed here: the adapter gets the checkpoint's config, not its weights.
-        stand_in = types.SimpleNamespace(config=AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code),
-                                         generation_config=None)
+        stand_in = types.SimpleNamespace(
+            config=AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code), generation_config=None
+        )
         self.adapter = get_adapter(stand_in, processor, family=family)
         if adapter:
             llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
@@ -157,92 +176,133 @@ class VLLMSampler:
     def request(self, record: PromptRecord) -> dict[str, Any]:
         """One vLLM input: token ids for a text prompt (so BOS is not added twice); for a prompt with
         images, its text (vLLM expands the image placeholders itself) and the decoded images."""
-        from mm_unidpo.data import load_record_images
-
         text = self.render(record)
         if not record.images:
             return {"prompt_token_ids": self.adapter.tokenize_text(text)}
         bos = self.adapter.tokenizer.bos_token
         if bos and text.startswith(bos):  # vLLM tokenizes the text with special tokens: BOS comes back
-            text = text[len(bos):]
-        images = load_record_images(record)
+            text = text[len(bos) :]
+        images = load_record_images(record)  # type: ignore[arg-type]  # a PromptRecord has the fields used
         return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
         from vllm import SamplingParams
 
         c = self.config
-        params = [SamplingParams(n=c.n, temperature=max(c.temperature, 0.0), top_p=c.top_p if c.temperature > 0 else 1.0,
-                                 max_tokens=c.max_new_tokens, seed=seed, logprobs=0 if c.logprobs else None)
-                  for seed in seeds]
-        outputs = self.llm.generate([self.request(r) for r in records], params, lora_request=self.lora,
-                                    use_tqdm=False)
+        params = [
+            SamplingParams(
+                n=c.n,
+                temperature=max(c.temperature, 0.0),
+                top_p=c.top_p if c.temperature > 0 else 1.0,
+                max_tokens=c.max_new_tokens,
+                seed=seed,
+                logprobs=0 if c.logprobs else None,
+            )
+            for seed in seeds
+        ]
+        outputs = self.llm.generate([self.request(r) for r in records], params, lora_request=self.lora, use_tqdm=False)
         return [[self._sample(o) for o in out.outputs] for out in outputs]
 
     def _sample(self, output: Any) -> dict[str, Any]:
         ids = list(output.token_ids)
-        sample = {"text": output.text.strip(), "tokens": len(ids),
-                  "finish": "stop" if output.finish_reason == "stop" else "length"}
+        sample = {
+            "text": output.text.strip(),
+            "tokens": len(ids),
+            "finish": "stop" if output.finish_reason == "stop" else "length",
+        }
         if self.config.logprobs:
             sample.update(token_ids=ids, logprobs=[float(step[t].logprob) for t, step in zip(ids, output.logprobs)])
         return sample
 
 
-def load_sampler(model: str, config: GenerateConfig, *, backend: str = "hf", adapter: str | None = None,
-                 family: str | None = None, dtype: str = "auto", trust_remote_code: bool = False) -> Any:
+def load_sampler(
+    model: str,
+    config: GenerateConfig,
+    *,
+    backend: str = "hf",
+    adapter: str | None = None,
+    family: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> Any:
     """A sampler for a model path / hub id (with an optional LoRA adapter)."""
     if backend == "vllm":
-        return VLLMSampler(model, config, adapter=adapter, family=family, dtype=dtype,
-                           trust_remote_code=trust_remote_code)
+        return VLLMSampler(
+            model, config, adapter=adapter, family=family, dtype=dtype, trust_remote_code=trust_remote_code
+        )
     if backend != "hf":
         raise ValueError(f"unknown backend {backend!r}; expected 'hf' or 'vllm'")
     import torch
 
-    from mm_unidpo.models.loading import load_pretrained
+    from mm_unidpo.models.loading import load_pretrained  # lazy: torch; judge, pairs, score run without
 
-    loaded, processor = load_pretrained(model, family=family, adapter=adapter, dtype=dtype,
-                                        trust_remote_code=trust_remote_code,
-                                        device_map="auto" if torch.cuda.is_available() else None)
+    loaded, processor = load_pretrained(
+        model,
+        family=family,
+        adapter=adapter,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        device_map="auto" if torch.cuda.is_available() else None,
+    )
     return HFSampler(loaded, processor, config, family=family)
 
 
 # ---- the resumable loop -----------------------------------------------------------------------------
 
-def generate_samples(records: Sequence[PromptRecord], sampler: Any, config: GenerateConfig, out: str | Path, *,
-                     model_id: str = "", overwrite: bool = False, progress: bool | None = None,
-                     desc: str = "generate") -> list[dict[str, Any]]:
+
+def generate_samples(
+    records: Sequence[PromptRecord],
+    sampler: Any,
+    config: GenerateConfig,
+    out: str | Path,
+    *,
+    model_id: str = "",
+    overwrite: bool = False,
+    progress: bool | None = None,
+    desc: str = "generate",
+) -> list[dict[str, Any]]:
     """Sample `config.n` responses per prompt into `out` (one line each); returns the lines in input order.
 
     Prompts are batched longest first (less padding); the batches are fixed over the whole input and
     seeded by position, so an interrupted run resumed with the same command writes the same lines."""
     from tqdm.auto import tqdm
 
-    by_index = {r.index: r for r in records}
+    by_index: dict[int, PromptRecord] = {r.index: r for r in records if r.index is not None}
     if len(by_index) != len(records):
         raise ValueError("prompt records must have distinct indices")
-    store = ResumableLines(out, {"model": model_id, **asdict(config)}, overwrite=overwrite,
-                           expected={r.index: r.id for r in records})
-    lengths = {r.index: len(sampler.render(r)) for r in records}
+    store = ResumableLines(
+        out, {"model": model_id, **asdict(config)}, overwrite=overwrite, expected={i: r.id for i, r in by_index.items()}
+    )
+    lengths = {i: len(sampler.render(r)) for i, r in by_index.items()}
     order = sorted(by_index, key=lambda i: -lengths[i])
     position = {index: k for k, index in enumerate(order)}
     todo = [batch for batch in chunks(order, config.batch_size) if any(i not in store.done for i in batch)]
     if len(store.done):
         logger.info("%s: %d of %d prompts already done", out, len(store.done), len(records))
-    with tqdm(total=len(records), initial=len(records) - sum(i not in store.done for b in todo for i in b),
-              desc=desc, unit="prompt", disable=None if progress is None else not progress, leave=False) as bar:
+    with tqdm(
+        total=len(records),
+        initial=len(records) - sum(i not in store.done for b in todo for i in b),
+        desc=desc,
+        unit="prompt",
+        disable=None if progress is None else not progress,
+        leave=False,
+    ) as bar:
         for batch in todo:
             batch_records = [by_index[i] for i in batch]
             samples = sampler.sample(batch_records, [config.seed + position[i] for i in batch])
-            lines = [{**prompt_line(r), "samples": s} for r, s in zip(batch_records, samples) if r.index not in store.done]
+            lines = [
+                {**prompt_line(r), "samples": s} for r, s in zip(batch_records, samples) if r.index not in store.done
+            ]
             store.append(lines)
             bar.update(len(lines))
-    return store.finish([r.index for r in records])
+    return store.finish(list(by_index))
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = GenerateConfig()
-    p = argparse.ArgumentParser(prog="mm-unidpo generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("data", help="prompts: preference data or a prompts-only file (file, saved dataset, hub id)")
     p.add_argument("--model", required=True, help="policy model (hub id or path)")
     p.add_argument("--adapter", help="LoRA adapter folder on top of --model")
@@ -269,24 +329,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = GenerateConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                                logprobs=args.logprobs)
-        # Data first: a bad record should fail before minutes of model loading.
-        data = load_prompts(args.data, format=args.format, split=args.split, image_root=args.image_root,
-                            on_bad_record=args.on_bad_record, limit=args.limit)
-        if not data.records:
-            raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
-        sampler = load_sampler(args.model, config, backend=args.backend, adapter=args.adapter, family=args.family,
-                               dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-        lines = generate_samples(data.records, sampler, config, args.out, overwrite=args.overwrite,
-                                 model_id=f"{args.model}+{args.adapter}" if args.adapter else args.model)
-    except (ValueError, ImportError, OSError) as error:  # BadRecordError is a ValueError
-        print(f"mm-unidpo generate: {error}", file=sys.stderr)
-        return 2
+    config = GenerateConfig(
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        logprobs=args.logprobs,
+    )
+    # Data first: a bad record should fail before minutes of model loading.
+    data = load_prompts(
+        args.data,
+        format=args.format,
+        split=args.split,
+        image_root=args.image_root,
+        on_bad_record=args.on_bad_record,
+        limit=args.limit,
+    )
+    if not data.records:
+        raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
+    sampler = load_sampler(
+        args.model,
+        config,
+        backend=args.backend,
+        adapter=args.adapter,
+        family=args.family,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    lines = generate_samples(
+        data.records,
+        sampler,
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        model_id=f"{args.model}+{args.adapter}" if args.adapter else args.model,
+    )
     samples = sum(len(line["samples"]) for line in lines)
     empty = sum(not s["text"] for line in lines for s in line["samples"])
-    print(f"{samples} samples for {len(lines)} prompts ({empty} empty"
-          + (f"; {data.skips.summary()}" if data.skips.total else "") + f") -> {args.out}")
+    print(
+        f"{samples} samples for {len(lines)} prompts ({empty} empty"
+        + (f"; {data.skips.summary()}" if data.skips.total else "")
+        + f") -> {args.out}"
+    )
     return 0

@@ -35,10 +35,15 @@ import dataclasses
 import gc
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
+from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config
+from mm_unidpo.train.merge import merge_adapter
+from mm_unidpo.train.run import train
+from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
 
 from .generate import GenerateConfig, generate_samples, load_sampler
 from .judge import judge_samples, judged_means
@@ -83,11 +88,11 @@ class IterateConfig:
     train: dict[str, Any] = field(default_factory=dict)  # a train config mapping (its `base:` resolved)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
 
-    def train_config(self, policy: str, pairs: str, output_dir: str, round_: int, image_root: str | None = None) -> Any:
+    def train_config(
+        self, policy: str, pairs: str, output_dir: str, round_: int, image_root: str | None = None
+    ) -> TrainConfig:
         """The round's `TrainConfig`: the train section with this round's model, data (and the folder its
         image paths are relative to), output and seed."""
-        from mm_unidpo.train.config import config_from_dict
-
         raw = json.loads(json.dumps(self.train))
         raw.setdefault("model", {})["name_or_path"] = policy
         raw["model"].setdefault("family", self.family)
@@ -98,54 +103,40 @@ class IterateConfig:
         return config_from_dict(raw, source="iterate config, section train").validate()
 
 
-_SECTIONS = {"generate": GenerateConfig, "judge": JudgeSection, "pairs": PairConfig, "evaluate": EvaluateSection}
-
-
 def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
-    """An `IterateConfig` from YAML; every key is checked, the train section is resolved and validated now
-    (with placeholder paths) so a bad config fails before round 1."""
-    from mm_unidpo.train.config import load_yaml, merge_configs, read_config
-
+    """An `IterateConfig` from YAML; every key and value is checked (`yaml_config.from_dict`: an unknown key or
+    a wrongly typed value names the file and the key), the train section is resolved and validated now (with
+    placeholder paths) so a bad config fails before round 1."""
     path = Path(path)
-    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: an iterate config must be a mapping")
+    raw = read_yaml_file(path, what="an iterate config")
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name for f in dataclasses.fields(IterateConfig)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; an iterate config takes {sorted(fields)}")
-    values = dict(raw)
-    for name, cls in _SECTIONS.items():
-        section = values.get(name) or {}
-        if not isinstance(section, dict):
-            raise ValueError(f"{path}: section {name!r} must be a mapping")
-        if name == "judge":
-            section = {"kind": section.get("kind", "objects"),
-                       "options": {k: v for k, v in section.items() if k != "kind"}}
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(section) - allowed)
-        if bad:
-            raise ValueError(f"{path}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(allowed)}")
-        values[name] = cls(**section)
-    if isinstance(values.get("prompts"), str):
-        values["prompts"] = [values["prompts"]]
-    train = dict(values.get("train") or {})
+    judge = raw.get("judge")
+    if isinstance(judge, dict):  # the judge's kind and, beside it, the judge's own options
+        raw["judge"] = {
+            "kind": judge.get("kind", "objects"),
+            "options": {k: v for k, v in judge.items() if k != "kind"},
+        }
+    if isinstance(raw.get("prompts"), str):
+        raw["prompts"] = [raw["prompts"]]
+    if raw.get("train") is None:
+        raw.pop("train", None)
+    config = from_dict(IterateConfig, raw, source=str(path))
+    train = dict(config.train)
     bases = train.pop("base", None) or []
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
         merged = merge_configs(merged, read_config(path.parent / base))
-    values["train"] = merge_configs(merged, train)
-    config = IterateConfig(**values)
+    config.train = merge_configs(merged, train)
     if not config.model or not config.prompts:
-        raise ValueError(f"{path}: 'model' and 'prompts' are required")
+        raise ConfigError(f"{path}: 'model' and 'prompts' are required")
     if config.rounds < 1:
-        raise ValueError(f"{path}: rounds must be >= 1")
+        raise ConfigError(f"{path}: rounds must be >= 1")
     config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
     return config
 
 
 # ---- one round ---------------------------------------------------------------------------------------
+
 
 def _free() -> None:
     gc.collect()
@@ -158,15 +149,17 @@ def _free() -> None:
         pass
 
 
-def sample_and_judge(config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path,
-                     generate: GenerateConfig) -> list[dict[str, Any]]:
+def sample_and_judge(
+    config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path, generate: GenerateConfig
+) -> list[dict[str, Any]]:
     """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable)."""
     data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
     if not data.records:
         raise ValueError(f"{prompts}: no prompts ({data.skips.summary()})")
     sampler = load_sampler(policy, generate, backend=config.backend, family=config.family, dtype=config.dtype)
-    lines = generate_samples(data.records, sampler, generate, folder / "samples.jsonl", model_id=policy,
-                             desc=f"{folder.name}: generate")
+    lines = generate_samples(
+        data.records, sampler, generate, folder / "samples.jsonl", model_id=policy, desc=f"{folder.name}: generate"
+    )
     del sampler
     _free()
     samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}")) for line in lines]
@@ -179,13 +172,16 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
     metrics: dict[str, Any] = {}
     e = config.evaluate
     if e.prompts:
-        generate = dataclasses.replace(config.generate, n=e.n, temperature=e.temperature, logprobs=False,
-                                       max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens)
+        generate = dataclasses.replace(
+            config.generate,
+            n=e.n,
+            temperature=e.temperature,
+            logprobs=False,
+            max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens,
+        )
         lines = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
         metrics.update(judged_means(lines, prefix="eval_"))
     if e.math:
-        from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
-
         results = evaluate_math(policy, config=MathEvalConfig(**{**e.math, "output_dir": str(folder / "math")}))
         for bench, summary in results["benchmarks"].items():
             metrics[f"math_{bench}_accuracy"] = summary.get("accuracy")
@@ -195,8 +191,6 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
 
 def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> dict[str, Any]:
     """Generate → judge → pair → train → merge → evaluate; returns the round's metrics (round.json)."""
-    from mm_unidpo.train.run import train
-
     folder = Path(config.output_dir) / f"round-{round_}"
     done = folder / "round.json"
     if done.exists():
@@ -208,22 +202,31 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     records, stats = build_pairs([(line, record_of(line)) for line in lines], config.pairs)
     summary = write_pairs(records, stats, folder / "pairs.jsonl")
     print(format_summary(summary), flush=True)
-    metrics: dict[str, Any] = {"round": round_, "policy": policy, **judged_means(lines, prefix="sample_"),
-                               "pairs": stats.pairs, "prompts_without_pairs": stats.prompts_without_pairs,
-                               "mean_gap": summary["mean_gap"]}
+    metrics: dict[str, Any] = {
+        "round": round_,
+        "policy": policy,
+        **judged_means(lines, prefix="sample_"),
+        "pairs": stats.pairs,
+        "prompts_without_pairs": stats.prompts_without_pairs,
+        "mean_gap": summary["mean_gap"],
+    }
     if not records:
         metrics["stopped"] = "no pairs: every prompt's samples tied or fell below the gap"
         done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         return metrics
-    train_config = config.train_config(policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_,
-                                       image_root=summary["image_root"])
+    train_config = config.train_config(
+        policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_, image_root=summary["image_root"]
+    )
     trained = folder / "train" / "train_summary.json"
     if trained.exists():
         result = json.loads(trained.read_text(encoding="utf-8"))
     else:
         result = train(train_config)
-        result = {"train_loss": result["train_loss"], "global_step": result["global_step"],
-                  "final_dir": result["final_dir"]}
+        result = {
+            "train_loss": result["train_loss"],
+            "global_step": result["global_step"],
+            "final_dir": result["final_dir"],
+        }
         trained.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _free()
     metrics.update(train_loss=result["train_loss"], train_steps=result["global_step"])
@@ -233,13 +236,11 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     return metrics
 
 
-def _next_policy(train_config: Any, final_dir: str, merged: Path) -> str:
+def _next_policy(train_config: TrainConfig, final_dir: str, merged: Path) -> str:
     """The trained model as a checkpoint: a LoRA adapter merged into the round's start, or the full model."""
     if not train_config.lora.enabled:
         return final_dir
     if not (merged / "mm_unidpo_merge.json").exists():
-        from mm_unidpo.train.merge import merge_adapter
-
         merge_adapter(final_dir, merged, base=train_config.model.name_or_path, family=train_config.model.family)
         _free()
     return str(merged)
@@ -255,8 +256,11 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
     if config.evaluate.prompts or config.evaluate.math:
         if not start.exists():
             start.parent.mkdir(parents=True, exist_ok=True)
-            metrics = {"round": 0, "next_policy": config.model,
-                       **evaluate(config, config.model, judge, out / "round-0" / "eval")}
+            metrics = {
+                "round": 0,
+                "next_policy": config.model,
+                **evaluate(config, config.model, judge, out / "round-0" / "eval"),
+            }
             start.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         rows.append(json.loads(start.read_text(encoding="utf-8")))
     policy = config.model
@@ -275,39 +279,47 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
 def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
     """report.json and report.md: one column per round."""
     (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    keys = [k for k in dict.fromkeys(k for row in rows for k in row)
-            if k not in ("round", "policy", "next_policy", "stopped")]
+    keys = [
+        k
+        for k in dict.fromkeys(k for row in rows for k in row)
+        if k not in ("round", "policy", "next_policy", "stopped")
+    ]
 
     def cell(value: Any) -> str:
         if value is None:
             return ""
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    lines = ["# mm-unidpo iterate", "", "Round 0 is the starting model (held-out metrics only); round r samples from "
-             "round r-1's result, trains on its pairs and is evaluated after training.", "",
-             "| metric | " + " | ".join(f"round {row['round']}" for row in rows) + " |",
-             "|---|" + "---|" * len(rows)]
+    lines = [
+        "# mm-unidpo iterate",
+        "",
+        "Round 0 is the starting model (held-out metrics only); round r samples from "
+        "round r-1's result, trains on its pairs and is evaluated after training.",
+        "",
+        "| metric | " + " | ".join(f"round {row['round']}" for row in rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
     lines += [f"| {k} | " + " | ".join(cell(row.get(k)) for row in rows) + " |" for k in keys]
-    lines += ["", *[f"- round {row['round']}: {row['stopped']}" for row in rows if row.get("stopped")],
-              *[f"- round {row['round']} model: `{row['next_policy']}`" for row in rows if row.get("next_policy")]]
+    lines += [
+        "",
+        *[f"- round {row['round']}: {row['stopped']}" for row in rows if row.get("stopped")],
+        *[f"- round {row['round']} model: `{row['next_policy']}`" for row in rows if row.get("next_policy")],
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mm-unidpo iterate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo iterate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="iterate config (YAML, see above)")
     parser.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
     parser.add_argument("--output-dir", help="default: the config's output_dir")
     args = parser.parse_args(argv)
-    try:
-        config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
-        result = iterate(config)
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mm-unidpo iterate: {error}", file=sys.stderr)
-        return 2
+    config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
+    result = iterate(config)
     print(Path(result["report"]).read_text(encoding="utf-8"))
     print(f"report: {result['report']}")
     return 0

@@ -22,9 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from mm_unidpo.errors import UsageError
+from mm_unidpo.yaml_config import load_yaml
 
 from .judges import Judge, judge_options, make_judge
 from .records import record_of
@@ -35,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 def read_samples(path: str | Path) -> list[tuple[dict[str, Any], Any]]:
     """(line, its prompt record) for every line of a samples file; a bad line is an error naming it."""
-    out, seen = [], {}
+    out: list[tuple[dict[str, Any], Any]] = []
+    seen: dict[Any, int] = {}
     for number, line in read_lines(path):
         where = f"{path}, line {number}"
         record = record_of(line, where)
@@ -55,19 +59,35 @@ def check_judgements(judgements: Sequence[Any], items: Sequence[tuple[Any, str]]
             raise ValueError(f"{where}: {record.where()}: the judge gave {score!r}, not a finite number")
 
 
-def judge_samples(samples: str | Path | list[tuple[dict[str, Any], Any]], judge: Judge, out: str | Path, *,
-                  settings: dict[str, Any] | None = None, chunk_size: int = 16, overwrite: bool = False,
-                  progress: bool | None = None, desc: str = "judge") -> list[dict[str, Any]]:
+def judge_samples(
+    samples: str | Path | list[tuple[dict[str, Any], Any]],
+    judge: Judge,
+    out: str | Path,
+    *,
+    settings: dict[str, Any] | None = None,
+    chunk_size: int = 16,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    desc: str = "judge",
+) -> list[dict[str, Any]]:
     """Score the samples of every line into `out`; returns the scored lines in input order."""
     from tqdm.auto import tqdm
 
     pairs = read_samples(samples) if isinstance(samples, (str, Path)) else samples
     by_index = {record.index: (line, record) for line, record in pairs}
-    store = ResumableLines(out, settings or {}, overwrite=overwrite, expected={i: r.id for i, (_, r) in by_index.items()})
+    store = ResumableLines(
+        out, settings or {}, overwrite=overwrite, expected={i: r.id for i, (_, r) in by_index.items()}
+    )
     order = list(by_index)
     todo = [batch for batch in chunks(order, chunk_size) if any(i not in store.done for i in batch)]
-    with tqdm(total=len(order), initial=len(order) - sum(i not in store.done for b in todo for i in b), desc=desc,
-              unit="prompt", disable=None if progress is None else not progress, leave=False) as bar:
+    with tqdm(
+        total=len(order),
+        initial=len(order) - sum(i not in store.done for b in todo for i in b),
+        desc=desc,
+        unit="prompt",
+        disable=None if progress is None else not progress,
+        leave=False,
+    ) as bar:
         for batch in todo:
             items = [(by_index[i][1], s["text"]) for i in batch for s in by_index[i][0]["samples"] if s["text"].strip()]
             results = judge(items) if items else []
@@ -105,8 +125,6 @@ def judged_means(lines: list[dict[str, Any]], prefix: str = "") -> dict[str, flo
 
 
 def _value(text: str) -> Any:
-    from mm_unidpo.train.config import load_yaml
-
     value = load_yaml(text)
     return text if value is None else value
 
@@ -125,15 +143,16 @@ def judge_from_args(args: argparse.Namespace) -> tuple[Judge, dict[str, Any]]:
         if value in (None, False):
             continue
         if name not in takes:
-            raise ValueError(f"judge {args.judge!r} takes no --{name.replace('_', '-')} (it takes {takes})")
+            raise UsageError(f"judge {args.judge!r} takes no --{name.replace('_', '-')} (it takes {takes})")
         options.setdefault(name, value)
     settings = {"judge": args.judge, **{k: v for k, v in options.items() if k not in ("device", "batch_size")}}
     return make_judge(args.judge, **options), settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mm-unidpo judge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("samples", help="samples from mm-unidpo generate (JSON lines)")
     p.add_argument("--judge", required=True, help="rule | objects | reward_model | prm | vlm | module.path:function")
     p.add_argument("--out", required=True, help="output JSON-lines file")
@@ -150,17 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        samples = read_samples(args.samples)  # the input first: a bad line fails before model loading
-        judge, settings = judge_from_args(args)
-        lines = judge_samples(samples, judge, args.out, settings=settings, chunk_size=args.chunk_size,
-                              overwrite=args.overwrite)
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mm-unidpo judge: {error}", file=sys.stderr)
-        return 2
+    samples = read_samples(args.samples)  # the input first: a bad line fails before model loading
+    judge, settings = judge_from_args(args)
+    lines = judge_samples(
+        samples, judge, args.out, settings=settings, chunk_size=args.chunk_size, overwrite=args.overwrite
+    )
     scores = [s["score"] for line in lines for s in line["samples"] if s["score"] is not None]
     empty = sum(s["score"] is None for line in lines for s in line["samples"])
     mean = sum(scores) / len(scores) if scores else float("nan")
-    print(f"judged {len(scores)} samples of {len(lines)} prompts (mean score {mean:.3f}; {empty} empty, not judged)"
-          f" -> {args.out}")
+    print(
+        f"judged {len(scores)} samples of {len(lines)} prompts (mean score {mean:.3f}; {empty} empty, not judged)"
+        f" -> {args.out}"
+    )
     return 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,14 +81,19 @@ class PairStats:
         return self.prompts - self.prompts_with_pairs
 
     def summary(self) -> dict[str, Any]:
-        def mean(values: list[float]) -> float | None:
+        def mean(values: Sequence[float]) -> float | None:
             return sum(values) / len(values) if values else None
 
         out = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
-        out.update(prompts_without_pairs=self.prompts_without_pairs, mean_sample_score=mean(self.sample_scores),
-                   mean_chosen_score=mean(self.chosen_scores), mean_rejected_score=mean(self.rejected_scores),
-                   mean_gap=mean(self.gaps), mean_chosen_words=mean(self.chosen_lengths),
-                   mean_rejected_words=mean(self.rejected_lengths))
+        out.update(
+            prompts_without_pairs=self.prompts_without_pairs,
+            mean_sample_score=mean(self.sample_scores),
+            mean_chosen_score=mean(self.chosen_scores),
+            mean_rejected_score=mean(self.rejected_scores),
+            mean_gap=mean(self.gaps),
+            mean_chosen_words=mean(self.chosen_lengths),
+            mean_rejected_words=mean(self.rejected_lengths),
+        )
         return out
 
 
@@ -96,8 +101,9 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _candidates(samples: list[tuple[int, dict[str, Any]]], config: PairConfig,
-                stats: PairStats) -> tuple[list[tuple[int, int]], str | None]:
+def _candidates(
+    samples: list[tuple[int, dict[str, Any]]], config: PairConfig, stats: PairStats
+) -> tuple[list[tuple[int, int]], str | None]:
     """Ranked (chosen, rejected) sample positions, and why there are none (a PairStats counter name)."""
     if len(samples) < 2:
         return [], "prompts_too_few"
@@ -106,11 +112,11 @@ def _candidates(samples: list[tuple[int, dict[str, Any]]], config: PairConfig,
         return [], "prompts_all_tied"
     ranked, gapped = [], 0
     for a, (i, s) in enumerate(samples):
-        for j, t in samples[a + 1:]:
+        for j, t in samples[a + 1 :]:
             if s["score"] == t["score"]:
                 stats.tied_pairs += 1
                 continue
-            (w, x), (l, y) = ((i, s), (j, t)) if s["score"] > t["score"] else ((j, t), (i, s))
+            (w, x), (lo, y) = ((i, s), (j, t)) if s["score"] > t["score"] else ((j, t), (i, s))
             gap = x["score"] - y["score"]
             if gap < config.min_gap:
                 continue
@@ -122,33 +128,36 @@ def _candidates(samples: list[tuple[int, dict[str, Any]]], config: PairConfig,
             if config.require_correct and correct != (True, False):
                 continue
             balance = abs(lw - ll) if config.length_balance else 0
-            ranked.append((-gap, balance, w, l))
+            ranked.append((-gap, balance, w, lo))
     ranked.sort()
     if not ranked:
         return [], "prompts_filtered" if gapped else "prompts_below_gap"
-    return [(w, l) for *_, w, l in ranked], None
+    return [(w, lo) for *_, w, lo in ranked], None
 
 
 def _select(candidates: list[tuple[int, int]], config: PairConfig) -> list[tuple[int, int]]:
     if config.strategy == "all":
         return candidates
     limit = 1 if config.strategy == "best-worst" else config.k
-    chosen, used = [], set()
-    for w, l in candidates:
-        if w in used or l in used:
+    chosen: list[tuple[int, int]] = []
+    used: set[int] = set()
+    for w, lo in candidates:
+        if w in used or lo in used:
             continue
-        chosen.append((w, l))
-        used.update((w, l))
+        chosen.append((w, lo))
+        used.update((w, lo))
         if len(chosen) == limit:
             break
     return chosen
 
 
-def build_pairs(lines: list[tuple[dict[str, Any], PromptRecord]], config: PairConfig | None = None
-                ) -> tuple[list[PreferenceRecord], PairStats]:
+def build_pairs(
+    lines: list[tuple[dict[str, Any], PromptRecord]], config: PairConfig | None = None
+) -> tuple[list[PreferenceRecord], PairStats]:
     """Pairs (as preference records, in input order) and the counts of the module doc."""
     config = config or PairConfig()
-    stats, records = PairStats(), []
+    stats = PairStats()
+    records: list[PreferenceRecord] = []
     for line, record in lines:
         stats.prompts += 1
         samples, seen = [], set()
@@ -171,12 +180,22 @@ def build_pairs(lines: list[tuple[dict[str, Any], PromptRecord]], config: PairCo
         by_position = dict(samples)
         selected = _select(candidates, config)
         stats.prompts_with_pairs += 1
-        for w, l in selected:
-            chosen, rejected = by_position[w], by_position[l]
+        for w, lo in selected:
+            chosen, rejected = by_position[w], by_position[lo]
             name = record.id if record.id is not None else str(record.index)
-            records.append(PreferenceRecord(record.prompt, chosen["text"], rejected["text"], images=list(record.images),
-                                            score_chosen=float(chosen["score"]), score_rejected=float(rejected["score"]),
-                                            id=f"{name}-{w}-{l}", index=len(records), image_root=record.image_root))
+            records.append(
+                PreferenceRecord(
+                    record.prompt,
+                    chosen["text"],
+                    rejected["text"],
+                    images=list(record.images),
+                    score_chosen=float(chosen["score"]),
+                    score_rejected=float(rejected["score"]),
+                    id=f"{name}-{w}-{lo}",
+                    index=len(records),
+                    image_root=record.image_root,
+                )
+            )
             stats.gaps.append(float(chosen["score"]) - float(rejected["score"]))
             stats.chosen_scores.append(float(chosen["score"]))
             stats.rejected_scores.append(float(rejected["score"]))
@@ -195,14 +214,21 @@ def read_scored(path: str | Path) -> list[tuple[dict[str, Any], PromptRecord]]:
         for k, sample in enumerate(line["samples"]):
             score = sample.get("score", "missing")
             if score == "missing" or not (score is None or isinstance(score, (int, float))) or isinstance(score, bool):
-                raise ValueError(f"{where}: sample {k} has no numeric 'score' (judge the samples first: "
-                                 "mm-unidpo judge)")
+                raise ValueError(
+                    f"{where}: sample {k} has no numeric 'score' (judge the samples first: mm-unidpo judge)"
+                )
         out.append((line, record))
     return out
 
 
-def write_pairs(records: list[PreferenceRecord], stats: PairStats, out: str | Path, *,
-                image_root: str | None = None, plots: bool = True) -> dict[str, Any]:
+def write_pairs(
+    records: list[PreferenceRecord],
+    stats: PairStats,
+    out: str | Path,
+    *,
+    image_root: str | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
     """The pairs file, `<out>.summary.json` and (with `plots`) `<out>.summary.png`; returns the summary."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +236,7 @@ def write_pairs(records: list[PreferenceRecord], stats: PairStats, out: str | Pa
     save_preference_data(records, out, image_root=root)
     summary = {**stats.summary(), "pairs_file": str(out), "image_root": str(Path(root).resolve())}
     if plots:
-        from .plots import pair_summary_plot
+        from .plots import pair_summary_plot  # lazy: matplotlib only when a plot is asked for
 
         summary["plot"] = pair_summary_plot(stats, Path(str(out) + ".summary.png"))
     Path(str(out) + ".summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -219,17 +245,23 @@ def write_pairs(records: list[PreferenceRecord], stats: PairStats, out: str | Pa
 
 def build_parser() -> argparse.ArgumentParser:
     d = PairConfig()
-    p = argparse.ArgumentParser(prog="mm-unidpo pairs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo pairs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("scored", help="judged samples from mm-unidpo judge (JSON lines)")
     p.add_argument("--out", required=True, help="the pairs (our JSON-lines format)")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
     p.add_argument("--k", type=int, default=d.k, help="pairs per prompt (strategy k)")
     p.add_argument("--min-gap", type=float, default=d.min_gap, help="smallest score gap of a pair")
     p.add_argument("--length-balance", action="store_true", help="among equal gaps prefer pairs of similar length")
-    p.add_argument("--max-length-ratio", type=float, help="drop pairs whose word counts differ by more than this factor")
-    p.add_argument("--require-correct", action="store_true",
-                   help="chosen correct and rejected incorrect (judges that grade answers: prm with a benchmark)")
+    p.add_argument(
+        "--max-length-ratio", type=float, help="drop pairs whose word counts differ by more than this factor"
+    )
+    p.add_argument(
+        "--require-correct",
+        action="store_true",
+        help="chosen correct and rejected incorrect (judges that grade answers: prm with a benchmark)",
+    )
     p.add_argument("--image-root", help="write image paths relative to this folder (default: the samples' image root)")
     p.add_argument("--no-plots", action="store_true")
     return p
@@ -237,18 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = PairConfig(strategy=args.strategy, k=args.k, min_gap=args.min_gap, length_balance=args.length_balance,
-                            max_length_ratio=args.max_length_ratio, require_correct=args.require_correct)
-        records, stats = build_pairs(read_scored(args.scored), config)
-        summary = write_pairs(records, stats, args.out, image_root=args.image_root, plots=not args.no_plots)
-    except (ValueError, OSError) as error:
-        print(f"mm-unidpo pairs: {error}", file=sys.stderr)
-        return 2
+    config = PairConfig(
+        strategy=args.strategy,
+        k=args.k,
+        min_gap=args.min_gap,
+        length_balance=args.length_balance,
+        max_length_ratio=args.max_length_ratio,
+        require_correct=args.require_correct,
+    )
+    records, stats = build_pairs(read_scored(args.scored), config)
+    summary = write_pairs(records, stats, args.out, image_root=args.image_root, plots=not args.no_plots)
     print(format_summary(summary))
     if Path(summary["image_root"]) != Path(args.out).resolve().parent and records and any(r.images for r in records):
-        print(f"note: image paths in {args.out} are relative to {summary['image_root']}: train with "
-              f"data.image_root: {summary['image_root']}")
+        print(
+            f"note: image paths in {args.out} are relative to {summary['image_root']}: train with "
+            f"data.image_root: {summary['image_root']}"
+        )
     return 0
 
 
@@ -256,10 +292,12 @@ def format_summary(s: dict[str, Any]) -> str:
     def num(value: Any) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    return (f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts -> {s['pairs_file']}\n"
-            f"no pair: {s['prompts_all_tied']} all samples tied, {s['prompts_too_few']} with fewer than two distinct "
-            f"samples, {s['prompts_below_gap']} below the gap, {s['prompts_filtered']} filtered; "
-            f"{s['tied_pairs']} tied sample pairs; {s['empty_samples']} empty and {s['duplicate_samples']} repeated "
-            f"samples\nscores: samples {num(s['mean_sample_score'])}, chosen {num(s['mean_chosen_score'])}, rejected "
-            f"{num(s['mean_rejected_score'])} (gap {num(s['mean_gap'])}); words: chosen {num(s['mean_chosen_words'])}, "
-            f"rejected {num(s['mean_rejected_words'])}" + (f"\nplots: {s['plot']}" if s.get("plot") else ""))
+    return (
+        f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts -> {s['pairs_file']}\n"
+        f"no pair: {s['prompts_all_tied']} all samples tied, {s['prompts_too_few']} with fewer than two distinct "
+        f"samples, {s['prompts_below_gap']} below the gap, {s['prompts_filtered']} filtered; "
+        f"{s['tied_pairs']} tied sample pairs; {s['empty_samples']} empty and {s['duplicate_samples']} repeated "
+        f"samples\nscores: samples {num(s['mean_sample_score'])}, chosen {num(s['mean_chosen_score'])}, rejected "
+        f"{num(s['mean_rejected_score'])} (gap {num(s['mean_gap'])}); words: chosen {num(s['mean_chosen_words'])}, "
+        f"rejected {num(s['mean_rejected_words'])}" + (f"\nplots: {s['plot']}" if s.get("plot") else "")
+    )

@@ -26,8 +26,17 @@ from typing import Any
 
 from PIL import Image
 
-from mm_unidpo.data import (DEFAULT_MAX_PIXELS, BadRecordError, ImageRef, Prompt, SkipReport, check_image, detect_format,
-                            load_preference_data, validate_prompt)
+from mm_unidpo.data import (
+    DEFAULT_MAX_PIXELS,
+    BadRecordError,
+    ImageRef,
+    Prompt,
+    SkipReport,
+    check_image,
+    detect_format,
+    load_preference_data,
+    validate_prompt,
+)
 from mm_unidpo.data.formats import UnknownFormatError
 from mm_unidpo.data.sources import guarded, open_rows  # the data layer's row reader (files, saved datasets, hub ids)
 
@@ -62,7 +71,6 @@ class PromptRecord:
         return self.meta.get(key, default)
 
 
-
 @dataclass
 class PromptData:
     records: list[PromptRecord]
@@ -74,23 +82,36 @@ def _prompt_record(row: Mapping[str, Any], index: int, root: str) -> PromptRecor
     rid = next((str(row[k]) for k in _ID_KEYS if row.get(k) not in (None, "")), None)
     key = next((k for k in PROMPT_KEYS if k in row), None)
     if key is None:
-        raise BadRecordError(None, "missing_field", f"needs a prompt: one of the fields {', '.join(PROMPT_KEYS)}",
-                             index=index, record_id=rid)
+        raise BadRecordError(
+            None,
+            "missing_field",
+            f"needs a prompt: one of the fields {', '.join(PROMPT_KEYS)}",
+            index=index,
+            record_id=rid,
+        )
     prompt = row[key]
     if isinstance(prompt, str) and not prompt.strip():
         raise BadRecordError(None, "bad_prompt", f"{key} is empty", index=index, record_id=rid)
     image_key = next((k for k in _IMAGE_KEYS if row.get(k) is not None), None)
     images = row[image_key] if image_key else []
     # The data layer's checks of a prompt: its shape, image values, placeholders.
-    record = validate_prompt(Prompt(prompt, images=images if isinstance(images, list) else [images], id=rid,
-                                    index=index, image_root=root))
+    record = validate_prompt(
+        Prompt(prompt, images=images if isinstance(images, list) else [images], id=rid, index=index, image_root=root)
+    )
     meta = {k: v for k, v in row.items() if k not in (key, image_key, *_ID_KEYS)}
     return PromptRecord(record.prompt, record.images, rid, index, root, meta)
 
 
-def load_prompts(source: Any, *, format: str | None = None, split: str | None = "train",
-                 image_root: str | os.PathLike | None = None, on_bad_record: str = "error",
-                 max_image_pixels: int | None = DEFAULT_MAX_PIXELS, limit: int | None = None) -> PromptData:
+def load_prompts(
+    source: Any,
+    *,
+    format: str | None = None,
+    split: str | None = "train",
+    image_root: str | os.PathLike | None = None,
+    on_bad_record: str = "error",
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    limit: int | None = None,
+) -> PromptData:
     """The prompts of `source` (see the module doc). Preference data (detected from the first row, or
     `format` naming a preference format) goes through `load_preference_data`; a prompts-only source is
     read with the same row reader and checks. Bad rows raise `BadRecordError` naming the row, or are
@@ -101,8 +122,15 @@ def load_prompts(source: Any, *, format: str | None = None, split: str | None = 
         return _load_prompt_rows(source, split, image_root, on_bad_record, max_image_pixels, limit)
     if format == "prompts":
         return _load_prompt_rows(source, split, image_root, on_bad_record, max_image_pixels, limit)
-    data = load_preference_data(source, format=format, split=split, image_root=image_root,
-                                on_bad_record=on_bad_record, max_image_pixels=max_image_pixels, limit=limit)
+    data = load_preference_data(
+        source,
+        format=format,
+        split=split,
+        image_root=image_root,
+        on_bad_record=on_bad_record,
+        max_image_pixels=max_image_pixels,
+        limit=limit,
+    )
     records = [PromptRecord(r.prompt, r.images, r.id, r.index, r.image_root) for r in data.records]
     return PromptData(records, data.skips, data.source)
 
@@ -119,15 +147,17 @@ def _is_preference_data(source: Any, split: str | None) -> bool:
         return False
 
 
-def _load_prompt_rows(source: Any, split: str | None, image_root: Any, on_bad_record: str,
-                      max_image_pixels: int | None, limit: int | None) -> PromptData:
+def _load_prompt_rows(
+    source: Any, split: str | None, image_root: Any, on_bad_record: str, max_image_pixels: int | None, limit: int | None
+) -> PromptData:
     from pathlib import Path
 
     if image_root is not None and not Path(image_root).is_dir():
         raise FileNotFoundError(f"image_root {str(image_root)!r} is not a directory")
     rows, default_root, description = open_rows(source, split)
     root = str(Path(image_root if image_root is not None else default_root).resolve())
-    records, skips = [], SkipReport()
+    records: list[PromptRecord] = []
+    skips = SkipReport()
     for index, row in guarded(rows, description):
         if limit is not None and len(records) >= limit:
             break
@@ -149,6 +179,7 @@ def _load_prompt_rows(source: Any, split: str | None, image_root: Any, on_bad_re
 
 # ---- sample lines ------------------------------------------------------------------------------------
 
+
 def image_to_json(ref: ImageRef) -> Any:
     """An image reference as a sample line stores it: a path as given, bytes / PIL images inline."""
     if isinstance(ref, Image.Image):
@@ -162,9 +193,14 @@ def image_to_json(ref: ImageRef) -> Any:
 
 def prompt_line(record: PromptRecord) -> dict[str, Any]:
     """The prompt part of a sample line."""
-    return {"index": record.index, "id": record.id, "prompt": record.prompt,
-            "images": [image_to_json(ref) for ref in record.images], "image_root": record.image_root,
-            "meta": record.meta}
+    return {
+        "index": record.index,
+        "id": record.id,
+        "prompt": record.prompt,
+        "images": [image_to_json(ref) for ref in record.images],
+        "image_root": record.image_root,
+        "meta": record.meta,
+    }
 
 
 def record_of(line: Mapping[str, Any], where: str = "") -> PromptRecord:
@@ -172,14 +208,21 @@ def record_of(line: Mapping[str, Any], where: str = "") -> PromptRecord:
     for key in ("index", "prompt", "samples"):
         if key not in line:
             raise ValueError(f"{where}: not a sample line (no {key!r}; lines come from mm-unidpo generate)")
-    if not isinstance(line["samples"], list) or not all(isinstance(s, dict) and isinstance(s.get("text"), str)
-                                                        for s in line["samples"]):
+    if not isinstance(line["samples"], list) or not all(
+        isinstance(s, dict) and isinstance(s.get("text"), str) for s in line["samples"]
+    ):
         raise ValueError(f"{where}: 'samples' must be a list of objects with a string 'text'")
-    record = Prompt(line["prompt"], images=list(line.get("images") or []), id=line.get("id"), index=line["index"],
-                    image_root=line.get("image_root"))
+    record = Prompt(
+        line["prompt"],
+        images=list(line.get("images") or []),
+        id=line.get("id"),
+        index=line["index"],
+        image_root=line.get("image_root"),
+    )
     try:
         validate_prompt(record)
     except BadRecordError as error:
         raise ValueError(f"{where}: {error}") from None
-    return PromptRecord(record.prompt, record.images, record.id, record.index, record.image_root,
-                        dict(line.get("meta") or {}))
+    return PromptRecord(
+        record.prompt, record.images, record.id, record.index, record.image_root, dict(line.get("meta") or {})
+    )

@@ -12,24 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from mm_unidpo.io import append_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
 
 def settings_path(out: str | os.PathLike) -> Path:
     return Path(str(out) + ".settings.json")
-
-
-def write_lines(path: Path, lines: Iterable[Mapping[str, Any]]) -> None:
-    """Rewrite a JSON-lines file atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def read_lines(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
@@ -53,8 +46,14 @@ def read_lines(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
 class ResumableLines:
     """Output lines keyed by the item's `index`; `done` holds what a previous run finished."""
 
-    def __init__(self, path: str | os.PathLike, settings: Mapping[str, Any], *, overwrite: bool = False,
-                 expected: Mapping[int, Any] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        settings: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+        expected: Mapping[int, Any] | None = None,
+    ):
         """`expected`: index -> id of the items of this run; a finished line whose id differs means the
         input changed since, which is an error rather than a silent mix."""
         self.path = Path(path)
@@ -65,14 +64,21 @@ class ResumableLines:
             self.path.unlink(missing_ok=True)
         elif self.path.exists() and meta.exists():
             old = json.loads(meta.read_text(encoding="utf-8"))
-            diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings))
-                    if old.get(k) != settings.get(k)}
+            diff = {
+                k: (old.get(k), settings.get(k))
+                for k in sorted(set(old) | set(settings))
+                if old.get(k) != settings.get(k)
+            }
             if diff:
-                raise ValueError(f"{self.path} holds output made with other settings {diff} (old, new); "
-                                 "use another --out or --overwrite")
+                raise ValueError(
+                    f"{self.path} holds output made with other settings {diff} (old, new); "
+                    "use another --out or --overwrite"
+                )
         elif self.path.exists():
-            raise ValueError(f"{self.path} exists but has no {meta.name}: not a resumable output of this "
-                             "command; use another --out or --overwrite")
+            raise ValueError(
+                f"{self.path} exists but has no {meta.name}: not a resumable output of this "
+                "command; use another --out or --overwrite"
+            )
         meta.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         self.done = self._read_done(expected or {})
 
@@ -91,30 +97,29 @@ class ResumableLines:
                 dropped += 1
         for index, line in done.items():
             if index in expected and line.get("id") != expected[index]:
-                raise ValueError(f"{self.path}: item {index} was id {line.get('id')!r}, the input now has "
-                                 f"{expected[index]!r}; the input changed -- use another --out or --overwrite")
+                raise ValueError(
+                    f"{self.path}: item {index} was id {line.get('id')!r}, the input now has "
+                    f"{expected[index]!r}; the input changed -- use another --out or --overwrite"
+                )
         if dropped or (raw and not raw.endswith(b"\n")):
             logger.warning("%s: dropped %d unreadable line(s) left by an interrupted run", self.path, dropped)
-            write_lines(self.path, [done[i] for i in sorted(done)])
+            write_jsonl(self.path, [done[i] for i in sorted(done)])
         return done
 
     def append(self, lines: Sequence[Mapping[str, Any]]) -> None:
         """Write finished lines and make them durable before going on."""
-        with self.path.open("a", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-                self.done[int(line["index"])] = dict(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, lines)
+        for line in lines:
+            self.done[int(line["index"])] = dict(line)
 
     def finish(self, order: Sequence[int]) -> list[dict[str, Any]]:
         """The lines in `order` (input order), rewritten so in the file."""
         lines = [self.done[i] for i in order if i in self.done]
-        write_lines(self.path, lines)
+        write_jsonl(self.path, lines)
         return lines
 
 
 def chunks(order: Sequence[int], size: int) -> list[list[int]]:
     """Fixed batches over the whole input: a resumed run redoes a batch with the same items and seed,
     so its output equals an uninterrupted run's."""
-    return [list(order[i:i + size]) for i in range(0, len(order), size)]
+    return [list(order[i : i + size]) for i in range(0, len(order), size)]

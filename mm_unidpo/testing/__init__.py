@@ -11,7 +11,12 @@ Nothing here downloads anything.
 
 from __future__ import annotations
 
-from mm_unidpo.models.processors import load_processor_without_video, processor_without_video, qwen_vl_processor_without_video
+from mm_unidpo.models.processors import (
+    load_processor_without_video,
+    processor_without_video,
+    qwen_vl_processor_without_video,
+)
+
 from .tiny_models import FAMILIES, available_families, tiny
 from .tokenizer import tiny_tokenizer
 

@@ -52,7 +52,7 @@ def _quiet_progress_bars():
             hf_logging.enable_progress_bar()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vision_tower_dir(vision_config_json: str, seed: int) -> str:
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
 
@@ -62,7 +62,7 @@ def _vision_tower_dir(vision_config_json: str, seed: int) -> str:
     torch.manual_seed(seed)
     with _quiet_progress_bars():
         CLIPVisionModel(cfg).save_pretrained(path)
-    size = cfg.image_size
+    size: int = cfg.image_size  # type: ignore[assignment]  # an int in our config
     CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(path)
     return path
 
@@ -79,10 +79,18 @@ def tiny_llava_orig(seed, attn, padding_side, text_kwargs, clip_vision, override
     tower = _vision_tower_dir(json.dumps(vision.to_diff_dict(), sort_keys=True), seed)
     config = LlavaConfig(
         **text_kwargs(tok, ov),
-        mm_vision_tower=tower, mm_hidden_size=vision.hidden_size, mm_projector_type="mlp2x_gelu",
-        mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_patch_merge_type="flat",
-        image_aspect_ratio="pad", mm_use_im_start_end=False, mm_use_im_patch_token=False, use_mm_proj=True,
-        tokenizer_padding_side=padding_side, tokenizer_model_max_length=tok.model_max_length,
+        mm_vision_tower=tower,
+        mm_hidden_size=vision.hidden_size,
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_select_layer=-2,
+        mm_vision_select_feature="patch",
+        mm_patch_merge_type="flat",
+        image_aspect_ratio="pad",
+        mm_use_im_start_end=False,
+        mm_use_im_patch_token=False,
+        use_mm_proj=True,
+        tokenizer_padding_side=padding_side,
+        tokenizer_model_max_length=tok.model_max_length,
     )
     for key, value in ov.items():
         setattr(config, key, value)

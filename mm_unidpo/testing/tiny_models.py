@@ -15,7 +15,7 @@ family             model class                                 processor        
 =================  ==========================================  ==============================  =====================
 causal_lm          LlamaForCausalLM                            the tokenizer (llama3 style)    --
 llava              LlavaForConditionalGeneration (CLIP 32/8)   LlavaProcessor                  16
-llava_next         LlavaNextForConditionalGeneration (Mistral) LlavaNextProcessor              36 = base 16 + 1 tile 4x(4+1)
+llava_next         LlavaNextForConditionalGeneration (Mistral) LlavaNextProcessor              36 = 16 + 1 tile 4x(4+1)
 llava_onevision    LlavaOnevisionForConditionalGeneration      LlavaOnevisionProcessor [*]     36 (17 if >1 per row)
 qwen2_vl           Qwen2VLForConditionalGeneration (patch 14)  Qwen2VLProcessor [*]            4..16 (112x112 max)
 qwen2_5_vl         Qwen2_5_VLForConditionalGeneration          Qwen2_5_VLProcessor [*]         4..16
@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from mm_unidpo.models.processors import processor_without_video
+
 from .tokenizer import tiny_tokenizer
 
 __all__ = ["FAMILIES", "available_families", "tiny"]
@@ -71,7 +72,7 @@ def _round_up(n: int, m: int = 64) -> int:
 
 
 def _text_kwargs(tok, ov: dict[str, Any]) -> dict[str, Any]:
-    kw = dict(
+    kw: dict[str, Any] = dict(
         vocab_size=ov.pop("vocab_size", _round_up(len(tok))),
         hidden_size=ov.pop("hidden_size", HIDDEN),
         intermediate_size=INTERMEDIATE,
@@ -91,8 +92,15 @@ def _text_kwargs(tok, ov: dict[str, Any]) -> dict[str, Any]:
 def _clip_vision(ov: dict[str, Any]):
     from transformers import CLIPVisionConfig
 
-    kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-              image_size=CLIP_IMAGE, patch_size=CLIP_PATCH, projection_dim=32)
+    kw: dict[str, Any] = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=CLIP_IMAGE,
+        patch_size=CLIP_PATCH,
+        projection_dim=32,
+    )
     kw.update(ov.pop("vision_config", {}))
     return CLIPVisionConfig(**kw)
 
@@ -115,10 +123,20 @@ def tiny(family: str, seed: int = 0, **overrides: Any):
     if family == "llava_orig":
         from .llava_orig import tiny_llava_orig  # imports `llava` (llava-torch) only here
 
-        return tiny_llava_orig(seed=seed, attn=attn, padding_side=padding_side, text_kwargs=_text_kwargs,
-                               clip_vision=_clip_vision, overrides=ov)
-    builder = {"causal_lm": _causal_lm, "llava": _llava, "llava_next": _llava_next,
-               "llava_onevision": _llava_onevision}.get(family, _qwen_vl)
+        return tiny_llava_orig(
+            seed=seed,
+            attn=attn,
+            padding_side=padding_side,
+            text_kwargs=_text_kwargs,
+            clip_vision=_clip_vision,
+            overrides=ov,
+        )
+    builder = {
+        "causal_lm": _causal_lm,
+        "llava": _llava,
+        "llava_next": _llava_next,
+        "llava_onevision": _llava_onevision,
+    }.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
 
 
@@ -131,72 +149,124 @@ def _causal_lm(family, seed, attn, padding_side, ov):
 
 
 def _llava(family, seed, attn, padding_side, ov):
-    from transformers import (CLIPImageProcessorPil, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = tiny_tokenizer("llava", padding_side=padding_side)
     vision = _clip_vision(ov)
     n_tokens = (vision.image_size // vision.patch_size) ** 2  # "default" drops CLS: 17 - 1
     config = LlavaConfig(
-        vision_config=vision, text_config=LlamaConfig(**_text_kwargs(tok, ov)),
-        image_token_index=tok.image_token_id, image_seq_length=n_tokens,
-        vision_feature_select_strategy="default", vision_feature_layer=-2,
+        vision_config=vision,
+        text_config=LlamaConfig(**_text_kwargs(tok, ov)),
+        image_token_index=tok.image_token_id,
+        image_seq_length=n_tokens,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
     )
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": vision.image_size}, crop_size={"height": vision.image_size, "width": vision.image_size})
+        size={"shortest_edge": vision.image_size}, crop_size={"height": vision.image_size, "width": vision.image_size}
+    )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=vision.patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=tok.chat_template)
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=vision.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tok.chat_template,
+    )
     return _finish(LlavaForConditionalGeneration, config, ov, seed, attn), processor
 
 
 def _llava_next(family, seed, attn, padding_side, ov):
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
-                              LlavaNextProcessor, MistralConfig)
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
 
     tok = tiny_tokenizer("mistral", padding_side=padding_side)
     vision = _clip_vision(ov)
     size = vision.image_size
     pinpoints = [[h * size // CLIP_IMAGE, w * size // CLIP_IMAGE] for h, w in PINPOINTS]
     config = LlavaNextConfig(
-        vision_config=vision, text_config=MistralConfig(**_text_kwargs(tok, ov), sliding_window=None),
-        image_token_index=tok.image_token_id, image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default", vision_feature_layer=-2,
+        vision_config=vision,
+        text_config=MistralConfig(**_text_kwargs(tok, ov), sliding_window=None),
+        image_token_index=tok.image_token_id,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
         image_seq_length=(size // vision.patch_size) ** 2,
     )
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_grid_pinpoints=pinpoints)
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_grid_pinpoints=pinpoints
+    )
     processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=vision.patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=tok.chat_template)
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=vision.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tok.chat_template,
+    )
     return _finish(LlavaNextForConditionalGeneration, config, ov, seed, attn), processor
 
 
 def _llava_onevision(family, seed, attn, padding_side, ov):
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor, Qwen2Config,
-                              SiglipVisionConfig)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
 
     tok = tiny_tokenizer("chatml_llava", padding_side=padding_side)
-    vkw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-               image_size=CLIP_IMAGE, patch_size=CLIP_PATCH)
+    vkw: dict[str, Any] = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=CLIP_IMAGE,
+        patch_size=CLIP_PATCH,
+    )
     vkw.update(ov.pop("vision_config", {}))
     vision = SiglipVisionConfig(**vkw)
-    size = vision.image_size
+    size: int = vision.image_size  # type: ignore[assignment]  # an int in our config
     pinpoints = [[h * size // CLIP_IMAGE, w * size // CLIP_IMAGE] for h, w in PINPOINTS]
-    n_tokens = (size // vision.patch_size) ** 2  # SigLIP has no CLS token: "full" keeps all
+    patch: int = vision.patch_size  # type: ignore[assignment]  # an int in our config
+    n_tokens = (size // patch) ** 2  # SigLIP has no CLS token: "full" keeps all
     config = LlavaOnevisionConfig(
-        vision_config=vision, text_config=Qwen2Config(**_text_kwargs(tok, ov)),
-        image_token_index=tok.image_token_id, video_token_index=tok.video_token_id,
-        image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full", vision_feature_layer=-1,
+        vision_config=vision,
+        text_config=Qwen2Config(**_text_kwargs(tok, ov)),
+        image_token_index=tok.image_token_id,
+        video_token_index=tok.video_token_id,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
         vision_aspect_ratio="anyres_max_9",
     )
     image_processor = LlavaOnevisionImageProcessorPil(
-        size={"height": size, "width": size}, image_grid_pinpoints=pinpoints,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+        size={"height": size, "width": size},
+        image_grid_pinpoints=pinpoints,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
     processor = processor_without_video(
-        LlavaOnevisionProcessor, image_processor=image_processor, tokenizer=tok, num_image_tokens=n_tokens,
-        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9")
+        LlavaOnevisionProcessor,
+        image_processor=image_processor,
+        tokenizer=tok,
+        num_image_tokens=n_tokens,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
     return _finish(LlavaOnevisionForConditionalGeneration, config, ov, seed, attn), processor
 
 
@@ -208,37 +278,64 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
     head_dim = text["hidden_size"] // text["num_attention_heads"]
     q = head_dim // 2  # mrope sections (t, h, w) must add up to head_dim / 2
     section = [q - 2 * (3 * q // 8), 3 * q // 8, 3 * q // 8]
+    cfg_cls: type[Any]
+    model_cls: type[Any]
+    proc_cls: type[Any]
     if family == "qwen2_vl":
         cfg_cls, model_cls, proc_cls = T.Qwen2VLConfig, T.Qwen2VLForConditionalGeneration, T.Qwen2VLProcessor
         patch = 14
-        vision = dict(depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2,
-                      patch_size=patch)
+        vision: dict[str, Any] = dict(
+            depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2, patch_size=patch
+        )
         rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
     elif family == "qwen2_5_vl":
         cfg_cls, model_cls, proc_cls = T.Qwen2_5_VLConfig, T.Qwen2_5_VLForConditionalGeneration, T.Qwen2_5_VLProcessor
         patch = 14
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
-                      patch_size=patch, window_size=56, fullatt_block_indexes=[1])
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=text["hidden_size"],
+            patch_size=patch,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
         rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
     else:
         cfg_cls, model_cls, proc_cls = T.Qwen3VLConfig, T.Qwen3VLForConditionalGeneration, T.Qwen3VLProcessor
         patch = 16
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
-                      patch_size=patch, num_position_embeddings=64, deepstack_visual_indexes=[0])
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=text["hidden_size"],
+            patch_size=patch,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        )
         rope = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": True, "rope_theta": 5e6}
         text["head_dim"] = head_dim
     text["rope_parameters"] = rope
     vision.update(ov.pop("vision_config", {}))
     patch = vision["patch_size"]
     config = cfg_cls(
-        text_config=text, vision_config=vision, image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tok.image_token_id,
+        video_token_id=tok.video_token_id,
         vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
         vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
     )
     unit = patch * 2  # one merged token = (2 x patch)^2 pixels
     image_processor = T.Qwen2VLImageProcessorPil(
-        patch_size=patch, merge_size=2, temporal_patch_size=2,
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
         size={"shortest_edge": unit * unit * 4, "longest_edge": unit * unit * 16},  # 4..16 image tokens
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
     processor = processor_without_video(proc_cls, image_processor=image_processor, tokenizer=tok)
     return _finish(model_cls, config, ov, seed, attn), processor

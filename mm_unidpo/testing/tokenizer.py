@@ -59,7 +59,7 @@ She is wearing a black hat and a long coat. He is reading a book in the library.
 STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def base_tokenizer_json(corpus: str | None = None) -> str:
     """Train the byte-level BPE (once per process and corpus) and return it serialized.
 
@@ -84,8 +84,9 @@ def base_tokenizer_json(corpus: str | None = None) -> str:
         lines = [line for line in corpus.splitlines() if line.strip()] * 20 + lines
     tok.train_from_iterator(lines, trainer=trainer, length=len(lines))
     if tok.get_vocab_size() != BASE_VOCAB_SIZE:
-        raise ValueError(f"the BPE vocabulary has {tok.get_vocab_size()} tokens, not {BASE_VOCAB_SIZE}: "
-                         "special-token ids would move")
+        raise ValueError(
+            f"the BPE vocabulary has {tok.get_vocab_size()} tokens, not {BASE_VOCAB_SIZE}: special-token ids would move"
+        )
     return tok.to_str()
 
 
@@ -183,7 +184,7 @@ _QWEN3_VL = (
 # llava.conversation.conv_vicuna_v1 (sep=" ", sep2="</s>"), the LLaVA-1.5 training format.
 _VICUNA = (
     "{%- if messages[0]['role'] == 'system' %}{%- set message = messages[0] %}" + _TEXT + "{{- ' ' }}"
-    "{%- else %}{{- \"A chat between a curious user and an artificial intelligence assistant. "
+    '{%- else %}{{- "A chat between a curious user and an artificial intelligence assistant. '
     "The assistant gives helpful, detailed, and polite answers to the user's questions. \" }}{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message['role'] == 'user' %}{{- 'USER: ' }}"
@@ -203,43 +204,64 @@ _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 _SPECS: dict[str, dict] = {
     "llama3": dict(
         template=_LLAMA3,
-        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                  "<|eot_id|>", "<|finetune_right_pad_id|>"],
+        specials=[
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|finetune_right_pad_id|>",
+        ],
         roles=dict(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>"),
-        extra={}, add_bos=True,
+        extra={},
+        add_bos=True,
     ),
     "llava": dict(
-        template=_LLAVA, specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
-        roles=dict(_LLAMA2_SPECIALS, pad="<pad>"), extra={"image_token": "<image>"}, add_bos=True,
+        template=_LLAVA,
+        specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
+        roles=dict(_LLAMA2_SPECIALS, pad="<pad>"),
+        extra={"image_token": "<image>"},
+        add_bos=True,
     ),
     "mistral": dict(
-        template=_MISTRAL, specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
-        roles=dict(_LLAMA2_SPECIALS, pad="<pad>"), extra={"image_token": "<image>"}, add_bos=True,
+        template=_MISTRAL,
+        specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
+        roles=dict(_LLAMA2_SPECIALS, pad="<pad>"),
+        extra={"image_token": "<image>"},
+        add_bos=True,
     ),
     "chatml_llava": dict(
-        template=_CHATML_LLAVA, specials=_QWEN_SPECIALS + ["<image>", "<video>"],
+        template=_CHATML_LLAVA,
+        specials=[*_QWEN_SPECIALS, "<image>", "<video>"],
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
-        extra={"image_token": "<image>", "video_token": "<video>"}, add_bos=False,
+        extra={"image_token": "<image>", "video_token": "<video>"},
+        add_bos=False,
     ),
     "qwen2_vl": dict(
         template=_QWEN2_VL,
-        specials=_QWEN_SPECIALS + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+        specials=[*_QWEN_SPECIALS, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
-        extra={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-               "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
+        extra={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>",
+            "vision_eos_token": "<|vision_end|>",
+        },
         add_bos=False,
     ),
     "vicuna": dict(
-        template=_VICUNA, specials=["<unk>", "<s>", "</s>"],
+        template=_VICUNA,
+        specials=["<unk>", "<s>", "</s>"],
         # LLaVA's train.py sets pad_token = unk_token for the v1 (vicuna) conversation format.
-        roles=dict(_LLAMA2_SPECIALS, pad="<unk>"), extra={}, add_bos=True,
+        roles=dict(_LLAMA2_SPECIALS, pad="<unk>"),
+        extra={},
+        add_bos=True,
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)
 
 
-def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right",
-                   corpus: str | None = None):
+def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right", corpus: str | None = None):
     """Build a ``PreTrainedTokenizerFast`` for one chat-template ``style`` (see module doc).
 
     ``corpus``: extra training text whose words should be single tokens (see :func:`base_tokenizer_json`);
@@ -260,12 +282,14 @@ def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str =
     if spec["add_bos"]:
         bos = spec["roles"]["bos"]
         bos_id = tok.token_to_id(bos)
-        tok.post_processor = processors.Sequence([
-            processors.ByteLevel(trim_offsets=False),
-            processors.TemplateProcessing(
-                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)]
-            ),
-        ])
+        tok.post_processor = processors.Sequence(
+            [
+                processors.ByteLevel(trim_offsets=False),
+                processors.TemplateProcessing(
+                    single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)]
+                ),
+            ]
+        )
     kwargs = {f"{role}_token": tok_str for role, tok_str in spec["roles"].items()}
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,

@@ -15,19 +15,29 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from transformers import TrainingArguments
+
+from mm_unidpo.data import FORMATS
+from mm_unidpo.data.records import FLOAT32_MAX
 from mm_unidpo.losses import build_loss
+from mm_unidpo.models import FAMILIES
+from mm_unidpo.yaml_config import ConfigError, check_types
+from mm_unidpo.yaml_config import matches as _matches
+from mm_unidpo.yaml_config import type_error as _type_error
 
-from .config import ConfigError, TrainConfig
 from .sync import check_sync
+
+if TYPE_CHECKING:  # config.py imports this module to validate its TrainConfig
+    from .config import TrainConfig
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def check_config(config: TrainConfig) -> None:
     for section in ("model", "lora", "data", "loss", "reference"):
-        _check_types(section, getattr(config, section))
+        check_types(section, getattr(config, section))
     _check_model(config)
     _check_lora(config)
     _check_data(config)
@@ -37,88 +47,32 @@ def check_config(config: TrainConfig) -> None:
     _check_train(config)
 
 
-# ---- types --------------------------------------------------------------------------------------
-
-def _matches(value: Any, expected: Any) -> bool:
-    """Whether `value` fits the annotation `expected` (bool is not a number; an int is a float)."""
-    if expected is Any:
-        return True
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, option) for option in typing.get_args(expected))
-    if expected is type(None):
-        return value is None
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        (item,) = typing.get_args(expected)[:1] or (Any,)
-        return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if isinstance(expected, type):
-        return isinstance(value, expected)
-    return True  # an annotation we do not check (e.g. an enum or a library type)
-
-
-def _describe(expected: Any) -> str:
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(option) for option in typing.get_args(expected))
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "null"}
-    if expected in names:
-        return names[expected]
-    if origin in (list, tuple):
-        return f"a list of {_describe(typing.get_args(expected)[0])}"
-    return getattr(expected, "__name__", str(expected))
-
-
-def _type_error(key: str, value: Any, expected: Any) -> ConfigError:
-    quoted = " (quoted in the YAML? write numbers without quotes)" if isinstance(value, str) and _numeric(value) else ""
-    return ConfigError(f"{key} must be {_describe(expected)}, got {value!r} ({type(value).__name__}){quoted}")
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _check_types(section: str, values: Any) -> None:
-    hints = typing.get_type_hints(type(values))
-    for f in dataclasses.fields(values):
-        value = getattr(values, f.name)
-        if not _matches(value, hints[f.name]):
-            raise _type_error(f"{section}.{f.name}", value, hints[f.name])
-
-
 # ---- sections -----------------------------------------------------------------------------------
+
 
 def _check_model(config: TrainConfig) -> None:
     m = config.model
     if not m.name_or_path:
-        raise ConfigError("model.name_or_path is required (a hub id such as llava-hf/llava-1.5-7b-hf, or a local "
-                          "folder)")
+        raise ConfigError(
+            "model.name_or_path is required (a hub id such as llava-hf/llava-1.5-7b-hf, or a local folder)"
+        )
     if m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
     if m.load_in_4bit and not config.lora.enabled:
         raise ConfigError("model.load_in_4bit needs lora.enabled: 4-bit weights cannot be trained directly")
     if m.max_tokens_per_row is not None and m.max_tokens_per_row < 1:
         raise ConfigError(f"model.max_tokens_per_row must be >= 1 (or null: one row), got {m.max_tokens_per_row}")
-    if m.head_chunk_size is not None and m.head_chunk_size != "auto" and (
-            isinstance(m.head_chunk_size, str) or m.head_chunk_size < 1):
-        raise ConfigError(f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
-                          f"logits), got {m.head_chunk_size!r}")
-    if m.family is not None:
-        from mm_unidpo.models import FAMILIES
-
-        if m.family not in FAMILIES:
-            raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(FAMILIES)}")
+    if (
+        m.head_chunk_size is not None
+        and m.head_chunk_size != "auto"
+        and (isinstance(m.head_chunk_size, str) or m.head_chunk_size < 1)
+    ):
+        raise ConfigError(
+            f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
+            f"logits), got {m.head_chunk_size!r}"
+        )
+    if m.family is not None and m.family not in FAMILIES:
+        raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(FAMILIES)}")
 
 
 def _check_lora(config: TrainConfig) -> None:
@@ -130,8 +84,9 @@ def _check_lora(config: TrainConfig) -> None:
     if not 0 <= lora.dropout < 1:
         raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
     if isinstance(lora.target_modules, str) and lora.target_modules != "all-linear":
-        raise ConfigError(f"lora.target_modules must be 'all-linear' or a list of module names, got "
-                          f"{lora.target_modules!r}")
+        raise ConfigError(
+            f"lora.target_modules must be 'all-linear' or a list of module names, got {lora.target_modules!r}"
+        )
 
 
 def _check_data(config: TrainConfig) -> None:
@@ -145,15 +100,14 @@ def _check_data(config: TrainConfig) -> None:
     if d.limit is not None and d.limit < 1:
         raise ConfigError(f"data.limit must be >= 1 (or null for all records), got {d.limit}")
     if d.max_tokens_per_batch is not None and d.max_tokens_per_batch < 1:
-        raise ConfigError(f"data.max_tokens_per_batch must be >= 1 (or null: train.per_device_train_batch_size "
-                          f"pairs), got {d.max_tokens_per_batch}")
+        raise ConfigError(
+            f"data.max_tokens_per_batch must be >= 1 (or null: train.per_device_train_batch_size "
+            f"pairs), got {d.max_tokens_per_batch}"
+        )
     if d.preflight_workers is not None and d.preflight_workers < 0:
         raise ConfigError(f"data.preflight_workers must be >= 0 (or null: automatic), got {d.preflight_workers}")
-    if d.format is not None and d.format != "auto":
-        from mm_unidpo.data import FORMATS
-
-        if d.format not in FORMATS:
-            raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
+    if d.format is not None and d.format != "auto" and d.format not in FORMATS:
+        raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
 
 
 def _check_loss(config: TrainConfig) -> None:
@@ -167,21 +121,28 @@ def _check_loss(config: TrainConfig) -> None:
         raise ConfigError(problem)
 
 
-_POSITIVE = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "per_device_eval_batch_size": ">= 1",
-             "gradient_accumulation_steps": ">= 1", "num_train_epochs": "> 0", "logging_steps": "> 0",
-             "save_steps": "> 0", "eval_steps": "> 0"}
+_POSITIVE = {
+    "learning_rate": "> 0",
+    "per_device_train_batch_size": ">= 1",
+    "per_device_eval_batch_size": ">= 1",
+    "gradient_accumulation_steps": ">= 1",
+    "num_train_epochs": "> 0",
+    "logging_steps": "> 0",
+    "save_steps": "> 0",
+    "eval_steps": "> 0",
+}
 
 
 def _check_train(config: TrainConfig) -> None:
-    from transformers import TrainingArguments
-
     train = config.train
     hints = typing.get_type_hints(TrainingArguments)
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     bad = sorted(set(train) - known - {"resume_from_checkpoint"})
     if bad:
-        raise ConfigError(f"train.{bad[0]} is not a transformers.TrainingArguments field" +
-                          (f" (also: {bad[1:]})" if len(bad) > 1 else ""))
+        raise ConfigError(
+            f"train.{bad[0]} is not a transformers.TrainingArguments field"
+            + (f" (also: {bad[1:]})" if len(bad) > 1 else "")
+        )
     if "output_dir" not in train or not train["output_dir"]:
         raise ConfigError("train.output_dir is required")
     resume = train.get("resume_from_checkpoint")
@@ -205,6 +166,7 @@ def _check_train(config: TrainConfig) -> None:
 
 def _is_simple(expected: Any) -> bool:
     """An annotation made of bool / int / float / str / None only (the ones worth checking here)."""
-    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) \
-        else (expected,)
+    options = (
+        typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    )
     return all(option in (bool, int, float, str, type(None)) for option in options)

@@ -14,13 +14,33 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mm_unidpo.yaml_config import ConfigError, from_dict, load_yaml, read_yaml_file
+
+from .checks import check_config
+
+__all__ = [
+    "CONFIG_NAME",
+    "ConfigError",
+    "DataConfig",
+    "LoraSettings",
+    "LossConfig",
+    "ModelConfig",
+    "ReferenceConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "merge_configs",
+    "read_config",
+    "save_run_config",
+    "training_arguments",
+]
 
 
 @dataclass
@@ -109,10 +129,8 @@ class TrainConfig:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     train: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every value at load time (types, ranges, names, paths); a `ConfigError` names the key."""
-        from .checks import check_config
-
         check_config(self)
         return self
 
@@ -120,12 +138,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"model": ModelConfig, "lora": LoraSettings, "data": DataConfig, "loss": LossConfig,
-             "reference": ReferenceConfig}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run: the message names the file or the key and what is wrong."""
+_SECTIONS = {
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "data": DataConfig,
+    "loss": LossConfig,
+    "reference": ReferenceConfig,
+}
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -133,39 +152,14 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig
     unknown = sorted(set(raw) - set(_SECTIONS) - {"train"})
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; sections are {sorted([*_SECTIONS, 'train'])}")
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        values = raw.get(name) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {name!r} must be a mapping")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(values) - fields)
-        if bad:
-            raise ConfigError(f"{source}: unknown key(s) {[f'{name}.{b}' for b in bad]}; {name} takes {sorted(fields)}")
-        sections[name] = cls(**values)
+    # unknown keys and wrongly typed values name the file and the key (yaml_config.from_dict)
+    sections: dict[str, Any] = {
+        name: from_dict(cls, raw.get(name), source=source, section=name) for name, cls in _SECTIONS.items()
+    }
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{source}: section 'train' must be a mapping")
     return TrainConfig(**sections, train=dict(train))
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 as PyYAML reads it, with two surprises removed: `2e-5` (no dot) is a float, not the
-    string "2e-5", and only true/false are booleans (`save_strategy: no` stays the string "no")."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
-    r"|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -198,8 +192,12 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]
     out = dict(base)
     for key, value in child.items():
         old = out.get(key)
-        if (key == "loss" and isinstance(old, dict) and isinstance(value, dict)
-                and value.get("name", old.get("name")) != old.get("name")):
+        if (
+            key == "loss"
+            and isinstance(old, dict)
+            and isinstance(value, dict)
+            and value.get("name", old.get("name")) != old.get("name")
+        ):
             out[key] = dict(value)
         elif isinstance(old, dict) and isinstance(value, dict):
             out[key] = _merge_nested(old, value)
@@ -229,17 +227,7 @@ def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     if not path.is_file():
         named = f" (the base of {_chain[-1]})" if _chain else ""
         raise FileNotFoundError(f"config file {path}{named} does not exist")
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: byte {error.start} is not UTF-8: save the config as UTF-8") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    raw = read_yaml_file(path)
     bases = raw.pop("base", None) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -276,10 +264,19 @@ def training_arguments(config: TrainConfig):
 
     accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
     # transformers 5 renamed gradient_checkpointing_kwargs; use whichever this version has.
-    checkpointing = ("activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in accepted
-                     else "gradient_checkpointing_kwargs")
-    args = {"remove_unused_columns": False, "logging_steps": 10, "report_to": "none", "save_strategy": "steps",
-            "save_steps": 500, checkpointing: {"use_reentrant": False}}
+    checkpointing = (
+        "activation_checkpointing_kwargs"
+        if "activation_checkpointing_kwargs" in accepted
+        else "gradient_checkpointing_kwargs"
+    )
+    args: dict[str, Any] = {
+        "remove_unused_columns": False,
+        "logging_steps": 10,
+        "report_to": "none",
+        "save_strategy": "steps",
+        "save_steps": 500,
+        checkpointing: {"use_reentrant": False},
+    }
     if config.model.dtype == "bfloat16":
         args["bf16"] = True
     args.update(config.train)

@@ -19,7 +19,7 @@ nothing it has seen. With `workers` the pass runs in `torch.utils.data.DataLoade
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 import os
@@ -33,9 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mm_unidpo.data.records import BadRecordError, PreferenceRecord, SkipReport
+from mm_unidpo.io import sha256_json, write_cache
 from mm_unidpo.models import Adapter
 
-from .reference import adapter_fingerprint, write_atomic
+from .reference import adapter_fingerprint
 
 logger = logging.getLogger(__name__)
 PREFLIGHT_VERSION = 2
@@ -50,14 +51,22 @@ class PreflightError(BadRecordError):
 
     def __init__(self, errors: list[BadRecordError], total: int, description: str):
         first = errors[0]
-        self.errors, self.reason, self.index, self.record_id, self.detail = errors, first.reason, first.index, \
-            first.record_id, first.detail
+        self.errors, self.reason, self.index, self.record_id, self.detail = (
+            errors,
+            first.reason,
+            first.index,
+            first.record_id,
+            first.detail,
+        )
         shown = "\n".join(f"  {e}" for e in errors[:SHOWN_ERRORS])
         more = f"\n  ... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
         counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(_counts(errors).items()))
-        ValueError.__init__(self, f"{description}: {len(errors)} of {total} records cannot be trained on ({counts}), "
-                                  f"found before training:\n{shown}{more}\nFix them, or set data.on_bad_record: skip "
-                                  f"to drop them (each counted once)")
+        ValueError.__init__(
+            self,
+            f"{description}: {len(errors)} of {total} records cannot be trained on ({counts}), "
+            f"found before training:\n{shown}{more}\nFix them, or set data.on_bad_record: skip "
+            f"to drop them (each counted once)",
+        )
 
 
 def _counts(errors: list[BadRecordError]) -> dict[str, int]:
@@ -87,7 +96,7 @@ def verdict(adapter: Adapter, record: PreferenceRecord) -> Verdict:
         return None, None, encoded.truncated, encoded.packed_length
     except BadRecordError as error:
         return error.reason, error.detail, False, 0
-    except Exception as error:  # a record must never be the reason for a traceback mid-training
+    except Exception as error:  # noqa: BLE001 -- a record must never be the reason for a traceback mid-training
         return "encode_failed", f"{type(error).__name__}: {error}", False, 0
 
 
@@ -106,15 +115,22 @@ def _identity(item: Any) -> Any:
     return item
 
 
-def _encode_all(adapter: Adapter, records: list[PreferenceRecord], todo: list[int], workers: int,
-                description: str) -> dict[int, Verdict]:
+def _encode_all(
+    adapter: Adapter, records: list[PreferenceRecord], todo: list[int], workers: int, description: str
+) -> dict[int, Verdict]:
     bar = tqdm(total=len(todo), desc=f"pre-flight {description}", unit="record", disable=not todo)
     out: dict[int, Verdict] = {}
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked: no Rust thread pools
         # Its own generator: worker seeding must not draw from the global RNG that training uses.
-        loader = DataLoader(_Encoding(adapter, records, todo), batch_size=None, num_workers=workers,
-                            collate_fn=_identity, prefetch_factor=16, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            _Encoding(adapter, records, todo),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_identity,
+            prefetch_factor=16,
+            generator=torch.Generator().manual_seed(0),
+        )
         for position, result in loader:
             out[position] = result
             bar.update()
@@ -132,9 +148,16 @@ def _default_workers(n: int) -> int:
     return workers if n >= MIN_RECORDS_FOR_WORKERS and workers >= 2 else 0
 
 
-def preflight(records: list[PreferenceRecord], adapter: Adapter, *, on_bad_record: str = "error",
-              digests: list[str | None] | None = None, cache_dir: str | Path | None = None,
-              workers: int | None = None, description: str = "data") -> PreflightResult:
+def preflight(
+    records: list[PreferenceRecord],
+    adapter: Adapter,
+    *,
+    on_bad_record: str = "error",
+    digests: list[str | None] | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    description: str = "data",
+) -> PreflightResult:
     """Encode every record once (or read its cached verdict); raise `PreflightError` naming the bad ones
     (error mode) or drop each once (skip mode). `digests`: `record_digests(records)`, needed for the cache."""
     if on_bad_record not in ("error", "skip"):
@@ -149,11 +172,16 @@ def preflight(records: list[PreferenceRecord], adapter: Adapter, *, on_bad_recor
     workers = _default_workers(len(todo)) if workers is None else workers
     encoded = _encode_all(adapter, records, todo, workers if len(todo) > 1 else 0, description)
     verdicts.update(encoded)
-    if cache is not None and encoded:
-        cache.save({digests[i]: list(v) for i, v in verdicts.items() if digests[i] is not None and v[0] != "encode_failed"})
+    if cache is not None and digests is not None and encoded:  # (a cache exists only with digests)
+        cache.save(
+            {d: list(v) for i, v in verdicts.items() if (d := digests[i]) is not None and v[0] != "encode_failed"}
+        )
 
-    errors = [BadRecordError(records[i], verdicts[i][0], verdicts[i][1]) for i in range(len(records))
-              if verdicts[i][0] is not None]
+    errors = [
+        BadRecordError(records[i], verdicts[i][0], verdicts[i][1])
+        for i in range(len(records))
+        if verdicts[i][0] is not None
+    ]
     if errors and on_bad_record == "error":
         raise PreflightError(errors, len(records), description)
     skips = SkipReport()
@@ -161,14 +189,27 @@ def preflight(records: list[PreferenceRecord], adapter: Adapter, *, on_bad_recor
         skips.add(error)
         logger.info("pre-flight: skipping %s", error)
     kept = [i for i in range(len(records)) if verdicts[i][0] is None]
-    result = PreflightResult(records=[records[i] for i in kept], kept=kept, skips=skips,
-                             truncated=sum(bool(verdicts[i][2]) for i in kept),
-                             lengths=[int(verdicts[i][3]) for i in kept], encoded=len(encoded),
-                             cached=len(records) - len(encoded), seconds=time.perf_counter() - start)
+    result = PreflightResult(
+        records=[records[i] for i in kept],
+        kept=kept,
+        skips=skips,
+        truncated=sum(bool(verdicts[i][2]) for i in kept),
+        lengths=[int(verdicts[i][3]) for i in kept],
+        encoded=len(encoded),
+        cached=len(records) - len(encoded),
+        seconds=time.perf_counter() - start,
+    )
     skips.log(f"pre-flight {description}")
-    logger.info("pre-flight %s: %d records, %d encoded, %d verdicts from the cache, %d dropped, %d truncated, "
-                "%.1fs", description, len(records), result.encoded, result.cached, skips.total, result.truncated,
-                result.seconds)
+    logger.info(
+        "pre-flight %s: %d records, %d encoded, %d verdicts from the cache, %d dropped, %d truncated, %.1fs",
+        description,
+        len(records),
+        result.encoded,
+        result.cached,
+        skips.total,
+        result.truncated,
+        result.seconds,
+    )
     return result
 
 
@@ -176,13 +217,12 @@ class _Cache:
     """Verdicts by record digest, in `preflight-<adapter fingerprint>.json` with a checksum of its entries."""
 
     def __init__(self, cache_dir: str | Path, adapter: Adapter):
-        key = hashlib.sha256(json.dumps({"version": PREFLIGHT_VERSION, "adapter": adapter_fingerprint(adapter)},
-                                        sort_keys=True).encode()).hexdigest()[:32]
+        key = sha256_json({"version": PREFLIGHT_VERSION, "adapter": adapter_fingerprint(adapter)})[:32]
         self.path = Path(cache_dir) / f"preflight-{key}.json"
 
     @staticmethod
     def _checksum(verdicts: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(verdicts, sort_keys=True).encode()).hexdigest()
+        return sha256_json(verdicts)
 
     def load(self) -> dict[str, list]:
         if not self.path.is_file():
@@ -193,12 +233,14 @@ class _Cache:
             if payload.get("checksum") != self._checksum(verdicts):
                 raise ValueError("checksum mismatch")
         except (OSError, ValueError, KeyError, TypeError) as error:
-            logger.warning("pre-flight cache %s is damaged (%s): ignoring it, every record is encoded again",
-                           self.path, error)
+            logger.warning(
+                "pre-flight cache %s is damaged (%s): ignoring it, every record is encoded again", self.path, error
+            )
             return {}
         return verdicts
 
     def save(self, verdicts: dict[str, list]) -> None:
-        payload = json.dumps({"version": PREFLIGHT_VERSION, "checksum": self._checksum(verdicts),
-                              "verdicts": verdicts}, sort_keys=True).encode()
-        write_atomic(self.path, lambda tmp: tmp.write_bytes(payload), what="pre-flight cache")
+        payload = json.dumps(
+            {"version": PREFLIGHT_VERSION, "checksum": self._checksum(verdicts), "verdicts": verdicts}, sort_keys=True
+        ).encode()
+        write_cache(self.path, lambda tmp: tmp.write_bytes(payload), what="pre-flight cache")

@@ -15,22 +15,27 @@ name and recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+import mm_unidpo
 from mm_unidpo.data.fingerprint import record_digests
 from mm_unidpo.data.records import PreferenceRecord
-from mm_unidpo.models import Adapter
+from mm_unidpo.io import sha256_json, sha256_text, write_cache
+from mm_unidpo.models import Adapter, unwrap_model
+
+from .checkpoints import tensors_checksum
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -41,71 +46,95 @@ _ROW_KEYS = "row_keys"  # (N, 32) uint8: the sha256 record digest of each row
 def data_fingerprint(records: list[PreferenceRecord], digests: list[str | None] | None = None) -> str:
     """Digest of the records as a set of contents (order-independent: rows are keyed by content)."""
     digests = record_digests(records) if digests is None else digests
-    h = hashlib.sha256()
-    for digest in sorted(d if d is not None else f"unreadable:{i}" for i, d in enumerate(digests)):
-        h.update(digest.encode())
-    return h.hexdigest()
+    return sha256_text("".join(sorted(d if d is not None else f"unreadable:{i}" for i, d in enumerate(digests))))
 
 
 def model_fingerprint(model: Any, settings: dict[str, Any]) -> str:
-    from mm_unidpo.models import unwrap_model
-
     base = unwrap_model(model)
     config = getattr(base, "config", None)
     payload = {"settings": settings, "config": config.to_dict() if config is not None else None}
     name = settings.get("name_or_path")
     if name and os.path.isdir(name):  # local weights: their sizes and times stand in for their bytes
-        payload["files"] = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime))
-                                  for p in Path(name).glob("*.safetensors"))
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        payload["files"] = sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(name).glob("*.safetensors")
+        )
+    return sha256_json(payload, default=str)
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 def adapter_fingerprint(adapter: Adapter) -> dict[str, Any]:
     """Everything about an adapter that decides how a record encodes: its class and plain settings
     (max_length, max_image_pixels, end and media token ids, ...), the chat template, the tokenizer, the
     image processor's configuration, and the library versions."""
-    import transformers
-
-    import mm_unidpo
-
-    settings = {k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))}
-    settings.update({k: sorted(v) for k, v in vars(adapter).items()
-                     if isinstance(v, (set, frozenset)) and all(isinstance(x, int) for x in v)})
+    settings: dict[str, Any] = {
+        k: v for k, v in vars(adapter).items() if isinstance(v, (bool, int, float, str, type(None)))
+    }
+    settings.update(
+        {
+            k: sorted(v)
+            for k, v in vars(adapter).items()
+            if isinstance(v, (set, frozenset)) and all(isinstance(x, int) for x in v)
+        }
+    )
     image_processor = getattr(adapter.processor, "image_processor", None)
     return {
-        "class": f"{type(adapter).__module__}.{type(adapter).__qualname__}", "settings": settings,
-        "template": getattr(adapter.processor, "chat_template", None) or getattr(adapter.tokenizer, "chat_template", None),
+        "class": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
+        "settings": settings,
+        "template": getattr(adapter.processor, "chat_template", None)
+        or getattr(adapter.tokenizer, "chat_template", None),
         "tokenizer": _tokenizer_digest(adapter.tokenizer),
-        "image_processor": image_processor.to_dict() if hasattr(image_processor, "to_dict") else None,
+        "image_processor": image_processor.to_dict()
+        if image_processor is not None and hasattr(image_processor, "to_dict")
+        else None,
         "versions": [getattr(mm_unidpo, "__version__", None), transformers.__version__],
     }
 
 
-def cache_key(records: list[PreferenceRecord], model: Any, adapter: Adapter, model_settings: dict[str, Any],
-              digests: list[str | None] | None = None) -> str:
-    parts = {"version": CACHE_VERSION, "data": data_fingerprint(records, digests),
-             "model": model_fingerprint(model, model_settings), "adapter": adapter_fingerprint(adapter)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+def cache_key(
+    records: list[PreferenceRecord],
+    model: Any,
+    adapter: Adapter,
+    model_settings: dict[str, Any],
+    digests: list[str | None] | None = None,
+) -> str:
+    parts = {
+        "version": CACHE_VERSION,
+        "data": data_fingerprint(records, digests),
+        "model": model_fingerprint(model, model_settings),
+        "adapter": adapter_fingerprint(adapter),
+    }
+    return sha256_json(parts, default=str)[:32]
 
 
 @torch.no_grad()
-def compute_reference_logps(model: Any, adapter: Adapter, records: list[PreferenceRecord], *, batch_size: int,
-                            device: torch.device | str, disable_adapter: bool) -> dict[str, torch.Tensor]:
+def compute_reference_logps(
+    model: Any,
+    adapter: Adapter,
+    records: list[PreferenceRecord],
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    disable_adapter: bool,
+) -> dict[str, torch.Tensor]:
     """Reference sums and lengths for every record, in order. Records that cannot be encoded get NaN."""
     was_training = model.training
     model.eval()
     context = model.disable_adapter() if disable_adapter else nullcontext()
     n = len(records)
-    out = {"chosen": torch.full((n,), float("nan")), "rejected": torch.full((n,), float("nan")),
-           "chosen_lengths": torch.zeros(n, dtype=torch.long), "rejected_lengths": torch.zeros(n, dtype=torch.long),
-           # LD-DPO: the sums over each response's first min(|y_w|, |y_l|) tokens
-           "chosen_shared": torch.full((n,), float("nan")), "rejected_shared": torch.full((n,), float("nan"))}
+    out = {
+        "chosen": torch.full((n,), float("nan")),
+        "rejected": torch.full((n,), float("nan")),
+        "chosen_lengths": torch.zeros(n, dtype=torch.long),
+        "rejected_lengths": torch.zeros(n, dtype=torch.long),
+        # LD-DPO: the sums over each response's first min(|y_w|, |y_l|) tokens
+        "chosen_shared": torch.full((n,), float("nan")),
+        "rejected_shared": torch.full((n,), float("nan")),
+    }
     with context:
         for start in tqdm(range(0, n, batch_size), desc="reference log-probs", unit="batch"):
             chunk = list(range(start, min(start + batch_size, n)))
@@ -124,8 +153,12 @@ def compute_reference_logps(model: Any, adapter: Adapter, records: list[Preferen
     return out
 
 
-def load_or_compute(cache_dir: str | Path, key: str, compute: Callable[[], dict[str, torch.Tensor]],
-                    row_keys: list[str | None] | None = None) -> tuple[dict[str, torch.Tensor], bool]:
+def load_or_compute(
+    cache_dir: str | Path,
+    key: str,
+    compute: Callable[[], dict[str, torch.Tensor]],
+    row_keys: list[str | None] | None = None,
+) -> tuple[dict[str, torch.Tensor], bool]:
     """Load `ref-<key>.safetensors` from `cache_dir`, or compute and write it atomically. Returns (values, hit).
 
     `row_keys`: the record digest of each row `compute` returns (`record_digests(records)`); a hit returns
@@ -143,9 +176,13 @@ def load_or_compute(cache_dir: str | Path, key: str, compute: Callable[[], dict[
     tensors = {k: v.contiguous() for k, v in values.items()}
     if row_keys is not None:
         tensors[_ROW_KEYS] = _digest_tensor(row_keys)
-    metadata = {"format": _FORMAT, "version": str(CACHE_VERSION), "rows": str(_rows(tensors)),
-                "checksum": _checksum(tensors)}
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), what="reference cache")
+    metadata = {
+        "format": _FORMAT,
+        "version": str(CACHE_VERSION),
+        "rows": str(_rows(tensors)),
+        "checksum": tensors_checksum(tensors),
+    }
+    write_cache(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), what="reference cache")
     return values, False
 
 
@@ -156,32 +193,27 @@ def _rows(tensors: dict[str, torch.Tensor]) -> int:
     return lengths.pop()
 
 
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        h.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()
-
-
 def _digest_tensor(digests: list[str | None]) -> torch.Tensor:
     rows = [bytes.fromhex(d) if d is not None else bytes(32) for d in digests]
-    return torch.frombuffer(bytearray(b"".join(rows)), dtype=torch.uint8).reshape(len(rows), 32).clone() \
-        if rows else torch.zeros((0, 32), dtype=torch.uint8)
+    return (
+        torch.frombuffer(bytearray(b"".join(rows)), dtype=torch.uint8).reshape(len(rows), 32).clone()
+        if rows
+        else torch.zeros((0, 32), dtype=torch.uint8)
+    )
 
 
 def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.Tensor] | None:
     """The cached values, rows in `row_keys` order, if the file passes every check; else None (warned)."""
-    def reject(why: str) -> None:
+
+    def reject(why: str) -> dict[str, torch.Tensor] | None:
         logger.warning("reference cache %s %s: ignoring it and computing the reference log-probs again", path, why)
+        return None
 
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as error:  # SafetensorError on a truncated or garbled file, OSError...
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as error:  # noqa: BLE001 -- SafetensorError on a truncated or garbled file, OSError...
         return reject(f"cannot be read ({type(error).__name__}: {error})")
     if metadata.get("format") != _FORMAT or metadata.get("version") != str(CACHE_VERSION):
         return reject(f"is not a version-{CACHE_VERSION} reference cache (metadata {metadata})")
@@ -191,7 +223,7 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
         return reject(f"is inconsistent: {error}")
     if str(rows) != metadata.get("rows"):
         return reject(f"has {rows} rows where it was written with {metadata.get('rows')}")
-    if _checksum(tensors) != metadata.get("checksum"):
+    if tensors_checksum(tensors) != metadata.get("checksum"):
         return reject("fails its checksum (altered or damaged since it was written)")
     stored = tensors.pop(_ROW_KEYS, None)
     if row_keys is None:
@@ -202,21 +234,5 @@ def _verified(path: Path, row_keys: list[str | None] | None) -> dict[str, torch.
     missing = [i for i, d in enumerate(row_keys) if d is None or d not in where]
     if missing:
         return reject(f"has no row for {len(missing)} of the {len(row_keys)} records (first: position {missing[0]})")
-    order = torch.tensor([where[d] for d in row_keys], dtype=torch.long)
+    order = torch.tensor([where[d] for d in row_keys if d is not None], dtype=torch.long)  # none is None here
     return {name: tensor[order] for name, tensor in tensors.items()}
-
-
-def write_atomic(path: Path, write: Callable[[Path], Any], *, what: str) -> bool:
-    """`write(tmp)` then rename onto `path`, so a reader never sees a partial file. A cache that cannot be
-    written (disk full...) is a warning, not a failure: the values are still in memory. Returns success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError as error:
-        logger.warning("could not write the %s %s (%s); continuing without it", what, path, error)
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -74,22 +74,35 @@ def plot_weight_histograms(details: dict[str, list[float]], steps: dict[str, lis
     return True
 
 
-def write_report(output_dir: str, log_history: list[dict[str, Any]], details: dict[str, list[float]],
-                 detail_steps: dict[str, list[int]], summary: dict[str, Any], config: Any) -> str:
+def write_report(
+    output_dir: str,
+    log_history: list[dict[str, Any]],
+    details: dict[str, list[float]],
+    detail_steps: dict[str, list[int]],
+    summary: dict[str, Any],
+    config: Any,
+) -> str:
     os.makedirs(output_dir, exist_ok=True)
     curves = plot_curves(log_history, os.path.join(output_dir, "training_curves.png"))
     weights = plot_weight_histograms(details, detail_steps, os.path.join(output_dir, "pair_weights.png"))
     with open(os.path.join(output_dir, "pair_weights.json"), "w", encoding="utf-8") as f:
         json.dump({"values": details, "steps": detail_steps}, f)
-    last_train = next((e for e in reversed(log_history) if "loss" in e), {})
+    last_train: dict[str, Any] = next((e for e in reversed(log_history) if "loss" in e), {})
+    method = "4-bit QLoRA" if config.model.load_in_4bit else "LoRA" if config.lora.enabled else "full fine-tuning"
+    skipped = summary.get("skipped_records") or "none"
     lines = [
-        "# Training report", "",
-        f"- model: `{config.model.name_or_path}` ({'4-bit QLoRA' if config.model.load_in_4bit else 'LoRA' if config.lora.enabled else 'full fine-tuning'})",
+        "# Training report",
+        "",
+        f"- model: `{config.model.name_or_path}` ({method})",
         f"- objective: `{config.loss.name}` {json.dumps(config.loss.params)}"
         + (f" of {json.dumps(config.loss.mixture)}" if config.loss.mixture else ""),
         f"- steps: {summary.get('global_step')}, mean train loss {summary.get('train_loss', float('nan')):.4f}",
-        f"- truncated pairs: {summary.get('truncated_pairs', 0)}; skipped records: {summary.get('skipped_records') or 'none'}",
-        "", "## Last logged metrics", "", "| metric | value |", "|---|---|",
+        f"- truncated pairs: {summary.get('truncated_pairs', 0)}; skipped records: {skipped}",
+        "",
+        "## Last logged metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
     ]
     lines += [f"| {k} | {v:.4g} |" for k, v in sorted(last_train.items()) if isinstance(v, (int, float))]
     if curves:

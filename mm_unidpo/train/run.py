@@ -9,7 +9,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from mm_unidpo.data import load_preference_data, record_digests
+from mm_unidpo.models import get_adapter
+from mm_unidpo.models.loading import check_model_source
+
+from .checkpoints import save_final_model
 from .config import TrainConfig, load_config, training_arguments
+from .preflight import preflight
+from .reference import cache_key, compute_reference_logps, load_or_compute
+from .report import write_report
+from .setup import build_models
+from .trainer import PreferenceTrainer, RecordDataset
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +29,18 @@ class EmptyDataError(ValueError):
 
 
 def _load_data(config: TrainConfig, source: str | None, split: str | None, what: str):
-    from mm_unidpo.data import load_preference_data
-
     if not source:
         return None
     d = config.data
-    data = load_preference_data(source, format=d.format, split=split, image_root=d.image_root,
-                                on_bad_record=d.on_bad_record, limit=d.limit, unique_ids=d.unique_ids)
+    data = load_preference_data(
+        source,
+        format=d.format,
+        split=split,
+        image_root=d.image_root,
+        on_bad_record=d.on_bad_record,
+        limit=d.limit,
+        unique_ids=d.unique_ids,
+    )
     if not data.records:
         raise EmptyDataError(f"{what}: {data.describe_empty()}")
     return data
@@ -46,23 +61,33 @@ def _check_data(config: TrainConfig, data, adapter, output_dir: str, what: str, 
     """The pre-flight pass over `data` (main process first, so the others read its cache)."""
     from accelerate import PartialState
 
-    from mm_unidpo.data import record_digests
-
-    from .preflight import preflight
-
     d = config.data
     digests = record_digests(data.records) if d.preflight or need_digests else None
     if not d.preflight:
         return CheckedData(data.records, digests, data.skips, None)
     cache_dir = d.preflight_cache_dir or os.path.join(output_dir, "preflight_cache")
     with PartialState().main_process_first():
-        result = preflight(data.records, adapter, on_bad_record=d.on_bad_record, digests=digests,
-                           cache_dir=cache_dir, workers=d.preflight_workers, description=f"{what} {data.source}")
+        result = preflight(
+            data.records,
+            adapter,
+            on_bad_record=d.on_bad_record,
+            digests=digests,
+            cache_dir=cache_dir,
+            workers=d.preflight_workers,
+            description=f"{what} {data.source}",
+        )
     if not result.records:
-        raise EmptyDataError(f"{what} {data.source}: no usable preference records: the pre-flight check dropped all "
-                             f"{len(data.records)} that loaded ({result.skips.summary()})")
-    return CheckedData(result.records, [digests[i] for i in result.kept], data.skips.merged(result.skips),
-                       result.truncated, result.lengths)
+        raise EmptyDataError(
+            f"{what} {data.source}: no usable preference records: the pre-flight check dropped all "
+            f"{len(data.records)} that loaded ({result.skips.summary()})"
+        )
+    return CheckedData(
+        result.records,
+        [digests[i] for i in result.kept] if digests is not None else None,
+        data.skips.merged(result.skips),
+        result.truncated,
+        result.lengths,
+    )
 
 
 def _pair_lengths(adapter, data: CheckedData) -> list[int]:
@@ -92,14 +117,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from accelerate import PartialState
     from transformers import set_seed
 
-    from mm_unidpo.models import get_adapter
-    from mm_unidpo.models.loading import check_model_source
-
-    from .reference import cache_key, compute_reference_logps, load_or_compute
-    from .report import write_report
-    from .setup import build_models
-    from .trainer import PreferenceTrainer, RecordDataset, publish, removed_if_disk_full
-
     resume = config.train.pop("resume_from_checkpoint", None)
     args = training_arguments(config)
     set_seed(args.seed)
@@ -109,10 +126,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
     eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split, "data.eval")
     model, processor, reference_model = build_models(config, args.gradient_checkpointing)
     m = config.model
-    adapter = get_adapter(model, processor, family=m.family, max_length=config.data.max_length,
-                          on_bad_record=config.data.on_bad_record, shared_prefix=m.shared_prefix,
-                          pack_pairs=m.pack_pairs, max_tokens_per_row=m.max_tokens_per_row,
-                          head_chunk_size=m.head_chunk_size)
+    adapter = get_adapter(
+        model,
+        processor,
+        family=m.family,
+        max_length=config.data.max_length,
+        on_bad_record=config.data.on_bad_record,
+        shared_prefix=m.shared_prefix,
+        pack_pairs=m.pack_pairs,
+        max_tokens_per_row=m.max_tokens_per_row,
+        head_chunk_size=m.head_chunk_size,
+    )
     train_set = _check_data(config, train_data, adapter, args.output_dir, "data.train", config.reference.precompute)
     eval_set = _check_data(config, eval_data, adapter, args.output_dir, "data.eval", False) if eval_data else None
 
@@ -122,40 +146,65 @@ def train(config: TrainConfig) -> dict[str, Any]:
         key = cache_key(train_set.records, model, adapter, {**vars(config.model)}, train_set.digests)
         reference_model_for_cache = reference_model if reference_model is not None else model
         with PartialState().main_process_first():
-            reference_logps, hit = load_or_compute(cache_dir, key, lambda: compute_reference_logps(
-                reference_model_for_cache, adapter, train_set.records, batch_size=config.reference.batch_size,
-                device=args.device, disable_adapter=reference_model is None), row_keys=train_set.digests)
+            reference_logps, _hit = load_or_compute(
+                cache_dir,
+                key,
+                lambda: compute_reference_logps(
+                    reference_model_for_cache,
+                    adapter,
+                    train_set.records,
+                    batch_size=config.reference.batch_size,
+                    device=args.device,
+                    disable_adapter=reference_model is None,
+                ),
+                row_keys=train_set.digests,
+            )
         reference_model = None  # the cache replaces it: free its memory
 
     trainer = PreferenceTrainer(
-        model=model, args=args, train_dataset=RecordDataset(train_set.records),
-        eval_dataset=RecordDataset(eval_set.records) if eval_set else None, processing_class=processor,
-        adapter=adapter, loss_name=config.loss.name, loss_params=config.loss.params, loss_mixture=config.loss.mixture,
-        reference_model=reference_model, reference_logps=reference_logps, run_config=config.to_dict(),
+        model=model,
+        args=args,
+        train_dataset=RecordDataset(train_set.records),
+        eval_dataset=RecordDataset(eval_set.records) if eval_set else None,
+        processing_class=processor,
+        adapter=adapter,
+        loss_name=config.loss.name,
+        loss_params=config.loss.params,
+        loss_mixture=config.loss.mixture,
+        reference_model=reference_model,
+        reference_logps=reference_logps,
+        run_config=config.to_dict(),
         skipped_before_training=train_set.skips.total + (eval_set.skips.total if eval_set else 0),
-        max_tokens_per_batch=config.data.max_tokens_per_batch, ref_model_sync=(
+        max_tokens_per_batch=config.data.max_tokens_per_batch,
+        ref_model_sync=(
             (config.reference.ref_model_mixup_alpha, config.reference.ref_model_sync_steps)
-            if config.reference.sync_ref_model else None),
-        pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None)
+            if config.reference.sync_ref_model
+            else None
+        ),
+        pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None,
+    )
     result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
-    final_dir, staging = os.path.join(args.output_dir, "final"), os.path.join(args.output_dir, "tmp-final")
-    with removed_if_disk_full(staging, "the final model"):
-        trainer.save_model(staging)
-        trainer.save_state()
-    trainer.accelerator.wait_for_everyone()
-    if trainer.args.should_save:
-        publish(staging, final_dir)
+    final_dir = save_final_model(trainer, args.output_dir)
     # Every record counted once: at loading, in the pre-flight pass, or (without it) at collate time.
     skipped = train_set.skips.merged(trainer.collate_skips)
-    summary = {"train_loss": result.training_loss, "global_step": result.global_step, "final_dir": final_dir,
-               "skipped_records": dict(skipped.counts),
-               "truncated_pairs": (train_set.truncated if train_set.truncated is not None
-                                   else len(trainer.truncated_records))}
+    summary = {
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "final_dir": final_dir,
+        "skipped_records": dict(skipped.counts),
+        "truncated_pairs": (train_set.truncated if train_set.truncated is not None else len(trainer.truncated_records)),
+    }
     if eval_set is not None:
         summary["eval_skipped_records"] = dict(eval_set.skips.counts)
     if trainer.is_world_process_zero():
-        report = write_report(args.output_dir, trainer.state.log_history, trainer.pair_details,
-                              trainer.pair_details_steps, summary, config)
+        report = write_report(
+            args.output_dir,
+            trainer.state.log_history,
+            trainer.pair_details,
+            trainer.pair_details_steps,
+            summary,
+            config,
+        )
         summary["report"] = report
         logger.info("training done: %s", json.dumps({k: v for k, v in summary.items() if k != "report"}))
     return summary

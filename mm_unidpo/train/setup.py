@@ -59,8 +59,14 @@ def lora_config(model: torch.nn.Module, settings: LoraSettings):
     # keeps LoRA off the vision tower and the projector, whatever their layers are called.
     pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
     modules_to_save = [_projector_name(model)] if settings.train_projector else None
-    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=pattern, modules_to_save=modules_to_save, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=pattern,
+        modules_to_save=modules_to_save,
+        task_type="CAUSAL_LM",
+    )
 
 
 def _projector_name(model: torch.nn.Module) -> str:
@@ -81,13 +87,23 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
     """(policy, processor, reference_or_None). With LoRA the reference is None (adapter disabled)."""
     m = config.model
     model, processor = load_pretrained(
-        m.name_or_path, family=m.family, load_in_4bit=m.load_in_4bit, dtype=m.dtype,
-        trust_remote_code=m.trust_remote_code, attn_implementation=m.attn_implementation,
-        allow_bin_weights=m.allow_bin_weights, **({"revision": m.revision} if m.revision else {}))
+        m.name_or_path,
+        family=m.family,
+        load_in_4bit=m.load_in_4bit,
+        dtype=m.dtype,
+        trust_remote_code=m.trust_remote_code,
+        attn_implementation=m.attn_implementation,
+        allow_bin_weights=m.allow_bin_weights,
+        **({"revision": m.revision} if m.revision else {}),  # type: ignore[arg-type]
+    )
     if not config.lora.enabled:
         freeze_vision(model)
         # A frozen copy only when the objective reads a reference (SimPO, CPO, ORPO do not).
-        reference = copy.deepcopy(model).eval().requires_grad_(False) if needs_reference(config.loss.name, config.loss.params, config.loss.mixture) else None
+        reference = (
+            copy.deepcopy(model).eval().requires_grad_(False)
+            if needs_reference(config.loss.name, config.loss.params, config.loss.mixture)
+            else None
+        )
         return model, processor, reference
 
     from peft import get_peft_model

@@ -9,24 +9,24 @@ order, DDP / FSDP / DeepSpeed through accelerate, report_to — is the Trainer's
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import shutil
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import seed_worker
 
+from mm_unidpo.data.batching import TokenBudgetBatchSampler
 from mm_unidpo.data.records import PreferenceRecord, SkipReport
 from mm_unidpo.losses import Loss, PairLogps, build_loss
 from mm_unidpo.models import Adapter, PairBatch, SequenceLogps
 
+from .checkpoints import STAGING_PREFIX, save_checkpoint_atomically
 from .config import save_run_config
 from .sync import ReferenceSync
 
@@ -34,40 +34,6 @@ logger = logging.getLogger(__name__)
 
 # Per-pair values kept over the whole run for the report's histograms.
 TRACKED_DETAILS = ("weights/quality", "weights/perf", "balance/coef")
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint (or the final model) could not be written: the disk is full, or the directory is not writable."""
-
-
-@contextmanager
-def removed_if_disk_full(directory: str, what: str) -> Iterator[None]:
-    """Turn a write failure (no space left, quota, permissions...) into one clear error naming `directory`,
-    after removing the partial `directory` (a staging name, never a finished checkpoint). Other
-    interruptions (a kill, Ctrl-C) leave it for inspection: a `tmp-checkpoint-N` is never picked by resume."""
-    try:
-        yield
-    except OSError as error:
-        if isinstance(error, CheckpointWriteError):
-            raise
-        shutil.rmtree(directory, ignore_errors=True)
-        reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
-            error.errno, error.strerror or str(error))
-        parent = os.path.dirname(os.path.abspath(directory))
-        free = f" ({shutil.disk_usage(parent).free / 2**30:.1f} GiB free there now)" if os.path.isdir(parent) else ""
-        failure = CheckpointWriteError(
-            f"could not write {what} to {directory}: {reason} ({error}); the partial directory was removed{free}. "
-            f"Free space (or lower train.save_total_limit, or point train.output_dir elsewhere), then resume with "
-            f"--train.resume_from_checkpoint=true")
-        failure.errno = error.errno
-        raise failure from error
-
-
-def publish(staging: str, final: str) -> None:
-    """Rename a completely written `staging` directory to `final`, replacing an older one."""
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.replace(staging, final)
 
 
 class RecordDataset(Dataset):
@@ -107,12 +73,22 @@ class LossStateCallback(TrainerCallback, ExportableState):
 
 
 class PreferenceTrainer(Trainer):
-    def __init__(self, *args: Any, adapter: Adapter, loss_name: str | None, loss_params: dict[str, Any] | None = None,
-                 loss_mixture: list[dict[str, Any]] | None = None, reference_model: Any = None,
-                 reference_logps: dict[str, torch.Tensor] | None = None,
-                 run_config: dict[str, Any] | None = None, skipped_before_training: int = 0,
-                 max_tokens_per_batch: int | None = None, pair_lengths: list[int] | None = None,
-                 ref_model_sync: tuple[float, int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        adapter: Adapter,
+        loss_name: str | None,
+        loss_params: dict[str, Any] | None = None,
+        loss_mixture: list[dict[str, Any]] | None = None,
+        reference_model: Any = None,
+        reference_logps: dict[str, torch.Tensor] | None = None,
+        run_config: dict[str, Any] | None = None,
+        skipped_before_training: int = 0,
+        max_tokens_per_batch: int | None = None,
+        pair_lengths: list[int] | None = None,
+        ref_model_sync: tuple[float, int] | None = None,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("data_collator", PairCollator(adapter))
         self.loss = build_loss(loss_name, loss_params, loss_mixture)  # checked here; holds bco_pair's δ
         if self.loss.stateful:
@@ -143,8 +119,10 @@ class PreferenceTrainer(Trainer):
         self.reference_sync: ReferenceSync | None = None
         if ref_model_sync is not None:  # TR-DPO (sync.py)
             if self.is_fsdp_enabled or self.is_deepspeed_enabled or reference_logps is not None:
-                raise ValueError("reference.sync_ref_model works with DDP or one process and a live reference only "
-                                 "(not FSDP, DeepSpeed or a precomputed reference)")
+                raise ValueError(
+                    "reference.sync_ref_model works with DDP or one process and a live reference only "
+                    "(not FSDP, DeepSpeed or a precomputed reference)"
+                )
             self.reference_sync = ReferenceSync(self.model, self.reference_model, *ref_model_sync)
             self.add_callback(self.reference_sync)
 
@@ -154,20 +132,26 @@ class PreferenceTrainer(Trainer):
         """With `max_tokens_per_batch`: micro-batches by token budget (data/batching.py) instead of a fixed count."""
         if self.max_tokens_per_batch is None:
             return super().get_train_dataloader()
-        from functools import partial
-
-        from torch.utils.data import DataLoader
-        from transformers.trainer_utils import seed_worker
-
-        from mm_unidpo.data.batching import TokenBudgetBatchSampler
-
-        sampler = TokenBudgetBatchSampler(self.pair_lengths, self.max_tokens_per_batch, seed=self.args.seed,
-                                          rank=self.args.process_index, world_size=self.args.world_size)
-        loader = self.accelerator.prepare(DataLoader(
-            self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
-            worker_init_fn=partial(seed_worker, num_workers=self.args.dataloader_num_workers,
-                                   rank=self.args.process_index)))
+        assert self.pair_lengths is not None and self.train_dataset is not None  # checked in __init__ / by train()
+        sampler = TokenBudgetBatchSampler(
+            self.pair_lengths,
+            self.max_tokens_per_batch,
+            seed=self.args.seed,
+            rank=self.args.process_index,
+            world_size=self.args.world_size,
+        )
+        loader = self.accelerator.prepare(
+            DataLoader(
+                self.train_dataset,
+                batch_sampler=sampler,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+                worker_init_fn=partial(
+                    seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+                ),
+            )
+        )
         # The sampler already gives each rank its share: accelerate's shard wrapper must pass it through.
         shard = getattr(loader, "batch_sampler", None)
         if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
@@ -182,11 +166,16 @@ class PreferenceTrainer(Trainer):
         policy = self.adapter.sequence_logps(model, batch, log_sum_sq=self.loss.needs_log_sum_sq)
         ref = self._reference(model, batch, inputs["positions"])
         pair = PairLogps(
-            policy_chosen=policy.chosen_logps, policy_rejected=policy.rejected_logps,
-            chosen_lengths=policy.chosen_lengths, rejected_lengths=policy.rejected_lengths,
-            reference_chosen=ref.chosen_logps if ref else None, reference_rejected=ref.rejected_logps if ref else None,
-            score_chosen=batch.score_chosen, score_rejected=batch.score_rejected,
-            policy_chosen_shared=policy.chosen_shared, policy_rejected_shared=policy.rejected_shared,
+            policy_chosen=policy.chosen_logps,
+            policy_rejected=policy.rejected_logps,
+            chosen_lengths=policy.chosen_lengths,
+            rejected_lengths=policy.rejected_lengths,
+            reference_chosen=ref.chosen_logps if ref else None,
+            reference_rejected=ref.rejected_logps if ref else None,
+            score_chosen=batch.score_chosen,
+            score_rejected=batch.score_rejected,
+            policy_chosen_shared=policy.chosen_shared,
+            policy_rejected_shared=policy.rejected_shared,
             reference_chosen_shared=ref.chosen_shared if ref else None,
             reference_rejected_shared=ref.rejected_shared if ref else None,
             chosen_log_sum_sq_probs=policy.chosen_log_sum_sq_probs,
@@ -203,12 +192,22 @@ class PreferenceTrainer(Trainer):
         if not self.loss.needs_reference:
             return None
         if self.reference_logps is not None:
-            values = {k: self.reference_logps[k][positions].to(self.args.device)
-                      for k in ("chosen", "rejected", "chosen_lengths", "rejected_lengths")}
-            shared = [self.reference_logps[k][positions].to(self.args.device) if k in self.reference_logps else None
-                      for k in ("chosen_shared", "rejected_shared")]
-            return SequenceLogps(values["chosen"], values["rejected"], values["chosen_lengths"],
-                                 values["rejected_lengths"], shared[0], shared[1])
+            values = {
+                k: self.reference_logps[k][positions].to(self.args.device)
+                for k in ("chosen", "rejected", "chosen_lengths", "rejected_lengths")
+            }
+            shared = [
+                self.reference_logps[k][positions].to(self.args.device) if k in self.reference_logps else None
+                for k in ("chosen_shared", "rejected_shared")
+            ]
+            return SequenceLogps(
+                values["chosen"],
+                values["rejected"],
+                values["chosen_lengths"],
+                values["rejected_lengths"],
+                shared[0],
+                shared[1],
+            )
         with torch.no_grad():
             if self.reference_model is not None:
                 result = self.adapter.sequence_logps(self.reference_model, batch)
@@ -276,30 +275,16 @@ class PreferenceTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         if self.run_config is not None:
-            save_run_config(self.run_config, output_dir or self.args.output_dir)
+            save_run_config(self.run_config, output_dir or str(self.args.output_dir))
 
     def _save_checkpoint(self, model, trial):
-        """Write the checkpoint under a temporary name and rename it when complete, so a crash mid-save
-        never leaves a `checkpoint-N` that resume would pick."""
-        import transformers.trainer as hf_trainer
-        from transformers.trainer_utils import rotate_checkpoints
+        """The Trainer's checkpoint, staged and renamed when complete (checkpoints.py), with TR-DPO's
+        moving reference in it."""
 
-        run_dir = self._get_output_dir(trial=trial)
-        final = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
-        staging = os.path.join(run_dir, f"tmp-checkpoint-{self.state.global_step}")
-        original_prefix, limit = hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit
-        # Rotation must wait until the new checkpoint is complete, or a crash could leave none.
-        hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = "tmp-checkpoint", None
-        try:
-            with removed_if_disk_full(staging, f"checkpoint-{self.state.global_step}"):
-                super()._save_checkpoint(model, trial)
-                if self.reference_sync is not None and self.args.should_save:
-                    self.reference_sync.save(staging)
-        finally:
-            hf_trainer.PREFIX_CHECKPOINT_DIR, self.args.save_total_limit = original_prefix, limit
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            publish(staging, final)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-        self.accelerator.wait_for_everyone()
+        def save() -> None:
+            super(PreferenceTrainer, self)._save_checkpoint(model, trial)
+            if self.reference_sync is not None and self.args.should_save:
+                run_dir = self._get_output_dir(trial=trial)
+                self.reference_sync.save(os.path.join(run_dir, f"{STAGING_PREFIX}-{self.state.global_step}"))
+
+        save_checkpoint_atomically(self, trial, save)

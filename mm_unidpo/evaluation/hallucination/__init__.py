@@ -41,7 +41,6 @@ the official AMBER script; use that script for numbers to publish.
 The directions of every metric are in :data:`HIGHER_IS_BETTER`.
 """
 
-
 from __future__ import annotations
 
 from .chair import AmberScores, ChairScores, amber_scores, chair_scores
@@ -51,8 +50,8 @@ from .pope import PopeScores, pope_scores
 from .yes_no import normalize_yes_no, pope_object
 
 __all__ = [
-    "HIGHER_IS_BETTER",
     "CHAIR_RULES",
+    "HIGHER_IS_BETTER",
     "AmberScores",
     "ChairScores",
     "ObjectMatcher",
@@ -68,9 +67,17 @@ __all__ = [
 
 # Direction of every metric this package reports (True: higher is better).
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "pope_accuracy": True, "pope_precision": True, "pope_recall": True, "pope_f1": True,
+    "pope_accuracy": True,
+    "pope_precision": True,
+    "pope_recall": True,
+    "pope_f1": True,
     "pope_yes_ratio": True,  # no better direction: 0.5 on balanced POPE splits; kept True for lmms-eval
     "pope_ambiguous_ratio": False,
-    "chair_s": False, "chair_i": False, "chair_recall": True,
-    "amber_chair": False, "amber_cover": True, "amber_hal": False, "amber_cog": False,
+    "chair_s": False,
+    "chair_i": False,
+    "chair_recall": True,
+    "amber_chair": False,
+    "amber_cover": True,
+    "amber_hal": False,
+    "amber_cog": False,
 }

@@ -33,8 +33,13 @@ class ChairScores:
         return out
 
 
-def chair_scores(captions: Sequence[str], ground_truth: Sequence[Iterable[str]], matcher: ObjectMatcher, *,
-                 count_repeats: bool = False) -> ChairScores:
+def chair_scores(
+    captions: Sequence[str],
+    ground_truth: Sequence[Iterable[str]],
+    matcher: ObjectMatcher,
+    *,
+    count_repeats: bool = False,
+) -> ChairScores:
     """CHAIR_s, CHAIR_i and object recall of ``captions`` against per-caption ground-truth objects.
 
     ``ground_truth[k]`` lists the objects really in image k (names or synonyms; mapped through the
@@ -57,12 +62,27 @@ def chair_scores(captions: Sequence[str], ground_truth: Sequence[Iterable[str]],
         hit = {obj for obj in distinct if obj in gt}
         covered += len(hit)
         total_gt += len(gt)
-        per_caption.append({"mentioned": distinct, "hallucinated": list(dict.fromkeys(wrong)),
-                            "ground_truth": sorted(gt), "covered": sorted(hit)})
+        per_caption.append(
+            {
+                "mentioned": distinct,
+                "hallucinated": list(dict.fromkeys(wrong)),
+                "ground_truth": sorted(gt),
+                "covered": sorted(hit),
+            }
+        )
     n = len(captions)
-    return ChairScores(n=n, chair_s=ratio(bad_captions, n), chair_i=ratio(hallucinated, mentioned),
-                       recall=ratio(covered, total_gt), hallucinated_captions=bad_captions, mentioned=mentioned,
-                       hallucinated=hallucinated, covered=covered, ground_truth=total_gt, per_caption=per_caption)
+    return ChairScores(
+        n=n,
+        chair_s=ratio(bad_captions, n),
+        chair_i=ratio(hallucinated, mentioned),
+        recall=ratio(covered, total_gt),
+        hallucinated_captions=bad_captions,
+        mentioned=mentioned,
+        hallucinated=hallucinated,
+        covered=covered,
+        ground_truth=total_gt,
+        per_caption=per_caption,
+    )
 
 
 @dataclass
@@ -80,8 +100,14 @@ class AmberScores:
         return asdict(self)
 
 
-def amber_scores(responses: Sequence[str], truth: Sequence[Iterable[str]], hallu: Sequence[Iterable[str]],
-                 matcher: ObjectMatcher, *, safe: Iterable[str] = ()) -> AmberScores:
+def amber_scores(
+    responses: Sequence[str],
+    truth: Sequence[Iterable[str]],
+    hallu: Sequence[Iterable[str]],
+    matcher: ObjectMatcher,
+    *,
+    safe: Iterable[str] = (),
+) -> AmberScores:
     """AMBER-style generative metrics. ``truth[k]``: objects in image k; ``hallu[k]``: objects a model
     tends to hallucinate for image k (AMBER's annotations); ``safe``: objects never counted as
     hallucinations (AMBER's ``safe_words``). The matcher's table is the object vocabulary: only objects
@@ -102,5 +128,10 @@ def amber_scores(responses: Sequence[str], truth: Sequence[Iterable[str]], hallu
         hit_hallu += len(prone & set(objects))
         n_hallu += len(prone)
     n = len(responses)
-    return AmberScores(n=n, chair=ratio(wrong_total, mentioned), cover=ratio(covered, n_truth),
-                       hal=ratio(bad, n), cog=ratio(hit_hallu, n_hallu))
+    return AmberScores(
+        n=n,
+        chair=ratio(wrong_total, mentioned),
+        cover=ratio(covered, n_truth),
+        hal=ratio(bad, n),
+        cog=ratio(hit_hallu, n_hallu),
+    )

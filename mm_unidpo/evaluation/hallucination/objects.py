@@ -11,16 +11,64 @@ from typing import Any
 from .coco_synonyms import CHAIR_RULES, COCO_SYNONYMS
 
 _IRREGULAR_PLURALS = {
-    "man": "men", "woman": "women", "child": "children", "person": "people", "mouse": "mice", "foot": "feet",
-    "tooth": "teeth", "goose": "geese", "ox": "oxen", "knife": "knives", "leaf": "leaves", "shelf": "shelves",
-    "wolf": "wolves", "loaf": "loaves", "calf": "calves", "half": "halves", "wife": "wives", "life": "lives",
-    "scarf": "scarves", "thief": "thieves", "hoof": "hooves", "elf": "elves",
-    "cactus": "cacti", "fungus": "fungi", "die": "dice", "potato": "potatoes", "tomato": "tomatoes",
-    "hero": "heroes", "volcano": "volcanoes", "mango": "mangoes",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+    "person": "people",
+    "mouse": "mice",
+    "foot": "feet",
+    "tooth": "teeth",
+    "goose": "geese",
+    "ox": "oxen",
+    "knife": "knives",
+    "leaf": "leaves",
+    "shelf": "shelves",
+    "wolf": "wolves",
+    "loaf": "loaves",
+    "calf": "calves",
+    "half": "halves",
+    "wife": "wives",
+    "life": "lives",
+    "scarf": "scarves",
+    "thief": "thieves",
+    "hoof": "hooves",
+    "elf": "elves",
+    "cactus": "cacti",
+    "fungus": "fungi",
+    "die": "dice",
+    "potato": "potatoes",
+    "tomato": "tomatoes",
+    "hero": "heroes",
+    "volcano": "volcanoes",
+    "mango": "mangoes",
 }
-_INVARIANT_PLURALS = {"sheep", "deer", "fish", "moose", "bison", "aircraft", "people", "series", "species",
-                      "glasses", "scissors", "skis", "jeans", "pants", "shorts", "trousers", "broccoli",
-                      "police", "cattle", "luggage", "furniture", "equipment", "food", "meat", "corn"}
+_INVARIANT_PLURALS = {
+    "sheep",
+    "deer",
+    "fish",
+    "moose",
+    "bison",
+    "aircraft",
+    "people",
+    "series",
+    "species",
+    "glasses",
+    "scissors",
+    "skis",
+    "jeans",
+    "pants",
+    "shorts",
+    "trousers",
+    "broccoli",
+    "police",
+    "cattle",
+    "luggage",
+    "furniture",
+    "equipment",
+    "food",
+    "meat",
+    "corn",
+}
 
 
 def pluralize(word: str) -> str:
@@ -47,7 +95,6 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-
 class ObjectMatcher:
     """Finds the objects a text mentions, from a synonym table {object: [synonyms]}.
 
@@ -65,8 +112,13 @@ class ObjectMatcher:
     :meth:`coco` applies the original CHAIR's rules and ours (:mod:`.coco_synonyms`).
     """
 
-    def __init__(self, synonyms: Mapping[str, Iterable[str]], *, compounds: Mapping[str, str | None] | None = None,
-                 context: Iterable[tuple[str, Iterable[str], int | None, bool]] = ()):
+    def __init__(
+        self,
+        synonyms: Mapping[str, Iterable[str]],
+        *,
+        compounds: Mapping[str, str | None] | None = None,
+        context: Iterable[tuple[str, Iterable[str], int | None, bool]] = (),
+    ):
         self.objects: tuple[str, ...] = tuple(sorted(_norm(o) for o in synonyms))
         self._phrases: dict[tuple[str, ...], str | None] = {}
         for obj, words in synonyms.items():
@@ -81,9 +133,9 @@ class ObjectMatcher:
                         raise ValueError(f"synonym {form!r} belongs to both {owner!r} and {canonical!r}")
                     self._phrases[key] = canonical
         for phrase, head in (compounds or {}).items():
-            obj = None if head is None else self._phrases.get(tuple(_norm(head).split()))
+            owner = None if head is None else self._phrases.get(tuple(_norm(head).split()))
             for form in {_norm(phrase), pluralize(_norm(phrase))}:
-                self._phrases.setdefault(tuple(form.split()), obj)  # the table's own phrases win
+                self._phrases.setdefault(tuple(form.split()), owner)  # the table's own phrases win
         self._context: dict[tuple[str, ...], list[tuple[frozenset[str], int | None, bool]]] = {}
         for word, near, window, require in context:
             near_forms = frozenset(form for w in near for form in (_norm(w), pluralize(_norm(w))))
@@ -92,7 +144,7 @@ class ObjectMatcher:
         self._longest = max((len(k) for k in self._phrases), default=0)
 
     @classmethod
-    def from_lines(cls, lines: Iterable[str], **rules: Any) -> "ObjectMatcher":
+    def from_lines(cls, lines: Iterable[str], **rules: Any) -> ObjectMatcher:
         """The original CHAIR ``synonyms.txt`` format: ``object, synonym, synonym`` per line;
         blank lines and ``#`` comments are skipped. ``rules``: ``compounds`` / ``context`` as above."""
         table: dict[str, list[str]] = {}
@@ -105,12 +157,12 @@ class ObjectMatcher:
         return cls(table, **rules)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **rules: Any) -> "ObjectMatcher":
+    def from_file(cls, path: str | os.PathLike, **rules: Any) -> ObjectMatcher:
         with open(path, encoding="utf-8") as f:
             return cls.from_lines(f, **rules)
 
     @classmethod
-    def coco(cls) -> "ObjectMatcher":
+    def coco(cls) -> ObjectMatcher:
         """The 80 COCO categories with common synonyms (:data:`COCO_SYNONYMS`, written for this
         project) and the CHAIR rules (:data:`CHAIR_COMPOUNDS`, :data:`CHAIR_CONTEXT`). For numbers
         comparable with published CHAIR results, load the original table instead, with the same rules:
@@ -127,7 +179,7 @@ class ObjectMatcher:
         i = 0
         while i < len(words):
             for size in range(min(self._longest, len(words) - i), 0, -1):
-                key = tuple(words[i:i + size])
+                key = tuple(words[i : i + size])
                 if key in self._phrases:
                     obj = self._phrases[key]
                     if obj is not None and self._in_context(key, words, i, i + size):
@@ -140,8 +192,11 @@ class ObjectMatcher:
 
     def _in_context(self, key: tuple[str, ...], words: list[str], start: int, end: int) -> bool:
         for near, window, require in self._context.get(key, ()):
-            around = words[:start] + words[end:] if window is None else \
-                words[max(0, start - window):start] + words[end:end + window]
+            around = (
+                words[:start] + words[end:]
+                if window is None
+                else words[max(0, start - window) : start] + words[end : end + window]
+            )
             if any(t in near for t in around) != require:
                 return False
         return True
@@ -173,8 +228,9 @@ def _norm(phrase: str) -> str:
     return " ".join(tokens(phrase))
 
 
-def coco_ground_truth(matcher: ObjectMatcher, instances: Mapping[str, Any] | None = None,
-                      captions: Mapping[str, Any] | None = None) -> dict[int, set[str]]:
+def coco_ground_truth(
+    matcher: ObjectMatcher, instances: Mapping[str, Any] | None = None, captions: Mapping[str, Any] | None = None
+) -> dict[int, set[str]]:
     """image id -> ground-truth objects from COCO annotation files (already ``json.load``-ed), the way
     CHAIR builds them: the category names of the instance (segmentation) annotations, plus the objects
     the human reference captions mention."""

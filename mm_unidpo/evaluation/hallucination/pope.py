@@ -11,6 +11,7 @@ from typing import Any
 
 from .yes_no import normalize_yes_no
 
+
 def _label(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -42,9 +43,14 @@ class PopeScores:
         return asdict(self)
 
 
-def pope_scores(predictions: Sequence[str | None], labels: Sequence[Any], *,
-                questions: Sequence[str | None] | None = None, normalize: bool = True,
-                keep_ambiguous: int = 20) -> PopeScores:
+def pope_scores(
+    predictions: Sequence[str | None],
+    labels: Sequence[Any],
+    *,
+    questions: Sequence[str | None] | None = None,
+    normalize: bool = True,
+    keep_ambiguous: int = 20,
+) -> PopeScores:
     """POPE metrics of free-form ``predictions`` against yes/no ``labels`` (same order).
 
     ``questions`` (same order) lets each answer be read about the object its question asks for
@@ -78,9 +84,21 @@ def pope_scores(predictions: Sequence[str | None], labels: Sequence[Any], *,
         f1 = math.nan
     else:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return PopeScores(n=n, tp=tp, fp=fp, tn=tn, fn=fn, ambiguous=amb, accuracy=ratio(tp + tn, n),
-                      precision=precision, recall=recall, f1=f1, yes_ratio=ratio(tp + fp, n),
-                      ambiguous_ratio=ratio(amb, n), ambiguous_answers=ambiguous_answers)
+    return PopeScores(
+        n=n,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        ambiguous=amb,
+        accuracy=ratio(tp + tn, n),
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        yes_ratio=ratio(tp + fp, n),
+        ambiguous_ratio=ratio(amb, n),
+        ambiguous_answers=ambiguous_answers,
+    )
 
 
 def ratio(num: float, den: float) -> float:

@@ -29,21 +29,80 @@ from functools import lru_cache
 
 from .objects import ObjectMatcher, pluralize, tokens
 
-_CONTRACTIONS = (("’", "'"), ("can't", "cannot"), ("won't", "will not"), ("n't", " not"), ("there's", "there is"),
-                 ("there're", "there are"), ("it's", "it is"), ("i'm", "i am"), ("that's", "that is"),
-                 ("can not", "cannot"))
+_CONTRACTIONS = (
+    ("’", "'"),
+    ("can't", "cannot"),
+    ("won't", "will not"),
+    ("n't", " not"),
+    ("there's", "there is"),
+    ("there're", "there are"),
+    ("it's", "it is"),
+    ("i'm", "i am"),
+    ("that's", "that is"),
+    ("can not", "cannot"),
+)
 
 # Openings (as word sequences): polarity (None: declines to answer) and whether they decide outright.
-_OPENINGS: dict[tuple[str, ...], tuple[str | None, bool]] = {tuple(k.split()): v for k, v in {
-    **dict.fromkeys(("yes", "yeah", "yep", "yup", "yea", "correct", "true", "affirmative", "that is correct",
-                     "that is right", "that is true"), ("yes", True)),
-    **dict.fromkeys(("no", "nope", "nah", "false", "incorrect", "negative", "not at all", "not really",
-                     "certainly not", "definitely not", "absolutely not", "of course not", "surely not",
-                     "that is incorrect", "that is not correct", "that is wrong"), ("no", True)),
-    **dict.fromkeys(("yes and no", "yes or no", "no idea", "not sure"), (None, True)),
-    **dict.fromkeys(("certainly", "definitely", "absolutely", "of course", "sure", "surely", "indeed", "undoubtedly",
-                     "no doubt", "without a doubt", "without doubt", "there is no doubt"), ("yes", False)),
-}.items()}
+_OPENINGS: dict[tuple[str, ...], tuple[str | None, bool]] = {
+    tuple(k.split()): v
+    for k, v in {
+        **dict.fromkeys(
+            (
+                "yes",
+                "yeah",
+                "yep",
+                "yup",
+                "yea",
+                "correct",
+                "true",
+                "affirmative",
+                "that is correct",
+                "that is right",
+                "that is true",
+            ),
+            ("yes", True),
+        ),
+        **dict.fromkeys(
+            (
+                "no",
+                "nope",
+                "nah",
+                "false",
+                "incorrect",
+                "negative",
+                "not at all",
+                "not really",
+                "certainly not",
+                "definitely not",
+                "absolutely not",
+                "of course not",
+                "surely not",
+                "that is incorrect",
+                "that is not correct",
+                "that is wrong",
+            ),
+            ("no", True),
+        ),
+        **dict.fromkeys(("yes and no", "yes or no", "no idea", "not sure"), (None, True)),
+        **dict.fromkeys(
+            (
+                "certainly",
+                "definitely",
+                "absolutely",
+                "of course",
+                "sure",
+                "surely",
+                "indeed",
+                "undoubtedly",
+                "no doubt",
+                "without a doubt",
+                "without doubt",
+                "there is no doubt",
+            ),
+            ("yes", False),
+        ),
+    }.items()
+}
 _LONGEST_OPENING = max(len(k) for k in _OPENINGS)
 
 _HEDGE_RE = re.compile(
@@ -51,39 +110,133 @@ _HEDGE_RE = re.compile(
     r"(?:difficult|hard|impossible|too \w+) to (?:tell|say|determine|know|judge|see)|"
     r"cannot (?:tell|say|determine|be determined|be sure|be certain|confirm)|unable to (?:tell|say|determine|confirm)|"
     r"do not know|no idea|maybe|perhaps|possibly|probably|might|may|could be|it is possible|yes and no|yes or no|"
-    r"not enough information)\b")
+    r"not enough information)\b"
+)
 # Phrases that are no negation ("There is no doubt a dog") or that are one ("a cat rather than a dog").
 _EMPHATIC_RE = re.compile(r"\b(?:there is no doubt(?: that)?|no doubt|without (?:a )?doubt|undoubtedly|not only)\b")
 _CONTRAST_RE = re.compile(r"\b(?:rather than|instead of)\b")
-_CLAUSE_RE = re.compile(r"[.;:!?,\n()\"]|\b(?:but|however|whereas|while|although|though|yet)\b|"
-                        r"\band\b(?=\s+(?:there|a|an|the|some|no|i|it|one|two|three|several|many|this|that)\b)")
-_NEGATIONS = frozenset({"no", "not", "none", "never", "without", "neither", "nor", "cannot", "nobody", "nothing",
-                        "nowhere", "absent", "lacks", "lacking", "devoid"})
+_CLAUSE_RE = re.compile(
+    r"[.;:!?,\n()\"]|\b(?:but|however|whereas|while|although|though|yet)\b|"
+    r"\band\b(?=\s+(?:there|a|an|the|some|no|i|it|one|two|three|several|many|this|that)\b)"
+)
+_NEGATIONS = frozenset(
+    {
+        "no",
+        "not",
+        "none",
+        "never",
+        "without",
+        "neither",
+        "nor",
+        "cannot",
+        "nobody",
+        "nothing",
+        "nowhere",
+        "absent",
+        "lacks",
+        "lacking",
+        "devoid",
+    }
+)
 _NEGATIONS_AFTER = frozenset({"not", "absent", "missing", "nowhere", "none", "never"})  # "a dog is not present"
 # What may follow a negation that refers to the asked object without naming it ("I don't see one").
-_GENERIC = frozenset("it one ones any anything such that this these those them they there thing things object "
-                     "objects item items kind sort like in on of at the a an image picture photo photograph scene "
-                     "here visible present so think see seen is are be was were do does did i can could all to "
-                     "appear appears seem seems found shown show shows exist exists whatsoever really".split())
+_GENERIC = frozenset(
+    [
+        "it",
+        "one",
+        "ones",
+        "any",
+        "anything",
+        "such",
+        "that",
+        "this",
+        "these",
+        "those",
+        "them",
+        "they",
+        "there",
+        "thing",
+        "things",
+        "object",
+        "objects",
+        "item",
+        "items",
+        "kind",
+        "sort",
+        "like",
+        "in",
+        "on",
+        "of",
+        "at",
+        "the",
+        "a",
+        "an",
+        "image",
+        "picture",
+        "photo",
+        "photograph",
+        "scene",
+        "here",
+        "visible",
+        "present",
+        "so",
+        "think",
+        "see",
+        "seen",
+        "is",
+        "are",
+        "be",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "i",
+        "can",
+        "could",
+        "all",
+        "to",
+        "appear",
+        "appears",
+        "seem",
+        "seems",
+        "found",
+        "shown",
+        "show",
+        "shows",
+        "exist",
+        "exists",
+        "whatsoever",
+        "really",
+    ]
+)
 _ANSWER_RE = re.compile(r"\banswer (?:is |would be )?(yes|no)\b")
 _AFFIRMATIVE_RE = re.compile(
     r"\b(?:there (?:is|are)|there (?:appears?|seems?) to be|i (?:can )?see|can be seen|"
     r"(?:is|are) (?:visible|present|shown|seen|depicted)|(?:image|picture|photo) (?:shows|contains|has|depicts|"
-    r"features|includes|displays|captures)|it is|this is|these are)\b")
+    r"features|includes|displays|captures)|it is|this is|these are)\b"
+)
 _PRONOUN_YES_RE = re.compile(
     r"^(?:there (?:is|are) (?:one|some|it|them)|i (?:can )?see (?:it|one|them|some)|"
-    r"it is (?:there|visible|present|in the (?:image|picture|photo))|(?:one|it|they) (?:is|are) (?:visible|present|there))\b")
+    r"it is (?:there|visible|present|in the (?:image|picture|photo))|"
+    r"(?:one|it|they) (?:is|are) (?:visible|present|there))\b"
+)
 
 _QUESTION_SENTENCE_RE = re.compile(r"[^.!?\n]*\?")
 _ARTICLE = r"(?:an?|any|some|the)\s+"
 _SCENE = r"(?:the|this|that) (?:image|picture|photo|photograph|scene|frame)"
-_QUESTION_RES = tuple(re.compile(p) for p in (
-    rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s+(?:in|on|inside|within|visible in) {_SCENE}",
-    rf"\b(?:does|do) {_SCENE} (?:contain|have|show|include|feature|depict) (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*[?.]",
-    rf"\b(?:is|are) (?:{_ARTICLE})(?P<object>[a-z][a-z \-']*?) (?:present|visible|shown)\b",
-    rf"\bcan you see (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*(?:in {_SCENE}|\?)",
-    rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*\?",
-))
+_QUESTION_RES = tuple(
+    re.compile(p)
+    for p in (
+        rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s+"
+        rf"(?:in|on|inside|within|visible in) {_SCENE}",
+        rf"\b(?:does|do) {_SCENE} (?:contain|have|show|include|feature|depict) "
+        rf"(?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*[?.]",
+        rf"\b(?:is|are) (?:{_ARTICLE})(?P<object>[a-z][a-z \-']*?) (?:present|visible|shown)\b",
+        rf"\bcan you see (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*(?:in {_SCENE}|\?)",
+        rf"\b(?:is|are) there (?:{_ARTICLE})?(?P<object>[a-z][a-z \-']*?)\s*\?",
+    )
+)
 
 
 def _prepare(text: str) -> str:
@@ -123,8 +276,15 @@ def _target(obj: str) -> tuple[ObjectMatcher, str] | None:
         return _coco(), canonical
     # Singular guesses of a plural name ("fences" -> "fence", "benches" -> "bench") match too.
     head, _, last = name.rpartition(" ")
-    guesses = {last[:-3] + "y", last[:-2], last[:-1]} if last.endswith("ies") else \
-        {last[:-2], last[:-1]} if last.endswith("es") else {last[:-1]} if last.endswith("s") else set()
+    guesses = (
+        {last[:-3] + "y", last[:-2], last[:-1]}
+        if last.endswith("ies")
+        else {last[:-2], last[:-1]}
+        if last.endswith("es")
+        else {last[:-1]}
+        if last.endswith("s")
+        else set()
+    )
     return ObjectMatcher({name: [f"{head} {g}".strip() for g in guesses if len(g) > 1]}), name
 
 
@@ -150,7 +310,7 @@ def _about_object(clauses: list[list[str]], matcher: ObjectMatcher, name: str) -
     for words in clauses:  # no mention: a negation of nothing in particular, or "there is one"
         first_negation = next((i for i, w in enumerate(words) if w in _NEGATIONS), None)
         if first_negation is not None:
-            if _GENERIC.issuperset(words[first_negation + 1:]):
+            if _GENERIC.issuperset(words[first_negation + 1 :]):
                 return "no"
         elif "yes" in words or _PRONOUN_YES_RE.search(" ".join(words)):  # "I'd say yes", "There is one"
             return "yes"

@@ -22,15 +22,15 @@ MODEL_NAME = "mm_unidpo"
 
 def __getattr__(name: str) -> Any:
     if name == "MMUniDPO":
-        from .model import MMUniDPO
+        from .model import MMUniDPO  # lazy: lmms-eval and torch (this package must import light)
 
         return MMUniDPO
     if name in ("summarize_runs", "load_results"):
-        from . import summary
+        from . import summary  # lazy: matplotlib
 
         return getattr(summary, name)
     if name == "main":
-        from .cli import main
+        from .cli import main  # lazy: lmms-eval imports this package while building its registry
 
         return main
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .registration import MODEL_NAME
+from .registration import MODEL_NAME, register
+from .summary import summarize_runs
 
 DEFAULT_TASKS = "mm_pope_sample"
 
@@ -52,8 +53,9 @@ def _model_args(ns: argparse.Namespace) -> str:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mm-unidpo eval lmms", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo eval lmms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pretrained", required=True, help="hub id or local checkpoint of the base model")
     p.add_argument("--adapter", help="LoRA adapter directory applied on top of --pretrained")
     p.add_argument("--load-in-4bit", action="store_true", help="load the base in NF4 4-bit (CUDA, bitsandbytes)")
@@ -85,11 +87,14 @@ def _local_task_index(tasks: str, include_path: list[str]) -> Iterator[None]:
 
     requested = [t.strip() for t in tasks.split(",") if t.strip()]
     local = TaskManager("ERROR", include_path=include_path, include_defaults=False)
-    if not requested or not all(t in local.all_tasks for t in requested) or \
-            getattr(lmms_main, "TaskManager", None) is not TaskManager:
+    if (
+        not requested
+        or not all(t in local.all_tasks for t in requested)
+        or getattr(lmms_main, "TaskManager", None) is not TaskManager
+    ):
         yield
         return
-    lmms_main.TaskManager = functools.partial(TaskManager, include_defaults=False)
+    lmms_main.TaskManager = functools.partial(TaskManager, include_defaults=False)  # type: ignore[arg-type, misc]
     try:
         yield
     finally:
@@ -99,8 +104,20 @@ def _local_task_index(tasks: str, include_path: list[str]) -> Iterator[None]:
 def run_eval(argv: list[str]) -> int:
     ns, passthrough = _eval_parser().parse_known_args(argv)
     output = ns.output_path or _default_output(ns)
-    lmms_argv = ["--model", MODEL_NAME, "--model_args", _model_args(ns), "--tasks", ns.tasks,
-                 "--batch_size", str(ns.batch_size), "--output_path", output, "--verbosity", ns.verbosity]
+    lmms_argv = [
+        "--model",
+        MODEL_NAME,
+        "--model_args",
+        _model_args(ns),
+        "--tasks",
+        ns.tasks,
+        "--batch_size",
+        str(ns.batch_size),
+        "--output_path",
+        output,
+        "--verbosity",
+        ns.verbosity,
+    ]
     if ns.device:
         lmms_argv += ["--device", ns.device]
     if ns.limit is not None:
@@ -109,11 +126,9 @@ def run_eval(argv: list[str]) -> int:
         lmms_argv.append("--log_samples")
     lmms_argv += passthrough
 
-    from loguru import logger as eval_logger
     from lmms_eval.__main__ import cli_evaluate_single, parse_eval_args
     from lmms_eval.utils import make_table
-
-    from .registration import register
+    from loguru import logger as eval_logger
 
     register()
     saved = sys.argv
@@ -124,9 +139,11 @@ def run_eval(argv: list[str]) -> int:
         sys.argv = saved
     ours = tasks_dir()
     if not (ours / "utils.py").is_file():
-        print(f"warning: mm-unidpo's task folder not found at {ours} (run from the repository root or set "
-              "MM_UNIDPO_EVAL_TASKS); only lmms-eval's tasks and --include-path folders are available",
-              file=sys.stderr)
+        print(
+            f"warning: mm-unidpo's task folder not found at {ours} (run from the repository root or set "
+            "MM_UNIDPO_EVAL_TASKS); only lmms-eval's tasks and --include-path folders are available",
+            file=sys.stderr,
+        )
     args.include_path = [str(ours), *ns.include_path] if ours.is_dir() else list(ns.include_path)
     eval_logger.remove()
     eval_logger.add(sys.stderr, level=args.verbosity)
@@ -136,14 +153,9 @@ def run_eval(argv: list[str]) -> int:
             results, _ = cli_evaluate_single(args)
     except SystemExit as stop:  # lmms-eval exits after listing tasks
         return int(stop.code or 0)
-    except Exception as error:  # noqa: BLE001 -- reported, and the exit status says it failed
-        eval_logger.exception(f"evaluation failed: {error}")
-        return 1
     if results is None:
         return 1
     print(make_table(results))
-    from .summary import summarize_runs
-
     summary = summarize_runs([output], png=os.path.join(output, "summary.png"))
     Path(output, "summary.md").write_text(summary, encoding="utf-8")
     print(f"results, summary.md and summary.png in {output}")
@@ -151,15 +163,14 @@ def run_eval(argv: list[str]) -> int:
 
 
 def run_summarize(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mm-unidpo eval lmms summarize",
-                                description="compare finished lmms-eval runs: markdown table + bar chart")
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo eval lmms summarize", description="compare finished lmms-eval runs: markdown table + bar chart"
+    )
     p.add_argument("runs", nargs="+", help="lmms-eval --output_path folders or *_results.json files")
     p.add_argument("--names", help="comma-separated run names (default: folder names)")
     p.add_argument("--out", default=None, help="write <out>.md and <out>.png (default: print the table only)")
     p.add_argument("--title", default=None)
     ns = p.parse_args(argv)
-    from .summary import summarize_runs
-
     names = ns.names.split(",") if ns.names else None
     png = f"{ns.out}.png" if ns.out else None
     text = summarize_runs(ns.runs, names=names, png=png, title=ns.title)

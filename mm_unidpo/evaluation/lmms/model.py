@@ -41,20 +41,14 @@ from tqdm import tqdm
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Prompt
 from mm_unidpo.models import FAMILIES, get_adapter
+from mm_unidpo.models.loading import load_pretrained
+
+from .registration import MODEL_NAME
+from .requests import as_bool, as_images, cut_at_stops, generation_settings
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "mm_unidpo"
 # The VLM families (causal_lm has no images: evaluate text models with lm-eval-harness or `mm-unidpo eval math`).
-# generation kwargs passed on to `generate` (others that tasks set, e.g. `image_aspect_ratio`, are ignored)
-_GENERATE_KEYS = ("max_new_tokens", "num_beams", "top_p", "top_k", "repetition_penalty", "length_penalty",
-                  "no_repeat_ngram_size", "min_new_tokens")
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 class MMUniDPO(lmms):
@@ -67,11 +61,25 @@ class MMUniDPO(lmms):
 
     is_simple = True
 
-    def __init__(self, pretrained: str | None = None, adapter: str | None = None, load_in_4bit: bool = False,
-                 dtype: str = "auto", device: str | None = None, batch_size: int | str = 1,
-                 max_new_tokens: int = 1024, system_prompt: str | None = None, attn_implementation: str | None = None,
-                 trust_remote_code: bool = False, merge_adapter: bool = False, device_map: str | None = None,
-                 max_rounds: int = 16, model: Any = None, processor: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        adapter: str | None = None,
+        load_in_4bit: bool = False,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int | str = 1,
+        max_new_tokens: int = 1024,
+        system_prompt: str | None = None,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        merge_adapter: bool = False,
+        device_map: str | dict[str, Any] | None = None,
+        max_rounds: int = 16,
+        model: Any = None,
+        processor: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         kwargs.pop("max_batch_size", None)  # lmms-eval passes it to every model; batches here are fixed-size
         if kwargs:
@@ -91,16 +99,19 @@ class MMUniDPO(lmms):
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
         if model is None:
-            from mm_unidpo.models.loading import load_pretrained
-
-            load_in_4bit = _as_bool(load_in_4bit)
+            load_in_4bit = as_bool(load_in_4bit)
             if load_in_4bit and device_map is None:
                 device_map = {"": self._device.index or 0}  # a quantised model is placed at load time
             model, processor = load_pretrained(
-                str(pretrained), adapter=str(adapter) if adapter else None, load_in_4bit=load_in_4bit, dtype=dtype,
-                trust_remote_code=_as_bool(trust_remote_code), attn_implementation=attn_implementation,
-                device_map=device_map)
-            if adapter and _as_bool(merge_adapter) and not load_in_4bit:
+                str(pretrained),
+                adapter=str(adapter) if adapter else None,
+                load_in_4bit=load_in_4bit,
+                dtype=dtype,
+                trust_remote_code=as_bool(trust_remote_code),
+                attn_implementation=attn_implementation,
+                device_map=device_map,
+            )
+            if adapter and as_bool(merge_adapter) and not load_in_4bit:
                 model = model.merge_and_unload()
         if device_map is None and not getattr(model, "is_loaded_in_4bit", False):
             model = model.to(self._device)
@@ -117,9 +128,11 @@ class MMUniDPO(lmms):
         self.family = self.adapter.family
         if not self.adapter.spec.vision_modules:
             vlms = [name for name, family in FAMILIES.items() if family.spec.vision_modules]
-            raise NotImplementedError(f"{MODEL_NAME} evaluates vision-language models ({', '.join(vlms)}); "
-                                      f"this is a {self.family!r} model: evaluate text models with "
-                                      f"lm-eval-harness or `mm-unidpo eval math`")
+            raise NotImplementedError(
+                f"{MODEL_NAME} evaluates vision-language models ({', '.join(vlms)}); "
+                f"this is a {self.family!r} model: evaluate text models with "
+                f"lm-eval-harness or `mm-unidpo eval math`"
+            )
         self.batch_size_per_gpu = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens)
         self.system_prompt = system_prompt or None
@@ -128,8 +141,14 @@ class MMUniDPO(lmms):
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.stop_token_ids = sorted(self.adapter.end_token_ids)
-        logger.info("%s: %s (%s)%s on %s", MODEL_NAME, pretrained or type(model).__name__, self.family,
-                    f" + adapter {adapter}" if adapter else "", self._device)
+        logger.info(
+            "%s: %s (%s)%s on %s",
+            MODEL_NAME,
+            pretrained or type(model).__name__,
+            self.family,
+            f" + adapter {adapter}" if adapter else "",
+            self._device,
+        )
 
     # ---- properties lmms-eval reads ---------------------------------------------------------------
 
@@ -180,26 +199,16 @@ class MMUniDPO(lmms):
         visuals = doc_to_visual(doc) if doc_to_visual is not None else None
         return self._as_images(visuals)
 
-    @staticmethod
-    def _as_images(visuals: Any) -> list[Image.Image]:
-        out = []
-        for v in visuals or []:
-            if isinstance(v, Image.Image):
-                out.append(v.convert("RGB"))
-            elif isinstance(v, (list, tuple)):
-                out.extend(MMUniDPO._as_images(v))
-            else:
-                raise NotImplementedError(f"{MODEL_NAME} evaluates images only; got a {type(v).__name__} visual "
-                                          "(video and audio tasks are not supported)")
-        return out
+    _as_images = staticmethod(as_images)
 
     def _doc(self, task: str, split: str, doc_id: int) -> Any:
         return self.task_dict[task][split][doc_id]
 
     # ---- batching -------------------------------------------------------------------------------------
 
-    def _batches(self, items: list[Any], group: Callable[[Any], Any], length: Callable[[Any], int]
-                 ) -> Iterator[list[tuple[int, Any]]]:
+    def _batches(
+        self, items: list[Any], group: Callable[[Any], Any], length: Callable[[Any], int]
+    ) -> Iterator[list[tuple[int, Any]]]:
         """Batches of (original index, item): items grouped by `group` (same generation settings), longest
         first so that a batch that does not fit in memory fails at once."""
         groups: dict[Any, list[tuple[int, Any]]] = defaultdict(list)
@@ -208,56 +217,45 @@ class MMUniDPO(lmms):
         for members in groups.values():
             members.sort(key=lambda m: -length(m[1]))
             for start in range(0, len(members), self.batch_size):
-                yield members[start:start + self.batch_size]
+                yield members[start : start + self.batch_size]
 
     # ---- generation ---------------------------------------------------------------------------------
 
     def _generation_settings(self, gen_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
-        gen = dict(gen_kwargs or {})
-        until = gen.pop("until", None)
-        until = [until] if isinstance(until, str) else list(until or [])
-        until = [u for u in until if u]
-        settings: dict[str, Any] = {k: gen[k] for k in _GENERATE_KEYS if gen.get(k) is not None}
-        settings["max_new_tokens"] = int(settings.get("max_new_tokens", self.max_new_tokens))
-        settings["num_beams"] = int(settings.get("num_beams", 1))
-        temperature = gen.get("temperature")
-        do_sample = float(temperature) > 0 if temperature is not None else _as_bool(gen.get("do_sample", False))
-        settings["do_sample"] = do_sample
-        if do_sample:
-            settings["temperature"] = float(temperature) if temperature is not None else 1.0
-        else:
-            settings.pop("top_p", None)
-            settings.pop("top_k", None)
-            settings.update(temperature=None, top_p=None, top_k=None)
-        return settings, until
+        return generation_settings(gen_kwargs, default_max_new_tokens=self.max_new_tokens)
 
     @torch.no_grad()
-    def generate(self, contexts: list[str], images: list[list[Image.Image]], gen_kwargs: dict[str, Any] | None = None
-                 ) -> list[str]:
+    def generate(
+        self, contexts: list[str], images: list[list[Image.Image]], gen_kwargs: dict[str, Any] | None = None
+    ) -> list[str]:
         """Generate for one batch of prompts (one list of images per prompt)."""
         settings, until = self._generation_settings(gen_kwargs)
         texts = [self.render(c, len(imgs)) for c, imgs in zip(contexts, images)]
         if until:
             settings.update(stop_strings=until, tokenizer=self.tokenizer)
-        new_tokens = self.adapter.generate(self.model, texts, images, device=self.device, **settings,
-                                           pad_token_id=self.pad_token_id, eos_token_id=self.stop_token_ids)
+        new_tokens = self.adapter.generate(
+            self.model,
+            texts,
+            images,
+            device=self.device,
+            **settings,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.stop_token_ids,
+        )
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [self._cut(text, until) for text in decoded]
 
-    @staticmethod
-    def _cut(text: str, until: list[str]) -> str:
-        for stop in until:
-            index = text.find(stop)
-            if index >= 0:
-                text = text[:index]
-        return text
+    _cut = staticmethod(cut_at_stops)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         args = [r.args for r in requests]
         results: list[str | None] = [None] * len(args)
         bar = tqdm(total=len(args), disable=self.rank != 0, desc="mm_unidpo generate")
-        for batch in self._batches(args, group=lambda a: (a[4], a[5], json.dumps(a[1], sort_keys=True, default=str)),
-                                   length=lambda a: len(a[0])):
+        for batch in self._batches(
+            args,
+            group=lambda a: (a[4], a[5], json.dumps(a[1], sort_keys=True, default=str)),
+            length=lambda a: len(a[0]),
+        ):
             contexts = [a[0] for _, a in batch]
             images = [self._visuals(a[2], self._doc(a[4], a[5], a[3])) for _, a in batch]
             outputs = self.generate(contexts, images, batch[0][1][1])
@@ -277,8 +275,11 @@ class MMUniDPO(lmms):
         args = [r.args for r in requests]  # (context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split)
         results: list[list[str] | None] = [None] * len(args)
         bar = tqdm(total=len(args), disable=self.rank != 0, desc="mm_unidpo multi-round")
-        for batch in self._batches(args, group=lambda a: (a[5], a[6], json.dumps(a[1], sort_keys=True, default=str)),
-                                   length=lambda a: len(a[0])):
+        for batch in self._batches(
+            args,
+            group=lambda a: (a[5], a[6], json.dumps(a[1], sort_keys=True, default=str)),
+            length=lambda a: len(a[0]),
+        ):
             docs = [self._doc(a[5], a[6], a[4]) for _, a in batch]
             contexts = [a[0] for _, a in batch]
             images = [self._visuals(a[2], doc) for (_, a), doc in zip(batch, docs)]
@@ -291,8 +292,9 @@ class MMUniDPO(lmms):
                     outputs[k].append(answer)
                 still = []
                 for k in active:
-                    payload = batch[k][1][3](docs[k], previous_output=outputs[k], round_idx=round_idx + 1,
-                                             previous_round_info=info[k])
+                    payload = batch[k][1][3](
+                        docs[k], previous_output=outputs[k], round_idx=round_idx + 1, previous_round_info=info[k]
+                    )
                     if isinstance(payload, str):
                         contexts[k] = payload
                         still.append(k)
@@ -325,8 +327,8 @@ class MMUniDPO(lmms):
         tokens, as lm-eval-harness does; encoded alone if the joint encoding merges across the boundary)."""
         whole = self.tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
         head = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if whole[:len(head)] == head:
-            return whole[len(head):]
+        if whole[: len(head)] == head:
+            return whole[len(head) :]
         return self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
@@ -334,12 +336,16 @@ class MMUniDPO(lmms):
         """(sum of log p(continuation tokens | prompt, images), whether greedy decoding gives exactly them)
         for one batch of (context, continuation, images)."""
         prompts = [self.adapter.encode_prompt(self.prompt(context, images)) for context, _, images in items]
-        continuations = [[self._continuation_ids(p.text, continuation)] for p, (_, continuation, _) in zip(prompts, items)]
+        continuations = [
+            [self._continuation_ids(p.text, continuation)] for p, (_, continuation, _) in zip(prompts, items)
+        ]
         sums, greedy = self.adapter.score_continuations(self.model, prompts, continuations, device=self.device)
         return [(float(s), bool(g)) for s, g in zip(sums[:, 0].tolist(), greedy[:, 0].tolist())]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        args = [r.args for r in requests]  # (context, continuation or doc_to_target, doc_to_visual, doc_id, task, split)
+        args = [
+            r.args for r in requests
+        ]  # (context, continuation or doc_to_target, doc_to_visual, doc_id, task, split)
         results: list[tuple[float, bool] | None] = [None] * len(args)
         bar = tqdm(total=len(args), disable=self.rank != 0, desc="mm_unidpo loglikelihood")
         for batch in self._batches(args, group=lambda a: 0, length=lambda a: len(a[0])):

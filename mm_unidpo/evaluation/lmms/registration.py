@@ -35,9 +35,3 @@ def register() -> None:
 
     models.MODEL_REGISTRY_V2.register_manifest(manifest(), overwrite=True)
     models.AVAILABLE_MODELS[MODEL_NAME] = CLASS_PATH.rsplit(".", 1)[-1]
-
-
-def is_registered() -> bool:
-    from lmms_eval import models
-
-    return MODEL_NAME in models.MODEL_REGISTRY_V2.list_model_names()

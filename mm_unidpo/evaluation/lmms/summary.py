@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "find_results_file", "load_results", "load_run", "summarize_runs", "plot_runs"]
+__all__ = ["Run", "find_results_file", "load_results", "load_run", "plot_runs", "summarize_runs"]
 
 # Metrics with no better direction (lmms-eval's JSON has to say True or False for every metric).
 NO_DIRECTION = {"pope_yes_ratio"}
@@ -75,11 +75,20 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> Run:
     for task, table in results.get("higher_is_better", {}).items():
         for metric, higher in table.items():
             directions[(task, metric)] = None if metric in NO_DIRECTION else bool(higher)
-    samples = {task: int(n.get("effective", n.get("original", 0)))
-               for task, n in results.get("n-samples", {}).items() if isinstance(n, dict)}
+    samples = {
+        task: int(n.get("effective", n.get("original")) or 0)
+        for task, n in results.get("n-samples", {}).items()
+        if isinstance(n, dict)
+    }
     default = Path(path).name if Path(path).is_dir() else file.parent.name
-    return Run(name=name or default, path=str(file), metrics=metrics, higher_is_better=directions,
-               samples=samples, model_args=str(results.get("config", {}).get("model_args", "")))
+    return Run(
+        name=name or default,
+        path=str(file),
+        metrics=metrics,
+        higher_is_better=directions,
+        samples=samples,
+        model_args=str(results.get("config", {}).get("model_args", "")),
+    )
 
 
 def _direction(runs: Sequence[Run], key: tuple[str, str]) -> bool | None:
@@ -156,19 +165,33 @@ def plot_runs(runs: Sequence[Run], png: str | os.PathLike, title: str | None = N
             xs = [i + (j - (len(runs) - 1) / 2) * width for i in range(len(metrics))]
             bars = ax.bar(xs, [0 if math.isnan(v) else v for v in values], width, label=run.name, color=colors[j])
             for bar, v in zip(bars, values):  # vertical labels once bars get narrow
-                ax.annotate(_fmt(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                            va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points",
-                            rotation=90 if len(runs) > 2 else 0)
+                ax.annotate(
+                    _fmt(v),
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 1),
+                    textcoords="offset points",
+                    rotation=90 if len(runs) > 2 else 0,
+                )
         ax.set_xticks(range(len(metrics)))
         labels = [f"{m} {_arrow(_direction(runs, (task, m)))}" for m in metrics]
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-        top = max([run.metrics.get((task, m), 0) for run in runs for m in metrics
-                   if not math.isnan(run.metrics.get((task, m), 0))] + [0])
+        top = max(
+            [
+                run.metrics.get((task, m), 0)
+                for run in runs
+                for m in metrics
+                if not math.isnan(run.metrics.get((task, m), 0))
+            ]
+            + [0]
+        )
         ax.set_ylim(0, (1.12 if top <= 1 else top * 1.2) if len(runs) > 2 else (1.05 if top <= 1 else top * 1.15))
         n = {run.samples.get(task) for run in runs} - {None}
         ax.set_title(f"{task} (n={n.pop()})" if len(n) == 1 else task, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(tasks):]:
+    for ax in axes[len(tasks) :]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(runs), 6), fontsize=9)
@@ -180,8 +203,13 @@ def plot_runs(runs: Sequence[Run], png: str | os.PathLike, title: str | None = N
     return out
 
 
-def summarize_runs(runs: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None,
-                   png: str | os.PathLike | None = None, title: str | None = None) -> str:
+def summarize_runs(
+    runs: Sequence[str | os.PathLike],
+    *,
+    names: Sequence[str] | None = None,
+    png: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> str:
     """Markdown comparing the runs (one column each); with ``png``, also a bar chart there."""
     if not runs:
         raise ValueError("summarize_runs needs at least one run")
@@ -190,11 +218,15 @@ def summarize_runs(runs: Sequence[str | os.PathLike], *, names: Sequence[str] | 
     loaded = [load_run(path, names[i] if names else None) for i, path in enumerate(runs)]
     _unique_names(loaded)
     text = markdown_table(loaded)
-    legend = "\n".join(f"- **{r.name}**: `{r.path}`" + (f" ({r.model_args})" if r.model_args else "")
-                       for r in loaded)
-    text = (f"### {title}\n\n" if title else "") + text + \
-        "\n\n↑ higher is better, ↓ lower is better, · no direction (POPE yes-ratio: 0.5 = unbiased); best in bold.\n\n" + \
-        legend + "\n"
+    legend = "\n".join(f"- **{r.name}**: `{r.path}`" + (f" ({r.model_args})" if r.model_args else "") for r in loaded)
+    text = (
+        (f"### {title}\n\n" if title else "")
+        + text
+        + "\n\n↑ higher is better, ↓ lower is better, · no direction (POPE yes-ratio: 0.5 = unbiased); "
+        + "best in bold.\n\n"
+        + legend
+        + "\n"
+    )
     if png is not None:
         plot_runs(loaded, png, title)
         text += f"\n![comparison]({Path(png).name})\n"

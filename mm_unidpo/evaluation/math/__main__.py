@@ -1,11 +1,10 @@
-"""``python -m mm_unidpo.evaluation.math ...``: the same as ``mm-unidpo eval math ...``."""
+"""``python -m mm_unidpo.evaluation.math ...``: the same as ``mm-unidpo eval math ...`` (and fails the same way:
+one message, exit 1; 2 for a usage error)."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from .harness import main
+from mm_unidpo.cli import main
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-sys.exit(main())
+sys.exit(main(["eval", "math", *sys.argv[1:]]))

@@ -34,16 +34,24 @@ TEMPLATES = ("cot", "fewshot")
 FEWSHOT_STOP = ("\nQuestion:",)
 # Worked examples for the few-shot template (written for this harness, not taken from any test set).
 FEWSHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("A baker makes 24 muffins and sells 3 boxes of 6 muffins each. How many muffins are left?",
-     "The baker sells 3 * 6 = 18 muffins, so 24 - 18 = 6 muffins are left. The answer is 6."),
-    ("What is the value of $x$ if $3x + 5 = 20$?",
-     "Subtracting 5 from both sides gives $3x = 15$, so $x = 5$. The answer is 5."),
-    ("Two fair six-sided dice are rolled. What is the probability that the sum is 7?",
-     "There are 36 equally likely outcomes and 6 of them sum to 7: (1,6), (2,5), (3,4), (4,3), (5,2) and "
-     "(6,1). The probability is $\\frac{6}{36} = \\frac{1}{6}$. The answer is $\\frac{1}{6}$."),
-    ("What is the length of the diagonal of a square with side length 3?",
-     "By the Pythagorean theorem the diagonal is $\\sqrt{3^2 + 3^2} = \\sqrt{18} = 3\\sqrt{2}$. "
-     "The answer is $3\\sqrt{2}$."),
+    (
+        "A baker makes 24 muffins and sells 3 boxes of 6 muffins each. How many muffins are left?",
+        "The baker sells 3 * 6 = 18 muffins, so 24 - 18 = 6 muffins are left. The answer is 6.",
+    ),
+    (
+        "What is the value of $x$ if $3x + 5 = 20$?",
+        "Subtracting 5 from both sides gives $3x = 15$, so $x = 5$. The answer is 5.",
+    ),
+    (
+        "Two fair six-sided dice are rolled. What is the probability that the sum is 7?",
+        "There are 36 equally likely outcomes and 6 of them sum to 7: (1,6), (2,5), (3,4), (4,3), (5,2) and "
+        "(6,1). The probability is $\\frac{6}{36} = \\frac{1}{6}$. The answer is $\\frac{1}{6}$.",
+    ),
+    (
+        "What is the length of the diagonal of a square with side length 3?",
+        "By the Pythagorean theorem the diagonal is $\\sqrt{3^2 + 3^2} = \\sqrt{18} = 3\\sqrt{2}$. "
+        "The answer is $3\\sqrt{2}$.",
+    ),
 )
 
 
@@ -76,8 +84,9 @@ def _is_local(source: str) -> bool:
     return os.path.exists(source) or source.endswith((".jsonl", ".json"))
 
 
-def load_records(benchmark: str, source: str | None = None, *, split: str | None = None,
-                 data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def load_records(
+    benchmark: str, source: str | None = None, *, split: str | None = None, data_dir: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
     """Raw records: ``source`` (a local file or hub id), else ``data_dir/<benchmark>_test.jsonl``, else the hub."""
     check_benchmark(benchmark)
     if source is None and data_dir is not None:
@@ -136,8 +145,14 @@ def to_items(records: list[dict[str, Any]], benchmark: str, limit: int | None = 
     return items
 
 
-def load_benchmark(benchmark: str, source: str | None = None, *, split: str | None = None,
-                   data_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[MathItem]:
+def load_benchmark(
+    benchmark: str,
+    source: str | None = None,
+    *,
+    split: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+) -> list[MathItem]:
     """Items of one benchmark (see :func:`load_records` for where they come from)."""
     return to_items(load_records(benchmark, source, split=split, data_dir=data_dir), benchmark, limit)
 
@@ -147,8 +162,9 @@ def fewshot_prefix(num_shots: int = len(FEWSHOT_EXAMPLES)) -> str:
     return "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in shots)
 
 
-def build_prompt(question: str, template: str, tokenizer: Any = None, *,
-                 num_shots: int = len(FEWSHOT_EXAMPLES)) -> tuple[str, bool]:
+def build_prompt(
+    question: str, template: str, tokenizer: Any = None, *, num_shots: int = len(FEWSHOT_EXAMPLES)
+) -> tuple[str, bool]:
     """(prompt text, whether the tokenizer should add its special tokens).
 
     ``cot``: the Qwen2.5-Math instruction appended to the question, through the tokenizer's chat
@@ -156,8 +172,9 @@ def build_prompt(question: str, template: str, tokenizer: Any = None, *,
     """
     if template == "cot":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("the 'cot' template needs a tokenizer with a chat template; "
-                             "use --template fewshot for base models")
+            raise ValueError(
+                "the 'cot' template needs a tokenizer with a chat template; use --template fewshot for base models"
+            )
         messages = [{"role": "user", "content": f"{question}\n{COT_INSTRUCTION}"}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
     if template == "fewshot":

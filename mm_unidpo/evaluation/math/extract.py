@@ -30,9 +30,12 @@ _BOX_BARE_RE = re.compile(r"\s+([^\s$]+)")
 _HASH_RE = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS_RE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
 # "... the answer is correct / right / as follows": a verdict on the answer, not one.
-_VERDICT_RE = re.compile(r"(?:(?:indeed|definitely|probably|likely|also|not|still)\s+)?(?:correct|right|wrong|"
-                         r"incorrect|reasonable|valid|consistent|confirmed|verified|accurate|plausible|sound|"
-                         r"as follows|below|above|the following|clear|obvious)\b.*", re.IGNORECASE | re.DOTALL)
+_VERDICT_RE = re.compile(
+    r"(?:(?:indeed|definitely|probably|likely|also|not|still)\s+)?(?:correct|right|wrong|"
+    r"incorrect|reasonable|valid|consistent|confirmed|verified|accurate|plausible|sound|"
+    r"as follows|below|above|the following|clear|obvious)\b.*",
+    re.IGNORECASE | re.DOTALL,
+)
 # A number, optionally with thousands separators, decimals or a sign; a '-' directly after a word
 # character or closing bracket is subtraction ("16-3"), not a sign.
 NUMBER_RE = re.compile(r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
@@ -71,7 +74,7 @@ def find_boxed(text: str) -> list[str]:
             end = _match_braces(text, start)
             if end is None:  # truncated generation: the box never closes
                 continue
-            content = text[start + 1:end - 1].strip()
+            content = text[start + 1 : end - 1].strip()
         else:
             bare = _BOX_BARE_RE.match(rest)
             if not bare:
@@ -93,7 +96,7 @@ def _answer_phrase(text: str) -> str | None:
     rest of the sentence, markdown emphasis removed ("**5**" -> "5"). A phrase that judges the answer instead
     ("... the answer is correct", "the answer is as follows") is skipped."""
     for match in reversed(list(_ANSWER_IS_RE.finditer(text))):
-        phrase = _phrase_after(text[match.end():])
+        phrase = _phrase_after(text[match.end() :])
         if phrase is not None and not _VERDICT_RE.fullmatch(phrase):
             return phrase
     return None
@@ -105,7 +108,7 @@ def _phrase_after(rest: str) -> str | None:
         if rest.startswith(open_):
             end = rest.find(close, len(open_))
             if end > 0:
-                return rest[len(open_):end].strip() or None
+                return rest[len(open_) : end].strip() or None
     # The sentence ends at a newline or at a full stop followed by space/end (not a decimal point).
     sentence = re.split(r"\n|\.(?=\s|$)", rest, maxsplit=1)[0]
     return sentence.strip().strip("*`").strip().strip("$").strip() or None

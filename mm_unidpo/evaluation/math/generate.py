@@ -7,9 +7,10 @@ Both take prompt strings and return ``n`` completions per prompt. Greedy decodin
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,15 @@ class HFGenerator:
         if tokenizer.pad_token_id is None:  # e.g. Llama base tokenizers: pad with EOS (masked anyway)
             tokenizer.pad_token = tokenizer.eos_token
 
-    def generate(self, prompts: list[str], *, add_special_tokens: bool, sampling: SamplingConfig,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[list[str]]:
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        add_special_tokens: bool,
+        sampling: SamplingConfig,
+        stop: Sequence[str] = (),
+        seed: int = 0,
+    ) -> list[list[str]]:
         import torch
 
         tok = self.tokenizer
@@ -78,8 +86,10 @@ class HFGenerator:
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in enc.items()}
         kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_new_tokens, "num_return_sequences": sampling.n,
-            "pad_token_id": tok.pad_token_id, "eos_token_id": _eos_ids(self.model, tok),
+            "max_new_tokens": sampling.max_new_tokens,
+            "num_return_sequences": sampling.n,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": _eos_ids(self.model, tok),
         }
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -90,20 +100,30 @@ class HFGenerator:
         torch.manual_seed(seed)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         texts = [cut_at_stop(t, stop) for t in texts]
         n = sampling.n
-        return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 class VLLMGenerator:
     """vLLM offline inference for a model path / hub id, with an optional LoRA adapter."""
 
-    def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "auto", seed: int = 0,
-                 max_lora_rank: int = 64, **llm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_lora_rank: int = 64,
+        **llm_kwargs: Any,
+    ) -> None:
         if importlib.util.find_spec("vllm") is None:
-            raise ImportError("--backend vllm needs the 'vllm' package, which is not installed "
-                              "(pip install vllm, on a CUDA machine); or use --backend hf")
+            raise ImportError(
+                "--backend vllm needs the 'vllm' package, which is not installed "
+                "(pip install vllm, on a CUDA machine); or use --backend hf"
+            )
         from vllm import LLM
 
         if adapter:
@@ -116,16 +136,28 @@ class VLLMGenerator:
 
             self.lora = LoRARequest("adapter", 1, adapter)
 
-    def generate(self, prompts: list[str], *, add_special_tokens: bool, sampling: SamplingConfig,
-                 stop: Sequence[str] = (), seed: int = 0) -> list[list[str]]:
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        add_special_tokens: bool,
+        sampling: SamplingConfig,
+        stop: Sequence[str] = (),
+        seed: int = 0,
+    ) -> list[list[str]]:
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=sampling.n, temperature=max(sampling.temperature, 0.0),
-            top_p=1.0 if sampling.greedy else sampling.top_p, max_tokens=sampling.max_new_tokens,
-            stop=list(stop) or None, seed=seed)
+            n=sampling.n,
+            temperature=max(sampling.temperature, 0.0),
+            top_p=1.0 if sampling.greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(stop) or None,
+            seed=seed,
+        )
         # Token ids, not text: vLLM would add BOS again to a chat-templated prompt.
-        inputs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]}
-                  for p in prompts]
+        inputs = [
+            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]} for p in prompts
+        ]
         outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
         return [[cut_at_stop(o.text, stop) for o in out.outputs] for out in outputs]

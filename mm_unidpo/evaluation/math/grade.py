@@ -68,12 +68,34 @@ _UNITS = r"text|mbox|mathrm|textrm|textnormal"
 _WRAPPERS = _UNITS + r"|textbf|textit|mathbf|mathit|mathsf|boldsymbol"
 # "... \mathrm{~erg} / \mathrm{s}": a unit, possibly divided or multiplied by the one before it
 _UNIT_WRAPPED_RE = re.compile(
-    rf"^(?P<head>.*?[\d}}])\s*(?:/|\\cdot)?\s*\\(?:{_UNITS})\s*\{{[^{{}}]*\}}(?:\^\{{?-?\d\}}?)?$")
+    rf"^(?P<head>.*?[\d}}])\s*(?:/|\\cdot)?\s*\\(?:{_UNITS})\s*\{{[^{{}}]*\}}(?:\^\{{?-?\d\}}?)?$"
+)
 _UNIT_WORDS_RE = re.compile(r"^(?P<head>.*[\d}])(?P<gap>\s*)(?P<words>[A-Za-z]+(?:\s+[A-Za-z]+)*)(?:\^\{?-?\d\}?)?$")
 # Trailing plain words are units when set apart by a space and 3+ letters long ("18 dollars", "41.8 kcal") or a
 # short unit (also attached: "5cm"); never letters of a product ("2ab", "3xy") or a function / constant ("4 pi").
 _SHORT_UNITS = frozenset("cm mm km nm kg mg ml ft lb lbs oz hr hrs mi yd mph kph sq in kW kJ eV Hz".lower().split())
-_MATH_NAMES = frozenset("pi sqrt sin cos tan cot sec csc log ln exp arcsin arccos arctan sinh cosh tanh mod".split())
+_MATH_NAMES = frozenset(
+    [
+        "pi",
+        "sqrt",
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "log",
+        "ln",
+        "exp",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "mod",
+    ]
+)
 _UNWRAP_RE = re.compile(rf"\\(?:{_WRAPPERS})\s*\{{([^{{}}]*)\}}")
 _ASSIGN_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![A-Za-z]))\s*(?P<rhs>[^=]+)$")
 _BASE_RE = re.compile(r"^(\d+)_\{?\d+\}?$")
@@ -229,9 +251,8 @@ def _symbolic_equivalent(pred: str, gold: str, pred_num: Number | None, gold_num
         return False  # G4 (on the rewritten strings: the "e" of 1e-5 is gone there)
     gold_c = (sympy.Rational(gold_num[0]), gold_num[1]) if gold_num else _constant(gold_p[0])
     pred_c = (sympy.Rational(pred_num[0]), pred_num[1]) if pred_num else _constant(pred_p[0])
-    if gold_num is not None or pred_num is not None:
-        if gold_c is None or pred_c is None:
-            return False  # G2: a plain number never equals a non-constant
+    if (gold_num is not None or pred_num is not None) and (gold_c is None or pred_c is None):
+        return False  # G2: a plain number never equals a non-constant
     if gold_c is not None and pred_c is not None:  # G2/G3: constants must agree numerically
         if not _constants_close(gold_c[0], pred_c[0]):
             return False
@@ -254,7 +275,7 @@ def _split_top(inner: str) -> list[str]:
         elif ch == "," and depth == 0:
             parts.append(inner[start:i])
             start = i + 1
-    return parts + [inner[start:]]
+    return [*parts, inner[start:]]
 
 
 def _outer(s: str) -> tuple[str, str, str] | None:
@@ -262,7 +283,7 @@ def _outer(s: str) -> tuple[str, str, str] | None:
     s = s.strip()
     for open_, close in (("\\{", "\\}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")):
         if s.startswith(open_) and s.endswith(close):
-            inner = s[len(open_):len(s) - len(close)]
+            inner = s[len(open_) : len(s) - len(close)]
             depth = 0
             for ch in inner:  # "(1,2) \\cup (3,4)" starts and ends with brackets but is not one pair
                 depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(ch, 0)
@@ -312,7 +333,7 @@ def _equivalent(prediction: str, gold: str) -> bool:
         return False
     try:
         return _symbolic_equivalent(pred, ref, parse_number(pred), parse_number(ref))
-    except Exception:  # noqa: BLE001 -- sympy raises all sorts on odd input; odd input is not a match
+    except Exception:
         logging.getLogger(__name__).debug("grading failed for %r vs %r", prediction, gold, exc_info=True)
         return False
 

@@ -20,16 +20,27 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .benchmarks import (FEWSHOT_EXAMPLES, TEMPLATES, MathItem, build_prompt, check_benchmark, load_benchmark,
-                         stop_strings)
+from mm_unidpo.errors import UsageError
+from mm_unidpo.io import append_jsonl, write_jsonl
+
+from .benchmarks import (
+    FEWSHOT_EXAMPLES,
+    TEMPLATES,
+    MathItem,
+    build_prompt,
+    check_benchmark,
+    load_benchmark,
+    stop_strings,
+)
 from .extract import BENCHMARKS, extract_answer
 from .generate import HFGenerator, SamplingConfig, VLLMGenerator
-from .worker import GRADING_TIMEOUT_S, GradingWorker
 from .metrics import majority_vote, markdown_report, summarize
+from .worker import GRADING_TIMEOUT_S, GradingWorker
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +94,6 @@ def generations_path(output_dir: str | os.PathLike, benchmark: str) -> Path:
     return Path(output_dir) / f"{benchmark}.generations.jsonl"
 
 
-def _write_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Rewrite a generations file atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def read_done(path: Path, items: Sequence[MathItem]) -> dict[int, dict[str, Any]]:
     """Records already generated, by item index. A half-written line (crash mid-write) is dropped and
     the file rewritten without it, so appending continues on a clean line."""
@@ -110,16 +112,17 @@ def read_done(path: Path, items: Sequence[MathItem]) -> dict[int, dict[str, Any]
             dropped += 1
     for idx, record in done.items():
         if idx < len(items) and record.get("uid") != items[idx].uid:
-            raise ValueError(f"{path}: item {idx} was {record.get('uid')!r}, the data now has {items[idx].uid!r}; "
-                             "the benchmark file changed -- use a new --output-dir or --overwrite")
+            raise ValueError(
+                f"{path}: item {idx} was {record.get('uid')!r}, the data now has {items[idx].uid!r}; "
+                "the benchmark file changed -- use a new --output-dir or --overwrite"
+            )
     if dropped or (raw and not raw.endswith(b"\n")):
         logger.warning("%s: dropped %d unreadable line(s) left by an interrupted run", path, dropped)
-        _write_records(path, sorted(done.values(), key=lambda r: r["idx"]))
+        write_jsonl(path, sorted(done.values(), key=lambda r: r["idx"]))
     return done
 
 
-def grade_completions(completions: Sequence[str], gold: str, benchmark: str,
-                      grader: GradingWorker) -> dict[str, Any]:
+def grade_completions(completions: Sequence[str], gold: str, benchmark: str, grader: GradingWorker) -> dict[str, Any]:
     """Extracted answers, their correctness, and (n > 1) the majority vote."""
     predictions = [extract_answer(c, benchmark) for c in completions]
     correct = [grader.equivalent(p, gold) for p in predictions]
@@ -130,15 +133,24 @@ def grade_completions(completions: Sequence[str], gold: str, benchmark: str,
     return graded
 
 
-def make_record(item: MathItem, prompt: str, completions: Sequence[str], benchmark: str,
-                grader: GradingWorker) -> dict[str, Any]:
-    return {"idx": item.idx, "uid": item.uid, "question": item.question, "gold": item.gold, "meta": item.meta,
-            "prompt": prompt, "completions": list(completions),
-            **grade_completions(completions, item.gold, benchmark, grader)}
+def make_record(
+    item: MathItem, prompt: str, completions: Sequence[str], benchmark: str, grader: GradingWorker
+) -> dict[str, Any]:
+    return {
+        "idx": item.idx,
+        "uid": item.uid,
+        "question": item.question,
+        "gold": item.gold,
+        "meta": item.meta,
+        "prompt": prompt,
+        "completions": list(completions),
+        **grade_completions(completions, item.gold, benchmark, grader),
+    }
 
 
-def run_benchmark(generator: Any, items: Sequence[MathItem], benchmark: str, config: MathEvalConfig,
-                  grader: GradingWorker) -> list[dict[str, Any]]:
+def run_benchmark(
+    generator: Any, items: Sequence[MathItem], benchmark: str, config: MathEvalConfig, grader: GradingWorker
+) -> list[dict[str, Any]]:
     """Generate and grade the items not yet in the generations file; all records, in item order."""
     from tqdm.auto import tqdm
 
@@ -149,29 +161,35 @@ def run_benchmark(generator: Any, items: Sequence[MathItem], benchmark: str, con
             if idx < len(items):
                 record["gold"] = items[idx].gold  # the gold rules may have changed too
             record.update(grade_completions(record["completions"], record["gold"], benchmark, grader))
-        _write_records(path, sorted(done.values(), key=lambda r: r["idx"]))
+        write_jsonl(path, sorted(done.values(), key=lambda r: r["idx"]))
     todo = [item for item in items if item.idx not in done]
-    prompts = {it.idx: build_prompt(it.question, config.template, generator.tokenizer, num_shots=config.num_shots)
-               for it in todo}
+    prompts = {
+        it.idx: build_prompt(it.question, config.template, generator.tokenizer, num_shots=config.num_shots)
+        for it in todo
+    }
     # Longest first: similar lengths share a batch (less padding) and an out-of-memory shows up early.
     todo.sort(key=lambda it: -len(prompts[it.idx][0]))
     if len(todo) < len(items):
-        logger.info("%s: %d of %d items already done, generating %d", benchmark, len(items) - len(todo),
-                    len(items), len(todo))
+        logger.info(
+            "%s: %d of %d items already done, generating %d", benchmark, len(items) - len(todo), len(items), len(todo)
+        )
     disable = None if config.progress is None else not config.progress
-    with tqdm(total=len(items), initial=len(items) - len(todo), desc=benchmark, unit="q", disable=disable) as bar, \
-            path.open("a", encoding="utf-8") as f:
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc=benchmark, unit="q", disable=disable) as bar:
         for start in range(0, len(todo), config.batch_size):
-            chunk = todo[start:start + config.batch_size]
-            outputs = generator.generate([prompts[it.idx][0] for it in chunk],
-                                         add_special_tokens=prompts[chunk[0].idx][1], sampling=config.sampling,
-                                         stop=stop_strings(config.template), seed=config.seed + start)
-            for item, completions in zip(chunk, outputs):
-                record = make_record(item, prompts[item.idx][0], completions, benchmark, grader)
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                done[item.idx] = record
-            f.flush()
-            os.fsync(f.fileno())
+            chunk = todo[start : start + config.batch_size]
+            outputs = generator.generate(
+                [prompts[it.idx][0] for it in chunk],
+                add_special_tokens=prompts[chunk[0].idx][1],
+                sampling=config.sampling,
+                stop=stop_strings(config.template),
+                seed=config.seed + start,
+            )
+            records = [
+                make_record(item, prompts[item.idx][0], completions, benchmark, grader)
+                for item, completions in zip(chunk, outputs)
+            ]
+            append_jsonl(path, records)  # durable before the next batch: a killed run resumes here
+            done.update((item.idx, record) for item, record in zip(chunk, records))
             bar.update(len(chunk))
     return [done[item.idx] for item in items]
 
@@ -182,8 +200,9 @@ def _model_id(model: Any) -> str:
     return getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
 
 
-def make_generator(model: Any, tokenizer: Any, config: MathEvalConfig, *, adapter: str | None = None,
-                   dtype: str = "auto") -> HFGenerator | VLLMGenerator:
+def make_generator(
+    model: Any, tokenizer: Any, config: MathEvalConfig, *, adapter: str | None = None, dtype: str = "auto"
+) -> HFGenerator | VLLMGenerator:
     """A generator for a loaded (model, tokenizer) pair or a model path / hub id."""
     if not isinstance(model, str):
         if config.backend == "vllm":
@@ -195,10 +214,16 @@ def make_generator(model: Any, tokenizer: Any, config: MathEvalConfig, *, adapte
         return VLLMGenerator(model, adapter=adapter, dtype=dtype, seed=config.seed)
     import torch
 
+    # lazy: torch and transformers; the spawned grading workers import this package and must start fast
     from mm_unidpo.models.loading import load_pretrained
 
-    loaded, processor = load_pretrained(model, family="causal_lm", adapter=adapter, dtype=dtype,
-                                        device_map="auto" if torch.cuda.is_available() else None)
+    loaded, processor = load_pretrained(
+        model,
+        family="causal_lm",
+        adapter=adapter,
+        dtype=dtype,
+        device_map="auto" if torch.cuda.is_available() else None,
+    )
     return HFGenerator(loaded, getattr(processor, "tokenizer", processor))
 
 
@@ -211,13 +236,22 @@ def _check_run_config(output_dir: Path, run_config: dict[str, Any], config: Math
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (old.get(k), run_config[k]) for k in GENERATION_KEYS if old.get(k) != run_config[k]}
         if diff:
-            raise ValueError(f"{output_dir} holds generations made with other settings {diff} (old, new); "
-                             "use another --output-dir or --overwrite")
+            raise ValueError(
+                f"{output_dir} holds generations made with other settings {diff} (old, new); "
+                "use another --output-dir or --overwrite"
+            )
     path.write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
 
 
-def evaluate_math(model: Any, tokenizer: Any = None, config: MathEvalConfig | None = None, *,
-                  adapter: str | None = None, dtype: str = "auto", **overrides: Any) -> dict[str, Any]:
+def evaluate_math(
+    model: Any,
+    tokenizer: Any = None,
+    config: MathEvalConfig | None = None,
+    *,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    **overrides: Any,
+) -> dict[str, Any]:
     """Evaluate ``model`` (a loaded model with ``tokenizer``, or a path / hub id) on the math benchmarks.
 
     Keyword ``overrides`` replace fields of ``config``. Returns the results also written to
@@ -227,14 +261,21 @@ def evaluate_math(model: Any, tokenizer: Any = None, config: MathEvalConfig | No
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Data first: a missing file should fail before minutes of model loading.
-    items = {b: load_benchmark(b, config.data.get(b), split=config.split, data_dir=config.data_dir,
-                               limit=config.limit) for b in config.benchmarks}
-    run_config = {"model": _model_id(model), "adapter": adapter,
-                  **{k: getattr(config, k) for k in GENERATION_KEYS if k not in ("model", "adapter")}}
+    items = {
+        b: load_benchmark(b, config.data.get(b), split=config.split, data_dir=config.data_dir, limit=config.limit)
+        for b in config.benchmarks
+    }
+    run_config = {
+        "model": _model_id(model),
+        "adapter": adapter,
+        **{k: getattr(config, k) for k in GENERATION_KEYS if k not in ("model", "adapter")},
+    }
     _check_run_config(out, run_config, config)
     generator = make_generator(model, tokenizer, config, adapter=adapter, dtype=dtype)
-    results: dict[str, Any] = {"config": {**run_config, "benchmarks": list(config.benchmarks),
-                                          "limit": config.limit}, "benchmarks": {}}
+    results: dict[str, Any] = {
+        "config": {**run_config, "benchmarks": list(config.benchmarks), "limit": config.limit},
+        "benchmarks": {},
+    }
     with GradingWorker(config.grading_timeout) as grader:
         for bench, bench_items in items.items():
             records = run_benchmark(generator, bench_items, bench, config, grader)
@@ -247,26 +288,42 @@ def evaluate_math(model: Any, tokenizer: Any = None, config: MathEvalConfig | No
 
 def build_parser() -> argparse.ArgumentParser:
     d = MathEvalConfig()
-    p = argparse.ArgumentParser(prog="mm-unidpo eval math", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mm-unidpo eval math", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="model path or hub id (causal LM)")
     p.add_argument("--adapter", help="LoRA adapter folder to put on top of the model")
-    p.add_argument("--benchmarks", default=",".join(d.benchmarks),
-                   help=f"comma-separated, or 'all' ({','.join(BENCHMARKS)})")
+    p.add_argument(
+        "--benchmarks", default=",".join(d.benchmarks), help=f"comma-separated, or 'all' ({','.join(BENCHMARKS)})"
+    )
     p.add_argument("--data-dir", help="folder with <benchmark>_test.jsonl files (else the hub)")
-    p.add_argument("--data", action="append", default=[], metavar="NAME=SOURCE",
-                   help="a local JSON(L) file or hub id for one benchmark (repeatable)")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=SOURCE",
+        help="a local JSON(L) file or hub id for one benchmark (repeatable)",
+    )
     p.add_argument("--split", help="hub split (default: each benchmark's test split)")
     p.add_argument("--limit", type=int, help="first N questions of each benchmark")
     p.add_argument("--output-dir", default=d.output_dir)
-    p.add_argument("--template", choices=TEMPLATES, default=d.template,
-                   help="cot: Qwen2.5-Math CoT instruction in the chat template; fewshot: plain text for base models")
+    p.add_argument(
+        "--template",
+        choices=TEMPLATES,
+        default=d.template,
+        help="cot: Qwen2.5-Math CoT instruction in the chat template; fewshot: plain text for base models",
+    )
     p.add_argument("--num-shots", type=int, default=d.num_shots)
     p.add_argument("--n", type=int, default=d.n, help="samples per question (>1: pass@k and maj@n)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=d.top_p)
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="questions per generate call (n sequences each) and per flush to disk")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="questions per generate call (n sequences each) and per flush to disk",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", choices=("hf", "vllm"), default=d.backend)
     p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
@@ -285,15 +342,29 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.data:
         name, sep, source = spec.partition("=")
         if not sep:
-            raise SystemExit(f"--data expects NAME=SOURCE, got {spec!r}")
+            raise UsageError(f"--data expects NAME=SOURCE, got {spec!r}")
         data[check_benchmark(name)] = source
     config = MathEvalConfig(
-        benchmarks=benchmarks, output_dir=args.output_dir, data=data, data_dir=args.data_dir, split=args.split,
-        limit=args.limit, template=args.template, num_shots=args.num_shots, n=args.n, temperature=args.temperature,
-        top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-        backend=args.backend, grading_timeout=args.grading_timeout, overwrite=args.overwrite, regrade=args.regrade)
+        benchmarks=benchmarks,
+        output_dir=args.output_dir,
+        data=data,
+        data_dir=args.data_dir,
+        split=args.split,
+        limit=args.limit,
+        template=args.template,
+        num_shots=args.num_shots,
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        backend=args.backend,
+        grading_timeout=args.grading_timeout,
+        overwrite=args.overwrite,
+        regrade=args.regrade,
+    )
     results = evaluate_math(args.model, config=config, adapter=args.adapter, dtype=args.dtype)
     print(markdown_report(results), end="")
     print(f"results: {Path(config.output_dir) / 'results.json'}")
     return 0
-

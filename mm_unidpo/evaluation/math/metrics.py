@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -23,11 +24,12 @@ def k_values(n: int) -> list[int]:
     while k < n:
         ks.append(k)
         k *= 2
-    return ks + [n]
+    return [*ks, n]
 
 
-def majority_vote(predictions: Sequence[str | None], correct: Sequence[bool],
-                  equivalent: Callable[[str, str], bool]) -> tuple[str | None, bool]:
+def majority_vote(
+    predictions: Sequence[str | None], correct: Sequence[bool], equivalent: Callable[[str, str], bool]
+) -> tuple[str | None, bool]:
     """(voted answer, its correctness) over the extracted answers; missing answers do not vote.
 
     Answers are grouped by equivalence (``\\frac12`` and ``0.5`` vote together): each joins the first
@@ -71,8 +73,10 @@ def summarize(records: Sequence[dict[str, Any]], breakdowns: Sequence[str] = ())
         "no_answer_rate": _mean([_mean([float(p is None) for p in r["predictions"]]) for r in records]),
     }
     if n > 1:
-        summary["pass@k"] = {f"pass@{k}": _mean([pass_at_k(len(r["correct"]), sum(map(bool, r["correct"])), k)
-                                                  for r in records]) for k in k_values(n)}
+        summary["pass@k"] = {
+            f"pass@{k}": _mean([pass_at_k(len(r["correct"]), sum(map(bool, r["correct"])), k) for r in records])
+            for k in k_values(n)
+        }
         summary[f"maj@{n}"] = _mean([float(r["majority"]["correct"]) for r in records])
     for key in breakdowns:
         groups: dict[str, list[float]] = {}
@@ -94,13 +98,17 @@ def markdown_report(results: dict[str, Any]) -> str:
     extra = sorted({k for s in benches.values() for k in s.get("pass@k", {})}, key=lambda k: int(k[5:]))
     maj = sorted({k for s in benches.values() for k in s if k.startswith("maj@")})
     header = ["benchmark", "items", "accuracy (%)", *[f"{k} (%)" for k in extra + maj], "no answer (%)"]
-    lines = [f"# Math evaluation: {results.get('config', {}).get('model', '')}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# Math evaluation: {results.get('config', {}).get('model', '')}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for name, s in benches.items():
         cells = [name, str(s["items"]), _pct(s["accuracy"])]
         cells += [_pct(s["pass@k"][k]) if k in s.get("pass@k", {}) else "" for k in extra]
         cells += [_pct(s[k]) if k in s else "" for k in maj]
-        lines.append("| " + " | ".join(cells + [_pct(s["no_answer_rate"])]) + " |")
+        lines.append("| " + " | ".join([*cells, _pct(s["no_answer_rate"])]) + " |")
     for name, s in benches.items():
         for key in sorted(k for k in s if k.startswith("by_")):
             lines += ["", f"## {name} by {key[3:]}", "", f"| {key[3:]} | items | accuracy (%) |", "|---|---|---|"]

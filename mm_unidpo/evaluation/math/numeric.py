@@ -50,7 +50,7 @@ def _frac_args(rest: str) -> tuple[str, str] | None:
             if end < 0 or "{" in rest[1:end]:
                 return None
             args.append(rest[1:end])
-            rest = rest[end + 1:].strip()
+            rest = rest[end + 1 :].strip()
         elif rest[:1].isdigit():
             args.append(rest[0])
             rest = rest[1:].strip()

@@ -11,7 +11,8 @@ kind is the rule judge with that scorer.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import Judge, Judgement
 from .objects import objects_judge
@@ -21,11 +22,11 @@ from .rule import rule_judge
 from .vlm import VLMJudge, vlm_judge
 
 JUDGES: dict[str, Callable[..., Judge]] = {
-    "rule": rule_judge,                  # fn(record, response) -> float, named as module:function
-    "objects": objects_judge,            # CHAIR-like 0-10 caption score against ground-truth objects
+    "rule": rule_judge,  # fn(record, response) -> float, named as module:function
+    "objects": objects_judge,  # CHAIR-like 0-10 caption score against ground-truth objects
     "reward_model": reward_model_judge,  # a text reward model (sequence classification, one output)
-    "prm": prm_judge,                    # a math process reward model: 10 x min step reward
-    "vlm": vlm_judge,                    # a VLM verifies each claim: 10 x share of claims accepted
+    "prm": prm_judge,  # a math process reward model: 10 x min step reward
+    "vlm": vlm_judge,  # a VLM verifies each claim: 10 x share of claims accepted
 }
 
 __all__ = ["JUDGES", "Judge", "Judgement", "VLMJudge", "judge_options", "make_judge"]

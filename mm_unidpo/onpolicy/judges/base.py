@@ -7,7 +7,8 @@ kept with the sample. Judges are built by factories (`JUDGES` in `__init__`) fro
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Judgement = dict[str, Any]
 Judge = Callable[[list[tuple[Any, str]]], list[Judgement]]

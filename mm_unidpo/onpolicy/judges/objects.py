@@ -25,6 +25,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.evaluation.hallucination import ObjectMatcher
+from mm_unidpo.evaluation.hallucination.objects import tokens as split_words
+
 from .base import Judge, Judgement
 
 HALLUCINATION_COST = 2.0
@@ -35,8 +38,6 @@ Truth = list[tuple[str | None, str]]  # (colour or None, object)
 def object_matcher(vocabulary: Any = "coco") -> Any:
     """An `ObjectMatcher` from "coco", a synonyms file (CHAIR .txt or JSON), comma-separated names, a list
     of names or a {object: [synonyms]} mapping."""
-    from mm_unidpo.evaluation.hallucination import ObjectMatcher
-
     if isinstance(vocabulary, Mapping):
         return ObjectMatcher(vocabulary)
     if isinstance(vocabulary, (list, tuple)):
@@ -56,13 +57,11 @@ def object_matcher(vocabulary: Any = "coco") -> Any:
 
 def mentions_with_colour(text: str, matcher: Any, colours: Iterable[str]) -> list[tuple[str, str | None]]:
     """(object, the colour word right before its mention or None) for every mention, in order."""
-    from mm_unidpo.evaluation.hallucination.objects import tokens as split_words
-
     colours = set(colours)
     tokens, cursor, out = split_words(text), 0, []
     for name, words in matcher.mentions(text):
         size = len(words.split())
-        while cursor < len(tokens) and tuple(tokens[cursor:cursor + size]) != tuple(words.split()):
+        while cursor < len(tokens) and tuple(tokens[cursor : cursor + size]) != tuple(words.split()):
             cursor += 1  # the matcher walks the same tokens: its next mention starts here or later
         before = tokens[cursor - 1] if cursor > 0 else None
         out.append((name, before if before in colours else None))
@@ -70,9 +69,15 @@ def mentions_with_colour(text: str, matcher: Any, colours: Iterable[str]) -> lis
     return out
 
 
-def object_score(response: str, truth: Truth, matcher: Any, colours: Iterable[str] = (), *,
-                 hallucination_cost: float = HALLUCINATION_COST,
-                 wrong_colour_credit: float = WRONG_COLOUR_CREDIT) -> tuple[float, list[str]]:
+def object_score(
+    response: str,
+    truth: Truth,
+    matcher: Any,
+    colours: Iterable[str] = (),
+    *,
+    hallucination_cost: float = HALLUCINATION_COST,
+    wrong_colour_credit: float = WRONG_COLOUR_CREDIT,
+) -> tuple[float, list[str]]:
     """(the 0-10 score of the module doc, the hallucinated mentions) of `response` against `truth`."""
     colours_of: dict[str, set[str | None]] = {}
     for colour, name in truth:
@@ -104,9 +109,13 @@ def parse_truth(value: Any, matcher: Any, colours: Iterable[str]) -> Truth:
     return out
 
 
-def objects_judge(vocabulary: Any = "coco", colours: Any = (), field: str = "objects",
-                  hallucination_cost: float = HALLUCINATION_COST,
-                  wrong_colour_credit: float = WRONG_COLOUR_CREDIT) -> Judge:
+def objects_judge(
+    vocabulary: Any = "coco",
+    colours: Any = (),
+    field: str = "objects",
+    hallucination_cost: float = HALLUCINATION_COST,
+    wrong_colour_credit: float = WRONG_COLOUR_CREDIT,
+) -> Judge:
     """The object judge of the module doc; ground truth from each record's `field`."""
     matcher = object_matcher(vocabulary)
     colours = [c.strip() for c in colours.split(",")] if isinstance(colours, str) else list(colours)
@@ -118,8 +127,14 @@ def objects_judge(vocabulary: Any = "coco", colours: Any = (), field: str = "obj
             value = record.meta.get(field) if hasattr(record, "meta") else getattr(record, field, None)
             if value is None:
                 raise ValueError(f"{record.where()}: no ground-truth objects (field {field!r}) for the object judge")
-            score, hallucinated = object_score(response, parse_truth(value, matcher, colours), matcher, colours,
-                                               hallucination_cost=cost, wrong_colour_credit=credit)
+            score, hallucinated = object_score(
+                response,
+                parse_truth(value, matcher, colours),
+                matcher,
+                colours,
+                hallucination_cost=cost,
+                wrong_colour_credit=credit,
+            )
             out.append({"score": score, "hallucinated": hallucinated})
         return out
 

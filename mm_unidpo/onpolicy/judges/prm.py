@@ -24,9 +24,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mm_unidpo.models import pad_rows
+from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION, check_benchmark, gold_answer
+from mm_unidpo.evaluation.math.extract import extract_answer
+from mm_unidpo.evaluation.math.grade import is_equivalent
+from mm_unidpo.evaluation.math.worker import shared_worker
 
 from .base import Judge, Judgement
+from .scorers import text_messages
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +45,11 @@ def split_steps(response: str, split: str = STEP_SPLIT) -> list[str]:
 
 
 def prm_messages(question: str, steps: list[str], system: str, separator: str = STEP_SEPARATOR) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": question},
-            {"role": "assistant", "content": separator.join(steps) + separator}]
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": separator.join(steps) + separator},
+    ]
 
 
 def step_rewards(logits: Any, input_ids: Any, separator_id: int) -> list[list[float]]:
@@ -53,24 +60,30 @@ def step_rewards(logits: Any, input_ids: Any, separator_id: int) -> list[list[fl
     return [probs[row][input_ids[row] == separator_id].tolist() for row in range(input_ids.shape[0])]
 
 
-def load_prm(name_or_path: str, *, dtype: str | None = None, device: str | None = None,
-             trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load_prm(
+    name_or_path: str, *, dtype: str | None = None, device: str | None = None, trust_remote_code: bool = False
+) -> tuple[Any, Any]:
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     custom = "AutoModel" in (getattr(config, "auto_map", None) or {})
     if custom and not trust_remote_code:
-        raise ValueError(f"{name_or_path} defines its own model class (auto_map: {config.auto_map['AutoModel']}); "
-                         "its code runs only with --trust-remote-code")
+        raise ValueError(
+            f"{name_or_path} defines its own model class (auto_map: {config.auto_map['AutoModel']}); "
+            "its code runs only with --trust-remote-code"
+        )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     auto = AutoModel if custom else AutoModelForTokenClassification
-    model, info = auto.from_pretrained(name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
-                                       output_loading_info=True)
+    model, info = auto.from_pretrained(
+        name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, output_loading_info=True
+    )
     if info.get("missing_keys"):
-        raise ValueError(f"{name_or_path}: no weights for {sorted(info['missing_keys'])[:4]} -- not a process "
-                         "reward model checkpoint for this class (a random head would score)")
+        raise ValueError(
+            f"{name_or_path}: no weights for {sorted(info['missing_keys'])[:4]} -- not a process "
+            "reward model checkpoint for this class (a random head would score)"
+        )
     if not custom and model.config.num_labels != 2:
         raise ValueError(f"{name_or_path} has {model.config.num_labels} labels; a PRM needs 2 (negative, positive)")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -79,15 +92,23 @@ def load_prm(name_or_path: str, *, dtype: str | None = None, device: str | None 
     return model.to(device).eval(), tokenizer
 
 
-def prm_judge(model: str, system: str | None = None, benchmark: str | None = None, batch_size: int = 4,
-              max_length: int = 4096, device: str | None = None, dtype: str | None = None,
-              trust_remote_code: bool = False, split: str = STEP_SPLIT, separator: str = STEP_SEPARATOR,
-              grading_timeout: float | None = 10.0) -> Judge:
+def prm_judge(
+    model: str,
+    system: str | None = None,
+    benchmark: str | None = None,
+    batch_size: int = 4,
+    max_length: int = 4096,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    split: str = STEP_SPLIT,
+    separator: str = STEP_SEPARATOR,
+    grading_timeout: float | None = 10.0,
+) -> Judge:
     """The PRM judge of the module doc (`system` defaults to the Qwen2.5-Math CoT instruction)."""
     import torch
 
-    from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION, check_benchmark
-    from mm_unidpo.train.score import text_messages
+    from mm_unidpo.models import pad_rows  # lazy: torch; judge, pairs, score run without
 
     if benchmark is not None:
         check_benchmark(benchmark)
@@ -111,7 +132,7 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
         rewards: list[list[float]] = [[] for _ in items]
         order = sorted(range(len(items)), key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
         for start in range(0, len(order), int(batch_size)):
-            rows = order[start:start + int(batch_size)]
+            rows = order[start : start + int(batch_size)]
             ids, mask = pad_rows([encoded[i][0] for i in rows], tokenizer.pad_token_id)
             with torch.no_grad():
                 out = prm(input_ids=ids.to(device), attention_mask=mask.to(device))
@@ -123,8 +144,11 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
                 rewards[i] = values
         out_judgements = []
         for (record, response), (_, steps, truncated), values in zip(items, encoded, rewards):
-            judgement: Judgement = {"score": SCALE * min(values) if values else 0.0, "step_rewards": values,
-                                    "steps": steps}
+            judgement: Judgement = {
+                "score": SCALE * min(values) if values else 0.0,
+                "step_rewards": values,
+                "steps": steps,
+            }
             if truncated:
                 judgement["truncated"] = True  # steps past max_length were not scored
             if benchmark is not None:
@@ -136,16 +160,12 @@ def prm_judge(model: str, system: str | None = None, benchmark: str | None = Non
 
 
 def _correctness(record: Any, response: str, benchmark: str, timeout: float | None) -> dict[str, Any]:
-    from mm_unidpo.evaluation.math.benchmarks import gold_answer
-    from mm_unidpo.evaluation.math.extract import extract_answer
-    from mm_unidpo.evaluation.math.grade import is_equivalent
-    from mm_unidpo.evaluation.math.worker import shared_worker
-
     try:
         gold = gold_answer(dict(record.meta), benchmark)
     except ValueError:
-        raise ValueError(f"{record.where()}: no gold answer for benchmark {benchmark!r} "
-                         "(an 'answer' or 'solution' field)") from None
+        raise ValueError(
+            f"{record.where()}: no gold answer for benchmark {benchmark!r} (an 'answer' or 'solution' field)"
+        ) from None
     answer = extract_answer(response, benchmark)
     # with a timeout, graded in a worker process that is killed and restarted past it (sympy can hang)
     correct = is_equivalent(answer, gold) if timeout is None else shared_worker(timeout).equivalent(answer, gold)

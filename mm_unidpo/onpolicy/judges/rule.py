@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Judge, Judgement
+from .scorers import resolve_scorer
 
 
 def rule_judge(scorer: str, **kwargs: Any) -> Judge:
     """The judge of a rule scorer, resolved as `mm-unidpo score --scorer` resolves it (the module is
     imported only because it was named)."""
-    from mm_unidpo.train.score import resolve_scorer
-
     fn = resolve_scorer(scorer, {k: str(v) for k, v in kwargs.items()} or None)
 
     def judge(items: list[tuple[Any, str]]) -> list[Judgement]:

@@ -16,7 +16,8 @@ log p(Yes) − log p(No) and the counts. A response with no claim scores 0.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mm_unidpo.data import IMAGE_PLACEHOLDER, Prompt
 
@@ -29,10 +30,21 @@ QUESTION = "Is the following statement about the image true? Answer yes or no.\n
 class VLMJudge:
     """The judge of the module doc for a loaded (model, processor)."""
 
-    def __init__(self, model: Any, processor: Any, *, family: str | None = None, question: str = QUESTION,
-                 yes: str = "Yes", no: str = "No", batch_size: int = 8, scale: float = 10.0, max_length: int = 2048,
-                 splitter: Callable[[list[str]], list[tuple[list[str], bool]]] | None = None):
-        from mm_unidpo.models import get_adapter
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        family: str | None = None,
+        question: str = QUESTION,
+        yes: str = "Yes",
+        no: str = "No",
+        batch_size: int = 8,
+        scale: float = 10.0,
+        max_length: int = 2048,
+        splitter: Callable[[list[str]], list[tuple[list[str], bool]]] | None = None,
+    ):
+        from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
 
         if "{claim}" not in question:
             raise ValueError("the VLM judge's question must contain {claim}")
@@ -45,53 +57,90 @@ class VLMJudge:
     def claim_prompt(self, record: Any, claim: str) -> Prompt:
         """The yes/no question about one claim, with the record's images."""
         prompt = (IMAGE_PLACEHOLDER + "\n") * len(record.images) + self.question.format(claim=claim)
-        return Prompt(prompt, images=list(record.images), id=record.id, index=record.index,
-                      image_root=record.image_root)
+        return Prompt(
+            prompt, images=list(record.images), id=record.id, index=record.index, image_root=record.image_root
+        )
 
     def margins(self, questions: list[Prompt]) -> list[float]:
         """log p(yes) − log p(no) for every question, in batches."""
         out: list[float] = []
         for start in range(0, len(questions), self.batch_size):
-            prompts = [self.adapter.encode_prompt(q) for q in questions[start:start + self.batch_size]]
-            answers = [[self.adapter.response_ids(p, self.yes, q), self.adapter.response_ids(p, self.no, q)]
-                       for p, q in zip(prompts, questions[start:start + self.batch_size])]
+            prompts = [self.adapter.encode_prompt(q) for q in questions[start : start + self.batch_size]]
+            answers = [
+                [self.adapter.response_ids(p, self.yes, q), self.adapter.response_ids(p, self.no, q)]
+                for p, q in zip(prompts, questions[start : start + self.batch_size])
+            ]
             logps, _ = self.adapter.score_continuations(self.model, prompts, answers)
             out += (logps[:, 0] - logps[:, 1]).float().cpu().tolist()
         return out
 
     def __call__(self, items: list[tuple[Any, str]]) -> list[Judgement]:
         split = self.splitter([response for _, response in items])
-        questions = [self.claim_prompt(record, claim) for (record, _), (claims, _) in zip(items, split)
-                     for claim in claims]
+        questions = [
+            self.claim_prompt(record, claim) for (record, _), (claims, _) in zip(items, split) for claim in claims
+        ]
         margins = iter(self.margins(questions))
         out = []
         for claims, fallback in split:
             values = [next(margins) for _ in claims]
             accepted = [m > 0 for m in values]
-            judgement: Judgement = {"score": self.scale * sum(accepted) / len(claims) if claims else 0.0,
-                                    "claims": claims, "accepted": accepted, "margins": values,
-                                    "n_claims": len(claims), "n_accepted": sum(accepted)}
+            judgement: Judgement = {
+                "score": self.scale * sum(accepted) / len(claims) if claims else 0.0,
+                "claims": claims,
+                "accepted": accepted,
+                "margins": values,
+                "n_claims": len(claims),
+                "n_accepted": sum(accepted),
+            }
             if fallback:
                 judgement["rule_fallback"] = True
             out.append(judgement)
         return out
 
 
-def vlm_judge(model: str, adapter: str | None = None, family: str | None = None, claims_model: str | None = None,
-              question: str = QUESTION, yes: str = "Yes", no: str = "No", batch_size: int = 8, scale: float = 10.0,
-              max_length: int = 2048, dtype: str = "auto", trust_remote_code: bool = False) -> Judge:
+def vlm_judge(
+    model: str,
+    adapter: str | None = None,
+    family: str | None = None,
+    claims_model: str | None = None,
+    question: str = QUESTION,
+    yes: str = "Yes",
+    no: str = "No",
+    batch_size: int = 8,
+    scale: float = 10.0,
+    max_length: int = 2048,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> Judge:
     """Load the judge model (and the claim-listing LM when given) and return the VLM judge."""
     import torch
 
-    from mm_unidpo.models.loading import load_pretrained
+    from mm_unidpo.models.loading import load_pretrained  # lazy: torch; judge, pairs, score run without
 
     device_map = "auto" if torch.cuda.is_available() else None
-    loaded, processor = load_pretrained(model, family=family, adapter=adapter, dtype=dtype or "auto",
-                                        trust_remote_code=bool(trust_remote_code), device_map=device_map)
+    loaded, processor = load_pretrained(
+        model,
+        family=family,
+        adapter=adapter,
+        dtype=dtype or "auto",
+        trust_remote_code=bool(trust_remote_code),
+        device_map=device_map,
+    )
     splitter = None
     if claims_model:
-        lm, lm_processor = load_pretrained(claims_model, dtype=dtype or "auto", device_map=device_map,
-                                           trust_remote_code=bool(trust_remote_code))
+        lm, lm_processor = load_pretrained(
+            claims_model, dtype=dtype or "auto", device_map=device_map, trust_remote_code=bool(trust_remote_code)
+        )
         splitter = ClaimSplitter(lm.eval(), lm_processor, batch_size=int(batch_size))
-    return VLMJudge(loaded, processor, family=family, question=question, yes=yes, no=no, batch_size=batch_size,
-                    scale=scale, max_length=int(max_length), splitter=splitter)
+    return VLMJudge(
+        loaded,
+        processor,
+        family=family,
+        question=question,
+        yes=yes,
+        no=no,
+        batch_size=batch_size,
+        scale=scale,
+        max_length=int(max_length),
+        splitter=splitter,
+    )

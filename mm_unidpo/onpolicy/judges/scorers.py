@@ -1,4 +1,5 @@
-"""`mm-unidpo score DATA --out FILE`: fill `score_chosen` / `score_rejected` of preference data.
+"""Response scorers, and `mm-unidpo score DATA --out FILE`: fill `score_chosen` / `score_rejected` of
+preference data. The same scorers back the `rule` and `reward_model` judges of `mm-unidpo judge`.
 
 Uni-DPO's quality weight σ(η (S_w − S_l)) and its τ_good gate need a score per response; data such as
 RLAIF-V ships without them. Two kinds of scorer:
@@ -27,10 +28,11 @@ import json
 import logging
 import math
 import re
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from mm_unidpo.data import load_preference_data, save_preference_data
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Message, PreferenceRecord
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ Scorer = Callable[[PreferenceRecord, str], float]
 
 
 # ---- the built-in rule-based judge ---------------------------------------------------------------
+
 
 def object_overlap(objects: str, scale: float = 10.0) -> Scorer:
     """Factory: an object-hallucination judge from ground-truth object lists (CHAIR-like, simplified).
@@ -88,6 +91,7 @@ BUILTIN_SCORERS: dict[str, Callable[..., Any]] = {"object_overlap": object_overl
 
 def resolve_scorer(spec: str, kwargs: dict[str, str] | None = None) -> Scorer:
     """A scorer from a built-in name or "module.path:function" (a factory when `kwargs` are given)."""
+    target: Any
     if spec in BUILTIN_SCORERS:
         target = BUILTIN_SCORERS[spec]
     else:
@@ -107,38 +111,51 @@ def resolve_scorer(spec: str, kwargs: dict[str, str] | None = None) -> Scorer:
 
 # ---- reward model --------------------------------------------------------------------------------
 
+
 def text_messages(record: PreferenceRecord, response: str) -> list[Message]:
     """The pair's prompt as text-only chat messages plus the response as the assistant turn
     (image placeholders and image parts removed: a text reward model cannot see them)."""
-    if isinstance(record.prompt, str):
-        messages = [{"role": "user", "content": record.prompt}]
-    else:
-        messages = record.prompt
+    messages = [{"role": "user", "content": record.prompt}] if isinstance(record.prompt, str) else record.prompt
     out = []
     for message in messages:
         content = message["content"]
         if not isinstance(content, str):
             content = "".join(part["text"] for part in content if part.get("type") == "text")
         out.append({"role": message["role"], "content": content.replace(IMAGE_PLACEHOLDER, "").strip()})
-    return out + [{"role": "assistant", "content": response}]
+    return [*out, {"role": "assistant", "content": response}]
 
 
 class RewardModelScorer:
     """Batched scoring with a sequence-classification reward model (one output: the reward)."""
 
-    def __init__(self, name_or_path: str, *, batch_size: int = 8, max_length: int = 4096, device: str | None = None,
-                 dtype: str | None = None, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        batch_size: int = 8,
+        max_length: int = 4096,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+            .to(self.device)
+            .eval()
+        )
         if self.model.config.num_labels != 1:
-            raise ValueError(f"{name_or_path} has {self.model.config.num_labels} outputs; a reward model for "
-                             f"--reward-model must have exactly one (num_labels=1)")
+            raise ValueError(
+                f"{name_or_path} has {self.model.config.num_labels} outputs; a reward model for "
+                f"--reward-model must have exactly one (num_labels=1)"
+            )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # Sequence classifiers read the last non-pad token: they must know the pad id.
@@ -150,7 +167,7 @@ class RewardModelScorer:
     def render(self, record: PreferenceRecord, response: str) -> str:
         messages = text_messages(record, response)
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            return str(self.tokenizer.apply_chat_template(messages, tokenize=False))
         return "\n\n".join(m["content"] for m in messages)  # no template: plain prompt, then response
 
     def score_all(self, items: list[tuple[PreferenceRecord, str]]) -> list[float]:
@@ -164,10 +181,16 @@ class RewardModelScorer:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         scores = [0.0] * len(texts)
         for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
+            chunk = order[start : start + self.batch_size]
             # The chat template already wrote the special tokens (BOS included).
-            batch = self.tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, truncation=True,
-                                   max_length=self.max_length, add_special_tokens=not self.tokenizer.chat_template)
+            batch = self.tokenizer(
+                [texts[i] for i in chunk],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=not self.tokenizer.chat_template,
+            )
             with torch.no_grad():
                 logits = self.model(**batch.to(self.device)).logits[:, 0].float().cpu().tolist()
             for i, value in zip(chunk, logits):
@@ -177,8 +200,12 @@ class RewardModelScorer:
 
 # ---- filling -------------------------------------------------------------------------------------
 
-def fill_scores(records: list[PreferenceRecord], score_fn: Callable[[list[tuple[PreferenceRecord, str]]], list[float]],
-                overwrite: bool = False) -> dict[str, int]:
+
+def fill_scores(
+    records: list[PreferenceRecord],
+    score_fn: Callable[[list[tuple[PreferenceRecord, str]]], list[float]],
+    overwrite: bool = False,
+) -> dict[str, int]:
     """Set both scores of every record that lacks them (or of all with `overwrite`); in place.
 
     `score_fn` scores a list of (record, response) and returns one float each. Returns counts.
@@ -205,15 +232,21 @@ def _scorer_kwargs(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mm-unidpo score", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("data", help="preference data: a file, saved dataset or hub id")
     parser.add_argument("--out", required=True, help="output JSON-lines file (our unidpo format)")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--scorer", help="module.path:function, or a built-in: " + ", ".join(BUILTIN_SCORERS))
     how.add_argument("--reward-model", help="AutoModelForSequenceClassification reward model (hub id or path)")
-    parser.add_argument("--scorer-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="arguments for a scorer factory (repeatable)")
+    parser.add_argument(
+        "--scorer-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="arguments for a scorer factory (repeatable)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing scores (default: fill missing)")
     parser.add_argument("--batch-size", type=int, default=8, help="reward-model batch size")
     parser.add_argument("--max-length", type=int, default=4096, help="reward-model input tokens (truncated)")
@@ -226,22 +259,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on-bad-record", choices=("error", "skip"), default="error")
     parser.add_argument("--limit", type=int)
     args = parser.parse_args(argv)
-
-    from mm_unidpo.data import load_preference_data, save_preference_data
-
-    try:
-        if args.scorer:
-            scorer = resolve_scorer(args.scorer, _scorer_kwargs(args.scorer_arg))
-            score_fn = lambda items: [scorer(record, text) for record, text in items]  # noqa: E731
-        else:
-            score_fn = RewardModelScorer(args.reward_model, batch_size=args.batch_size, max_length=args.max_length,
-                                         device=args.device, dtype=args.dtype,
-                                         trust_remote_code=args.trust_remote_code).score_all
-    except (ValueError, ImportError, OSError) as error:
-        print(f"mm-unidpo score: {error}", file=sys.stderr)
-        return 2
-    data = load_preference_data(args.data, format=args.format, split=args.split, image_root=args.image_root,
-                                on_bad_record=args.on_bad_record, limit=args.limit)
+    if args.scorer:
+        scorer = resolve_scorer(args.scorer, _scorer_kwargs(args.scorer_arg))
+        score_fn = lambda items: [scorer(record, text) for record, text in items]  # noqa: E731
+    else:
+        score_fn = RewardModelScorer(
+            args.reward_model,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+        ).score_all
+    data = load_preference_data(
+        args.data,
+        format=args.format,
+        split=args.split,
+        image_root=args.image_root,
+        on_bad_record=args.on_bad_record,
+        limit=args.limit,
+    )
     counts = fill_scores(data.records, score_fn, overwrite=args.overwrite)
     root = args.image_root or (data.records[0].image_root if data.records else None)
     out = save_preference_data(data.records, args.out, image_root=root)

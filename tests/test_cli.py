@@ -1,0 +1,114 @@
+"""`mm-unidpo`'s one failure handler (mm_unidpo/cli.py): whatever subcommand fails, the user sees one message
+on stderr naming the command, and the exit status says what kind of failure it was (1: the job failed,
+2: the command line cannot run as written, 130: interrupted); `--debug` shows the traceback instead."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mm_unidpo import cli
+from mm_unidpo.errors import UsageError
+
+
+def _one_message(err: str, command: str) -> None:
+    assert err.startswith(f"mm-unidpo {command}: error: "), err
+    assert "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+
+
+# every subcommand that takes an input, given one that does not exist
+MISSING_INPUT = [
+    ("train", ["{missing}"]),
+    ("merge", ["{missing}", "--out", "{tmp}/merged"]),
+    ("convert", ["{missing}", "--out", "{tmp}/converted"]),
+    ("score", ["{missing}", "--out", "{tmp}/scored.jsonl", "--scorer", "object_overlap"]),
+    ("generate", ["{missing}", "--model", "m", "--out", "{tmp}/samples.jsonl"]),
+    ("judge", ["{missing}", "--judge", "objects", "--out", "{tmp}/scored.jsonl"]),
+    ("pairs", ["{missing}", "--out", "{tmp}/pairs.jsonl"]),
+    ("iterate", ["{missing}"]),
+    ("eval", ["lmms", "summarize", "{missing}"]),
+]
+
+
+@pytest.mark.parametrize("command,args", MISSING_INPUT, ids=[c for c, _ in MISSING_INPUT])
+def test_every_subcommand_fails_with_one_message_and_exit_1(command, args, tmp_path, capsys):
+    missing = str(tmp_path / "does-not-exist")
+    argv = [command, *(a.format(missing=missing, tmp=tmp_path) for a in args)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    _one_message(err, command)
+    assert "--debug" in err
+
+
+USAGE_ERRORS = [
+    ("generate", []),  # argparse: the data argument is missing
+    ("judge", ["samples.jsonl", "--judge", "objects"]),  # argparse: --out is required
+    ("eval", []),  # which evaluation
+    ("eval", ["nonsense"]),
+    ("eval", ["math", "--model", "m", "--data", "not-name-equals-source"]),
+    ("demo", ["--methods", "nonsense"]),
+]
+
+
+@pytest.mark.parametrize("command,args", USAGE_ERRORS, ids=[f"{c} {' '.join(a)}".strip() for c, a in USAGE_ERRORS])
+def test_usage_errors_exit_2(command, args, capsys):
+    assert cli.main([command, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() and "Traceback" not in err
+
+
+def test_usage_error_raised_by_a_subcommand_is_one_message(capsys, monkeypatch):
+    def bad(args):
+        raise UsageError("--flag: not like that")
+
+    monkeypatch.setitem(cli.COMMANDS, "losses", (bad, "help"))
+    assert cli.main(["losses"]) == 2
+    assert capsys.readouterr().err == "mm-unidpo losses: error: --flag: not like that\n"
+
+
+@pytest.mark.parametrize("error,status,text", [
+    (ValueError("data.jsonl, line 3: not JSON"), 1, "mm-unidpo losses: error: data.jsonl, line 3: not JSON"),
+    (RuntimeError("CUDA out of memory"), 1, "mm-unidpo losses: error: RuntimeError: CUDA out of memory"),
+    (SystemExit("a message instead of a status"), 1, "mm-unidpo losses: error: a message instead of a status"),
+    (KeyboardInterrupt(), 130, "mm-unidpo losses: interrupted"),
+], ids=["ours", "foreign", "exit with a message", "ctrl-c"])
+def test_any_failure_of_a_subcommand_goes_through_the_handler(error, status, text, capsys, monkeypatch):
+    def failing(args):
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "losses", (failing, "help"))
+    assert cli.main(["losses"]) == status
+    err = capsys.readouterr().err
+    assert err.startswith(text) and "Traceback" not in err, err
+
+
+def test_debug_raises_the_exception_itself(monkeypatch, capsys):
+    def failing(args):
+        raise ValueError("boom")
+
+    monkeypatch.setitem(cli.COMMANDS, "losses", (failing, "help"))
+    with pytest.raises(ValueError, match="boom"):
+        cli.main(["losses", "--debug"])
+    monkeypatch.setenv("MM_UNIDPO_DEBUG", "1")
+    with pytest.raises(ValueError, match="boom"):
+        cli.main(["losses"])
+
+
+def test_help_and_success_exit_0(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert cli.main(["losses"]) == 0
+    assert "unidpo" in capsys.readouterr().out
+    assert cli.main(["no-such-command"]) == 2  # argparse's own usage error
+
+
+def test_the_installed_command_exits_with_the_status(tmp_path):
+    """End to end through the console script's entry point: stderr has the one message, no traceback."""
+    proc = subprocess.run([sys.executable, "-c", "import sys; from mm_unidpo.cli import main; sys.exit(main())",
+                           "pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "p.jsonl")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    _one_message(proc.stderr, "pairs")
