@@ -16,8 +16,8 @@ def _losses(args: argparse.Namespace) -> int:
     from mm_unidpo.losses import LOSSES, OPTIONS, PRESETS  # lazy: keeps --help fast
 
     print("options every objective takes unless it refuses them:")
-    for option, params in OPTIONS.items():
-        print(f"  {option}: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    for option, option_params in OPTIONS.items():
+        print(f"  {option}: " + ", ".join(f"{k}={v!r}" for k, v in option_params.items()))
     print()
     for name, objective in LOSSES.items():
         params = ", ".join(f"{k}={v!r}" for k, v in objective.own_parameters().items())

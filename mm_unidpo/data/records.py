@@ -34,7 +34,7 @@ class PromptFields(Protocol):
     """What encoding a prompt reads: the prompt with its images (and, for messages, the id and index).
     `Prompt`, `PreferenceRecord` and the on-policy `PromptRecord` all have these."""
 
-    prompt: Union[str, list[Message]]
+    prompt: str | list[Message]
     images: list[ImageRef]
     id: str | None
     index: int | None
@@ -48,7 +48,7 @@ class Prompt:
     """A prompt alone: text with <image> placeholders or chat messages, and its images (evaluation,
     sampling and judging condition on these without any response pair)."""
 
-    prompt: Union[str, list[Message]]
+    prompt: str | list[Message]
     images: list[ImageRef] = field(default_factory=list)
     id: str | None = None
     index: int | None = None

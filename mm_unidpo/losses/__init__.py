@@ -23,8 +23,22 @@ from .pair import PairLogps
 from .params import ParamError
 from .registry import LOSSES, OPTIONS, Objective, check_params
 
-__all__ = ["LOSSES", "MIXTURE", "OPTIONS", "PRESETS", "Loss", "LossOutput", "Objective", "PairLogps", "ParamError",
-           "build_loss", "check_loss", "check_params", "needs_reference", "preference_loss"]
+__all__ = [
+    "LOSSES",
+    "MIXTURE",
+    "OPTIONS",
+    "PRESETS",
+    "Loss",
+    "LossOutput",
+    "Objective",
+    "PairLogps",
+    "ParamError",
+    "build_loss",
+    "check_loss",
+    "check_params",
+    "needs_reference",
+    "preference_loss",
+]
 
 
 def preference_loss(name: str, pair: PairLogps, **params: Any) -> LossOutput:

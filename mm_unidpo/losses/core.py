@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +49,13 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
     params = {k: v for k, v in values.items() if k not in _OPTION_KEYS}
     options = {k: v for k, v in values.items() if k in _OPTION_KEYS}
     balance, ld_alpha = options.get("balance"), options.get("ld_alpha")
-    raw = validate_and_cast(pair, needs_reference=objective.needs_reference, objective=name,
-                            ld_alpha=ld_alpha is not None, weighting=bool(options.get("use_weighting")))
+    raw = validate_and_cast(
+        pair,
+        needs_reference=objective.needs_reference,
+        objective=name,
+        ld_alpha=ld_alpha is not None,
+        weighting=bool(options.get("use_weighting")),
+    )
     scored = raw if ld_alpha is None else length_desensitised(raw, ld_alpha)
     chosen_scale: torch.Tensor | float = 1.0
     if balance is not None:
@@ -61,8 +66,9 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
     terms = objective.fn(scored, chosen_scale, **params)
     per_pair = terms.per_pair
     if options.get("uni_weights"):
-        w_qual, w_perf = uni_pair_weights(scored, options["uni_beta"], options["uni_eta"], options["uni_gamma"],
-                                          options["uni_tau_ref"])
+        w_qual, w_perf = uni_pair_weights(
+            scored, options["uni_beta"], options["uni_eta"], options["uni_gamma"], options["uni_tau_ref"]
+        )
         per_pair = per_pair * w_qual * w_perf
         terms.details.update({"weights/quality": w_qual.detach(), "weights/perf": w_perf.detach()})
     if options.get("rpo_alpha"):
@@ -78,14 +84,25 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
         loss=per_pair.mean(),
         per_pair=per_pair,
         metrics=_metrics(scored, terms, chosen_scale, float(options.get("balance_clip", 2.0))),
-        details={"rewards/chosen": terms.chosen_rewards, "rewards/rejected": terms.rejected_rewards,
-                 **({"balance/coef": chosen_scale} if isinstance(chosen_scale, torch.Tensor) else {}),
-                 **terms.details},
+        details={
+            "rewards/chosen": terms.chosen_rewards,
+            "rewards/rejected": terms.rejected_rewards,
+            **({"balance/coef": chosen_scale} if isinstance(chosen_scale, torch.Tensor) else {}),
+            **terms.details,
+        },
     )
 
 
 def length_desensitised(pair: PairLogps, ld_alpha: float) -> PairLogps:
     """LD-DPO's sums: L' = L_shared + α·(L − L_shared) for every log-prob the pair carries."""
+
+    @overload
+    def mix(total: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor: ...
+    @overload
+    def mix(total: None, shared: torch.Tensor | None) -> None: ...
+    @overload
+    def mix(total: torch.Tensor | None, shared: torch.Tensor | None) -> torch.Tensor | None: ...
+
     def mix(total: torch.Tensor | None, shared: torch.Tensor | None) -> torch.Tensor | None:
         if total is None or shared is None:
             return total
@@ -100,12 +117,14 @@ def length_desensitised(pair: PairLogps, ld_alpha: float) -> PairLogps:
     )
 
 
-def uni_pair_weights(pair: PairLogps, beta: float, eta: float, gamma: float,
-                     tau_ref: float) -> tuple[torch.Tensor, torch.Tensor]:
+def uni_pair_weights(
+    pair: PairLogps, beta: float, eta: float, gamma: float, tau_ref: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Uni-DPO's w_qual (detached; 1 without scores) and w_perf (not detached, as in unidpo)."""
     margin = pair.policy_chosen_mean - pair.policy_rejected_mean
     if pair.has_scores:
-        w_qual = torch.sigmoid(eta * (pair.score_chosen - pair.score_rejected)).detach()
+        score_w, score_l = pair.scores
+        w_qual = torch.sigmoid(eta * (score_w - score_l)).detach()
     else:
         w_qual = torch.ones_like(margin)
     w_perf = torch.exp(gamma * F.logsigmoid(-(beta * margin - tau_ref)))
@@ -115,13 +134,15 @@ def uni_pair_weights(pair: PairLogps, beta: float, eta: float, gamma: float,
 def wpo_weights(pair: PairLogps) -> torch.Tensor:
     """WPO's detached per-pair weight w_w · w_l (see the module docstring)."""
     with torch.no_grad():
-        chosen = (pair.policy_chosen - pair.chosen_log_sum_sq_probs) / pair.chosen_lengths
-        rejected = (pair.policy_rejected - pair.rejected_log_sum_sq_probs) / pair.rejected_lengths
+        sq_chosen, sq_rejected = pair.log_sum_sq_probs
+        chosen = (pair.policy_chosen - sq_chosen) / pair.chosen_lengths
+        rejected = (pair.policy_rejected - sq_rejected) / pair.rejected_lengths
         return torch.exp(chosen + rejected)
 
 
-def _metrics(pair: PairLogps, terms: Terms, chosen_scale: torch.Tensor | float,
-             balance_clip: float) -> dict[str, float]:
+def _metrics(
+    pair: PairLogps, terms: Terms, chosen_scale: torch.Tensor | float, balance_clip: float
+) -> dict[str, float]:
     margins = terms.chosen_rewards - terms.rejected_rewards
     metrics = {
         "rewards/chosen": terms.chosen_rewards.mean(),

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 _MAX_EXPONENT = 80.0
 
 
-def f_scores(log_ratio: torch.Tensor, f_divergence_type: str = "reverse_kl",
-             f_alpha_divergence_coef: float = 0.5) -> torch.Tensor:
+def f_scores(
+    log_ratio: torch.Tensor, f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5
+) -> torch.Tensor:
     """f'(π/π_ref) of each response from its log-ratio u (any shape), as in the table above."""
     if f_divergence_type == "reverse_kl":
         return log_ratio

@@ -15,8 +15,9 @@ bco_pair 0.2, sft 1.0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -75,8 +76,14 @@ class Loss:
             metrics[f"loss/{c.label}"] = float(out.loss.detach())
             metrics.update({f"{c.label}/{k}": v for k, v in out.metrics.items()})
             details.update({f"{c.label}/{k}": v for k, v in out.details.items()})
-            for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                        "logps/chosen", "logps/rejected"):
+            for key in (
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/margins",
+                "rewards/accuracies",
+                "logps/chosen",
+                "logps/rejected",
+            ):
                 metrics.setdefault(key, out.metrics[key])  # the first component's, under TRL's names
         assert isinstance(total, torch.Tensor) and isinstance(per_pair, torch.Tensor)
         return LossOutput(loss=total, per_pair=per_pair, metrics=metrics, details=details)
@@ -96,8 +103,12 @@ class Loss:
                 c.state.load_state_dict(state[c.label])
 
 
-def build_loss(name: str | None = None, params: dict[str, Any] | None = None,
-               mixture: list[dict[str, Any]] | None = None, where: str = "loss") -> Loss:
+def build_loss(
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    mixture: list[dict[str, Any]] | None = None,
+    where: str = "loss",
+) -> Loss:
     """Check and build a loss from a config's `loss` section: an objective or preset `name` with
     `params`, or a `mixture` (with `name` None or "mixture", `params` shared). Errors name the key."""
     params = dict(params or {})
@@ -106,14 +117,17 @@ def build_loss(name: str | None = None, params: dict[str, Any] | None = None,
             raise ParamError(f"{where}.name {name!r} is a preset mixture: give no {where}.mixture with it")
         mixture = [dict(c) for c in PRESETS[name]]
     elif mixture is not None and name not in (None, MIXTURE):
-        raise ParamError(f"{where}.name {name!r} and {where}.mixture are both given: for a mixture write "
-                         f"{where}.name: {MIXTURE} (or leave the name out)")
+        raise ParamError(
+            f"{where}.name {name!r} and {where}.mixture are both given: for a mixture write "
+            f"{where}.name: {MIXTURE} (or leave the name out)"
+        )
     elif mixture is None:
         if name == MIXTURE:
             raise ParamError(f"{where}.name: {MIXTURE} needs {where}.mixture, a list of {{name, weight, params}}")
         if name not in LOSSES:
-            raise ParamError(f"{where}.name {name!r} is not an objective; known: "
-                             f"{', '.join([*LOSSES, *PRESETS, MIXTURE])}")
+            raise ParamError(
+                f"{where}.name {name!r} is not an objective; known: {', '.join([*LOSSES, *PRESETS, MIXTURE])}"
+            )
         values = check_params(name, params, where)
         return Loss([Component(name, 1.0, values, name, _state(name, values))], mixture=False)
     return Loss(_components(mixture, params, where), mixture=True)
@@ -123,10 +137,13 @@ def _components(mixture: Any, shared: dict[str, Any], where: str) -> list[Compon
     if not isinstance(mixture, list) or not mixture:
         raise ParamError(f"{where}.mixture must be a non-empty list of {{name, weight, params}}, got {mixture!r}")
     if "rpo_alpha" in shared:  # shared, it would add the NLL once per component
-        raise ParamError(f"{where}.params.rpo_alpha cannot be shared by a mixture's components: give it to one "
-                         f"component, or add a component {{name: sft, weight: α}}")
+        raise ParamError(
+            f"{where}.params.rpo_alpha cannot be shared by a mixture's components: give it to one "
+            f"component, or add a component {{name: sft, weight: α}}"
+        )
     used: set[str] = set()
-    components, labels = [], []
+    components: list[Component] = []
+    labels: list[str] = []
     for i, spec in enumerate(mixture):
         at = f"{where}.mixture[{i}]"
         if not isinstance(spec, dict):
@@ -149,8 +166,10 @@ def _components(mixture: Any, shared: dict[str, Any], where: str) -> list[Compon
         components.append(Component(name, float(weight), values, label, _state(name, values)))
     unused = sorted(set(shared) - used)
     if unused:
-        raise ParamError(f"{where}.params {unused} are parameters of no component of the mixture "
-                         f"({', '.join(c.name for c in components)})")
+        raise ParamError(
+            f"{where}.params {unused} are parameters of no component of the mixture "
+            f"({', '.join(c.name for c in components)})"
+        )
     return components
 
 
@@ -158,13 +177,18 @@ def _state(name: str, values: dict[str, Any]) -> RunningMean | None:
     return RunningMean() if LOSSES[name].stateful and values.get("running_mean", True) else None
 
 
-def check_loss(name: str | None = None, params: dict[str, Any] | None = None,
-               mixture: list[dict[str, Any]] | None = None, where: str = "loss") -> None:
+def check_loss(
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    mixture: list[dict[str, Any]] | None = None,
+    where: str = "loss",
+) -> None:
     """Raise `ParamError` (a ValueError naming the key) if the loss section cannot run."""
     build_loss(name, params, mixture, where)
 
 
-def needs_reference(name: str | None, params: dict[str, Any] | None = None,
-                    mixture: list[dict[str, Any]] | None = None) -> bool:
+def needs_reference(
+    name: str | None, params: dict[str, Any] | None = None, mixture: list[dict[str, Any]] | None = None
+) -> bool:
     """Whether the loss reads reference log-probs (any component that does, or ratio-space balance)."""
     return build_loss(name, params, mixture).needs_reference

@@ -28,13 +28,15 @@ class Terms:
     details: dict[str, torch.Tensor] = field(default_factory=dict)  # extra per-pair values, detached
 
 
-def _log_ratios(pair: PairLogps, length_normalize: bool, f_divergence_type: str = "reverse_kl",
-                f_alpha_divergence_coef: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_ratios(
+    pair: PairLogps, length_normalize: bool, f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Policy-vs-reference scores of the chosen and the rejected response: f'(π/π_ref) of the summed
     log-ratio (divergence.py; the log-ratio itself for the reverse KL), divided by the response length
     if `length_normalize` (then, for the reverse KL, the mean token log-ratio ℓ̄ − ℓ̄^ref)."""
-    chosen = f_scores(pair.policy_chosen - pair.reference_chosen, f_divergence_type, f_alpha_divergence_coef)
-    rejected = f_scores(pair.policy_rejected - pair.reference_rejected, f_divergence_type, f_alpha_divergence_coef)
+    ref_chosen, ref_rejected = pair.reference
+    chosen = f_scores(pair.policy_chosen - ref_chosen, f_divergence_type, f_alpha_divergence_coef)
+    rejected = f_scores(pair.policy_rejected - ref_rejected, f_divergence_type, f_alpha_divergence_coef)
     if length_normalize:
         return chosen / pair.chosen_lengths, rejected / pair.rejected_lengths
     return chosen, rejected
@@ -44,9 +46,16 @@ def _terms(per_pair: torch.Tensor, beta: float, chosen: torch.Tensor, rejected: 
     return Terms(per_pair, (beta * chosen).detach(), (beta * rejected).detach())
 
 
-def dpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-        label_smoothing: float = 0.0, length_normalize: bool = False, f_divergence_type: str = "reverse_kl",
-        f_alpha_divergence_coef: float = 0.5) -> Terms:
+def dpo(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    length_normalize: bool = False,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """DPO (Rafailov et al., arXiv 2305.18290) with cDPO label smoothing ε; TRL's `sigmoid`, and with
     `length_normalize` its `sigmoid_norm`.
 
@@ -62,8 +71,14 @@ def dpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: floa
     return _terms(per_pair, beta, chosen, rejected)
 
 
-def ipo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-        f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> Terms:
+def ipo(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """IPO (Azar et al., arXiv 2310.12036), on mean token log-probs (as TRL's `ipo`).
 
         h = (ℓ̄_w − ℓ̄^ref_w) − (ℓ̄_l − ℓ̄^ref_l);   loss = (h − 1/(2β))²
@@ -75,9 +90,15 @@ def ipo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: floa
     return _terms(per_pair, beta, chosen, rejected)
 
 
-def hinge(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-          length_normalize: bool = False, f_divergence_type: str = "reverse_kl",
-          f_alpha_divergence_coef: float = 0.5) -> Terms:
+def hinge(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    length_normalize: bool = False,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """Hinge / SLiC as used by RSO (Liu et al., arXiv 2309.06657):  loss = relu(1 − βΔ) (TRL's `hinge`).
 
     Composes with balance and Uni-DPO's pair weights; accepts another `f_divergence_type`.
@@ -87,11 +108,17 @@ def hinge(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: fl
     return _terms(per_pair, beta, chosen, rejected)
 
 
-def rdpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-         alpha: float = 0.01, length_normalize: bool = False) -> Terms:
+def rdpo(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    alpha: float = 0.01,
+    length_normalize: bool = False,
+) -> Terms:
     """R-DPO (Park et al., arXiv 2403.19159), DPO with a length penalty α:
 
-        loss = −log σ(βΔ − α(|y_w| − |y_l|))
+    loss = −log σ(βΔ − α(|y_w| − |y_l|))
     """
     chosen, rejected = _log_ratios(pair, length_normalize)
     length_gap = pair.chosen_lengths - pair.rejected_lengths
@@ -99,22 +126,24 @@ def rdpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: flo
     return _terms(per_pair, beta, chosen, rejected)
 
 
-def simpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 2.0,
-          margin: float = 1.0) -> Terms:
+def simpo(
+    pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 2.0, margin: float = 1.0
+) -> Terms:
     """SimPO (Meng et al., arXiv 2405.14734), reference-free; `margin` is the target reward margin γ:
 
-        loss = −log σ(β(ℓ̄_w − ℓ̄_l) − γ)            (defaults β=2, γ=1: the paper's γ/β = 0.5)
+    loss = −log σ(β(ℓ̄_w − ℓ̄_l) − γ)            (defaults β=2, γ=1: the paper's γ/β = 0.5)
     """
     chosen, rejected = pair.policy_chosen_mean, pair.policy_rejected_mean
     per_pair = -F.logsigmoid(beta * (chosen_scale * chosen - rejected) - margin)
     return _terms(per_pair, beta, chosen, rejected)
 
 
-def cpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-        nll_weight: float = 1.0) -> Terms:
+def cpo(
+    pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1, nll_weight: float = 1.0
+) -> Terms:
     """CPO (Xu et al., arXiv 2401.08417), reference-free, with an NLL term on the chosen response:
 
-        loss = −log σ(β(L_w − L_l)) − nll_weight · ℓ̄_w
+    loss = −log σ(β(L_w − L_l)) − nll_weight · ℓ̄_w
     """
     chosen, rejected = pair.policy_chosen, pair.policy_rejected
     nll = -pair.policy_chosen_mean
@@ -137,7 +166,7 @@ _MAX_MEAN_LOGP = -1e-6
 def orpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1) -> Terms:
     """ORPO (Hong et al., arXiv 2403.07691), reference-free; β is the paper's λ:
 
-        odds(y) = ℓ̄ − log(1 − exp(ℓ̄));   loss = −ℓ̄_w − β · log σ(odds_w − odds_l)
+    odds(y) = ℓ̄ − log(1 − exp(ℓ̄));   loss = −ℓ̄_w − β · log σ(odds_w − odds_l)
     """
     chosen = pair.policy_chosen_mean.clamp(max=_MAX_MEAN_LOGP)
     rejected = pair.policy_rejected_mean.clamp(max=_MAX_MEAN_LOGP)

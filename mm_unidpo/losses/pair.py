@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 _FIELDS = (
-    "policy_chosen", "policy_rejected", "chosen_lengths", "rejected_lengths",
-    "reference_chosen", "reference_rejected", "score_chosen", "score_rejected",
-    "policy_chosen_shared", "policy_rejected_shared", "reference_chosen_shared", "reference_rejected_shared",
-    "chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs",
+    "policy_chosen",
+    "policy_rejected",
+    "chosen_lengths",
+    "rejected_lengths",
+    "reference_chosen",
+    "reference_rejected",
+    "score_chosen",
+    "score_rejected",
+    "policy_chosen_shared",
+    "policy_rejected_shared",
+    "reference_chosen_shared",
+    "reference_rejected_shared",
+    "chosen_log_sum_sq_probs",
+    "rejected_log_sum_sq_probs",
 )
 _SHARED = ("policy_chosen_shared", "policy_rejected_shared", "reference_chosen_shared", "reference_rejected_shared")
 _LOG_SUM_SQ = ("chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs")
@@ -79,6 +90,24 @@ class PairLogps:
     def has_scores(self) -> bool:
         return self.score_chosen is not None and self.score_rejected is not None
 
+    # The optional inputs, for an objective that needs them (an error naming the field where absent).
+    @property
+    def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _require(self.reference_chosen, "reference_chosen"), _require(
+            self.reference_rejected, "reference_rejected"
+        )
+
+    @property
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _require(self.score_chosen, "score_chosen"), _require(self.score_rejected, "score_rejected")
+
+    @property
+    def log_sum_sq_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            _require(self.chosen_log_sum_sq_probs, "chosen_log_sum_sq_probs"),
+            _require(self.rejected_log_sum_sq_probs, "rejected_log_sum_sq_probs"),
+        )
+
     @property
     def batch_size(self) -> int:
         return int(self.policy_chosen.shape[0])
@@ -96,8 +125,9 @@ def _rows(mask: torch.Tensor, limit: int = 10) -> str:
     return f"rows [{shown}{', ...' if len(rows) > limit else ''}] ({len(rows)} of {mask.numel()})"
 
 
-def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str, ld_alpha: bool = False,
-                      weighting: bool = False) -> PairLogps:
+def validate_and_cast(
+    pair: PairLogps, *, needs_reference: bool, objective: str, ld_alpha: bool = False, weighting: bool = False
+) -> PairLogps:
     """Check shapes and values; return a copy computed in float32 (float64 stays float64).
 
     Raises ValueError naming the field and the offending rows for: a non-tensor or non-1-D field, a
@@ -107,7 +137,7 @@ def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str,
     """
     if not isinstance(pair, PairLogps):
         raise TypeError(f"expected PairLogps, got {type(pair).__name__}")
-    reference = (pair.policy_chosen.shape if isinstance(pair.policy_chosen, torch.Tensor) else None)
+    reference = pair.policy_chosen.shape if isinstance(pair.policy_chosen, torch.Tensor) else None
     for name in _FIELDS:
         value = getattr(pair, name)
         if value is None:
@@ -124,26 +154,31 @@ def validate_and_cast(pair: PairLogps, *, needs_reference: bool, objective: str,
     if needs_reference and not pair.has_reference:
         missing = [n for n in ("reference_chosen", "reference_rejected") if getattr(pair, n) is None]
         raise ValueError(f"objective {objective!r} needs reference log-probs: {', '.join(missing)} is None")
-    required = [*(_SHARED[:2] if ld_alpha else ()), *(_SHARED[2:] if ld_alpha and needs_reference else ()),
-                *(_LOG_SUM_SQ if weighting else ())]
+    required = [
+        *(_SHARED[:2] if ld_alpha else ()),
+        *(_SHARED[2:] if ld_alpha and needs_reference else ()),
+        *(_LOG_SUM_SQ if weighting else ()),
+    ]
     missing = [n for n in required if getattr(pair, n) is None]
     if missing:
-        why = ("ld_alpha needs each response's log-prob sum over its first min(|y_w|, |y_l|) tokens" if ld_alpha
-               and set(missing) & set(_SHARED) else "use_weighting needs Σ_t log Σ_v π(v)² of each response")
+        why = (
+            "ld_alpha needs each response's log-prob sum over its first min(|y_w|, |y_l|) tokens"
+            if ld_alpha and set(missing) & set(_SHARED)
+            else "use_weighting needs Σ_t log Σ_v π(v)² of each response"
+        )
         raise ValueError(f"{why}: {', '.join(missing)} is None (the models layer must supply it)")
     if (pair.score_chosen is None) != (pair.score_rejected is None):
         given = "score_chosen" if pair.score_chosen is not None else "score_rejected"
         raise ValueError(f"only {given} was given: pass both score_chosen and score_rejected, or neither")
 
     dtype = torch.float64 if pair.policy_chosen.dtype == torch.float64 else torch.float32
-    cast = {n: (None if getattr(pair, n) is None else getattr(pair, n).to(dtype)) for n in _FIELDS}
+    cast: dict[str, Any] = {n: (None if getattr(pair, n) is None else getattr(pair, n).to(dtype)) for n in _FIELDS}
 
     for name in ("chosen_lengths", "rejected_lengths"):
         bad = ~(cast[name] >= 1)  # also catches NaN
         if bad.any():
             raise ValueError(f"{name} must be >= 1 (a response has at least one token): {_rows(bad)}")
-    for name in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected", *_SHARED,
-                 *_LOG_SUM_SQ):
+    for name in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected", *_SHARED, *_LOG_SUM_SQ):
         if cast[name] is not None and torch.isnan(cast[name]).any():
             raise ValueError(f"{name} is NaN in {_rows(torch.isnan(cast[name]))}")
     for name in ("score_chosen", "score_rejected"):

@@ -91,8 +91,9 @@ def _numeric_text(value: Any) -> bool:
 
 def check_value(key: str, value: Any, default: Any, rule: Rule | None) -> None:
     """Raise `ParamError` naming `key` when `value` does not fit its default's type or its rule."""
-    quoted = " (quoted in the YAML? write numbers without quotes)" if isinstance(value, str) and _numeric_text(
-        value) else ""
+    quoted = (
+        " (quoted in the YAML? write numbers without quotes)" if isinstance(value, str) and _numeric_text(value) else ""
+    )
     if isinstance(rule, OneOf):
         if value not in rule.values:
             raise ParamError(f"{key} must be {rule.describe()}, got {value!r}")

@@ -15,13 +15,27 @@ The options every objective takes unless it refuses them (`OPTIONS`, applied in 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .objectives import Terms, cpo, dpo, hinge, ipo, orpo, rdpo, simpo
 from .params import COMMON_RULES, ParamError, Range, Rule, check_value
-from .trl_types import (aot, aot_unpaired, apo_down, apo_zero, bco_pair, discopop, exo_pair, nca_pair, robust,
-                        sft, sigmoid, sigmoid_norm, sppo_hard)
+from .trl_types import (
+    aot,
+    aot_unpaired,
+    apo_down,
+    apo_zero,
+    bco_pair,
+    discopop,
+    exo_pair,
+    nca_pair,
+    robust,
+    sft,
+    sigmoid,
+    sigmoid_norm,
+    sppo_hard,
+)
 from .unidpo import unidpo
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -47,8 +61,11 @@ class Objective:
 
     def own_parameters(self) -> dict[str, Any]:
         """The objective's own parameters with their defaults (without the shared options)."""
-        params = {name: p.default for name, p in inspect.signature(self.fn).parameters.items()
-                  if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_FUNCTION_PARAMETERS}
+        params = {
+            name: p.default
+            for name, p in inspect.signature(self.fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_FUNCTION_PARAMETERS
+        }
         params.update({k: v for k, v in self.defaults.items() if k not in _OPTION_OF})
         return params
 
@@ -66,12 +83,16 @@ class Objective:
 
 
 _PAIRWISE = "its per-pair rows are sorted over the batch, not pairs"
-_SEPARATE = ("it scores the chosen and the rejected response in separate terms, so AdaDPO's ratio "
-             "c_w/c_l = π_w/π_l (derived for one shared σ' factor) does not balance them")
-_SFT = {"balance": "sft has no rejected response to balance against",
-        "uni_weights": "sft has no pair to weight (one batch-level NLL)",
-        "ld_alpha": "sft scores every chosen token (TRL applies ld_alpha to the preference terms only)",
-        "rpo_alpha": "sft already is the NLL on the chosen responses"}
+_SEPARATE = (
+    "it scores the chosen and the rejected response in separate terms, so AdaDPO's ratio "
+    "c_w/c_l = π_w/π_l (derived for one shared σ' factor) does not balance them"
+)
+_SFT = {
+    "balance": "sft has no rejected response to balance against",
+    "uni_weights": "sft has no pair to weight (one batch-level NLL)",
+    "ld_alpha": "sft scores every chosen token (TRL applies ld_alpha to the preference terms only)",
+    "rpo_alpha": "sft already is the NLL on the chosen responses",
+}
 _EXO_SMOOTHING = Range(0.0, 1.0, low_open=True, high_open=True, why="EXO takes log ε and log(1 − ε)")
 _ROBUST_SMOOTHING = Range(0.0, 0.5, high_open=True, why="robust divides by 1 − 2ε")
 
@@ -83,8 +104,9 @@ LOSSES: dict[str, Objective] = {
     "simpo": Objective(simpo, needs_reference=False),
     "cpo": Objective(cpo, needs_reference=False),
     "orpo": Objective(orpo, needs_reference=False),
-    "unidpo": Objective(unidpo, needs_reference=True,
-                        refuses={"uni_weights": "unidpo already applies its own w_qual · w_perf"}),
+    "unidpo": Objective(
+        unidpo, needs_reference=True, refuses={"uni_weights": "unidpo already applies its own w_qual · w_perf"}
+    ),
     "adadpo": Objective(dpo, needs_reference=True, defaults={"balance": "policy"}),
     # TRL's DPOTrainer loss types under TRL's names (trl_types.py)
     "sigmoid": Objective(sigmoid, needs_reference=True),
@@ -94,10 +116,14 @@ LOSSES: dict[str, Objective] = {
     "nca_pair": Objective(nca_pair, needs_reference=True, refuses={"balance": _SEPARATE}),
     "bco_pair": Objective(bco_pair, needs_reference=True, refuses={"balance": _SEPARATE}, stateful=True),
     "sppo_hard": Objective(sppo_hard, needs_reference=True, refuses={"balance": _SEPARATE}),
-    "aot": Objective(aot, needs_reference=True, refuses={
-        "balance": _PAIRWISE, "uni_weights": _PAIRWISE, "use_weighting": _PAIRWISE}),
-    "aot_unpaired": Objective(aot_unpaired, needs_reference=True, refuses={
-        "balance": _PAIRWISE, "uni_weights": _PAIRWISE, "use_weighting": _PAIRWISE}),
+    "aot": Objective(
+        aot, needs_reference=True, refuses={"balance": _PAIRWISE, "uni_weights": _PAIRWISE, "use_weighting": _PAIRWISE}
+    ),
+    "aot_unpaired": Objective(
+        aot_unpaired,
+        needs_reference=True,
+        refuses={"balance": _PAIRWISE, "uni_weights": _PAIRWISE, "use_weighting": _PAIRWISE},
+    ),
     "apo_zero": Objective(apo_zero, needs_reference=True, refuses={"balance": _SEPARATE}),
     "apo_down": Objective(apo_down, needs_reference=True, refuses={"balance": _SEPARATE}),
     "discopop": Objective(discopop, needs_reference=True),
@@ -122,8 +148,9 @@ def check_params(name: str, params: dict[str, Any], where: str = "loss") -> dict
     params = {k: v for k, v in params.items() if k not in refused}
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ParamError(f"{prefix.rstrip('.') or 'parameters'} {unknown} are not parameters of {name!r}; "
-                         f"it takes {sorted(allowed)}")
+        raise ParamError(
+            f"{prefix.rstrip('.') or 'parameters'} {unknown} are not parameters of {name!r}; it takes {sorted(allowed)}"
+        )
     values = {**allowed, **params}
     for key, value in values.items():
         check_value(prefix + key, value, allowed[key], objective.rule(key))

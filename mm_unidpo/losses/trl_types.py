@@ -9,7 +9,7 @@ score each response on its own or sort the batch, and refuse `balance` in the re
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,18 @@ from .pair import PairLogps
 
 
 def _ratios(pair: PairLogps) -> tuple[torch.Tensor, torch.Tensor]:
-    return pair.policy_chosen - pair.reference_chosen, pair.policy_rejected - pair.reference_rejected
+    ref_chosen, ref_rejected = pair.reference
+    return pair.policy_chosen - ref_chosen, pair.policy_rejected - ref_rejected
 
 
-def sigmoid(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-            f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> Terms:
+def sigmoid(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """TRL's `sigmoid`: `dpo` (objectives.py) without label smoothing, as TRL 1.16 has it — so a shared
     `label_smoothing` in a mixture (TRL's one value for robust, exo_pair, aot) leaves it alone.
 
@@ -31,13 +38,24 @@ def sigmoid(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: 
 
     Composes with balance and Uni-DPO's pair weights. Rewards reported as TRL's: β·r.
     """
-    terms = dpo(pair, chosen_scale, beta=beta, f_divergence_type=f_divergence_type,
-                f_alpha_divergence_coef=f_alpha_divergence_coef)
+    terms = dpo(
+        pair,
+        chosen_scale,
+        beta=beta,
+        f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef,
+    )
     return _terms(terms.per_pair, beta, *_ratios(pair))
 
 
-def sigmoid_norm(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-                 f_divergence_type: str = "reverse_kl", f_alpha_divergence_coef: float = 0.5) -> Terms:
+def sigmoid_norm(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """TRL's `sigmoid_norm`: `dpo` with `length_normalize` (each score divided by its response's length),
     without label smoothing.
 
@@ -45,14 +63,26 @@ def sigmoid_norm(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, b
 
     Composes with balance and Uni-DPO's pair weights. Rewards reported as TRL's: β·r (not normalised).
     """
-    terms = dpo(pair, chosen_scale, beta=beta, length_normalize=True, f_divergence_type=f_divergence_type,
-                f_alpha_divergence_coef=f_alpha_divergence_coef)
+    terms = dpo(
+        pair,
+        chosen_scale,
+        beta=beta,
+        length_normalize=True,
+        f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef,
+    )
     return _terms(terms.per_pair, beta, *_ratios(pair))
 
 
-def robust(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-           label_smoothing: float = 0.0, f_divergence_type: str = "reverse_kl",
-           f_alpha_divergence_coef: float = 0.5) -> Terms:
+def robust(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """Robust DPO (Chowdhury et al., arXiv 2403.00409): an unbiased loss when a label is flipped with
     probability ε = `label_smoothing` ∈ [0, 0.5):
 
@@ -67,9 +97,15 @@ def robust(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: f
     return _terms(per_pair, beta, *_ratios(pair))
 
 
-def exo_pair(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-             label_smoothing: float = 1e-3, f_divergence_type: str = "reverse_kl",
-             f_alpha_divergence_coef: float = 0.5) -> Terms:
+def exo_pair(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 1e-3,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """EXO-pref (Ji et al., arXiv 2402.00856, eq. 16): the reverse KL from the model's preference
     distribution q = softmax(β·s) over {chosen, rejected} to the smoothed label p = (1 − ε, ε):
 
@@ -122,8 +158,15 @@ class RunningMean:
         self.mean, self.count = float(state["mean"]), int(state["count"])
 
 
-def bco_pair(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-             running_mean: bool = True, state: RunningMean | None = None, train: bool = True) -> Terms:
+def bco_pair(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    running_mean: bool = True,
+    state: RunningMean | None = None,
+    train: bool = True,
+) -> Terms:
     """BCO, paired (Jung et al., "Binary Classifier Optimization", arXiv 2404.04656): each response
     classified on its own against a reward shift δ:
 
@@ -168,8 +211,9 @@ def _smoothed_logistic(z: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     return -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
 
 
-def aot(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-        label_smoothing: float = 0.0) -> Terms:
+def aot(
+    pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1, label_smoothing: float = 0.0
+) -> Terms:
     """AOT, paired (Melnyk et al., "Distributional Preference Alignment of LLMs via Optimal
     Transport", arXiv 2406.05882): first-order stochastic dominance of the policy's margins over the
     reference's, by sorting both over the batch:
@@ -181,13 +225,15 @@ def aot(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: floa
     Uni-DPO's pair weights (they are per pair).
     """
     margins, _ = torch.sort(pair.policy_chosen - pair.policy_rejected)
-    ref_margins, _ = torch.sort(pair.reference_chosen - pair.reference_rejected)
+    ref_chosen, ref_rejected = pair.reference
+    ref_margins, _ = torch.sort(ref_chosen - ref_rejected)
     per_pair = _smoothed_logistic(beta * (margins - ref_margins), label_smoothing)
     return _terms(per_pair, beta, *_ratios(pair))
 
 
-def aot_unpaired(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-                 label_smoothing: float = 0.0) -> Terms:
+def aot_unpaired(
+    pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1, label_smoothing: float = 0.0
+) -> Terms:
     """AOT, unpaired (Melnyk et al., arXiv 2406.05882): the chosen log-ratios dominate the rejected
     ones as distributions:
 
@@ -226,9 +272,15 @@ def apo_down(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta:
     return _terms(per_pair, beta, r_w, r_l)
 
 
-def discopop(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 0.1,
-             discopop_tau: float = 0.05, f_divergence_type: str = "reverse_kl",
-             f_alpha_divergence_coef: float = 0.5) -> Terms:
+def discopop(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 0.1,
+    discopop_tau: float = 0.05,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+) -> Terms:
     """DiscoPOP / log-ratio modulated loss (Chris Lu et al., "Discovering Preference Optimization
     Algorithms with and for LLMs", arXiv 2406.08414, eq. 5), z = βΔ, τ = `discopop_tau`:
 

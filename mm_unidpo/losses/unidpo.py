@@ -37,16 +37,26 @@ def _warn_no_scores_once() -> None:
         logger.warning("unidpo: no quality scores given; using w_qual = 1 and an open tau_good gate")
 
 
-def unidpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: float = 2.0,
-           eta: float = 0.7, gamma: float = 3.0, tau_ref: float = 2.0, tau_good: float = 2.5,
-           nll_weight: float = 0.001, detach_perf_weight: bool = False) -> Terms:
+def unidpo(
+    pair: PairLogps,
+    chosen_scale: torch.Tensor | float = 1.0,
+    *,
+    beta: float = 2.0,
+    eta: float = 0.7,
+    gamma: float = 3.0,
+    tau_ref: float = 2.0,
+    tau_good: float = 2.5,
+    nll_weight: float = 0.001,
+    detach_perf_weight: bool = False,
+) -> Terms:
     """Uni-DPO per-pair loss. Defaults: the official multimodal settings (Qwen2-VL-2B)."""
     policy_w, policy_l = pair.policy_chosen_mean, pair.policy_rejected_mean
     ref_w, ref_l = pair.reference_chosen_mean, pair.reference_rejected_mean
 
     if pair.has_scores:
-        w_qual = torch.sigmoid(eta * (pair.score_chosen - pair.score_rejected)).detach()
-        good = (pair.score_chosen >= tau_good).to(policy_w.dtype)
+        score_w, score_l = pair.scores
+        w_qual = torch.sigmoid(eta * (score_w - score_l)).detach()
+        good = (score_w >= tau_good).to(policy_w.dtype)
     else:
         _warn_no_scores_once()
         w_qual = torch.ones_like(policy_w)
@@ -67,11 +77,13 @@ def unidpo(pair: PairLogps, chosen_scale: torch.Tensor | float = 1.0, *, beta: f
     nll = -nll_weight * gate * policy_w
 
     terms = Terms(preference + nll, (beta * (policy_w - ref_w)).detach(), (beta * (policy_l - ref_l)).detach())
-    terms.details.update({
-        "weights/quality": w_qual.detach(),
-        "weights/perf": w_perf.detach(),
-        "nll/active_fraction": gate,
-        "loss/nll": nll.detach(),
-        "loss/preference": preference.detach(),
-    })
+    terms.details.update(
+        {
+            "weights/quality": w_qual.detach(),
+            "weights/perf": w_perf.detach(),
+            "nll/active_fraction": gate,
+            "loss/nll": nll.detach(),
+            "loss/preference": preference.detach(),
+        }
+    )
     return terms

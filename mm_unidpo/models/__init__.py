@@ -23,5 +23,19 @@ from .layouts import IGNORE_INDEX, LAYOUTS, PairBatch, pad_rows
 from .logps import SequenceLogps
 from .utils import to_model_inputs, unwrap_model
 
-__all__ = ["FAMILIES", "LAYOUTS", "Adapter", "EncodedPair", "EncodedPrompt", "Family", "FamilySpec", "IGNORE_INDEX", "PairBatch",
-           "SequenceLogps", "get_adapter", "pad_rows", "to_model_inputs", "unwrap_model"]
+__all__ = [
+    "FAMILIES",
+    "IGNORE_INDEX",
+    "LAYOUTS",
+    "Adapter",
+    "EncodedPair",
+    "EncodedPrompt",
+    "Family",
+    "FamilySpec",
+    "PairBatch",
+    "SequenceLogps",
+    "get_adapter",
+    "pad_rows",
+    "to_model_inputs",
+    "unwrap_model",
+]

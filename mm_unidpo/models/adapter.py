@@ -36,11 +36,24 @@ logger = logging.getLogger(__name__)
 
 
 class Adapter:
-    def __init__(self, model: Any, processor: Any, family: type[Family], *, max_length: int = 2048,
-                 padding_side: str = "right", max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 on_bad_record: str = "error", shared_prefix: bool = True, pack_pairs: bool = True,
-                 max_tokens_per_row: int | None = None, head_chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
-                 varlen: bool | None = None, per_pair_attention: bool = True, **family_options: Any):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        family: type[Family],
+        *,
+        max_length: int = 2048,
+        padding_side: str = "right",
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+        on_bad_record: str = "error",
+        shared_prefix: bool = True,
+        pack_pairs: bool = True,
+        max_tokens_per_row: int | None = None,
+        head_chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
+        varlen: bool | None = None,
+        per_pair_attention: bool = True,
+        **family_options: Any,
+    ):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if on_bad_record not in ("error", "skip"):
@@ -63,9 +76,12 @@ class Adapter:
         # Packed rows: all pairs of a batch back to back (under `max_tokens_per_row`), or one pair a row.
         self.max_row_tokens = max_tokens_per_row if pack_pairs else 0
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-        self.forward_options = ForwardOptions(head_chunk_size, attn,
-                                              getattr(getattr(embeddings, "weight", None), "dtype", torch.float32),
-                                              per_pair_attention)
+        self.forward_options = ForwardOptions(
+            head_chunk_size,
+            attn,
+            getattr(getattr(embeddings, "weight", None), "dtype", torch.float32),
+            per_pair_attention,
+        )
 
     def __getattr__(self, name: str) -> Any:
         """A family's own settings (llava_orig's `conv_mode`, `num_image_tokens`) read through the adapter."""
@@ -102,8 +118,11 @@ class Adapter:
     def render_pair(self, record: PreferenceRecord) -> tuple[str, str, str]:
         """(prompt text, chosen text, rejected text); each response as the template writes it."""
         messages, prompt = render_prompt(self.hooks, record)
-        return (prompt, response_text(self.hooks, messages, prompt, record.chosen, record),
-                response_text(self.hooks, messages, prompt, record.rejected, record))
+        return (
+            prompt,
+            response_text(self.hooks, messages, prompt, record.chosen, record),
+            response_text(self.hooks, messages, prompt, record.rejected, record),
+        )
 
     def encode(self, record: PreferenceRecord) -> EncodedPair:
         return encode_pair(self.hooks, record, max_length=self.max_length, max_image_pixels=self.max_image_pixels)
@@ -132,8 +151,9 @@ class Adapter:
         ``on_bad_record="skip"`` bad records are left out: `batch.kept` lists the positions kept and
         `batch.skipped` the errors; a batch of only bad records is an error."""
         encoded, kept, skipped = self._encode_all(records)
-        batch = self._lay_out([(e.prompt_ids, [e.chosen_ids, e.rejected_ids], e.token_extras, e.vision)
-                               for e in encoded], num_slots=2)
+        batch = self._lay_out(
+            [(e.prompt_ids, [e.chosen_ids, e.rejected_ids], e.token_extras, e.vision) for e in encoded], num_slots=2
+        )
         scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
         if all(c is not None and r is not None for c, r in scores):
             batch.score_chosen = torch.tensor([c for c, _ in scores], dtype=torch.float32)
@@ -149,13 +169,21 @@ class Adapter:
         Σ_t log Σ_v p(v)² per response, from the same head pass."""
         out = batch_logps(model, batch, self.hooks, self.forward_options, log_sum_sq=log_sum_sq)
         sq = out.log_sum_sq
-        return SequenceLogps(out.logps[:, 0], out.logps[:, 1], out.counts[:, 0], out.counts[:, 1],
-                             out.shared[:, 0], out.shared[:, 1], None if sq is None else sq[:, 0],
-                             None if sq is None else sq[:, 1])
+        return SequenceLogps(
+            out.logps[:, 0],
+            out.logps[:, 1],
+            out.counts[:, 0],
+            out.counts[:, 1],
+            out.shared[:, 0],
+            out.shared[:, 1],
+            None if sq is None else sq[:, 0],
+            None if sq is None else sq[:, 1],
+        )
 
     @torch.no_grad()
-    def score_continuations(self, model: Any, prompts: list[EncodedPrompt], continuations: list[list[list[int]]],
-                            device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_continuations(
+        self, model: Any, prompts: list[EncodedPrompt], continuations: list[list[list[int]]], device: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """For each prompt, its continuations (token ids after it; several share the prompt as a pair's
         responses do): (prompts, most continuations) sums of their log-probs and whether greedy decoding
         gives exactly them (evaluation log-likelihoods, judges' yes/no answers); zero / False where a
@@ -166,22 +194,27 @@ class Adapter:
         batch.vision = to_model_inputs(batch.vision, model, device)  # floating inputs in the model's dtype
         out = batch_logps(model, batch, self.hooks, self.forward_options, greedy=True)
         assert out.greedy is not None
-        present = torch.tensor([[k < len(c) for k in range(out.logps.shape[1])] for c in continuations],
-                               device=out.logps.device)
+        present = torch.tensor(
+            [[k < len(c) for k in range(out.logps.shape[1])] for c in continuations], device=out.logps.device
+        )
         return out.logps * present, out.greedy & present.to(out.greedy.device)
 
     def _lay_out(self, items: list[tuple[list[int], list[list[int]], dict, dict]], *, num_slots: int) -> PairBatch:
         """(prompt ids, responses, per-token extras, vision) per item -> a batch in this adapter's layout."""
         name = self.layout
-        blocks = LAYOUTS[name].plan([(len(p), tuple(len(r) for r in rs)) for p, rs, _, _ in items],
-                                    padding_side=self.padding_side, max_row_tokens=self.max_row_tokens)
+        blocks = LAYOUTS[name].plan(
+            [(len(p), tuple(len(r) for r in rs)) for p, rs, _, _ in items],
+            padding_side=self.padding_side,
+            max_row_tokens=self.max_row_tokens,
+        )
         per_block = [(items[b.item][0], [items[b.item][1][s] for s in b.slots]) for b in blocks.blocks]
         input_ids, extras = fill_rows(blocks, per_block, self.pad_token_id, [items[b.item][2] for b in blocks.blocks])
         vision = self.hooks.stack_vision([items[b.item][3] for b in blocks.blocks])
         return PairBatch(input_ids, blocks, name, vision, extras)
 
-    def _encode_all(self, records: list[PreferenceRecord]
-                    ) -> tuple[list[EncodedPair], list[int] | None, list[BadRecordError]]:
+    def _encode_all(
+        self, records: list[PreferenceRecord]
+    ) -> tuple[list[EncodedPair], list[int] | None, list[BadRecordError]]:
         if self.on_bad_record == "error":
             return [self.encode(r) for r in records], None, []
         out, kept, skipped = [], [], []
@@ -192,14 +225,16 @@ class Adapter:
             except BadRecordError as error:
                 skipped.append(error)
         if not out:
-            raise BadRecordError(None, "empty_batch", f"all {len(records)} records of this batch were bad "
-                                 f"(first: {skipped[0]})")
+            raise BadRecordError(
+                None, "empty_batch", f"all {len(records)} records of this batch were bad (first: {skipped[0]})"
+            )
         return out, kept, skipped
 
     # ---- generation ----------------------------------------------------------------------------------
 
-    def generate(self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None,
-                 **settings: Any) -> Any:
+    def generate(
+        self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None, **settings: Any
+    ) -> Any:
         """New token ids continuing each rendered prompt (see `Family.generate`)."""
         return self.hooks.generate(model, prompts, images, device=device, **settings)
 

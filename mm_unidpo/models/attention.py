@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
@@ -33,35 +32,46 @@ NAME = "mm_unidpo_packed"
 _registered = False
 
 
-def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             attention_mask: torch.Tensor | None, *, packed_layout: Any = None, dropout: float = 0.0,
-                             scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+def packed_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    packed_layout: Any = None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract: (rows, heads, T, d) in, (rows, T, heads, d) out."""
     if packed_layout is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     gqa = query.shape[1] != key.shape[1]
 
     def attend(q, k, v, mask=None, causal=False):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout,
-                                              scale=scaling, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout, scale=scaling, enable_gqa=gqa
+        )
 
     rows: list[list[torch.Tensor]] = [[] for _ in range(packed_layout.num_rows)]
     ends = [0] * packed_layout.num_rows
     for block in packed_layout.blocks:
         row, o, p = block.row, block.offset, block.prompt
-        q, k, v = query[row:row + 1], key[row:row + 1], value[row:row + 1]
+        q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]
         spans = block.response_spans()
         first = spans[0][0] + spans[0][1] if spans else o + p  # [prompt; first response]: plain causal attention
         rows[row].append(attend(q[:, :, o:first], k[:, :, o:first], v[:, :, o:first], causal=True))
         for a, r in spans[1:]:
             if not r:
                 continue
-            keys = torch.cat([k[:, :, o:o + p], k[:, :, a:a + r]], dim=2)
-            values = torch.cat([v[:, :, o:o + p], v[:, :, a:a + r]], dim=2)
+            keys = torch.cat([k[:, :, o : o + p], k[:, :, a : a + r]], dim=2)
+            values = torch.cat([v[:, :, o : o + p], v[:, :, a : a + r]], dim=2)
             # response token i sees the whole prompt and its own tokens 0..i
             mask = torch.ones(r, p + r, dtype=torch.bool, device=query.device).tril_(diagonal=p)
-            rows[row].append(attend(q[:, :, a:a + r], keys, values, mask=mask))
+            rows[row].append(attend(q[:, :, a : a + r], keys, values, mask=mask))
         ends[row] = block.end
     width = query.shape[2]
     out = []

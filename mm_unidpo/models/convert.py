@@ -49,13 +49,16 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise UnsafeWeightsError(
             f"{path}: refused: the file holds Python objects beyond tensors, and unpickling them could run code "
             f"stored in it ({str(error).splitlines()[0]}). Use it only if you trust its source, and convert it "
-            f"in an isolated environment") from None
+            f"in an isolated environment"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # some training scripts nest the weights
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise UnsafeWeightsError(f"{path}: not a weights file (expected a mapping of names to tensors, got "
-                                 f"{type(state).__name__})")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise UnsafeWeightsError(
+            f"{path}: not a weights file (expected a mapping of names to tensors, got {type(state).__name__})"
+        )
     return state
 
 
@@ -71,12 +74,14 @@ def weight_files(folder: Path) -> list[Path]:
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
         return [folder / name for name in sorted(set(weight_map.values()))]
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix in WEIGHT_SUFFIXES and p.name not in TRAINING_STATE)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES and p.name not in TRAINING_STATE
+    )
 
 
-def convert_checkpoint(source: str, out: str | Path, *, revision: str | None = None,
-                       max_shard_size: str = "5GB") -> Path:
+def convert_checkpoint(
+    source: str, out: str | Path, *, revision: str | None = None, max_shard_size: str = "5GB"
+) -> Path:
     """Write `source`'s weights as safetensors into `out`, with its other files; returns `out`."""
     folder, out = _local_dir(source, revision), Path(out)
     if folder.resolve() == out.resolve():
@@ -103,8 +108,9 @@ def convert_checkpoint(source: str, out: str | Path, *, revision: str | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mm-unidpo convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mm-unidpo convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source", help="a checkpoint folder or hub id with PyTorch .bin weights")
     parser.add_argument("--out", required=True, help="where to write the safetensors checkpoint")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")

@@ -63,11 +63,14 @@ def response_text(family: Family, messages: list[Message], prompt_text: str, res
     """The text the template writes for `response` as the assistant's turn (after the prompt)."""
     full = family.render(messages, response)
     if not full.startswith(prompt_text):
-        raise BadRecordError(record, "template_mismatch",
-                             "the chat template renders the prompt differently with and without a response; "
-                             "cannot separate response tokens")
+        raise BadRecordError(
+            record,
+            "template_mismatch",
+            "the chat template renders the prompt differently with and without a response; "
+            "cannot separate response tokens",
+        )
     # Anything a template writes after the end-of-turn token (e.g. "\n") is not part of the response.
-    return full[len(prompt_text):].rstrip()
+    return full[len(prompt_text) :].rstrip()
 
 
 def encode_prompt(family: Family, prompt: PromptFields, *, max_image_pixels: int | None = None) -> EncodedPrompt:
@@ -83,31 +86,51 @@ def encode_prompt(family: Family, prompt: PromptFields, *, max_image_pixels: int
         reason = "placeholder_mismatch" if "token" in str(error) else "encode_failed"
         raise BadRecordError(prompt, reason, f"the processor refuses the prompt: {error}") from None
     except (TypeError, RuntimeError, IndexError, KeyError) as error:
-        raise BadRecordError(prompt, "encode_failed",
-                             f"the processor fails on this record: {type(error).__name__}: {error}") from None
+        raise BadRecordError(
+            prompt, "encode_failed", f"the processor fails on this record: {type(error).__name__}: {error}"
+        ) from None
     return EncodedPrompt(text, ids, vision, extras, family.prompt_positions(ids), messages)
 
 
-def encode_pair(family: Family, record: PreferenceRecord, *, max_length: int,
-                max_image_pixels: int | None = None) -> EncodedPair:
+def encode_pair(
+    family: Family, record: PreferenceRecord, *, max_length: int, max_image_pixels: int | None = None
+) -> EncodedPair:
     messages, prompt_text = render_prompt(family, record)
-    texts = {name: response_text(family, messages, prompt_text, getattr(record, name), record)
-             for name in ("chosen", "rejected")}
+    texts = {
+        name: response_text(family, messages, prompt_text, getattr(record, name), record)
+        for name in ("chosen", "rejected")
+    }
     for name in texts:
         family.check_response(name, getattr(record, name), record)
     prompt = encode_prompt(family, record, max_image_pixels=max_image_pixels)
     room = max_length - prompt.positions
     if room < 1:
-        raise BadRecordError(record, "prompt_too_long",
-                             f"the prompt takes {prompt.positions} tokens ({family.what_counts(prompt.ids)}) and max_length is "
-                             f"{max_length}: no response token fits")
-    ids = {name: family.response_ids(prompt_text, prompt.ids, text, getattr(record, name), record)
-           for name, text in texts.items()}
+        raise BadRecordError(
+            record,
+            "prompt_too_long",
+            f"the prompt takes {prompt.positions} tokens ({family.what_counts(prompt.ids)}) and max_length is "
+            f"{max_length}: no response token fits",
+        )
+    ids = {
+        name: family.response_ids(prompt_text, prompt.ids, text, getattr(record, name), record)
+        for name, text in texts.items()
+    }
     for name, response in ids.items():
         if family.media_token_ids.intersection(response):
-            raise BadRecordError(record, "placeholder_mismatch",
-                                 f"the {name} response contains the model's image/video token, which the model "
-                                 f"would take for an image slot")
+            raise BadRecordError(
+                record,
+                "placeholder_mismatch",
+                f"the {name} response contains the model's image/video token, which the model "
+                f"would take for an image slot",
+            )
     truncated = any(len(response) > room for response in ids.values())
-    return EncodedPair(prompt.ids, ids["chosen"][:room], ids["rejected"][:room], prompt.vision, prompt.token_extras,
-                       truncated, record, prompt.positions)
+    return EncodedPair(
+        prompt.ids,
+        ids["chosen"][:room],
+        ids["rejected"][:room],
+        prompt.vision,
+        prompt.token_extras,
+        truncated,
+        record,
+        prompt.positions,
+    )

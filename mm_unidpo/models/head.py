@@ -56,11 +56,11 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         sq = torch.empty_like(logps) if side is not None else None
         w, b = _cast(weight, bias, dtype)
         for s in range(0, hidden.shape[0], chunk):
-            logits = _logits(hidden[s:s + chunk], w, b)
-            lse[s:s + chunk] = logits.logsumexp(-1)
-            logps[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+            logits = _logits(hidden[s : s + chunk], w, b)
+            lse[s : s + chunk] = logits.logsumexp(-1)
+            logps[s : s + chunk] = logits.gather(-1, targets[s : s + chunk, None]).squeeze(-1) - lse[s : s + chunk]
             if sq is not None:  # log Σ_v p(v)² = logsumexp(2z) − 2·lse, no gradient (WPO's weights are constants)
-                sq[s:s + chunk] = (2 * logits).logsumexp(-1) - 2 * lse[s:s + chunk]
+                sq[s : s + chunk] = (2 * logits).logsumexp(-1) - 2 * lse[s : s + chunk]
         if side is not None:
             side["log_sum_sq"] = sq
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
@@ -71,25 +71,32 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     def backward(ctx, grad):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_h = torch.empty_like(hidden)  # each filled only where its input needs a gradient
         acc = lse.dtype  # float32 accumulation of the weight gradient over chunks (float64 for a float64 head)
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        grad_b = torch.zeros(bias.shape, dtype=acc, device=weight.device) if need_b else None
+        grad_w = torch.zeros(weight.shape if need_w else (0,), dtype=acc, device=weight.device)
+        grad_b = torch.zeros(bias.shape if need_b else (0,), dtype=acc, device=weight.device)
         w, b = _cast(weight, bias, ctx.dtype)
         for s in range(0, hidden.shape[0], ctx.chunk):
-            h, g = hidden[s:s + ctx.chunk], grad[s:s + ctx.chunk].to(lse.dtype)
+            h, g = hidden[s : s + ctx.chunk], grad[s : s + ctx.chunk].to(lse.dtype)
             # dz = g · (onehot(y) − softmax(z)), in place on the recomputed logits
-            dz = _logits(h, w, b).sub_(lse[s:s + ctx.chunk, None]).exp_().mul_(-g[:, None])
-            dz.scatter_add_(-1, targets[s:s + ctx.chunk, None], g[:, None])
+            dz = _logits(h, w, b).sub_(lse[s : s + ctx.chunk, None]).exp_().mul_(-g[:, None])
+            dz.scatter_add_(-1, targets[s : s + ctx.chunk, None], g[:, None])
             dz = dz.to(ctx.dtype)
             if need_h:
-                grad_h[s:s + ctx.chunk] = (dz @ w).to(hidden.dtype)
+                grad_h[s : s + ctx.chunk] = (dz @ w).to(hidden.dtype)
             if need_w:
                 grad_w += (dz.t() @ h.to(ctx.dtype)).to(acc)
             if need_b:
                 grad_b += dz.to(acc).sum(0)
-        return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
-                None, None, None, None)
+        return (
+            grad_h if need_h else None,
+            grad_w.to(weight.dtype) if need_w else None,
+            grad_b.to(bias.dtype) if need_b else None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def _cast(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
@@ -120,10 +127,17 @@ def is_plain_linear(head: Any) -> bool:
     return isinstance(head, torch.nn.Linear) and type(head).forward is torch.nn.Linear.forward
 
 
-def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, call: Any = None,
-                side: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """log p(targets[i] | hidden[i]) under the LM `head` for (N, d) hidden states: (N,) float32 (float64 heads: float64).
+def token_logps(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
+    call: Any = None,
+    side: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """log p(targets[i] | hidden[i]) under the LM `head` for (N, d) hidden states: (N,) float32 (float64
+    heads: float64).
 
     `chunk_size=None` (or a head that is not a plain ``nn.Linear``) materialises the logits, through
     `call` (default: the head): the reference path. With a `side` dict, ``side["log_sum_sq"]`` gets
@@ -134,8 +148,11 @@ def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
     if chunk_size is None or not is_plain_linear(head):
         if chunk_size is not None and type(head).__name__ not in _warned:
             _warned.add(type(head).__name__)
-            logger.info("LM head %s is not a plain Linear (LoRA or modules_to_save on it): its logits are "
-                        "materialised on the scored positions", type(head).__name__)
+            logger.info(
+                "LM head %s is not a plain Linear (LoRA or modules_to_save on it): its logits are "
+                "materialised on the scored positions",
+                type(head).__name__,
+            )
         logits = (call or head)(hidden)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         if side is not None:
@@ -156,17 +173,27 @@ def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def token_logps_and_argmax(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                           chunk_size: int | str | None = DEFAULT_CHUNK_SIZE, call: Any = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logps_and_argmax(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
+    call: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """As `token_logps` (no gradient), plus whether each target is the head's argmax (greedy) token."""
     weight = getattr(head, "weight", None)
-    chunk = hidden.shape[0] if chunk_size is None or weight is None else \
-        chunk_rows(chunk_size, hidden.shape[0], weight.shape[1], weight.shape[0])
+    chunk = (
+        hidden.shape[0]
+        if chunk_size is None or weight is None
+        else chunk_rows(chunk_size, hidden.shape[0], weight.shape[1], weight.shape[0])
+    )
     logps, greedy = [], []
     for s in range(0, hidden.shape[0], max(chunk, 1)):
-        logits = (call or head)(hidden[s:s + chunk].to(weight.device if weight is not None else hidden.device)).float()
-        t = targets[s:s + chunk, None].to(logits.device)
+        logits = (call or head)(
+            hidden[s : s + chunk].to(weight.device if weight is not None else hidden.device)
+        ).float()
+        t = targets[s : s + chunk, None].to(logits.device)
         logps.append(logits.gather(-1, t).squeeze(-1) - logits.logsumexp(-1))
         greedy.append(logits.argmax(-1) == t.squeeze(-1))
     if not logps:
@@ -179,7 +206,9 @@ def keeps_its_head(model: Any) -> bool:
     """Whether the model's forward transforms the head's output (soft-capping, scaling), so it must keep it."""
     config = getattr(unwrap_model(model), "config", None)
     configs = [config, getattr(config, "text_config", None)]
-    return any(getattr(c, name, None) not in (None, 1, 1.0) for c in configs if c is not None for name in LOGIT_TRANSFORMS)
+    return any(
+        getattr(c, name, None) not in (None, 1, 1.0) for c in configs if c is not None for name in LOGIT_TRANSFORMS
+    )
 
 
 @dataclass
@@ -192,9 +221,16 @@ class ScoredHead:
 
 
 @contextmanager
-def scored_head(model: Any, rows: torch.Tensor, predictors: torch.Tensor, targets: torch.Tensor, *,
-                chunk_size: int | str | None, greedy: bool = False, log_sum_sq: bool = False
-                ) -> Iterator[ScoredHead]:
+def scored_head(
+    model: Any,
+    rows: torch.Tensor,
+    predictors: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int | str | None,
+    greedy: bool = False,
+    log_sum_sq: bool = False,
+) -> Iterator[ScoredHead]:
     """While active, the model's ``lm_head`` computes log p(targets) from the final hidden states at
     (rows, predictors) of its input, instead of logits for every position (what the model then returns
     as ``.logits`` is these (N,) log-probs; they are also in the yielded `ScoredHead`).

@@ -5,8 +5,8 @@
 The family comes from the checkpoint's config (`model_type`), the class from transformers' auto
 mappings (AutoModelForImageTextToText for VLMs, AutoModelForCausalLM otherwise). Weights load from
 safetensors (PyTorch `.bin` only with `allow_bin_weights`, tensors only); `trust_remote_code` stays off
-unless the caller turns it on. A model that cannot be loaded is a `ModelLoadError` naming it. In 4-bit, only the language
-model is quantised: the vision tower, the projector and the LM head stay in `dtype` (checked after
+unless the caller turns it on. A model that cannot be loaded is a `ModelLoadError` naming it. In 4-bit,
+only the language model is quantised: the vision tower, the projector and the LM head stay in `dtype` (checked after
 loading, since a skip list that names the wrong modules silently quantises them).
 """
 
@@ -48,17 +48,23 @@ def _looks_local(name: str) -> bool:
 def check_model_source(name_or_path: str) -> None:
     """Fail early, naming the model, if a local checkpoint path does not exist or is not a checkpoint."""
     if not name_or_path:
-        raise ModelLoadError("no model given: set model.name_or_path to a hub id (e.g. llava-hf/llava-1.5-7b-hf) "
-                             "or a local checkpoint folder")
+        raise ModelLoadError(
+            "no model given: set model.name_or_path to a hub id (e.g. llava-hf/llava-1.5-7b-hf) "
+            "or a local checkpoint folder"
+        )
     if not _looks_local(name_or_path):
         return
     path = os.path.expanduser(name_or_path)
     if not os.path.exists(path):
-        raise ModelLoadError(f"model {name_or_path!r} is a local path that does not exist: give the folder holding the "
-                             f"checkpoint (config.json and *.safetensors), or a hub id such as 'llava-hf/llava-1.5-7b-hf'")
+        raise ModelLoadError(
+            f"model {name_or_path!r} is a local path that does not exist: give the folder holding the "
+            f"checkpoint (config.json and *.safetensors), or a hub id such as 'llava-hf/llava-1.5-7b-hf'"
+        )
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ModelLoadError(f"model {name_or_path!r} has no config.json: it is not a model checkpoint folder (write "
-                             f"one with save_pretrained, or give a hub id)")
+        raise ModelLoadError(
+            f"model {name_or_path!r} has no config.json: it is not a model checkpoint folder (write "
+            f"one with save_pretrained, or give a hub id)"
+        )
 
 
 def _load_error(name_or_path: str, error: OSError) -> ModelLoadError:
@@ -66,15 +72,18 @@ def _load_error(name_or_path: str, error: OSError) -> ModelLoadError:
     first = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
     hint = ""
     if "safetensors" in first:
-        hint = (f". If it has PyTorch .bin weights only (e.g. the original LLaVA checkpoints), convert them once with "
-                f"`mm-unidpo convert {name_or_path} --out DIR`, or set model.allow_bin_weights: true")
+        hint = (
+            f". If it has PyTorch .bin weights only (e.g. the original LLaVA checkpoints), convert them once with "
+            f"`mm-unidpo convert {name_or_path} --out DIR`, or set model.allow_bin_weights: true"
+        )
     if _looks_local(name_or_path):
         return ModelLoadError(f"cannot load the model from {name_or_path!r}: {first}{hint}")
     offline = " (HF_HUB_OFFLINE is set: only the local cache is read)" if os.environ.get("HF_HUB_OFFLINE") else ""
     return ModelLoadError(
         f"cannot load the model {name_or_path!r} from the hub{offline}: {first}{hint}. Check the id, the network and "
         f"HF_TOKEN (gated models need an accepted licence), or download it once with `hf download "
-        f"{name_or_path}` and run offline, or give a local checkpoint folder")
+        f"{name_or_path}` and run offline, or give a local checkpoint folder"
+    )
 
 
 def detect_family(name_or_path: str, *, trust_remote_code: bool = False, **hub_kwargs: Any) -> str:
@@ -87,8 +96,11 @@ def detect_family(name_or_path: str, *, trust_remote_code: bool = False, **hub_k
 def quantization_config(compute_dtype: torch.dtype = torch.bfloat16):
     """NF4 with double quantisation, the QLoRA recipe (Dettmers et al., arXiv 2305.14314)."""
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype,
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype,
         # transformers matches skip entries from the start of a module's full name (or as its exact
         # suffix), so a bare "vision_tower" would not cover "model.vision_tower.encoder...": use patterns.
         llm_int8_skip_modules=[rf"(?:.*\.)?{name}" for name in NOT_QUANTISED],
@@ -130,14 +142,27 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
 def _local_dir(name_or_path: str, **hub_kwargs: Any) -> str:
     if os.path.isdir(name_or_path):
         return name_or_path
-    return snapshot_download(name_or_path, allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
-                             **{k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")})
+    return snapshot_download(
+        name_or_path,
+        allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
+        **{k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")},
+    )
 
 
-def load_pretrained(name_or_path: str, *, family: str | None = None, adapter: str | None = None,
-                    load_in_4bit: bool = False, dtype: str | torch.dtype = "auto", trust_remote_code: bool = False,
-                    attn_implementation: str | None = None, device_map: Any = None,
-                    is_trainable: bool = False, allow_bin_weights: bool = False, **hub_kwargs: Any) -> tuple[Any, Any]:
+def load_pretrained(
+    name_or_path: str,
+    *,
+    family: str | None = None,
+    adapter: str | None = None,
+    load_in_4bit: bool = False,
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    device_map: Any = None,
+    is_trainable: bool = False,
+    allow_bin_weights: bool = False,
+    **hub_kwargs: Any,
+) -> tuple[Any, Any]:
     """(model, processor) for a hub id or local checkpoint, with an optional LoRA adapter on top.
 
     Weights load from safetensors only, unless `allow_bin_weights`: then a checkpoint without safetensors
@@ -145,10 +170,19 @@ def load_pretrained(name_or_path: str, *, family: str | None = None, adapter: st
     pickled object that is not a tensor (`mm-unidpo convert` writes a safetensors copy once instead)."""
     check_model_source(name_or_path)
     try:
-        return _load(name_or_path, family=family, adapter=adapter, load_in_4bit=load_in_4bit, dtype=dtype,
-                     trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
-                     device_map=device_map, is_trainable=is_trainable, allow_bin_weights=allow_bin_weights,
-                     **hub_kwargs)
+        return _load(
+            name_or_path,
+            family=family,
+            adapter=adapter,
+            load_in_4bit=load_in_4bit,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+            device_map=device_map,
+            is_trainable=is_trainable,
+            allow_bin_weights=allow_bin_weights,
+            **hub_kwargs,
+        )
     except ModelLoadError:
         raise
     except OSError as error:
@@ -156,21 +190,38 @@ def load_pretrained(name_or_path: str, *, family: str | None = None, adapter: st
     except Exception as error:
         if "weights_only" in str(error) or type(error).__name__ == "UnpicklingError":
             detail = _ANSI.sub("", str(error).splitlines()[0]).rstrip(". ")
-            raise ModelLoadError(f"{name_or_path}: refused to load PyTorch .bin weights that hold more than tensors "
-                                 f"(loading them would run code stored in the file): {detail}. Only use such a "
-                                 f"checkpoint if you trust where it came from, and convert it to safetensors in an "
-                                 f"isolated environment") from error
+            raise ModelLoadError(
+                f"{name_or_path}: refused to load PyTorch .bin weights that hold more than tensors "
+                f"(loading them would run code stored in the file): {detail}. Only use such a "
+                f"checkpoint if you trust where it came from, and convert it to safetensors in an "
+                f"isolated environment"
+            ) from error
         raise
 
 
-def _load(name_or_path: str, *, family: str | None, adapter: str | None, load_in_4bit: bool, dtype: Any,
-          trust_remote_code: bool, attn_implementation: str | None, device_map: Any, is_trainable: bool,
-          allow_bin_weights: bool, **hub_kwargs: Any) -> tuple[Any, Any]:
+def _load(
+    name_or_path: str,
+    *,
+    family: str | None,
+    adapter: str | None,
+    load_in_4bit: bool,
+    dtype: Any,
+    trust_remote_code: bool,
+    attn_implementation: str | None,
+    device_map: Any,
+    is_trainable: bool,
+    allow_bin_weights: bool,
+    **hub_kwargs: Any,
+) -> tuple[Any, Any]:
     family = family or detect_family(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     # use_safetensors=None: safetensors when present, else .bin, always with weights_only=True.
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
-                              "use_safetensors": None if allow_bin_weights else True, **hub_kwargs}
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": None if allow_bin_weights else True,
+        **hub_kwargs,
+    }
     if allow_bin_weights:
         kwargs["weights_only"] = True
     if attn_implementation:

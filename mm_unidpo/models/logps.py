@@ -5,8 +5,9 @@
 
 The family turns the batch into keyword arguments (splicing image features in where the model does not
 do it itself) and positions; the layout adds its masks; the head runs on the scored positions only:
-chunked from the final hidden states inside the head's own call (head.py), or, with ``head_chunk_size=None`` or a model that
-transforms its logits, the model's own head on the columns kept (``logits_to_keep``).
+chunked from the final hidden states inside the head's own call (head.py), or, with
+``head_chunk_size=None`` or a model that transforms its logits, the model's own head on the columns kept
+(``logits_to_keep``).
 """
 
 from __future__ import annotations
@@ -60,26 +61,45 @@ def forward_inputs(model: Any, batch: PairBatch, family: Family, options: Forwar
     positions = family.position_ids(model, batch, blocks)
     if positions is not None:
         inputs["position_ids"] = positions
-    inputs.update(LAYOUTS[batch.layout].attention_inputs(
-        model, blocks, device=batch.input_ids.device, packed_attention=family.spec.packed_attention and options.per_pair_attention,
-        attn_implementation=options.attn_implementation, compute_dtype=options.compute_dtype))
+    inputs.update(
+        LAYOUTS[batch.layout].attention_inputs(
+            model,
+            blocks,
+            device=batch.input_ids.device,
+            packed_attention=family.spec.packed_attention and options.per_pair_attention,
+            attn_implementation=options.attn_implementation,
+            compute_dtype=options.compute_dtype,
+        )
+    )
     return inputs, blocks
 
 
-def scored_logps(model: Any, inputs: dict[str, Any], rows: torch.Tensor, predictors: torch.Tensor,
-                 targets: torch.Tensor, family: Family, options: ForwardOptions, *, greedy: bool = False,
-                 log_sum_sq: bool = False) -> ScoredHead:
+def scored_logps(
+    model: Any,
+    inputs: dict[str, Any],
+    rows: torch.Tensor,
+    predictors: torch.Tensor,
+    targets: torch.Tensor,
+    family: Family,
+    options: ForwardOptions,
+    *,
+    greedy: bool = False,
+    log_sum_sq: bool = False,
+) -> ScoredHead:
     """log p(targets) from the model's output at (rows, predictors) on `inputs`; with `greedy`, also
     whether each target is the argmax token; with `log_sum_sq`, log Σ_v p(v)² at each position."""
     if options.head_chunk_size is not None and not keeps_its_head(model):
-        with scored_head(model, rows, predictors, targets, chunk_size=options.head_chunk_size, greedy=greedy,
-                         log_sum_sq=log_sum_sq) as out:
+        with scored_head(
+            model, rows, predictors, targets, chunk_size=options.head_chunk_size, greedy=greedy, log_sum_sq=log_sum_sq
+        ) as out:
             # What the model returns, not what the head computed: a wrapper may have hooked the head's output
             # into the backward (ZeRO-3 re-gathers the head's weight there).
             logps = model(**inputs, use_cache=False).logits
         if out.logps is None or logps.shape != out.logps.shape:
-            raise RuntimeError(f"{type(model).__name__} changed its LM head's output (shape {tuple(logps.shape)}): "
-                               f"use model.head_chunk_size: null")
+            raise RuntimeError(
+                f"{type(model).__name__} changed its LM head's output (shape {tuple(logps.shape)}): "
+                f"use model.head_chunk_size: null"
+            )
         return ScoredHead(logps, out.greedy, out.log_sum_sq)
     if family.spec.takes_logits_to_keep:
         keep, index = torch.unique(predictors, return_inverse=True)
@@ -87,12 +107,20 @@ def scored_logps(model: Any, inputs: dict[str, Any], rows: torch.Tensor, predict
     else:
         logits = model(**inputs, use_cache=False).logits[rows, predictors].float()
     logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
-    return ScoredHead(logps, logits.argmax(-1) == targets if greedy else None,
-                      log_sum_sq_probs(logits) if log_sum_sq else None)
+    return ScoredHead(
+        logps, logits.argmax(-1) == targets if greedy else None, log_sum_sq_probs(logits) if log_sum_sq else None
+    )
 
 
-def batch_logps(model: Any, batch: PairBatch, family: Family, options: ForwardOptions, *, greedy: bool = False,
-                log_sum_sq: bool = False) -> ItemSums:
+def batch_logps(
+    model: Any,
+    batch: PairBatch,
+    family: Family,
+    options: ForwardOptions,
+    *,
+    greedy: bool = False,
+    log_sum_sq: bool = False,
+) -> ItemSums:
     """(items, slots) sums of response log-probs, token counts and the LD-DPO shared sums; with `greedy`
     whether every token of each response is the greedy one; with `log_sum_sq` WPO's Σ log Σ_v p(v)²."""
     inputs, blocks = forward_inputs(model, batch, family, options)
@@ -100,8 +128,9 @@ def batch_logps(model: Any, batch: PairBatch, family: Family, options: ForwardOp
     source = batch.blocks.scored(device)  # token ids where the batch holds them
     scored = blocks.scored(device) if blocks is not batch.blocks else source  # positions in the model's rows
     targets = batch.input_ids[source.rows, source.columns]
-    out = scored_logps(model, inputs, scored.rows, scored.predictors, targets, family, options, greedy=greedy,
-                       log_sum_sq=log_sum_sq)
+    out = scored_logps(
+        model, inputs, scored.rows, scored.predictors, targets, family, options, greedy=greedy, log_sum_sq=log_sum_sq
+    )
     assert out.logps is not None
     sums, counts = scored.sums(out.logps)
     result = ItemSums(sums, counts, scored.shared_sums(out.logps, counts))

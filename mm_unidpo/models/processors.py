@@ -30,7 +30,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 __all__ = ["load_processor_without_video", "processor_without_video", "qwen_vl_processor_without_video"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _without_video_class(processor_cls: type) -> type:
     base_attributes = processor_cls.get_attributes()  # type: ignore[attr-defined]
     if "video_processor" not in base_attributes:
@@ -39,7 +39,7 @@ def _without_video_class(processor_cls: type) -> type:
     def get_attributes(cls):
         return [a for a in base_attributes if a != "video_processor"]
 
-    def __call__(self, *args, videos=None, **kwargs):  # noqa: N807
+    def __call__(self, *args, videos=None, **kwargs):
         if videos is not None:
             raise ValueError(f"{type(self).__name__} was built without a video processor (needs torchvision)")
         return processor_cls.__call__(self, *args, **kwargs)
@@ -57,8 +57,9 @@ def _without_video_class(processor_cls: type) -> type:
     )
 
 
-def processor_without_video(processor_cls: type, *, image_processor: Any, tokenizer: Any,
-                            chat_template: str | None = None, **kwargs: Any):
+def processor_without_video(
+    processor_cls: type, *, image_processor: Any, tokenizer: Any, chat_template: str | None = None, **kwargs: Any
+):
     """Instantiate ``processor_cls`` (e.g. ``Qwen2VLProcessor``) with no video processor.
 
     The returned object is an instance of ``processor_cls``.  Classes without a
@@ -113,5 +114,6 @@ def load_processor_without_video(pretrained: str | os.PathLike, processor_cls: t
     image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
     init_args = set(inspect.signature(processor_cls).parameters)
     options = {k: v for k, v in options.items() if k in init_args and not k.endswith("processor") and k != "tokenizer"}
-    return processor_without_video(processor_cls, image_processor=image_processor, tokenizer=tokenizer,
-                                   chat_template=chat_template, **options)
+    return processor_without_video(
+        processor_cls, image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **options
+    )

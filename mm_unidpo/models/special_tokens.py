@@ -21,8 +21,9 @@ def special_token_texts(tokenizer: Any) -> list[str]:
     return sorted((t for t in texts if t), key=len, reverse=True)
 
 
-def ids_with_plain_content(tokenizer: Any, text: str, content: str, special_texts: list[str],
-                           record: PreferenceRecord | None) -> list[int]:
+def ids_with_plain_content(
+    tokenizer: Any, text: str, content: str, special_texts: list[str], record: PreferenceRecord | None
+) -> list[int]:
     """`text` tokenized with the special tokens of `content` (a span of it) split into plain text."""
     start, span = text.find(content), content
     if start < 0:
@@ -30,10 +31,13 @@ def ids_with_plain_content(tokenizer: Any, text: str, content: str, special_text
         start = text.find(span) if span else -1
     if start < 0:
         special = next(t for t in special_texts if t in content)
-        raise BadRecordError(record, "template_mismatch",
-                             f"the response contains the text of the special token {special!r}, and the chat "
-                             f"template does not write the response verbatim, so it cannot be encoded as text")
-    before, after = text[:start], text[start + len(span):]
+        raise BadRecordError(
+            record,
+            "template_mismatch",
+            f"the response contains the text of the special token {special!r}, and the chat "
+            f"template does not write the response verbatim, so it cannot be encoded as text",
+        )
+    before, after = text[:start], text[start + len(span) :]
 
     def encode(piece: str, split: bool) -> list[int]:
         return tokenizer(piece, add_special_tokens=False, split_special_tokens=split)["input_ids"] if piece else []

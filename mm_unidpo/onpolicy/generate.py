@@ -81,7 +81,7 @@ class HFSampler:
 
         c, adapter = self.config, self.adapter
         texts = [self.render(r) for r in records]
-        images = [load_record_images(r) for r in records]  # type: ignore[arg-type]  # a PromptRecord has the fields used
+        images = [load_record_images(r) for r in records]
         settings: dict[str, Any] = {"max_new_tokens": c.max_new_tokens, "num_return_sequences": c.n}
         if c.temperature > 0:
             settings.update(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=0)
@@ -97,7 +97,7 @@ class HFSampler:
         finally:
             self.model.train(was_training)
         ids = out if isinstance(out, torch.Tensor) else out.sequences
-        logps = _token_logps(out.logits, ids) if c.logprobs else None  # type: ignore[attr-defined]  # a ModelOutput
+        logps = _token_logps(out.logits, ids) if c.logprobs else None
         rows = [self._sample(ids[k].tolist(), None if logps is None else logps[k].tolist()) for k in range(len(ids))]
         return [rows[i * c.n : (i + 1) * c.n] for i in range(len(records))]
 
@@ -182,7 +182,7 @@ class VLLMSampler:
         bos = self.adapter.tokenizer.bos_token
         if bos and text.startswith(bos):  # vLLM tokenizes the text with special tokens: BOS comes back
             text = text[len(bos) :]
-        images = load_record_images(record)  # type: ignore[arg-type]  # a PromptRecord has the fields used
+        images = load_record_images(record)
         return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:

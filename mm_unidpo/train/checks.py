@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainingArguments
 
 from mm_unidpo.data import FORMATS
-from mm_unidpo.data.records import FLOAT32_MAX
 from mm_unidpo.losses import build_loss
 from mm_unidpo.models import FAMILIES
 from mm_unidpo.yaml_config import ConfigError, check_types

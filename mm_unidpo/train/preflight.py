@@ -19,7 +19,6 @@ nothing it has seen. With `workers` the pass runs in `torch.utils.data.DataLoade
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os

@@ -34,8 +34,10 @@ def check_sync(reference: Any, needs_reference: bool, loss_name: str) -> str | N
     if not needs_reference:
         return f"reference.sync_ref_model: loss {loss_name!r} reads no reference, so there is none to move"
     if reference.precompute:
-        return ("reference.sync_ref_model moves the reference during training: the precomputed reference "
-                "(reference.precompute) cannot follow it; turn one of them off")
+        return (
+            "reference.sync_ref_model moves the reference during training: the precomputed reference "
+            "(reference.precompute) cannot follow it; turn one of them off"
+        )
     if not 0 < reference.ref_model_mixup_alpha <= 1:
         return f"reference.ref_model_mixup_alpha must be in (0, 1], got {reference.ref_model_mixup_alpha}"
     if reference.ref_model_sync_steps < 1:
@@ -60,8 +62,7 @@ class ReferenceSync(TrainerCallback):
     @torch.no_grad()
     def mix(self) -> None:
         for name, p in self.trained.items():
-            self.reference[name].mul_(1 - self.alpha).add_(p.detach().to(self.reference[name].dtype),
-                                                          alpha=self.alpha)
+            self.reference[name].mul_(1 - self.alpha).add_(p.detach().to(self.reference[name].dtype), alpha=self.alpha)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:
@@ -90,13 +91,17 @@ class ReferenceSync(TrainerCallback):
     def load(self, directory: str) -> None:
         path = os.path.join(directory, FILE)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: the checkpoint was written without reference.sync_ref_model, "
-                                    f"so the moved reference cannot be restored")
+            raise FileNotFoundError(
+                f"{path} is missing: the checkpoint was written without reference.sync_ref_model, "
+                f"so the moved reference cannot be restored"
+            )
         saved = load_file(path)
         missing = sorted(set(self.reference) - set(saved))
         if missing:
-            raise ValueError(f"{path} lacks {len(missing)} reference tensors (e.g. {missing[0]}): another model "
-                             f"or LoRA setup wrote it")
+            raise ValueError(
+                f"{path} lacks {len(missing)} reference tensors (e.g. {missing[0]}): another model "
+                f"or LoRA setup wrote it"
+            )
         with torch.no_grad():
             for name, tensor in self.reference.items():
                 tensor.copy_(saved[name])

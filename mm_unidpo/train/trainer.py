@@ -10,6 +10,7 @@ order, DDP / FSDP / DeepSpeed through accelerate, report_to — is the Trainer's
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from contextlib import nullcontext
 from functools import partial
@@ -123,6 +124,7 @@ class PreferenceTrainer(Trainer):
                     "reference.sync_ref_model works with DDP or one process and a live reference only "
                     "(not FSDP, DeepSpeed or a precomputed reference)"
                 )
+            assert isinstance(self.model, torch.nn.Module)
             self.reference_sync = ReferenceSync(self.model, self.reference_model, *ref_model_sync)
             self.add_callback(self.reference_sync)
 
@@ -263,7 +265,8 @@ class PreferenceTrainer(Trainer):
         """On resume: the loss's running state back from the checkpoint (whatever
         `restore_callback_states_from_checkpoint` says: the state is the objective's, not a callback's)."""
         super()._load_callback_state()
-        saved = self.state.stateful_callbacks.get(LossStateCallback.__name__)
+        states: Any = self.state.stateful_callbacks or {}  # a dict after a save (the Trainer types it loosely)
+        saved = states.get(LossStateCallback.__name__)
         if isinstance(saved, dict) and saved.get("attributes", {}).get("saved"):
             self.loss.load_state_dict(saved["attributes"]["saved"])
         for callback in self.callback_handler.callbacks:  # a restored callback must point at our loss

@@ -16,21 +16,31 @@ from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
 
-FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
-    Llava,
-    LlavaNext,
-    LlavaOnevision,
-    Qwen2VL,
-    Qwen2_5_VL,
-    Qwen3VL,
-    LlavaOrig,
-    CausalLM,
-)}
+FAMILIES: dict[str, type[Family]] = {
+    family.spec.name: family
+    for family in (
+        Llava,
+        LlavaNext,
+        LlavaOnevision,
+        Qwen2VL,
+        Qwen2_5_VL,
+        Qwen3VL,
+        LlavaOrig,
+        CausalLM,
+    )
+}
 
 FALLBACK = CausalLM
 
-__all__ = ["FAMILIES", "Family", "FamilySpec", "family_for_model", "family_for_model_type", "vision_module_names",
-           "projector_module_names"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "FamilySpec",
+    "family_for_model",
+    "family_for_model_type",
+    "projector_module_names",
+    "vision_module_names",
+]
 
 
 def family_for_model_type(model_type: str | None) -> type[Family]:
@@ -43,8 +53,9 @@ def family_for_model(model: Any) -> type[Family]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     family = family_for_model_type(model_type)
     if family is FALLBACK and not FALLBACK.accepts(model):
-        raise ValueError(f"no adapter for {type(model).__name__} (model_type={model_type!r}); "
-                         f"known families: {', '.join(FAMILIES)}")
+        raise ValueError(
+            f"no adapter for {type(model).__name__} (model_type={model_type!r}); known families: {', '.join(FAMILIES)}"
+        )
     return family
 
 

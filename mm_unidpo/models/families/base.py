@@ -18,8 +18,9 @@ else in the package knows a family by name.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -28,7 +29,6 @@ from mm_unidpo.data.records import IMAGE_PLACEHOLDER, BadRecordError, Message, P
 from ..layouts.blocks import Blocks, PairBatch
 from ..special_tokens import ids_with_plain_content, special_token_texts
 from ..utils import to_model_inputs
-
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,10 @@ class Family:
         self.end_token_ids = _end_token_ids(model, self.tokenizer)
         config = getattr(model, "config", None)
         # A response must not hold the token the model replaces with image / video features.
-        ids = {getattr(config, k, None) for k in ("image_token_id", "image_token_index", "video_token_id",
-                                                  "video_token_index")}
+        ids = {
+            getattr(config, k, None)
+            for k in ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+        }
         self.media_token_ids = {i for i in ids if isinstance(i, int)}
 
     # ---- rendering -------------------------------------------------------------------------------
@@ -93,7 +95,7 @@ class Family:
         if response is None:
             return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         turn = {"role": "assistant", "content": [{"type": "text", "text": response}]}
-        return owner.apply_chat_template(messages + [turn], tokenize=False, add_generation_prompt=False)
+        return owner.apply_chat_template([*messages, turn], tokenize=False, add_generation_prompt=False)
 
     def needs_special_tokens(self, text: str) -> bool:
         # As transformers' apply_chat_template: a template that writes BOS itself gets none added.
@@ -110,12 +112,16 @@ class Family:
     def tokenize_prompt(self, text: str, images: list, record: Any) -> tuple[list[int], dict, dict]:
         """Token ids of the rendered prompt (image tokens expanded), vision tensors, per-token extras."""
         kwargs = {"images": self.processor_images([images])} if images else {}
-        out = self.processor(text=[text], return_tensors="pt", add_special_tokens=self.needs_special_tokens(text),
-                             **kwargs)
+        out = self.processor(
+            text=[text], return_tensors="pt", add_special_tokens=self.needs_special_tokens(text), **kwargs
+        )
         ids = out["input_ids"][0].tolist()
         extras = {k: out[k][0].tolist() for k in self.spec.token_extra_keys if k in out}
-        vision = {k: v for k, v in out.items()
-                  if k not in ("input_ids", "attention_mask", *self.spec.token_extra_keys) and isinstance(v, torch.Tensor)}
+        vision = {
+            k: v
+            for k, v in out.items()
+            if k not in ("input_ids", "attention_mask", *self.spec.token_extra_keys) and isinstance(v, torch.Tensor)
+        }
         return ids, vision, extras
 
     def prompt_positions(self, prompt_ids: list[int]) -> int:
@@ -126,8 +132,9 @@ class Family:
         """What a prompt's length includes, for messages."""
         return "images included"
 
-    def response_ids(self, prompt_text: str, prompt_ids: list[int], text: str, content: str | None,
-                     record: PreferenceRecord | None) -> list[int]:
+    def response_ids(
+        self, prompt_text: str, prompt_ids: list[int], text: str, content: str | None, record: PreferenceRecord | None
+    ) -> list[int]:
         """Token ids of a rendered response `text` (the user's `content` as the template writes it, plus
         the template's end of turn), ending with an end token.
 
@@ -141,16 +148,19 @@ class Family:
         return self.ended(ids)
 
     def ended(self, ids: list[int]) -> list[int]:
-        return ids if ids and ids[-1] in self.end_token_ids else ids + [self.tokenizer.eos_token_id]
+        return ids if ids and ids[-1] in self.end_token_ids else [*ids, self.tokenizer.eos_token_id]
 
     def check_response(self, name: str, content: str, record: Any) -> None:
         """A response holding the text of the model's image/video token is a bad record (it would be an
         image slot), even though other special-token text in a response is encoded as plain text."""
         found = [t for t in self.media_token_texts if t in content]
         if found:
-            raise BadRecordError(record, "placeholder_mismatch",
-                                 f"the {name} response contains the model's image/video token {found[0]!r}, which "
-                                 f"the model would take for an image slot")
+            raise BadRecordError(
+                record,
+                "placeholder_mismatch",
+                f"the {name} response contains the model's image/video token {found[0]!r}, which "
+                f"the model would take for an image slot",
+            )
 
     @functools.cached_property
     def media_token_texts(self) -> list[str]:
@@ -185,13 +195,20 @@ class Family:
     def generate_inputs(self, prompts: list[str], images: list[list[Any]]) -> dict[str, Any]:
         """`model.generate` inputs for rendered prompts, left-padded (each row continues from its own end)."""
         extra = {"images": self.processor_images(images)} if any(images) else {}
-        inputs = self.processor(text=prompts, padding=True, padding_side="left", return_tensors="pt",
-                                add_special_tokens=self.needs_special_tokens(prompts[0]), **extra)
+        inputs = self.processor(
+            text=prompts,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            add_special_tokens=self.needs_special_tokens(prompts[0]),
+            **extra,
+        )
         return dict(inputs)
 
     @torch.no_grad()
-    def generate(self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None,
-                 **settings: Any) -> Any:
+    def generate(
+        self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None, **settings: Any
+    ) -> Any:
         """New token ids continuing each rendered prompt (`images`: one list of PIL images per prompt),
         ``num_return_sequences`` rows per prompt, padded after the end token; `settings` go to
         ``model.generate`` (with ``return_dict_in_generate=True`` its output object comes back,

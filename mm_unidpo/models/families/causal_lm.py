@@ -13,9 +13,14 @@ from .base import Family, FamilySpec
 
 
 class CausalLM(Family):
-    spec = FamilySpec("causal_lm", model_types=(), auto_class="AutoModelForCausalLM",
-                      processor_class="AutoTokenizer", vision_modules=(),
-                      projector_modules=())
+    spec = FamilySpec(
+        "causal_lm",
+        model_types=(),
+        auto_class="AutoModelForCausalLM",
+        processor_class="AutoTokenizer",
+        vision_modules=(),
+        projector_modules=(),
+    )
 
     @staticmethod
     def accepts(model: Any) -> bool:
@@ -33,15 +38,25 @@ class CausalLM(Family):
 
     def tokenize_prompt(self, text: str, images: list, record: Any) -> tuple[list[int], dict, dict]:
         if images:
-            raise BadRecordError(record, "images_for_text_model",
-                                 f"{len(images)} image(s) given but {self.spec.name} is a text-only model")
+            raise BadRecordError(
+                record,
+                "images_for_text_model",
+                f"{len(images)} image(s) given but {self.spec.name} is a text-only model",
+            )
         return self.tokenizer(text, add_special_tokens=self.needs_special_tokens(text))["input_ids"], {}, {}
 
     def generate_inputs(self, prompts: list[str], images: list[list[Any]]) -> dict[str, Any]:
         if any(images):
             raise ValueError(f"{sum(map(len, images))} image(s) given to the text-only model family causal_lm")
-        return dict(self.tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt",
-                                   add_special_tokens=self.needs_special_tokens(prompts[0])))
+        return dict(
+            self.tokenizer(
+                prompts,
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+                add_special_tokens=self.needs_special_tokens(prompts[0]),
+            )
+        )
 
 
 def _text(content: Any) -> str:

@@ -26,8 +26,11 @@ class LlavaNext(Family):
         if not tiles:
             return {}
         most = max(t.shape[1] for t in tiles)
-        out = {"pixel_values": torch.cat([torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 0, 0, most - t.shape[1]))
-                                          for t in tiles])}
+        out = {
+            "pixel_values": torch.cat(
+                [torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 0, 0, most - t.shape[1])) for t in tiles]
+            )
+        }
         # image_sizes (one row per image) and batch_num_images (one entry per sequence) follow the blocks.
         for key in ("image_sizes", "batch_num_images"):
             parts = [v[key] for v in per_block if key in v]

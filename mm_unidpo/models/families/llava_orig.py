@@ -47,15 +47,20 @@ from ..utils import to_model_inputs, unwrap_model
 from .base import Family, FamilySpec
 from .llava_orig_processor import DEFAULT_CONV_MODE, load_llava_orig, num_image_tokens
 
-
 logger = logging.getLogger(__name__)
 
 
 class LlavaOrig(Family):
-    spec = FamilySpec("llava_orig", model_types=("llava_llama",), loader=load_llava_orig,
-                      vision_modules=("vision_tower",), projector_modules=("mm_projector",),
-                      layouts=("plain", "packed"), packed_attention=False,  # its forward takes no extra keywords
-                      takes_logits_to_keep=False)
+    spec = FamilySpec(
+        "llava_orig",
+        model_types=("llava_llama",),
+        loader=load_llava_orig,
+        vision_modules=("vision_tower",),
+        projector_modules=("mm_projector",),
+        layouts=("plain", "packed"),
+        packed_attention=False,  # its forward takes no extra keywords
+        takes_logits_to_keep=False,
+    )
 
     def __init__(self, model: Any, processor: Any, *, conv_mode: str | None = None, max_length: int | None = None):
         super().__init__(model, processor)
@@ -73,21 +78,29 @@ class LlavaOrig(Family):
             raise NotImplementedError(
                 f"llava_orig supports LLaVA-1.5 style checkpoints (image_aspect_ratio 'pad'/'square', "
                 f"mm_patch_merge_type 'flat'); this one has {aspect!r} / {merge!r} (LLaVA-1.6 anyres), whose "
-                f"image token count varies per image. Use its llava-hf conversion with the llava_next family.")
+                f"image token count varies per image. Use its llava-hf conversion with the llava_next family."
+            )
         self.image_token_index = getattr(processor, "image_token_index", llava_image_index)
         self.num_image_tokens = num_image_tokens(model)
         given = getattr(processor, "num_image_tokens", None)
         if given is not None and given != self.num_image_tokens:
-            raise ValueError(f"the processor says {given} tokens per image but the model's vision tower makes "
-                             f"{self.num_image_tokens}")
+            raise ValueError(
+                f"the processor says {given} tokens per image but the model's vision tower makes "
+                f"{self.num_image_tokens}"
+            )
         self.use_im_start_end = bool(getattr(config, "mm_use_im_start_end", False))
         self.max_positions = getattr(config, "tokenizer_model_max_length", None)
 
     def max_length(self, wanted: int) -> int:
         """LLaVA cuts a spliced sequence at tokenizer_model_max_length: no longer sequences."""
         if self.max_positions is not None and wanted > self.max_positions:
-            logger.warning("llava_orig: max_length %d is above the model's tokenizer_model_max_length %d, at which "
-                           "LLaVA cuts the spliced sequence; using %d", wanted, self.max_positions, self.max_positions)
+            logger.warning(
+                "llava_orig: max_length %d is above the model's tokenizer_model_max_length %d, at which "
+                "LLaVA cuts the spliced sequence; using %d",
+                wanted,
+                self.max_positions,
+                self.max_positions,
+            )
             return int(self.max_positions)
         return wanted
 
@@ -104,10 +117,13 @@ class LlavaOrig(Family):
         for i, m in enumerate(turns):
             expected = "user" if i % 2 == 0 else "assistant"
             if m["role"] != expected:
-                raise BadRecordError(record, "bad_prompt",
-                                     f"message {i + len(out) - len(turns)} has role {m['role']!r} where the LLaVA "
-                                     f"conversation expects {expected!r} (an optional system message, then user and "
-                                     f"assistant turns alternating, ending with a user turn)")
+                raise BadRecordError(
+                    record,
+                    "bad_prompt",
+                    f"message {i + len(out) - len(turns)} has role {m['role']!r} where the LLaVA "
+                    f"conversation expects {expected!r} (an optional system message, then user and "
+                    f"assistant turns alternating, ending with a user turn)",
+                )
         if not turns or turns[-1]["role"] != "user":
             raise BadRecordError(record, "bad_prompt", "the prompt must end with a user turn")
         return out
@@ -120,7 +136,9 @@ class LlavaOrig(Family):
         for m in messages:
             text = m["content"] if isinstance(m["content"], str) else _content_text(m["content"])
             if self.use_im_start_end:
-                text = text.replace(IMAGE_PLACEHOLDER, DEFAULT_IM_START_TOKEN + IMAGE_PLACEHOLDER + DEFAULT_IM_END_TOKEN)
+                text = text.replace(
+                    IMAGE_PLACEHOLDER, DEFAULT_IM_START_TOKEN + IMAGE_PLACEHOLDER + DEFAULT_IM_END_TOKEN
+                )
             if m["role"] == "system":
                 conv.system = text
             else:
@@ -130,9 +148,11 @@ class LlavaOrig(Family):
 
     def check_response(self, name: str, content: str, record: Any) -> None:
         if IMAGE_PLACEHOLDER in content:
-            raise BadRecordError(record, "placeholder_mismatch",
-                                 f"the {name} response contains {IMAGE_PLACEHOLDER!r}, which LLaVA would replace "
-                                 f"with image features")
+            raise BadRecordError(
+                record,
+                "placeholder_mismatch",
+                f"the {name} response contains {IMAGE_PLACEHOLDER!r}, which LLaVA would replace with image features",
+            )
 
     # ---- tokenizing -------------------------------------------------------------------------------
 
@@ -154,8 +174,9 @@ class LlavaOrig(Family):
         """Every ``<image>`` id counted as the features it becomes."""
         return len(prompt_ids) + prompt_ids.count(self.image_token_index) * (self.num_image_tokens - 1)
 
-    def response_ids(self, prompt_text: str, prompt_ids: list[int], text: str, content: str | None,
-                     record: PreferenceRecord | None) -> list[int]:
+    def response_ids(
+        self, prompt_text: str, prompt_ids: list[int], text: str, content: str | None, record: PreferenceRecord | None
+    ) -> list[int]:
         """The response's tokens as LLaVA's training tokenizes them: the whole conversation at once, minus the
         prompt's tokens (the response alone if the prompt is not a token prefix). A response holding
         special-token text ("</s>") is tokenized alone, that text as plain text (the default hook)."""
@@ -164,8 +185,8 @@ class LlavaOrig(Family):
         from llava.mm_utils import tokenizer_image_token  # optional: see __init__
 
         full = tokenizer_image_token(prompt_text + text, self.tokenizer, self.image_token_index)
-        if full[:len(prompt_ids)] == prompt_ids:
-            return self.ended(list(full[len(prompt_ids):]))
+        if full[: len(prompt_ids)] == prompt_ids:
+            return self.ended(list(full[len(prompt_ids) :]))
         return self.ended(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def what_counts(self, prompt_ids: list[int]) -> str:
@@ -179,8 +200,10 @@ class LlavaOrig(Family):
         if not with_images:
             return {}
         shape = with_images[0]["images"].shape[1:]
-        dummy = {"images": torch.zeros((1, *shape), dtype=with_images[0]["images"].dtype),
-                 "image_sizes": torch.tensor([[shape[-1], shape[-2]]], dtype=torch.long)}
+        dummy = {
+            "images": torch.zeros((1, *shape), dtype=with_images[0]["images"].dtype),
+            "image_sizes": torch.tensor([[shape[-1], shape[-2]]], dtype=torch.long),
+        }
         rows = [v if "images" in v else dummy for v in per_block]
         return {k: torch.cat([v[k] for v in rows]) for k in ("images", "image_sizes")}
 
@@ -197,25 +220,31 @@ class LlavaOrig(Family):
             projector = base.get_model().mm_projector
             images = images.to(device=prompt_ids.device, dtype=next(projector.parameters()).dtype)
             _, _, spliced_mask, _, spliced, _ = base.prepare_inputs_labels_for_multimodal(
-                prompt_ids, None, prompt_mask, None, None, images, None)
+                prompt_ids, None, prompt_mask, None, None, images, None
+            )
             prompts = [spliced[i][spliced_mask[i].bool()] for i in range(prompt_ids.shape[0])]
         lengths = [x.shape[0] for x in prompts]
-        expected = [self.prompt_positions(prompt_ids[i][prompt_mask[i].bool()].tolist())
-                    for i in range(prompt_ids.shape[0])]
+        expected = [
+            self.prompt_positions(prompt_ids[i][prompt_mask[i].bool()].tolist()) for i in range(prompt_ids.shape[0])
+        ]
         if lengths != expected:
-            raise RuntimeError(f"LLaVA's splicing gave prompts of {lengths} positions, expected {expected}: "
-                               f"was a prompt cut at tokenizer_model_max_length?")
+            raise RuntimeError(
+                f"LLaVA's splicing gave prompts of {lengths} positions, expected {expected}: "
+                f"was a prompt cut at tokenizer_model_max_length?"
+            )
         blocks = batch.blocks.resized(lengths)
         inputs_embeds = prompts[0].new_zeros((blocks.num_rows, blocks.width, prompts[0].shape[-1]))
         for prompt, new, old in zip(prompts, blocks.blocks, batch.blocks.blocks):
-            inputs_embeds[new.row, new.offset:new.offset + new.prompt] = prompt
-            inputs_embeds[new.row, new.offset + new.prompt:new.end] = embed(
-                batch.input_ids[old.row, old.offset + old.prompt:old.end])
+            inputs_embeds[new.row, new.offset : new.offset + new.prompt] = prompt
+            inputs_embeds[new.row, new.offset + new.prompt : new.end] = embed(
+                batch.input_ids[old.row, old.offset + old.prompt : old.end]
+            )
         return {"input_ids": None, "inputs_embeds": inputs_embeds}, blocks
 
     @torch.no_grad()
-    def generate(self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None,
-                 **settings: Any) -> Any:
+    def generate(
+        self, model: Any, prompts: list[str], images: list[list[Any]], *, device: Any = None, **settings: Any
+    ) -> Any:
         """Through LLaVA's own ``generate(inputs, images, image_sizes)``, which splices the image features in
         and decodes from embeddings (so it returns the new tokens only). Rows without an image in a batch
         with images get LLaVA's zero dummy image (see module doc)."""
@@ -224,11 +253,16 @@ class LlavaOrig(Family):
         base = unwrap_model(model)
         if self.max_positions is not None and max(lengths) > self.max_positions:
             row = max(range(len(lengths)), key=lengths.__getitem__)
-            raise ValueError(f"prompt {row} takes {lengths[row]} positions with its image features and LLaVA cuts "
-                             f"at tokenizer_model_max_length={self.max_positions}: shorten it")
+            raise ValueError(
+                f"prompt {row} takes {lengths[row]} positions with its image features and LLaVA cuts "
+                f"at tokenizer_model_max_length={self.max_positions}: shorten it"
+            )
         input_ids, attention_mask = pad_rows([ids for ids, _, _ in per_row], self.pad_token_id, "left")
-        inputs: dict[str, Any] = {"inputs": input_ids, "attention_mask": attention_mask,
-                                  **self.stack_vision([vision for _, vision, _ in per_row])}
+        inputs: dict[str, Any] = {
+            "inputs": input_ids,
+            "attention_mask": attention_mask,
+            **self.stack_vision([vision for _, vision, _ in per_row]),
+        }
         inputs = to_model_inputs(inputs, model, device)
         if "image_sizes" in inputs:
             inputs["image_sizes"] = inputs["image_sizes"].tolist()
@@ -237,8 +271,9 @@ class LlavaOrig(Family):
         if settings.get("stop_strings"):
             # LLaVA's forward takes no **kwargs, and generate() hands `tokenizer` on to it: pass the
             # stop-string criterion built here instead.
-            criterion = StopStringCriteria(settings.pop("tokenizer", None) or self.tokenizer,
-                                           settings.pop("stop_strings"))
+            criterion = StopStringCriteria(
+                settings.pop("tokenizer", None) or self.tokenizer, settings.pop("stop_strings")
+            )
             settings["stopping_criteria"] = StoppingCriteriaList([*settings.get("stopping_criteria", []), criterion])
         with _padding_side(base.config, "left"), cache_keyword_compat(base):  # LLaVA re-pads spliced rows on this side
             return model.generate(**inputs, **settings)

@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 import torch
-
 from transformers import AutoTokenizer
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER
@@ -37,8 +36,14 @@ class LlavaOrigProcessor:
 
     image_token = IMAGE_PLACEHOLDER
 
-    def __init__(self, tokenizer: Any, image_processor: Any, model_config: Any, num_image_tokens: int,
-                 conv_mode: str = DEFAULT_CONV_MODE):
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_processor: Any,
+        model_config: Any,
+        num_image_tokens: int,
+        conv_mode: str = DEFAULT_CONV_MODE,
+    ):
         from llava.constants import IMAGE_TOKEN_INDEX as llava_index  # llava-torch: optional, imported on use
 
         self.tokenizer = tokenizer
@@ -49,8 +54,9 @@ class LlavaOrigProcessor:
         self.image_token_index = llava_index
         # Real LLaVA tokenizers have no chat template; name the conversation template instead, so that a
         # fingerprint of the processor's template still changes when the conversation format does.
-        self.chat_template = getattr(tokenizer, "chat_template", None) or \
-            f"llava.conversation.conv_templates[{conv_mode!r}]"
+        self.chat_template = (
+            getattr(tokenizer, "chat_template", None) or f"llava.conversation.conv_templates[{conv_mode!r}]"
+        )
 
     def apply_chat_template(self, messages, **kwargs):
         return self.tokenizer.apply_chat_template(messages, **kwargs)
@@ -72,7 +78,9 @@ class LlavaOrigProcessor:
         rows = [tokenizer_image_token(t, self.tokenizer, self.image_token_index) for t in texts]
         n_img = sum(t.count(self.image_token) for t in texts)
         if n_img != (len(images) if images is not None else 0):
-            raise ValueError(f"{n_img} {self.image_token} placeholders but {0 if images is None else len(images)} images")
+            raise ValueError(
+                f"{n_img} {self.image_token} placeholders but {0 if images is None else len(images)} images"
+            )
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -96,7 +104,9 @@ class LlavaOrigProcessor:
 _HUB_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies", "subfolder")
 
 
-def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **kwargs: Any) -> tuple[Any, LlavaOrigProcessor]:
+def load_llava_orig(
+    name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **kwargs: Any
+) -> tuple[Any, LlavaOrigProcessor]:
     """(model, processor) for an original LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b), as
     ``llava.model.builder.load_pretrained_model`` builds them: the tokenizer, ``LlavaLlamaForCausalLM``,
     the extra image tokens the config asks for, and the CLIP vision tower loaded by LLaVA's own
@@ -107,6 +117,7 @@ def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **
     """
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+
     kwargs.pop("trust_remote_code", None)
     hub = {k: kwargs[k] for k in _HUB_KEYS if k in kwargs}
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)
@@ -114,11 +125,13 @@ def load_llava_orig(name_or_path: str, *, conv_mode: str = DEFAULT_CONV_MODE, **
         model = LlavaLlamaForCausalLM.from_pretrained(name_or_path, **kwargs)
     except OSError as error:
         if kwargs.get("use_safetensors") and "safetensors" in str(error):
-            raise OSError(f"{name_or_path}: no safetensors weights ({error}). The original LLaVA checkpoints "
-                          f"(liuhaotian/llava-v1.5-*) ship PyTorch .bin files only: convert them once with "
-                          f"`mm-unidpo convert {name_or_path} --out DIR` (tensors only, nothing in the files runs) "
-                          f"and load DIR, or set model.allow_bin_weights: true to load the .bin files with "
-                          f"torch.load(weights_only=True)") from error
+            raise OSError(
+                f"{name_or_path}: no safetensors weights ({error}). The original LLaVA checkpoints "
+                f"(liuhaotian/llava-v1.5-*) ship PyTorch .bin files only: convert them once with "
+                f"`mm-unidpo convert {name_or_path} --out DIR` (tensors only, nothing in the files runs) "
+                f"and load DIR, or set model.allow_bin_weights: true to load the .bin files with "
+                f"torch.load(weights_only=True)"
+            ) from error
         raise
     config = model.config
     # As load_pretrained_model: the tokens the checkpoint was trained with (LLaVA-1.5: none).

@@ -9,9 +9,10 @@ declares the layouts that are exact for it (`FamilySpec.layouts`); the adapter p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from . import packed, plain, varlen
 from .blocks import CHOSEN, IGNORE_INDEX, PAD, PROMPT, REJECTED, Block, Blocks, PairBatch, ScoredPositions, pad_rows
@@ -30,5 +31,17 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in map(Layout.of, (plain, packed, varlen))}
 
-__all__ = ["CHOSEN", "IGNORE_INDEX", "LAYOUTS", "PAD", "PROMPT", "REJECTED", "Block", "Blocks", "Layout", "PairBatch",
-           "ScoredPositions", "pad_rows"]
+__all__ = [
+    "CHOSEN",
+    "IGNORE_INDEX",
+    "LAYOUTS",
+    "PAD",
+    "PROMPT",
+    "REJECTED",
+    "Block",
+    "Blocks",
+    "Layout",
+    "PairBatch",
+    "ScoredPositions",
+    "pad_rows",
+]

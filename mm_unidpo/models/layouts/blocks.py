@@ -62,8 +62,14 @@ class Blocks:
 
     @classmethod
     def build(cls, blocks: list[Block], num_items: int, num_slots: int, padding_side: str = "right") -> Blocks:
-        return cls(tuple(blocks), max((b.row for b in blocks), default=-1) + 1,
-                   max((b.end for b in blocks), default=0), num_items, num_slots, padding_side)
+        return cls(
+            tuple(blocks),
+            max((b.row for b in blocks), default=-1) + 1,
+            max((b.end for b in blocks), default=0),
+            num_items,
+            num_slots,
+            padding_side,
+        )
 
     @property
     def tokens(self) -> int:
@@ -86,37 +92,42 @@ class Blocks:
         """(rows, width): PAD, PROMPT, or 2 + k on response k of its block."""
         out = torch.full((self.num_rows, self.width), PAD, dtype=torch.long, device=device)
         for b in self.blocks:
-            out[b.row, b.offset:b.offset + b.prompt] = PROMPT
+            out[b.row, b.offset : b.offset + b.prompt] = PROMPT
             for k, (start, n) in enumerate(b.response_spans()):
-                out[b.row, start:start + n] = 2 + k
+                out[b.row, start : start + n] = 2 + k
         return out
 
     def block_ids(self, device: Any = None) -> torch.Tensor:
         """(rows, width): the block each column belongs to, -1 on padding."""
         out = torch.full((self.num_rows, self.width), -1, dtype=torch.long, device=device)
         for i, b in enumerate(self.blocks):
-            out[b.row, b.offset:b.end] = i
+            out[b.row, b.offset : b.end] = i
         return out
 
     def positions(self, device: Any = None) -> torch.Tensor:
         """Text positions: 0.. through each prompt, then every response continues from the prompt's end."""
         out = torch.zeros((self.num_rows, self.width), dtype=torch.long, device=device)
         for b in self.blocks:
-            out[b.row, b.offset:b.offset + b.prompt] = torch.arange(b.prompt, device=device)
+            out[b.row, b.offset : b.offset + b.prompt] = torch.arange(b.prompt, device=device)
             for start, n in b.response_spans():
-                out[b.row, start:start + n] = b.prompt + torch.arange(n, device=device)
+                out[b.row, start : start + n] = b.prompt + torch.arange(n, device=device)
         return out
 
     def scored(self, device: Any = None) -> ScoredPositions:
         """Every response token, block by block: its row, the column whose output predicts it (the last
         prompt column for a response's first token), its own column, its item and slot."""
-        rows, predictors, columns, items, slots, ranks = [], [], [], [], [], []
+        rows: list[int] = []
+        predictors: list[int] = []
+        columns: list[int] = []
+        items: list[int] = []
+        slots: list[int] = []
+        ranks: list[int] = []
         for b in self.blocks:
             for (start, n), slot in zip(b.response_spans(), b.slots):
                 cols = list(range(start, start + n))
                 rows += [b.row] * n
                 columns += cols
-                predictors += [b.offset + b.prompt - 1] + cols[:-1] if n else []
+                predictors += [b.offset + b.prompt - 1, *cols[:-1]] if n else []
                 items += [b.item] * n
                 slots += [slot] * n
                 ranks += range(n)
@@ -124,8 +135,9 @@ class Blocks:
         def t(x: list[int]) -> torch.Tensor:
             return torch.tensor(x, dtype=torch.long, device=device)
 
-        return ScoredPositions(t(rows), t(predictors), t(columns), t(items), t(slots), t(ranks), self.num_items,
-                               self.num_slots)
+        return ScoredPositions(
+            t(rows), t(predictors), t(columns), t(items), t(slots), t(ranks), self.num_items, self.num_slots
+        )
 
 
 @dataclass
@@ -205,7 +217,7 @@ class PairBatch:
         """Block i's PROMPT tokens or response 2 + k's tokens."""
         b = self.blocks.blocks[i]
         start, n = (b.offset, b.prompt) if segment == PROMPT else b.response_spans()[segment - 2]
-        return self.input_ids[b.row, start:start + n].tolist()
+        return self.input_ids[b.row, start : start + n].tolist()
 
     def pair_tokens(self, i: int, segment: int) -> list[int]:
         """Pair i's PROMPT, CHOSEN or REJECTED token ids, whatever the layout."""
@@ -223,10 +235,10 @@ class PairBatch:
         mask = torch.zeros_like(ids)
         extras = {k: torch.zeros_like(ids) for k in self.token_extras}
         for i, b in enumerate(blocks):
-            ids[i, width - b.prompt:] = self.input_ids[b.row, b.offset:b.offset + b.prompt]
-            mask[i, width - b.prompt:] = 1
+            ids[i, width - b.prompt :] = self.input_ids[b.row, b.offset : b.offset + b.prompt]
+            mask[i, width - b.prompt :] = 1
             for k, v in self.token_extras.items():
-                extras[k][i, width - b.prompt:] = v[b.row, b.offset:b.offset + b.prompt]
+                extras[k][i, width - b.prompt :] = v[b.row, b.offset : b.offset + b.prompt]
         return ids, mask, extras
 
     def to(self, device: torch.device | str) -> PairBatch:
@@ -234,13 +246,21 @@ class PairBatch:
             return x.to(device) if isinstance(x, torch.Tensor) else x
 
         return dataclasses.replace(
-            self, input_ids=move(self.input_ids), vision={k: move(v) for k, v in self.vision.items()},
+            self,
+            input_ids=move(self.input_ids),
+            vision={k: move(v) for k, v in self.vision.items()},
             token_extras={k: move(v) for k, v in self.token_extras.items()},
-            score_chosen=move(self.score_chosen), score_rejected=move(self.score_rejected))
+            score_chosen=move(self.score_chosen),
+            score_rejected=move(self.score_rejected),
+        )
 
 
-def fill_rows(blocks: Blocks, tokens: list[tuple[list[int], list[list[int]]]], pad_token_id: int,
-              extras: list[dict[str, list[int]]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def fill_rows(
+    blocks: Blocks,
+    tokens: list[tuple[list[int], list[list[int]]]],
+    pad_token_id: int,
+    extras: list[dict[str, list[int]]],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The (rows, width) ids of `blocks`, block i holding prompt `tokens[i][0]` and responses `tokens[i][1]`,
     and each per-prompt-token extra (zero elsewhere)."""
     input_ids = torch.full((blocks.num_rows, blocks.width), pad_token_id, dtype=torch.long)
@@ -248,9 +268,9 @@ def fill_rows(blocks: Blocks, tokens: list[tuple[list[int], list[list[int]]]], p
     out = {k: torch.zeros((blocks.num_rows, blocks.width), dtype=torch.long) for k in keys}
     for b, (prompt, responses), extra in zip(blocks.blocks, tokens, extras):
         ids = list(prompt) + [t for r in responses for t in r]
-        input_ids[b.row, b.offset:b.end] = torch.tensor(ids, dtype=torch.long)
+        input_ids[b.row, b.offset : b.end] = torch.tensor(ids, dtype=torch.long)
         for k in keys:
-            out[k][b.row, b.offset:b.offset + b.prompt] = torch.tensor(extra[k], dtype=torch.long)
+            out[k][b.row, b.offset : b.offset + b.prompt] = torch.tensor(extra[k], dtype=torch.long)
     return input_ids, out
 
 
@@ -263,6 +283,6 @@ def pad_rows(rows: list[list[int]], pad_value: int, side: str = "right") -> tupl
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         start = 0 if side == "right" else width - len(row)
-        ids[i, start:start + len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, start:start + len(row)] = 1
+        ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, start : start + len(row)] = 1
     return ids, mask

@@ -44,8 +44,16 @@ def plan(items: list[tuple[int, tuple[int, ...]]], *, max_row_tokens: int | None
     return Blocks.build(blocks, len(items), max((len(r) for _, r in items), default=1))
 
 
-def attention_inputs(model: Any, blocks: Blocks, *, device: Any, packed_attention: bool, attn_implementation: str,
-                     compute_dtype: torch.dtype, **_: Any) -> dict[str, Any]:
+def attention_inputs(
+    model: Any,
+    blocks: Blocks,
+    *,
+    device: Any,
+    packed_attention: bool,
+    attn_implementation: str,
+    compute_dtype: torch.dtype,
+    **_: Any,
+) -> dict[str, Any]:
     if packed_attention and use_packed_attention(model):  # per-pair attention blocks
         return {"attention_mask": packed_mask_placeholder(blocks, device), "packed_layout": blocks}
     if attn_implementation in ("sdpa", PACKED_ATTENTION):  # a dense boolean mask, whatever the autocast dtype
