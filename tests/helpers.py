@@ -52,14 +52,14 @@ def logps(adapter, model, records):
         return adapter.sequence_logps(model, adapter.collate(records))
 
 
-def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
+def naive_logp(family: str, model, encoded, response_ids: list[int], *, differentiable: bool = False):
     """log p(response | prompt, images) for ONE example (an encoded pair or prompt): unpadded forward,
-    hand-written gather."""
+    hand-written gather. A float, or with `differentiable` a float64 tensor with its graph (for gradients)."""
     prompt_ids = encoded.prompt_ids if hasattr(encoded, "prompt_ids") else encoded.ids
     ids = prompt_ids + list(response_ids)
     input_ids = torch.tensor([ids])
     shift = 0  # extra positions before the response (llava_orig's spliced image features)
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable):
         if family == "llava_orig":
             if encoded.vision:
                 images = encoded.vision["images"]
@@ -80,8 +80,8 @@ def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
     start = len(prompt_ids) + shift  # position of the first response token
     total = 0.0
     for j, token in enumerate(response_ids):
-        total += float(logp[start + j - 1, token])  # logits at t predict token t + 1
-    return total
+        total = total + logp[start + j - 1, token]  # logits at t predict token t + 1
+    return total if differentiable else float(total)
 
 
 def packed_and_plain_training_curves(tmp_path: Path, model_dir: Path, *, loss: str,

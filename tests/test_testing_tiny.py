@@ -23,6 +23,7 @@ EXPECTED_TOKENS = {
     "llava": (16, 16, 16), "llava_orig": (16, 16, 16),
     "llava_next": (36, 44, 36), "llava_onevision": (36, 44, 36),
     "qwen2_vl": (16, 12, 16), "qwen2_5_vl": (16, 12, 16), "qwen3_vl": (16, 12, 16),
+    "gemma3": (4, 4, 4),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}
@@ -177,7 +178,7 @@ def test_image_token_count_mismatch_is_detected(family):
     text = processor.apply_chat_template([_user("Describe the photo.")], tokenize=False, add_generation_prompt=True)
     batch = dict(_encode(family, processor, [text], [[img]]))
     pos = int((batch["input_ids"][0] == model.config.image_token_id).nonzero()[0])
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
         if key in batch:
             batch[key] = torch.cat([batch[key][:, :pos], batch[key][:, pos + 1:]], dim=1)
     with pytest.raises(ValueError, match="(?i)tokens"):

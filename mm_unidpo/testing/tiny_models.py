@@ -21,6 +21,7 @@ qwen2_vl           Qwen2VLForConditionalGeneration (patch 14)  Qwen2VLProcessor 
 qwen2_5_vl         Qwen2_5_VLForConditionalGeneration          Qwen2_5_VLProcessor [*]         4..16
 qwen3_vl           Qwen3VLForConditionalGeneration (patch 16)  Qwen3VLProcessor [*]            4..16 (128x128 max)
 llava_orig         llava.model.LlavaLlamaForCausalLM           llava_orig.LlavaOrigProcessor   1 id (-200) -> 16
+gemma3             Gemma3ForConditionalGeneration (SigLIP)     Gemma3Processor                 4 (+ boi/eoi, "\n\n")
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -44,7 +45,8 @@ from .tokenizer import tiny_tokenizer
 
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
-FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
+FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
+            "gemma3")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -118,7 +120,7 @@ def tiny(family: str, seed: int = 0, **overrides: Any):
         return tiny_llava_orig(seed=seed, attn=attn, padding_side=padding_side, text_kwargs=_text_kwargs,
                                clip_vision=_clip_vision, overrides=ov)
     builder = {"causal_lm": _causal_lm, "llava": _llava, "llava_next": _llava_next,
-               "llava_onevision": _llava_onevision}.get(family, _qwen_vl)
+               "llava_onevision": _llava_onevision, "gemma3": _gemma3}.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
 
 
@@ -242,3 +244,45 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     processor = processor_without_video(proc_cls, image_processor=image_processor, tokenizer=tok)
     return _finish(model_cls, config, ov, seed, attn), processor
+
+
+def _siglip_vision(ov: dict[str, Any]):
+    from transformers import SiglipVisionConfig
+
+    kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+              image_size=CLIP_IMAGE, patch_size=CLIP_PATCH)
+    kw.update(ov.pop("vision_config", {}))
+    return SiglipVisionConfig(**kw)
+
+
+GEMMA3_SLIDING_WINDOW = 16  # shorter than every test sequence: the sliding layer's window is exercised
+
+
+def _gemma3(family, seed, attn, padding_side, ov):
+    """Gemma-3: layer 0 a sliding-window layer (window 16), layer 1 global; 4 image tokens per image
+    (SigLIP 4x4 patches average-pooled 2x2), bidirectional among an image's tokens (``token_type_ids``)."""
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil,
+                              Gemma3Processor, Gemma3TextConfig)
+
+    tok = tiny_tokenizer("gemma3", padding_side=padding_side)
+    vision = _siglip_vision(ov)
+    text = _text_kwargs(tok, ov)
+    text.setdefault("head_dim", text["hidden_size"] // text["num_attention_heads"])
+    text.setdefault("query_pre_attn_scalar", text["head_dim"])
+    text.setdefault("sliding_window", GEMMA3_SLIDING_WINDOW)
+    text.setdefault("layer_types", ["sliding_attention", "full_attention"] * (text["num_hidden_layers"] // 2)
+                    + ["sliding_attention"] * (text["num_hidden_layers"] % 2))
+    n_tokens = 4
+    config = Gemma3Config(text_config=Gemma3TextConfig(**text), vision_config=vision, mm_tokens_per_image=n_tokens,
+                          boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
+                          image_token_index=tok.image_token_id, tie_word_embeddings=False)
+    image_processor = Gemma3ImageProcessorPil(size={"height": vision.image_size, "width": vision.image_size},
+                                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template,
+                                image_seq_length=n_tokens)
+    model = _finish(Gemma3ForConditionalGeneration, config, ov, seed, attn)
+    # transformers initialises the projection to zeros (the images would not matter): random, from the seed
+    with torch.no_grad():
+        weight = model.model.multi_modal_projector.mm_input_projection_weight
+        weight.normal_(std=weight.shape[0] ** -0.5, generator=torch.Generator().manual_seed(seed))
+    return model, processor

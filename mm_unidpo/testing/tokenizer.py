@@ -18,6 +18,10 @@ style               modelled on
                     ``<|vision_start|><|image_pad|><|vision_end|>``)
 ``qwen3_vl``        Qwen3-VL-Instruct (as ``qwen2_vl`` without default system)
 ``vicuna``          original LLaVA-1.5 ``conv_vicuna_v1`` (``USER: ... ASSISTANT: ...</s>``)
+``gemma3``          google/gemma-3-*-it (``<start_of_turn>user\n...<end_of_turn>``, turn
+                    "model", the system prompt folded into the first user turn,
+                    ``<start_of_image>`` per image; ``<bos>`` added by the tokenizer
+                    *and* written by the template, like the real one)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -56,7 +60,7 @@ The text in the image says: "Welcome to the museum". The sign is written in Engl
 She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
-STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna")
+STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3")
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,6 +200,30 @@ _VICUNA = (
     "{%- if add_generation_prompt %}{{- 'ASSISTANT:' }}{%- endif %}"
 )
 
+# google/gemma-3-*-it: "<bos><start_of_turn>user\n{system}\n\n<start_of_image>q<end_of_turn>\n<start_of_turn>model\n
+# a<end_of_turn>\n"; text parts trimmed, the system prompt prefixed to the first user turn, "assistant" -> "model".
+_GEMMA3_PARTS = (
+    "{%- if message['content'] is string %}{{- message['content'] | trim }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<start_of_image>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] | trim }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+)
+_GEMMA3 = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- if messages[0]['content'] is string %}{%- set first_user_prefix = messages[0]['content'] + '\n\n' %}"
+    "{%- else %}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' %}{%- endif %}"
+    "{%- set loop_messages = messages[1:] %}"
+    "{%- else %}{%- set first_user_prefix = '' %}{%- set loop_messages = messages %}{%- endif %}"
+    "{%- for message in loop_messages %}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{- '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    + _GEMMA3_PARTS + "{{- '<end_of_turn>\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<start_of_turn>model\n' }}{%- endif %}"
+)
+
 _LLAMA2_SPECIALS = dict(bos="<s>", eos="</s>", unk="<unk>")
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -233,6 +261,16 @@ _SPECS: dict[str, dict] = {
         template=_VICUNA, specials=["<unk>", "<s>", "</s>"],
         # LLaVA's train.py sets pad_token = unk_token for the v1 (vicuna) conversation format.
         roles=dict(_LLAMA2_SPECIALS, pad="<unk>"), extra={}, add_bos=True,
+    ),
+    "gemma3": dict(
+        template=_GEMMA3,
+        specials=["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                  "<end_of_image>", "<image_soft_token>"],
+        # the real tokenizer's eos is <eos>, its generation config's [<eos>, <end_of_turn>]; here (as for every
+        # style) the end-of-turn token is the eos
+        roles=dict(bos="<bos>", eos="<end_of_turn>", pad="<pad>"),
+        extra={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"},
+        add_bos=True,
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import Family, FamilySpec
 from .causal_lm import CausalLM
+from .gemma3 import Gemma3
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
@@ -24,6 +25,7 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Qwen2_5_VL,
     Qwen3VL,
     LlavaOrig,
+    Gemma3,
     CausalLM,
 )}
 
