@@ -23,7 +23,7 @@ EXPECTED_TOKENS = {
     "llava": (16, 16, 16), "llava_orig": (16, 16, 16),
     "llava_next": (36, 44, 36), "llava_onevision": (36, 44, 36),
     "qwen2_vl": (16, 12, 16), "qwen2_5_vl": (16, 12, 16), "qwen3_vl": (16, 12, 16),
-    "gemma3": (4, 4, 4),
+    "gemma3": (4, 4, 4), "idefics3": (40, 28, 40), "smolvlm": (40, 28, 40),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}
@@ -242,3 +242,21 @@ def test_other_families_do_not_import_llava():
     code = ("import sys; from mm_unidpo.testing import tiny; tiny('llava'); tiny('qwen2_vl'); "
             "assert 'llava' not in sys.modules, 'llava imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+
+
+def test_smolvlm_checkpoint_loads_without_torchvision_or_num2words(tmp_path):
+    """A saved SmolVLM checkpoint loads through the family's loader (no video processor, no num2words needed)
+    into a processor that renders and tokenizes exactly as the one saved."""
+    from mm_unidpo.models.loading import load_pretrained
+
+    model, processor = tiny("smolvlm")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded_model, loaded = load_pretrained(str(tmp_path), dtype="float32")
+    assert type(loaded_model).__name__ == "SmolVLMForConditionalGeneration"
+    assert type(loaded).__name__ == "SmolVLMProcessor" and loaded.image_seq_len == processor.image_seq_len
+    conv = [[{"role": "user", "content": [{"type": "image", "image": _image("coffee.png")},
+                                          {"type": "text", "text": "Hi"}]}]]
+    a, b = (p.apply_chat_template(conv, tokenize=True, return_dict=True, add_generation_prompt=True,
+                                  return_tensors="pt") for p in (processor, loaded))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -22,6 +22,8 @@ qwen2_5_vl         Qwen2_5_VLForConditionalGeneration          Qwen2_5_VLProcess
 qwen3_vl           Qwen3VLForConditionalGeneration (patch 16)  Qwen3VLProcessor [*]            4..16 (128x128 max)
 llava_orig         llava.model.LlavaLlamaForCausalLM           llava_orig.LlavaOrigProcessor   1 id (-200) -> 16
 gemma3             Gemma3ForConditionalGeneration (SigLIP)     Gemma3Processor                 4 (+ boi/eoi, "\n\n")
+idefics3           Idefics3ForConditionalGeneration (Llama)    Idefics3Processor               40 = (3x3 tiles + global) x 4
+smolvlm            SmolVLMForConditionalGeneration (Llama)     SmolVLMProcessor [*]            40 = (3x3 tiles + global) x 4
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -46,7 +48,7 @@ from .tokenizer import tiny_tokenizer
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
-            "gemma3")
+            "gemma3", "idefics3", "smolvlm")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -120,7 +122,8 @@ def tiny(family: str, seed: int = 0, **overrides: Any):
         return tiny_llava_orig(seed=seed, attn=attn, padding_side=padding_side, text_kwargs=_text_kwargs,
                                clip_vision=_clip_vision, overrides=ov)
     builder = {"causal_lm": _causal_lm, "llava": _llava, "llava_next": _llava_next,
-               "llava_onevision": _llava_onevision, "gemma3": _gemma3}.get(family, _qwen_vl)
+               "llava_onevision": _llava_onevision, "gemma3": _gemma3,
+               "idefics3": _idefics3, "smolvlm": _idefics3}.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
 
 
@@ -286,3 +289,35 @@ def _gemma3(family, seed, attn, padding_side, ov):
         weight = model.model.multi_modal_projector.mm_input_projection_weight
         weight.normal_(std=weight.shape[0] ** -0.5, generator=torch.Generator().manual_seed(seed))
     return model, processor
+
+
+def _idefics3(family, seed, attn, padding_side, ov):
+    """Idefics3 / SmolVLM: an image is resized to a longest edge of 96 and split into 32x32 tiles (up to
+    3x3: images of other shapes get other tile counts) plus a 32x32 global view; each tile is 4x4 patches,
+    pixel-shuffled (scale 2) into 4 tokens."""
+    import transformers as T
+
+    from mm_unidpo.models.families.smolvlm import smolvlm_processor
+
+    tok = tiny_tokenizer(family, padding_side=padding_side)
+    smol = family == "smolvlm"
+    vkw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+               image_size=CLIP_IMAGE, patch_size=CLIP_PATCH)
+    vkw.update(ov.pop("vision_config", {}))
+    vision = (T.SmolVLMVisionConfig if smol else T.Idefics3VisionConfig)(**vkw)
+    scale = 2
+    n_tokens = (vision.image_size // vision.patch_size) ** 2 // scale ** 2
+    config = (T.SmolVLMConfig if smol else T.Idefics3Config)(
+        vision_config=vision, text_config=T.LlamaConfig(**_text_kwargs(tok, ov)), scale_factor=scale,
+        image_token_id=tok.image_token_id)
+    image_kwargs = dict(size={"longest_edge": 3 * vision.image_size}, max_image_size={"longest_edge": vision.image_size},
+                        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    if smol:
+        processor = smolvlm_processor(image_processor=T.SmolVLMImageProcessorPil(**image_kwargs), tokenizer=tok,
+                                      image_seq_len=n_tokens, chat_template=tok.chat_template)
+        model_cls = T.SmolVLMForConditionalGeneration
+    else:
+        processor = T.Idefics3Processor(image_processor=T.Idefics3ImageProcessorPil(**image_kwargs), tokenizer=tok,
+                                        image_seq_len=n_tokens, chat_template=tok.chat_template)
+        model_cls = T.Idefics3ForConditionalGeneration
+    return _finish(model_cls, config, ov, seed, attn), processor

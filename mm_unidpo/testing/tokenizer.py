@@ -22,6 +22,11 @@ style               modelled on
                     "model", the system prompt folded into the first user turn,
                     ``<start_of_image>`` per image; ``<bos>`` added by the tokenizer
                     *and* written by the template, like the real one)
+``idefics3``        HuggingFaceM4/Idefics3-8B-Llama3 (``<|begin_of_text|>User:<image>q
+                    <end_of_utterance>\nAssistant: a<end_of_utterance>\n``; Llama-3
+                    specials, BOS added by the tokenizer and written by the template)
+``smolvlm``         HuggingFaceTB/SmolVLM2-*-Instruct (as ``idefics3``, opened by
+                    ``<|im_start|>``, SmolLM2 specials, no BOS added)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -60,7 +65,8 @@ The text in the image says: "Welcome to the museum". The sign is written in Engl
 She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
-STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3")
+STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3", "idefics3",
+          "smolvlm")
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,6 +230,27 @@ _GEMMA3 = (
     "{%- if add_generation_prompt %}{{- '<start_of_turn>model\n' }}{%- endif %}"
 )
 
+# Idefics3 / SmolVLM: "User:<image>q<end_of_utterance>\nAssistant: a<end_of_utterance>\n", the role capitalised
+# and followed by ":" when the content starts with an image, ": " otherwise; the generation prompt "Assistant:".
+def _idefics3_template(opening: str) -> str:
+    return (
+        "{{- '" + opening + "' }}"
+        "{%- for message in messages %}{{- message['role'] | capitalize }}"
+        "{%- if message['content'] is string %}{{- ': ' + message['content'] }}"
+        "{%- else %}{%- if message['content'][0]['type'] == 'image' %}{{- ':' }}{%- else %}{{- ': ' }}{%- endif %}"
+        "{%- for part in message['content'] %}{%- if part['type'] == 'text' %}{{- part['text'] }}"
+        "{%- elif part['type'] == 'image' %}{{- '<image>' }}{%- endif %}{%- endfor %}{%- endif %}"
+        "{{- '<end_of_utterance>\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- 'Assistant:' }}{%- endif %}"
+    )
+
+
+# the image tokens Idefics3 / SmolVLM processors expand "<image>" into (tile positions, the global view)
+_IDEFICS3_IMAGE_SPECIALS = (["<fake_token_around_image>", "<image>", "<global-img>"]
+                            + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)] + ["<end_of_utterance>"])
+_IDEFICS3_EXTRA = {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
+                   "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+
 _LLAMA2_SPECIALS = dict(bos="<s>", eos="</s>", unk="<unk>")
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -271,6 +298,18 @@ _SPECS: dict[str, dict] = {
         roles=dict(bos="<bos>", eos="<end_of_turn>", pad="<pad>"),
         extra={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"},
         add_bos=True,
+    ),
+    "idefics3": dict(
+        template=_idefics3_template("<|begin_of_text|>"),
+        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"] + _IDEFICS3_IMAGE_SPECIALS,
+        roles=dict(bos="<|begin_of_text|>", eos="<end_of_utterance>", pad="<|finetune_right_pad_id|>"),
+        extra=_IDEFICS3_EXTRA, add_bos=True,
+    ),
+    "smolvlm": dict(
+        template=_idefics3_template("<|im_start|>"),
+        specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + _IDEFICS3_IMAGE_SPECIALS,
+        roles=dict(bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>"),
+        extra=_IDEFICS3_EXTRA, add_bos=False,
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)

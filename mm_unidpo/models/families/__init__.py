@@ -13,9 +13,11 @@ from typing import Any
 from .base import Family, FamilySpec
 from .causal_lm import CausalLM
 from .gemma3 import Gemma3
+from .idefics3 import Idefics3
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
+from .smolvlm import SmolVLM
 
 FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Llava,
@@ -26,6 +28,8 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Qwen3VL,
     LlavaOrig,
     Gemma3,
+    Idefics3,
+    SmolVLM,
     CausalLM,
 )}
 
