@@ -167,7 +167,8 @@ def test_swapping_chosen_and_rejected_swaps_outputs(zoo, family):
 PROJECTORS = {"llava": "multi_modal_projector", "llava_next": "multi_modal_projector",
               "llava_onevision": "multi_modal_projector", "qwen2_vl": "visual.merger",
               "qwen2_5_vl": "visual.merger", "qwen3_vl": "visual.merger", "llava_orig": "mm_projector",
-              "gemma3": "multi_modal_projector", "idefics3": "connector", "smolvlm": "connector"}
+              "gemma3": "multi_modal_projector", "idefics3": "connector", "smolvlm": "connector",
+              "internvl": "multi_modal_projector"}
 
 
 def _language_q_proj(model):
@@ -469,7 +470,8 @@ def test_loading_a_file_with_bad_records_then_adapter_skips(zoo, family, tmp_pat
 # ------------------------------------------------------------------------- end of turn and labels
 END_OF_TURN = {"causal_lm": "<|eot_id|>", "llava": "</s>", "llava_next": "</s>", "llava_onevision": "<|im_end|>",
                "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava_orig": "</s>",
-               "gemma3": "<end_of_turn>", "idefics3": "<end_of_utterance>", "smolvlm": "<end_of_utterance>"}
+               "gemma3": "<end_of_turn>", "idefics3": "<end_of_utterance>", "smolvlm": "<end_of_utterance>",
+               "internvl": "<|im_end|>"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

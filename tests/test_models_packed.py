@@ -222,7 +222,8 @@ def _varlen_emulation(module, query, key, value, attention_mask, *, cu_seq_lens_
 
 
 @needs_images
-@pytest.mark.parametrize("family", ["causal_lm", "llava", "llava_next", "llava_onevision", "idefics3", "smolvlm"])
+@pytest.mark.parametrize("family", ["causal_lm", "llava", "llava_next", "llava_onevision", "idefics3", "smolvlm",
+                                    "internvl"])
 def test_varlen_inputs_for_flash_kernels_equal_the_plain_path(family):
     """Under flash attention the plain layout goes padding-free: the 2B sequences in one row with restarted
     positions and cu_seq_lens. Run through a kernel that honours exactly those inputs, it gives the padded

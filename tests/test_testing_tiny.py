@@ -24,6 +24,7 @@ EXPECTED_TOKENS = {
     "llava_next": (36, 44, 36), "llava_onevision": (36, 44, 36),
     "qwen2_vl": (16, 12, 16), "qwen2_5_vl": (16, 12, 16), "qwen3_vl": (16, 12, 16),
     "gemma3": (4, 4, 4), "idefics3": (40, 28, 40), "smolvlm": (40, 28, 40),
+    "internvl": (20, 28, 20),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}
@@ -202,7 +203,7 @@ def test_same_seed_same_weights(family):
 
 
 # ---------------------------------------------------------------------------------------- processors
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision", "internvl"])
 def test_processor_without_video_save_load(family, tmp_path):
     import transformers
 

@@ -24,6 +24,7 @@ llava_orig         llava.model.LlavaLlamaForCausalLM           llava_orig.LlavaO
 gemma3             Gemma3ForConditionalGeneration (SigLIP)     Gemma3Processor                 4 (+ boi/eoi, "\n\n")
 idefics3           Idefics3ForConditionalGeneration (Llama)    Idefics3Processor               40 = (3x3 tiles + global) x 4
 smolvlm            SmolVLMForConditionalGeneration (Llama)     SmolVLMProcessor [*]            40 = (3x3 tiles + global) x 4
+internvl           InternVLForConditionalGeneration (Qwen2)    InternVLProcessor [*]           (1..6 tiles + thumbnail) x 4
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -48,7 +49,7 @@ from .tokenizer import tiny_tokenizer
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
-            "gemma3", "idefics3", "smolvlm")
+            "gemma3", "idefics3", "smolvlm", "internvl")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -123,7 +124,7 @@ def tiny(family: str, seed: int = 0, **overrides: Any):
                                clip_vision=_clip_vision, overrides=ov)
     builder = {"causal_lm": _causal_lm, "llava": _llava, "llava_next": _llava_next,
                "llava_onevision": _llava_onevision, "gemma3": _gemma3,
-               "idefics3": _idefics3, "smolvlm": _idefics3}.get(family, _qwen_vl)
+               "idefics3": _idefics3, "smolvlm": _idefics3, "internvl": _internvl}.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
 
 
@@ -321,3 +322,26 @@ def _idefics3(family, seed, attn, padding_side, ov):
                                         image_seq_len=n_tokens, chat_template=tok.chat_template)
         model_cls = T.Idefics3ForConditionalGeneration
     return _finish(model_cls, config, ov, seed, attn), processor
+
+
+def _internvl(family, seed, attn, padding_side, ov):
+    """InternVL 3 / 3.5 (transformers format): an image is cropped into 1..6 tiles of 32x32 nearest its aspect
+    ratio, plus a thumbnail when there are several; each tile is 4x4 patches, pixel-shuffled (0.5) into 4
+    tokens, between <img> and </img>."""
+    import transformers as T
+
+    tok = tiny_tokenizer("internvl", padding_side=padding_side)
+    vkw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+               image_size=[CLIP_IMAGE, CLIP_IMAGE], patch_size=[CLIP_PATCH, CLIP_PATCH])
+    vkw.update(ov.pop("vision_config", {}))
+    vision = T.InternVLVisionConfig(**vkw)
+    n_tokens = (vision.image_size[0] // vision.patch_size[0]) ** 2 // 4
+    config = T.InternVLConfig(vision_config=vision, text_config=T.Qwen2Config(**_text_kwargs(tok, ov)),
+                              image_token_id=tok.context_image_token_id, image_seq_length=n_tokens,
+                              downsample_ratio=0.5, tie_word_embeddings=False)
+    image_processor = T.GotOcr2ImageProcessorPil(
+        size={"height": vision.image_size[0], "width": vision.image_size[1]}, crop_to_patches=True, min_patches=1,
+        max_patches=6, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = processor_without_video(T.InternVLProcessor, image_processor=image_processor, tokenizer=tok,
+                                        image_seq_length=n_tokens)
+    return _finish(T.InternVLForConditionalGeneration, config, ov, seed, attn), processor

@@ -27,6 +27,8 @@ style               modelled on
                     specials, BOS added by the tokenizer and written by the template)
 ``smolvlm``         HuggingFaceTB/SmolVLM2-*-Instruct (as ``idefics3``, opened by
                     ``<|im_start|>``, SmolLM2 specials, no BOS added)
+``internvl``        OpenGVLab/InternVL3-*-hf (ChatML, ``<IMG_CONTEXT>\n`` per image
+                    before the text, no default system prompt)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -66,7 +68,7 @@ She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
 STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3", "idefics3",
-          "smolvlm")
+          "smolvlm", "internvl")
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,6 +247,21 @@ def _idefics3_template(opening: str) -> str:
     )
 
 
+# OpenGVLab/InternVL3-*-hf: "<|im_start|>user\n<IMG_CONTEXT>\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n".
+_INTERNVL = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<IMG_CONTEXT>\n' }}"
+    "{%- elif part['type'] == 'video' %}{{- '<video>\n' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
 # the image tokens Idefics3 / SmolVLM processors expand "<image>" into (tile positions, the global view)
 _IDEFICS3_IMAGE_SPECIALS = (["<fake_token_around_image>", "<image>", "<global-img>"]
                             + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)] + ["<end_of_utterance>"])
@@ -310,6 +327,12 @@ _SPECS: dict[str, dict] = {
         specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + _IDEFICS3_IMAGE_SPECIALS,
         roles=dict(bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>"),
         extra=_IDEFICS3_EXTRA, add_bos=False,
+    ),
+    "internvl": dict(
+        template=_INTERNVL, specials=_QWEN_SPECIALS + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+        roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
+        extra={"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+               "video_token": "<video>"}, add_bos=False,
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)

@@ -14,6 +14,7 @@ from .base import Family, FamilySpec
 from .causal_lm import CausalLM
 from .gemma3 import Gemma3
 from .idefics3 import Idefics3
+from .internvl import InternVL
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
@@ -30,6 +31,7 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Gemma3,
     Idefics3,
     SmolVLM,
+    InternVL,
     CausalLM,
 )}
 
