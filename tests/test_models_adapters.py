@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import types
 
@@ -168,13 +169,14 @@ PROJECTORS = {"llava": "multi_modal_projector", "llava_next": "multi_modal_proje
               "llava_onevision": "multi_modal_projector", "qwen2_vl": "visual.merger",
               "qwen2_5_vl": "visual.merger", "qwen3_vl": "visual.merger", "llava_orig": "mm_projector",
               "gemma3": "multi_modal_projector", "idefics3": "connector", "smolvlm": "connector",
-              "internvl": "multi_modal_projector"}
+              "internvl": "multi_modal_projector", "qwen3_5": "visual.merger"}
 
 
 def _language_q_proj(model):
-    """The first decoder layer's q_proj weight of the language model (not of the vision tower)."""
+    """The q_proj weight of the language model's first attention layer (not of the vision tower; Qwen3.5's
+    first layers are linear-attention ones, without it)."""
     for name, param in model.named_parameters():
-        if "layers.0.self_attn.q_proj" in name and "vision" not in name and "visual" not in name:
+        if re.search(r"layers\.\d+\.self_attn\.q_proj", name) and "vision" not in name and "visual" not in name:
             return name, param
     raise AssertionError("no language-model q_proj found")
 
@@ -209,7 +211,8 @@ def test_gradients_reach_the_language_model_and_lora(zoo, family, layout):
     torch.testing.assert_close(out.chosen_logps.detach(), plain[0], atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(out.rejected_logps.detach(), plain[1], atol=ATOL, rtol=RTOL)
     (out.rejected_logps - out.chosen_logps).sum().backward()
-    lora = [(n, p) for n, p in peft_model.named_parameters() if "lora_B" in n and "layers.0.self_attn" in n
+    layer = re.search(r"layers\.\d+\.self_attn", name).group(0)
+    lora = [(n, p) for n, p in peft_model.named_parameters() if "lora_B" in n and layer in n
             and "vision" not in n and "visual" not in n]
     assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in lora), [n for n, _ in lora]
     assert all(p.grad is None for n, p in peft_model.named_parameters() if "lora" not in n)
@@ -471,7 +474,7 @@ def test_loading_a_file_with_bad_records_then_adapter_skips(zoo, family, tmp_pat
 END_OF_TURN = {"causal_lm": "<|eot_id|>", "llava": "</s>", "llava_next": "</s>", "llava_onevision": "<|im_end|>",
                "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava_orig": "</s>",
                "gemma3": "<end_of_turn>", "idefics3": "<end_of_utterance>", "smolvlm": "<end_of_utterance>",
-               "internvl": "<|im_end|>"}
+               "internvl": "<|im_end|>", "qwen3_5": "<|im_end|>"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

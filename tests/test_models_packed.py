@@ -262,3 +262,30 @@ def test_flash_attention_picks_the_varlen_layout_where_positions_are_1d():
         model.config.get_text_config()._attn_implementation = "flash_attention_2"
         adapter = get_adapter(model, processor)
         assert not adapter.shared_prefix and adapter.varlen is expected
+
+
+PLAIN_ONLY = [f for f in available_families() if "packed" not in REGISTRY[f].spec.layouts]
+
+
+@needs_images
+@pytest.mark.parametrize("family", PLAIN_ONLY)
+def test_plain_only_families_would_be_wrong_packed(family, monkeypatch):
+    """Why these families declare the plain layout only: forced into the packed one (its per-pair causal
+    attention), they give other log-probs (Gemma-3: bidirectional image blocks and sliding windows; Qwen3.5:
+    the linear-attention state runs on along the row). Asking for packed gives plain."""
+    import dataclasses
+
+    model, processor = tiny(family)
+    model.eval()
+    records = _records(text_only=False)
+    plain = get_adapter(model, processor, shared_prefix=False)
+    asked = get_adapter(model, processor, shared_prefix=True)
+    assert asked.layout == "plain" and not asked.shared_prefix
+    monkeypatch.setattr(REGISTRY[family], "spec", dataclasses.replace(REGISTRY[family].spec, layouts=("plain", "packed")))
+    forced = get_adapter(model, processor)
+    assert forced.layout == "packed"
+    with torch.no_grad():
+        a = plain.sequence_logps(model, plain.collate(records))
+        b = forced.sequence_logps(model, forced.collate(records))
+    worst = max((a.chosen_logps - b.chosen_logps).abs().max(), (a.rejected_logps - b.rejected_logps).abs().max())
+    assert worst > 1e-3, f"{family}: packed equals plain here ({worst:.2e}); the declaration may be too strict"

@@ -24,7 +24,7 @@ EXPECTED_TOKENS = {
     "llava_next": (36, 44, 36), "llava_onevision": (36, 44, 36),
     "qwen2_vl": (16, 12, 16), "qwen2_5_vl": (16, 12, 16), "qwen3_vl": (16, 12, 16),
     "gemma3": (4, 4, 4), "idefics3": (40, 28, 40), "smolvlm": (40, 28, 40),
-    "internvl": (20, 28, 20),
+    "internvl": (20, 28, 20), "qwen3_5": (16, 12, 16),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}

@@ -25,6 +25,8 @@ gemma3             Gemma3ForConditionalGeneration (SigLIP)     Gemma3Processor  
 idefics3           Idefics3ForConditionalGeneration (Llama)    Idefics3Processor               40 = (3x3 tiles + global) x 4
 smolvlm            SmolVLMForConditionalGeneration (Llama)     SmolVLMProcessor [*]            40 = (3x3 tiles + global) x 4
 internvl           InternVLForConditionalGeneration (Qwen2)    InternVLProcessor [*]           (1..6 tiles + thumbnail) x 4
+qwen3_5            Qwen3_5ForConditionalGeneration             Qwen3VLProcessor [*]            4..16 (128x128 max)
+                   (layer 0 Gated DeltaNet, layer 1 attention)
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -49,7 +51,7 @@ from .tokenizer import tiny_tokenizer
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
-            "gemma3", "idefics3", "smolvlm", "internvl")
+            "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -209,7 +211,7 @@ def _llava_onevision(family, seed, attn, padding_side, ov):
 def _qwen_vl(family, seed, attn, padding_side, ov):
     import transformers as T
 
-    tok = tiny_tokenizer("qwen3_vl" if family == "qwen3_vl" else "qwen2_vl", padding_side=padding_side)
+    tok = tiny_tokenizer("qwen3_vl" if family in ("qwen3_vl", "qwen3_5") else "qwen2_vl", padding_side=padding_side)
     text = _text_kwargs(tok, ov)
     head_dim = text["hidden_size"] // text["num_attention_heads"]
     q = head_dim // 2  # mrope sections (t, h, w) must add up to head_dim / 2
@@ -226,6 +228,21 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
                       patch_size=patch, window_size=56, fullatt_block_indexes=[1])
         rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
+    elif family == "qwen3_5":
+        # a linear-attention (Gated DeltaNet) layer, then a full-attention one; interleaved M-RoPE on half of
+        # each head (partial_rotary_factor 0.5: 4 frequencies, sections t, h, w = 2, 1, 1)
+        cfg_cls, model_cls, proc_cls = T.Qwen3_5Config, T.Qwen3_5ForConditionalGeneration, T.Qwen3VLProcessor
+        patch = 16
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+                      patch_size=patch, num_position_embeddings=64)
+        rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True, "rope_theta": 1e7,
+                "partial_rotary_factor": 0.5}
+        text.setdefault("head_dim", head_dim)
+        text.setdefault("layer_types", ["linear_attention", "full_attention"] * (text["num_hidden_layers"] // 2)
+                        + ["linear_attention"] * (text["num_hidden_layers"] % 2))
+        for key, value in dict(linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                               linear_num_key_heads=2, linear_num_value_heads=4).items():
+            text.setdefault(key, value)
     else:
         cfg_cls, model_cls, proc_cls = T.Qwen3VLConfig, T.Qwen3VLForConditionalGeneration, T.Qwen3VLProcessor
         patch = 16
@@ -233,7 +250,7 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
                       patch_size=patch, num_position_embeddings=64, deepstack_visual_indexes=[0])
         rope = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": True, "rope_theta": 5e6}
         text["head_dim"] = head_dim
-    text["rope_parameters"] = rope
+    text.setdefault("rope_parameters", rope)
     vision.update(ov.pop("vision_config", {}))
     patch = vision["patch_size"]
     config = cfg_cls(

@@ -17,6 +17,7 @@ from .idefics3 import Idefics3
 from .internvl import InternVL
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
+from .qwen3_5 import Qwen3_5
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
 from .smolvlm import SmolVLM
 
@@ -32,6 +33,7 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Idefics3,
     SmolVLM,
     InternVL,
+    Qwen3_5,
     CausalLM,
 )}
 
