@@ -169,7 +169,8 @@ PROJECTORS = {"llava": "multi_modal_projector", "llava_next": "multi_modal_proje
               "llava_onevision": "multi_modal_projector", "qwen2_vl": "visual.merger",
               "qwen2_5_vl": "visual.merger", "qwen3_vl": "visual.merger", "llava_orig": "mm_projector",
               "gemma3": "multi_modal_projector", "idefics3": "connector", "smolvlm": "connector",
-              "internvl": "multi_modal_projector", "qwen3_5": "visual.merger"}
+              "internvl": "multi_modal_projector", "qwen3_5": "visual.merger",
+              "glm4v": "visual.merger"}
 
 
 def _language_q_proj(model):
@@ -474,7 +475,7 @@ def test_loading_a_file_with_bad_records_then_adapter_skips(zoo, family, tmp_pat
 END_OF_TURN = {"causal_lm": "<|eot_id|>", "llava": "</s>", "llava_next": "</s>", "llava_onevision": "<|im_end|>",
                "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava_orig": "</s>",
                "gemma3": "<end_of_turn>", "idefics3": "<end_of_utterance>", "smolvlm": "<end_of_utterance>",
-               "internvl": "<|im_end|>", "qwen3_5": "<|im_end|>"}
+               "internvl": "<|im_end|>", "qwen3_5": "<|im_end|>", "glm4v": "<|endoftext|>"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -557,6 +558,9 @@ def test_prompt_plus_response_is_the_whole_conversation_tokenized(zoo, family):
         # as processor.apply_chat_template: no special tokens added to a rendering that starts with BOS
         ids = processor(text=[full], images=load_record_images(record), return_tensors="pt",
                         add_special_tokens=adapter.hooks.needs_special_tokens(full))["input_ids"][0].tolist()
+    if ids != encoded.prompt_ids + encoded.chosen_ids:  # a template that closes no turn (GLM-4.1V): the end
+        assert encoded.chosen_ids[-1] in adapter.end_token_ids  # token is the model's, after the rendered text
+        ids = ids + encoded.chosen_ids[-1:]
     assert ids == encoded.prompt_ids + encoded.chosen_ids
 
 

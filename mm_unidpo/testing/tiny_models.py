@@ -27,6 +27,7 @@ smolvlm            SmolVLMForConditionalGeneration (Llama)     SmolVLMProcessor 
 internvl           InternVLForConditionalGeneration (Qwen2)    InternVLProcessor [*]           (1..6 tiles + thumbnail) x 4
 qwen3_5            Qwen3_5ForConditionalGeneration             Qwen3VLProcessor [*]            4..16 (128x128 max)
                    (layer 0 Gated DeltaNet, layer 1 attention)
+glm4v              Glm4vForConditionalGeneration (patch 14)    Glm4vProcessor [*]              4 (6 for 640x427)
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -51,7 +52,7 @@ from .tokenizer import tiny_tokenizer
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
-            "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5")
+            "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5", "glm4v")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -211,7 +212,8 @@ def _llava_onevision(family, seed, attn, padding_side, ov):
 def _qwen_vl(family, seed, attn, padding_side, ov):
     import transformers as T
 
-    tok = tiny_tokenizer("qwen3_vl" if family in ("qwen3_vl", "qwen3_5") else "qwen2_vl", padding_side=padding_side)
+    style = {"qwen3_vl": "qwen3_vl", "qwen3_5": "qwen3_vl", "glm4v": "glm4v"}.get(family, "qwen2_vl")
+    tok = tiny_tokenizer(style, padding_side=padding_side)
     text = _text_kwargs(tok, ov)
     head_dim = text["hidden_size"] // text["num_attention_heads"]
     q = head_dim // 2  # mrope sections (t, h, w) must add up to head_dim / 2
@@ -228,6 +230,13 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
                       patch_size=patch, window_size=56, fullatt_block_indexes=[1])
         rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
+    elif family == "glm4v":
+        # M-RoPE on half of each head (partial_rotary_factor 0.5: 4 frequencies, sections t, h, w = 2, 1, 1)
+        cfg_cls, model_cls, proc_cls = T.Glm4vConfig, T.Glm4vForConditionalGeneration, T.Glm4vProcessor
+        patch = 14
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+                      patch_size=patch, image_size=112)
+        rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4, "partial_rotary_factor": 0.5}
     elif family == "qwen3_5":
         # a linear-attention (Gated DeltaNet) layer, then a full-attention one; interleaved M-RoPE on half of
         # each head (partial_rotary_factor 0.5: 4 frequencies, sections t, h, w = 2, 1, 1)
@@ -253,13 +262,16 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
     text.setdefault("rope_parameters", rope)
     vision.update(ov.pop("vision_config", {}))
     patch = vision["patch_size"]
-    config = cfg_cls(
-        text_config=text, vision_config=vision, image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
-    )
+    if family == "glm4v":
+        ids = {f"{kind}_{edge}_token_id": tok.convert_tokens_to_ids(f"<|{'begin' if edge == 'start' else edge}_of_{kind}|>")
+               for kind in ("image", "video") for edge in ("start", "end")}
+    else:
+        ids = dict(vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                   vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
+    config = cfg_cls(text_config=text, vision_config=vision, image_token_id=tok.image_token_id,
+                     video_token_id=tok.video_token_id, **ids)
     unit = patch * 2  # one merged token = (2 x patch)^2 pixels
-    image_processor = T.Qwen2VLImageProcessorPil(
+    image_processor = (T.Glm4vImageProcessorPil if family == "glm4v" else T.Qwen2VLImageProcessorPil)(
         patch_size=patch, merge_size=2, temporal_patch_size=2,
         size={"shortest_edge": unit * unit * 4, "longest_edge": unit * unit * 16},  # 4..16 image tokens
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])

@@ -29,6 +29,10 @@ style               modelled on
                     ``<|im_start|>``, SmolLM2 specials, no BOS added)
 ``internvl``        OpenGVLab/InternVL3-*-hf (ChatML, ``<IMG_CONTEXT>\n`` per image
                     before the text, no default system prompt)
+``glm4v``           zai-org/GLM-4.1V-9B-Thinking (``[gMASK]<sop><|user|>\n...
+                    <|assistant|>\n...``; like the real one, an assistant turn is
+                    not closed by a token: the model ends it with ``<|endoftext|>``
+                    or the next ``<|user|>``)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -68,7 +72,7 @@ She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
 STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3", "idefics3",
-          "smolvlm", "internvl")
+          "smolvlm", "internvl", "glm4v")
 
 
 @functools.lru_cache(maxsize=None)
@@ -262,6 +266,21 @@ _INTERNVL = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 
+# zai-org/GLM-4.1V-9B-Thinking: "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>q<|assistant|>\na".
+_GLM4V = (
+    "{{- '[gMASK]<sop>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|' + message['role'] + '|>\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<|begin_of_image|><|image|><|end_of_image|>' }}"
+    "{%- elif part['type'] == 'video' %}{{- '<|begin_of_video|><|video|><|end_of_video|>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|assistant|>\n' }}{%- endif %}"
+)
+
 # the image tokens Idefics3 / SmolVLM processors expand "<image>" into (tile positions, the global view)
 _IDEFICS3_IMAGE_SPECIALS = (["<fake_token_around_image>", "<image>", "<global-img>"]
                             + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)] + ["<end_of_utterance>"])
@@ -333,6 +352,14 @@ _SPECS: dict[str, dict] = {
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
         extra={"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                "video_token": "<video>"}, add_bos=False,
+    ),
+    "glm4v": dict(
+        template=_GLM4V,
+        specials=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
+                  "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
+                  "<|end_of_video|>", "<|image|>", "<|video|>"],
+        roles=dict(eos="<|endoftext|>", pad="<|endoftext|>"),
+        extra={"image_token": "<|image|>", "video_token": "<|video|>"}, add_bos=False,
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)

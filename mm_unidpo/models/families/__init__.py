@@ -13,6 +13,7 @@ from typing import Any
 from .base import Family, FamilySpec
 from .causal_lm import CausalLM
 from .gemma3 import Gemma3
+from .glm4v import Glm4v
 from .idefics3 import Idefics3
 from .internvl import InternVL
 from .llava import Llava, LlavaNext, LlavaOnevision
@@ -34,6 +35,7 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     SmolVLM,
     InternVL,
     Qwen3_5,
+    Glm4v,
     CausalLM,
 )}
 
