@@ -170,7 +170,8 @@ PROJECTORS = {"llava": "multi_modal_projector", "llava_next": "multi_modal_proje
               "qwen2_5_vl": "visual.merger", "qwen3_vl": "visual.merger", "llava_orig": "mm_projector",
               "gemma3": "multi_modal_projector", "idefics3": "connector", "smolvlm": "connector",
               "internvl": "multi_modal_projector", "qwen3_5": "visual.merger",
-              "glm4v": "visual.merger"}
+              "glm4v": "visual.merger", "qwen3_vl_moe": "visual.merger", "qwen3_5_moe": "visual.merger",
+              "glm4v_moe": "visual.merger"}
 
 
 def _language_q_proj(model):
@@ -475,7 +476,8 @@ def test_loading_a_file_with_bad_records_then_adapter_skips(zoo, family, tmp_pat
 END_OF_TURN = {"causal_lm": "<|eot_id|>", "llava": "</s>", "llava_next": "</s>", "llava_onevision": "<|im_end|>",
                "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava_orig": "</s>",
                "gemma3": "<end_of_turn>", "idefics3": "<end_of_utterance>", "smolvlm": "<end_of_utterance>",
-               "internvl": "<|im_end|>", "qwen3_5": "<|im_end|>", "glm4v": "<|endoftext|>"}
+               "internvl": "<|im_end|>", "qwen3_5": "<|im_end|>", "glm4v": "<|endoftext|>",
+               "qwen3_vl_moe": "<|im_end|>", "qwen3_5_moe": "<|im_end|>", "glm4v_moe": "<|endoftext|>"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -26,7 +26,7 @@ EXPECTED_TOKENS = {
     "qwen2_vl": (16, 12, 16), "qwen2_5_vl": (16, 12, 16), "qwen3_vl": (16, 12, 16),
     "gemma3": (4, 4, 4), "idefics3": (40, 28, 40), "smolvlm": (40, 28, 40),
     "internvl": (20, 28, 20), "qwen3_5": (16, 12, 16),
-    "glm4v": (4, 6, 4),
+    "glm4v": (4, 6, 4), "qwen3_vl_moe": (16, 12, 16), "qwen3_5_moe": (16, 12, 16), "glm4v_moe": (4, 6, 4),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}

@@ -28,6 +28,9 @@ internvl           InternVLForConditionalGeneration (Qwen2)    InternVLProcessor
 qwen3_5            Qwen3_5ForConditionalGeneration             Qwen3VLProcessor [*]            4..16 (128x128 max)
                    (layer 0 Gated DeltaNet, layer 1 attention)
 glm4v              Glm4vForConditionalGeneration (patch 14)    Glm4vProcessor [*]              4 (6 for 640x427)
+qwen3_vl_moe,      the MoE classes of qwen3_vl, qwen3_5, glm4v: as those, with 4 experts (2 per token, 32 wide) in every
+qwen3_5_moe,       MoE layer (glm4v_moe: layer 0 dense, layer 1 MoE + a shared expert; qwen3_5_moe: + a shared expert)
+glm4v_moe
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -52,7 +55,8 @@ from .tokenizer import tiny_tokenizer
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
-            "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5", "glm4v")
+            "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5", "glm4v", "qwen3_vl_moe", "qwen3_5_moe",
+            "glm4v_moe")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -212,6 +216,8 @@ def _llava_onevision(family, seed, attn, padding_side, ov):
 def _qwen_vl(family, seed, attn, padding_side, ov):
     import transformers as T
 
+    moe = family.endswith("_moe")
+    family = family.removesuffix("_moe")
     style = {"qwen3_vl": "qwen3_vl", "qwen3_5": "qwen3_vl", "glm4v": "glm4v"}.get(family, "qwen2_vl")
     tok = tiny_tokenizer(style, padding_side=padding_side)
     text = _text_kwargs(tok, ov)
@@ -260,6 +266,11 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
         rope = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": True, "rope_theta": 5e6}
         text["head_dim"] = head_dim
     text.setdefault("rope_parameters", rope)
+    if moe:  # the MoE classes of the same family: 4 experts, 2 per token
+        cfg_cls, model_cls = (getattr(T, c.__name__.replace(family_cls, family_cls + "Moe"))
+                              for c, family_cls in ((cfg_cls, _MOE_PREFIX[family]), (model_cls, _MOE_PREFIX[family])))
+        for key, value in _MOE_TEXT[family].items():
+            text.setdefault(key, value)
     vision.update(ov.pop("vision_config", {}))
     patch = vision["patch_size"]
     if family == "glm4v":
@@ -277,6 +288,15 @@ def _qwen_vl(family, seed, attn, padding_side, ov):
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     processor = processor_without_video(proc_cls, image_processor=image_processor, tokenizer=tok)
     return _finish(model_cls, config, ov, seed, attn), processor
+
+
+_MOE_PREFIX = {"qwen3_vl": "Qwen3VL", "qwen3_5": "Qwen3_5", "glm4v": "Glm4v"}
+_MOE_TEXT = {
+    "qwen3_vl": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1),
+    "qwen3_5": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+    "glm4v": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1,
+                  first_k_dense_replace=1, n_group=1, topk_group=1),
+}
 
 
 def _siglip_vision(ov: dict[str, Any]):

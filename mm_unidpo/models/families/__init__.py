@@ -14,11 +14,14 @@ from .base import Family, FamilySpec
 from .causal_lm import CausalLM
 from .gemma3 import Gemma3
 from .glm4v import Glm4v
+from .glm4v_moe import Glm4vMoe
 from .idefics3 import Idefics3
 from .internvl import InternVL
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
 from .qwen3_5 import Qwen3_5
+from .qwen3_5_moe import Qwen3_5Moe
+from .qwen3_vl_moe import Qwen3VLMoe
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
 from .smolvlm import SmolVLM
 
@@ -36,6 +39,9 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     InternVL,
     Qwen3_5,
     Glm4v,
+    Qwen3VLMoe,
+    Qwen3_5Moe,
+    Glm4vMoe,
     CausalLM,
 )}
 
