@@ -1,7 +1,8 @@
-"""GLM-4.1V (`glm4v`, zai-org/GLM-4.1V-9B-Thinking; GLM-4.5V is the MoE variant, `glm4v_moe`): Qwen2-VL's
-layout of the image side (flattened patches, ``image_grid_thw``, ``<|image|>`` expanded between ``<|begin_of_image|>`` and
-``<|end_of_image|>``) and its 3-D M-RoPE positions (the model's own ``get_rope_index`` for each prompt,
-from ``mm_token_type_ids``; responses continue from it as text), so the Qwen-VL hooks serve it.
+"""GLM-4.1V (`glm4v`, zai-org/GLM-4.1V-9B-Thinking; GLM-4.5V is the MoE variant, `glm4v_moe`):
+Qwen2-VL's layout of the image side (flattened patches, ``image_grid_thw``, ``<|image|>`` expanded
+between ``<|begin_of_image|>`` and ``<|end_of_image|>``) and its 3-D M-RoPE positions (the model's own
+``get_rope_index`` for each prompt, from ``mm_token_type_ids``; responses continue from it as text),
+so the Qwen-VL hooks serve it.
 
 The template does not close an assistant turn with a token (the model ends it with ``<|endoftext|>`` or
 starts the next ``<|user|>``): a response is scored up to its text and the end-of-text token. The
