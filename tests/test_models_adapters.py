@@ -171,7 +171,7 @@ PROJECTORS = {"llava": "multi_modal_projector", "llava_next": "multi_modal_proje
               "gemma3": "multi_modal_projector", "idefics3": "connector", "smolvlm": "connector",
               "internvl": "multi_modal_projector", "qwen3_5": "visual.merger",
               "glm4v": "visual.merger", "qwen3_vl_moe": "visual.merger", "qwen3_5_moe": "visual.merger",
-              "glm4v_moe": "visual.merger"}
+              "glm4v_moe": "visual.merger", "mllama": "multi_modal_projector"}
 
 
 def _language_q_proj(model):
@@ -477,7 +477,7 @@ END_OF_TURN = {"causal_lm": "<|eot_id|>", "llava": "</s>", "llava_next": "</s>",
                "qwen2_vl": "<|im_end|>", "qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava_orig": "</s>",
                "gemma3": "<end_of_turn>", "idefics3": "<end_of_utterance>", "smolvlm": "<end_of_utterance>",
                "internvl": "<|im_end|>", "qwen3_5": "<|im_end|>", "glm4v": "<|endoftext|>",
-               "qwen3_vl_moe": "<|im_end|>", "qwen3_5_moe": "<|im_end|>", "glm4v_moe": "<|endoftext|>"}
+               "qwen3_vl_moe": "<|im_end|>", "qwen3_5_moe": "<|im_end|>", "glm4v_moe": "<|endoftext|>", "mllama": "<|eot_id|>"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -589,3 +589,25 @@ def test_unknown_family_is_a_clear_error(zoo):
         get_adapter(model, processor, family="nope")
     with pytest.raises(ValueError, match="padding_side"):
         get_adapter(model, processor, padding_side="middle")
+
+
+@pytest.mark.skipif("mllama" not in FAMILIES, reason="no mllama")
+@pytest.mark.parametrize("photos", [("astronaut.png",), ("camera.png", "chelsea.png")])
+def test_mllama_cross_attention_mask_is_the_processors_for_the_whole_conversation(zoo, photos):
+    """Each response token's row of the cross-attention mask is what MllamaProcessor gives the rendered
+    prompt + response (tokenized in one go), and a batch mixing image counts is computed in parts."""
+    from mm_unidpo.models.logps import forward_inputs
+
+    model, processor = zoo("mllama")
+    adapter = make_adapter(model, processor, "plain-right")
+    record = rec("mllama", "Compare them.", "The first one is larger.", "No.", photos)
+    prompt_text, chosen_text, _ = adapter.render_pair(record)
+    theirs = processor(text=[prompt_text + chosen_text], images=[load_record_images(record)], return_tensors="pt",
+                       add_special_tokens=False)
+    batch = adapter.collate([record])
+    inputs, _ = forward_inputs(model, batch, adapter.hooks, adapter.forward_options)
+    n = theirs["input_ids"].shape[1]
+    assert batch.input_ids[0, :n].tolist() == theirs["input_ids"][0].tolist()
+    assert torch.equal(inputs["cross_attention_mask"][0, :n], theirs["cross_attention_mask"][0])
+    mixed = adapter.collate([record, base_records("mllama")[2]])  # with a text-only record
+    assert len(adapter.hooks.forward_parts(mixed)) == 2

@@ -27,6 +27,7 @@ EXPECTED_TOKENS = {
     "gemma3": (4, 4, 4), "idefics3": (40, 28, 40), "smolvlm": (40, 28, 40),
     "internvl": (20, 28, 20), "qwen3_5": (16, 12, 16),
     "glm4v": (4, 6, 4), "qwen3_vl_moe": (16, 12, 16), "qwen3_5_moe": (16, 12, 16), "glm4v_moe": (4, 6, 4),
+    "mllama": (1, 1, 1),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}
@@ -172,10 +173,17 @@ def test_batch_images_of_different_sizes(family, padding_side):
         got = out.logits[0][-n:] if padding_side == "left" else out.logits[0][:n]
     else:
         got = out.logits[0][batch["attention_mask"][0].bool()]
+    if family == "mllama":
+        # Not so in transformers' Mllama: a token with no image to cross-attend (here those before the image)
+        # attends uniformly to every vision token of its row, the padding image included, and every later
+        # token sees it; the adapter runs each image count in a forward of its own (families/mllama.py).
+        assert not torch.allclose(got, alone, rtol=1e-4, atol=1e-4)
+        return
     torch.testing.assert_close(got, alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("family", HF_VLMS)
+# mllama: its images are outside the token stream (one <|image|> each, not expanded): no count to check
+@pytest.mark.parametrize("family", [f for f in HF_VLMS if f != "mllama"])
 def test_image_token_count_mismatch_is_detected(family):
     img = _image("horse.png")
     model, processor = tiny(family)

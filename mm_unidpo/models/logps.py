@@ -73,6 +73,13 @@ def batch_logps(model: Any, batch: PairBatch, family: Family, options: ForwardOp
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(items, slots) sums of response log-probs and token counts, and with `greedy` whether every token of
     each response is the greedy one."""
+    parts = family.forward_parts(batch)
+    if parts is not None:  # separate forwards (Family.forward_parts); each holds some items' responses
+        results = [batch_logps(model, part, family, options, greedy=greedy) for part in parts]
+        sums, counts = sum(r[0] for r in results), sum(r[1] for r in results)
+        if not greedy:
+            return sums, counts, None
+        return sums, counts, torch.stack([r[2] for r in results]).all(0)  # an item's absent parts: True
     inputs, blocks = forward_inputs(model, batch, family, options)
     device = batch.input_ids.device
     source = batch.blocks.scored(device)  # token ids where the batch holds them

@@ -31,6 +31,9 @@ glm4v              Glm4vForConditionalGeneration (patch 14)    Glm4vProcessor [*
 qwen3_vl_moe,      the MoE classes of qwen3_vl, qwen3_5, glm4v: as those, with 4 experts (2 per token, 32 wide) in every
 qwen3_5_moe,       MoE layer (glm4v_moe: layer 0 dense, layer 1 MoE + a shared expert; qwen3_5_moe: + a shared expert)
 glm4v_moe
+mllama             MllamaForConditionalGeneration              MllamaProcessor                 1 (<|image|>; 1..4 tiles
+                   (layer 1 of 3 cross-attends to the images)                                  of 16 patches + CLS
+                                                                                               cross-attended)
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -56,7 +59,7 @@ __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
             "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5", "glm4v", "qwen3_vl_moe", "qwen3_5_moe",
-            "glm4v_moe")
+            "glm4v_moe", "mllama")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -131,7 +134,8 @@ def tiny(family: str, seed: int = 0, **overrides: Any):
                                clip_vision=_clip_vision, overrides=ov)
     builder = {"causal_lm": _causal_lm, "llava": _llava, "llava_next": _llava_next,
                "llava_onevision": _llava_onevision, "gemma3": _gemma3,
-               "idefics3": _idefics3, "smolvlm": _idefics3, "internvl": _internvl}.get(family, _qwen_vl)
+               "idefics3": _idefics3, "smolvlm": _idefics3, "internvl": _internvl,
+               "mllama": _mllama}.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
 
 
@@ -394,3 +398,33 @@ def _internvl(family, seed, attn, padding_side, ov):
     processor = processor_without_video(T.InternVLProcessor, image_processor=image_processor, tokenizer=tok,
                                         image_seq_length=n_tokens)
     return _finish(T.InternVLForConditionalGeneration, config, ov, seed, attn), processor
+
+
+def _mllama(family, seed, attn, padding_side, ov):
+    """Llama-3.2-Vision: 3 text layers, layer 1 a cross-attention layer; an image is 1..4 tiles of 32x32
+    (4x4 patches + CLS each), cross-attended by the text tokens its ``cross_attention_mask`` allows. The
+    gates (zero-initialised by transformers: the images would not matter) are random, from the seed."""
+    import transformers as T
+
+    tok = tiny_tokenizer("mllama", padding_side=padding_side)
+    text = _text_kwargs(tok, ov)
+    text["num_hidden_layers"] = max(text["num_hidden_layers"], 3)
+    text.setdefault("cross_attention_layers", [1])
+    text.pop("tie_word_embeddings")
+    vkw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+               image_size=CLIP_IMAGE, patch_size=CLIP_PATCH, max_num_tiles=4, intermediate_layers_indices=[0],
+               supported_aspect_ratios=[[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
+    vkw["vision_output_dim"] = vkw["hidden_size"] * (len(vkw["intermediate_layers_indices"]) + 1)
+    vkw.update(ov.pop("vision_config", {}))
+    config = T.MllamaConfig(vision_config=T.MllamaVisionConfig(**vkw), text_config=T.MllamaTextConfig(**text),
+                            image_token_index=tok.image_token_id)
+    image_processor = T.MllamaImageProcessorPil(size={"height": CLIP_IMAGE, "width": CLIP_IMAGE}, max_image_tiles=4,
+                                                image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = T.MllamaProcessor(image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template)
+    model = _finish(T.MllamaForConditionalGeneration, config, ov, seed, attn)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("gate"):
+                param.uniform_(0.5, 1.0, generator=generator)
+    return model, processor

@@ -33,6 +33,9 @@ style               modelled on
                     <|assistant|>\n...``; like the real one, an assistant turn is
                     not closed by a token: the model ends it with ``<|endoftext|>``
                     or the next ``<|user|>``)
+``mllama``          meta-llama/Llama-3.2-*-Vision-Instruct (Llama-3 headers, ``<|image|>``
+                    per image; the real template's dated system block for prompts
+                    without images is left out)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -72,7 +75,7 @@ She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
 STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3", "idefics3",
-          "smolvlm", "internvl", "glm4v")
+          "smolvlm", "internvl", "glm4v", "mllama")
 
 
 @functools.lru_cache(maxsize=None)
@@ -281,6 +284,22 @@ _GLM4V = (
     "{%- if add_generation_prompt %}{{- '<|assistant|>\n' }}{%- endif %}"
 )
 
+# meta-llama/Llama-3.2-*-Vision-Instruct: "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>q<|eot_id|>
+# <|start_header_id|>assistant<|end_header_id|>\n\na<|eot_id|>" (text trimmed).
+_MLLAMA = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] | trim }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<|image|>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] | trim }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+
 # the image tokens Idefics3 / SmolVLM processors expand "<image>" into (tile positions, the global view)
 _IDEFICS3_IMAGE_SPECIALS = (["<fake_token_around_image>", "<image>", "<global-img>"]
                             + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)] + ["<end_of_utterance>"])
@@ -360,6 +379,13 @@ _SPECS: dict[str, dict] = {
                   "<|end_of_video|>", "<|image|>", "<|video|>"],
         roles=dict(eos="<|endoftext|>", pad="<|endoftext|>"),
         extra={"image_token": "<|image|>", "video_token": "<|video|>"}, add_bos=False,
+    ),
+    "mllama": dict(
+        template=_MLLAMA,
+        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                  "<|eot_id|>", "<|finetune_right_pad_id|>", "<|python_tag|>", "<|image|>"],
+        roles=dict(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>"),
+        extra={"image_token": "<|image|>"}, add_bos=True,
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)

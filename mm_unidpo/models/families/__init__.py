@@ -19,6 +19,7 @@ from .idefics3 import Idefics3
 from .internvl import InternVL
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
+from .mllama import Mllama
 from .qwen3_5 import Qwen3_5
 from .qwen3_5_moe import Qwen3_5Moe
 from .qwen3_vl_moe import Qwen3VLMoe
@@ -42,6 +43,7 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Qwen3VLMoe,
     Qwen3_5Moe,
     Glm4vMoe,
+    Mllama,
     CausalLM,
 )}
 
