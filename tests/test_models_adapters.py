@@ -611,3 +611,24 @@ def test_mllama_cross_attention_mask_is_the_processors_for_the_whole_conversatio
     assert torch.equal(inputs["cross_attention_mask"][0, :n], theirs["cross_attention_mask"][0])
     mixed = adapter.collate([record, base_records("mllama")[2]])  # with a text-only record
     assert len(adapter.hooks.forward_parts(mixed)) == 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_score_continuations_equal_naive_reference(zoo, family):
+    """The prompt API (evaluation, judges): continuations sharing a prompt, prompts with and without an image
+    in one call, each sum equal to the naive forward of its own sequence."""
+    from mm_unidpo.data import Prompt
+
+    model, processor = zoo(family)
+    adapter = get_adapter(model, processor)
+    photos = [] if family == "causal_lm" else [str(IMAGES / "rocket.jpg")]
+    need_images("rocket.jpg")
+    prompts = [adapter.encode_prompt(Prompt("<image>\nIs there a rocket?" if photos else "Is there a rocket?",
+                                            images=photos)),
+               adapter.encode_prompt(Prompt("Is the sky blue?"))]
+    continuations = [[adapter.response_ids(p, answer) for answer in ("Yes.", "No, there is not.")] for p in prompts]
+    sums, greedy = adapter.score_continuations(model, prompts, continuations, device="cpu")
+    for i, prompt in enumerate(prompts):
+        for k, ids in enumerate(continuations[i]):
+            torch.testing.assert_close(sums[i, k].item(), naive_logp(family, model, prompt, ids), atol=ATOL, rtol=RTOL)
+    assert greedy.dtype == torch.bool and greedy.shape == sums.shape
