@@ -22,6 +22,8 @@ qwen2_5_vl         Qwen2_5_VLForConditionalGeneration          Qwen2_5_VLProcess
 qwen3_vl           Qwen3VLForConditionalGeneration (patch 16)  Qwen3VLProcessor [*]            4..16 (128x128 max)
 llava_orig         llava.model.LlavaLlamaForCausalLM           llava_orig.LlavaOrigProcessor   1 id (-200) -> 16
 gemma3             Gemma3ForConditionalGeneration (SigLIP)     Gemma3Processor                 4 (+ boi/eoi, "\n\n")
+gemma4             Gemma4ForConditionalGeneration              Gemma4Processor [*]             60..64 (70 max; patch 8,
+                                                                                               2x2 pooled; + boi/eoi)
 idefics3           Idefics3ForConditionalGeneration (Llama)    Idefics3Processor               40 = (3x3 tiles + global) x 4
 smolvlm            SmolVLMForConditionalGeneration (Llama)     SmolVLMProcessor [*]            40 = (3x3 tiles + global) x 4
 internvl           InternVLForConditionalGeneration (Qwen2)    InternVLProcessor [*]           (1..6 tiles + thumbnail) x 4
@@ -59,7 +61,7 @@ __all__ = ["FAMILIES", "available_families", "tiny"]
 
 FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig",
             "gemma3", "idefics3", "smolvlm", "internvl", "qwen3_5", "glm4v", "qwen3_vl_moe", "qwen3_5_moe",
-            "glm4v_moe", "mllama")
+            "glm4v_moe", "mllama", "gemma4")
 
 HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
 CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
@@ -133,7 +135,7 @@ def tiny(family: str, seed: int = 0, **overrides: Any):
         return tiny_llava_orig(seed=seed, attn=attn, padding_side=padding_side, text_kwargs=_text_kwargs,
                                clip_vision=_clip_vision, overrides=ov)
     builder = {"causal_lm": _causal_lm, "llava": _llava, "llava_next": _llava_next,
-               "llava_onevision": _llava_onevision, "gemma3": _gemma3,
+               "llava_onevision": _llava_onevision, "gemma3": _gemma3, "gemma4": _gemma4,
                "idefics3": _idefics3, "smolvlm": _idefics3, "internvl": _internvl,
                "mllama": _mllama}.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
@@ -428,3 +430,34 @@ def _mllama(family, seed, attn, padding_side, ov):
             if name.endswith("gate"):
                 param.uniform_(0.5, 1.0, generator=generator)
     return model, processor
+
+
+def _gemma4(family, seed, attn, padding_side, ov):
+    """Gemma-4: layer 0 sliding-window (window 16), layer 1 global; per-layer input embeddings (width 8);
+    images cut into patches of 8 pixels, 2x2-pooled into at most 70 soft tokens, bidirectional among an
+    image's tokens (``mm_token_type_ids``)."""
+    import transformers as T
+
+    from mm_unidpo.models.families.gemma4 import gemma4_processor_class
+
+    tok = tiny_tokenizer("gemma4", padding_side=padding_side)
+    text = _text_kwargs(tok, ov)
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    for key, value in dict(head_dim=head_dim, global_head_dim=head_dim, sliding_window=GEMMA3_SLIDING_WINDOW,
+                           vocab_size_per_layer_input=text["vocab_size"], hidden_size_per_layer_input=8,
+                           use_bidirectional_attention="vision").items():
+        text.setdefault(key, value)
+    text.setdefault("layer_types", ["sliding_attention", "full_attention"] * (text["num_hidden_layers"] // 2)
+                    + ["full_attention"] * (text["num_hidden_layers"] % 2))
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2, head_dim=16, patch_size=8, pooling_kernel_size=2, position_embedding_size=256)
+    vision.update(ov.pop("vision_config", {}))
+    config = T.Gemma4Config(text_config=text, vision_config=vision, audio_config=None, boi_token_id=tok.boi_token_id,
+                            eoi_token_id=tok.eoi_token_id, image_token_id=tok.image_token_id,
+                            video_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    image_processor = T.Gemma4ImageProcessorPil(patch_size=vision["patch_size"], max_soft_tokens=70,
+                                                pooling_kernel_size=vision["pooling_kernel_size"])
+    processor = gemma4_processor_class()(image_processor=image_processor, tokenizer=tok,
+                                         chat_template=tok.chat_template, image_seq_length=70)
+    config.video_token_id = processor.video_token_id
+    return _finish(T.Gemma4ForConditionalGeneration, config, ov, seed, attn), processor

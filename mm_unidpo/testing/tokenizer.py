@@ -33,6 +33,10 @@ style               modelled on
                     <|assistant|>\n...``; like the real one, an assistant turn is
                     not closed by a token: the model ends it with ``<|endoftext|>``
                     or the next ``<|user|>``)
+``gemma4``          google/gemma-4-*-it, as far as known here: Gemma-3's turns, one
+                    ``<|image|>`` per image (expanded by the processor between
+                    ``<start_of_image>`` and ``<end_of_image>``); audio tokens named
+                    but unused (the real template was not available offline)
 ``mllama``          meta-llama/Llama-3.2-*-Vision-Instruct (Llama-3 headers, ``<|image|>``
                     per image; the real template's dated system block for prompts
                     without images is left out)
@@ -75,7 +79,7 @@ She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
 STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna", "gemma3", "idefics3",
-          "smolvlm", "internvl", "glm4v", "mllama")
+          "smolvlm", "internvl", "glm4v", "mllama", "gemma4")
 
 
 @functools.lru_cache(maxsize=None)
@@ -238,6 +242,7 @@ _GEMMA3 = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<start_of_turn>model\n' }}{%- endif %}"
 )
+_GEMMA4 = _GEMMA3.replace("<start_of_image>", "<|image|>")
 
 # Idefics3 / SmolVLM: "User:<image>q<end_of_utterance>\nAssistant: a<end_of_utterance>\n", the role capitalised
 # and followed by ":" when the content starts with an image, ": " otherwise; the generation prompt "Assistant:".
@@ -389,6 +394,11 @@ _SPECS: dict[str, dict] = {
     ),
 }
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)
+_SPECS["gemma4"] = dict(
+    _SPECS["gemma3"], template=_GEMMA4,
+    specials=_SPECS["gemma3"]["specials"] + ["<|image|>", "<start_of_audio>", "<end_of_audio>", "<|audio|>"],
+    extra={"image_token": "<|image|>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+           "audio_token": "<|audio|>", "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"})
 
 
 def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right",

@@ -13,6 +13,7 @@ from typing import Any
 from .base import Family, FamilySpec
 from .causal_lm import CausalLM
 from .gemma3 import Gemma3
+from .gemma4 import Gemma4
 from .glm4v import Glm4v
 from .glm4v_moe import Glm4vMoe
 from .idefics3 import Idefics3
@@ -35,6 +36,7 @@ FAMILIES: dict[str, type[Family]] = {family.spec.name: family for family in (
     Qwen3VL,
     LlavaOrig,
     Gemma3,
+    Gemma4,
     Idefics3,
     SmolVLM,
     InternVL,
