@@ -294,3 +294,21 @@ def test_plain_only_families_would_be_wrong_packed(family, monkeypatch):
             return
     worst = max((a.chosen_logps - b.chosen_logps).abs().max(), (a.rejected_logps - b.rejected_logps).abs().max())
     assert worst > 1e-3, f"{family}: packed equals plain here ({worst:.2e}); the declaration may be too strict"
+
+
+@needs_images
+@pytest.mark.parametrize("family", [f for f in ("idefics3", "gemma4", "mllama") if f in available_families()])
+def test_training_from_a_saved_checkpoint(tmp_path, family):
+    """LoRA training loads a saved checkpoint through the family (its loader where it has one), and the
+    default layout's curve equals the plain one's: idefics3 packs; gemma4 and mllama (forwards per image
+    count) are plain either way."""
+    model, processor = tiny(family)
+    model.save_pretrained(tmp_path / family)
+    processor.save_pretrained(tmp_path / family)
+    with open(tmp_path / "data.jsonl", "w") as f:
+        for i, r in enumerate(_records(text_only=False)[:3] * 2):
+            f.write(json.dumps({"id": f"r{i}", "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
+                                "images": r.images, "score_chosen": 7.0, "score_rejected": 3.0}) + "\n")
+    curves = packed_and_plain_training_curves(tmp_path, tmp_path / family, loss="unidpo", max_steps=2)
+    assert len(curves[True]) == 2
+    torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)
