@@ -49,14 +49,14 @@ def logps(adapter, model, records):
         return adapter.sequence_logps(model, adapter.collate(records))
 
 
-def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
+def naive_logp(family: str, model, encoded, response_ids: list[int], *, differentiable: bool = False):
     """log p(response | prompt, images) for ONE example (an encoded pair or prompt): unpadded forward,
-    hand-written gather."""
+    hand-written gather. A float, or with `differentiable` a float64 tensor with its graph (for gradients)."""
     prompt_ids = encoded.prompt_ids if hasattr(encoded, "prompt_ids") else encoded.ids
     ids = prompt_ids + list(response_ids)
     input_ids = torch.tensor([ids])
     shift = 0  # extra positions before the response (llava_orig's spliced image features)
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable):
         if family == "llava_orig":
             if encoded.vision:
                 images = encoded.vision["images"]
@@ -70,6 +70,8 @@ def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
                 logits = model(input_ids=input_ids).logits[0]
         else:
             inputs = {"input_ids": input_ids, **encoded.vision}
+            if "cross_attention_mask" in inputs:  # mllama: the processor's own mask for the whole sequence
+                inputs["cross_attention_mask"] = mllama_cross_attention_mask(model, ids, encoded.vision)
             for key, values in encoded.token_extras.items():
                 inputs[key] = torch.tensor([values + [0] * len(response_ids)])
             logits = model(**inputs).logits[0]
@@ -77,8 +79,21 @@ def naive_logp(family: str, model, encoded, response_ids: list[int]) -> float:
     start = len(prompt_ids) + shift  # position of the first response token
     total = 0.0
     for j, token in enumerate(response_ids):
-        total += float(logp[start + j - 1, token])  # logits at t predict token t + 1
-    return total
+        total = total + logp[start + j - 1, token]  # logits at t predict token t + 1
+    return total if differentiable else float(total)
+
+
+def mllama_cross_attention_mask(model, ids: list[int], vision: dict) -> torch.Tensor:
+    """What MllamaProcessor computes for the token sequence `ids` with these images (its own functions, on
+    the whole conversation rather than the prompt alone)."""
+    from transformers.models.mllama.processing_mllama import (convert_sparse_cross_attention_mask_to_dense,
+                                                              get_cross_attention_token_mask)
+
+    tiles = vision["aspect_ratio_mask"][0].sum(-1).tolist()
+    ranges = get_cross_attention_token_mask(ids, model.config.image_token_index)
+    dense = convert_sparse_cross_attention_mask_to_dense([ranges], [tiles], vision["aspect_ratio_mask"].shape[-1],
+                                                         len(ids))
+    return torch.from_numpy(dense)
 
 
 def packed_and_plain_training_curves(tmp_path: Path, model_dir: Path, *, loss: str,

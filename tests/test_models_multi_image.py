@@ -135,3 +135,30 @@ def test_llava_orig_prompt_ids_equal_llava_conversation_code(n):
     pixels = process_images(images, processor.image_processor, model.config)
     pixels = torch.stack(pixels) if isinstance(pixels, list) else pixels
     assert torch.equal(encoded.vision["images"], pixels)
+
+
+@pytest.mark.parametrize("family", TEMPLATE_FAMILIES)
+def test_system_turn_and_multi_turn_prompt(zoo, family):
+    """A system turn, a past exchange and a second image in a later turn: prompt ids and vision tensors equal
+    the processor's own chat-template rendering, and the batched log-probs the naive forward's."""
+    from .helpers import ATOL, RTOL, naive_logp
+
+    need_images(*PHOTOS[:2])
+    model, processor = zoo(family)
+    adapter = get_adapter(model, processor)
+    rec = PreferenceRecord(prompt=[{"role": "system", "content": "You are a helpful assistant."},
+                                   {"role": "user", "content": "<image>\nWhat is in the photo?"},
+                                   {"role": "assistant", "content": "A cat on a sofa."},
+                                   {"role": "user", "content": "<image>\nAnd in this one?"}],
+                           chosen="A cup of coffee.", rejected="A dog.", images=[str(IMAGES / p) for p in PHOTOS[:2]])
+    encoded = adapter.encode(rec)
+    images = load_record_images(rec, max_pixels=adapter.max_image_pixels)
+    theirs = reference(processor, [with_images(adapter.messages(rec), images)])
+    assert encoded.prompt_ids == theirs["input_ids"][0].tolist()
+    assert_vision_equal(encoded.vision, theirs)
+    with torch.no_grad():
+        out = adapter.sequence_logps(model, adapter.collate([rec]))
+    torch.testing.assert_close(out.chosen_logps.item(), naive_logp(family, model, encoded, encoded.chosen_ids),
+                               atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out.rejected_logps.item(), naive_logp(family, model, encoded, encoded.rejected_ids),
+                               atol=ATOL, rtol=RTOL)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mm_unidpo.data import PreferenceRecord
+from mm_unidpo.models import FAMILIES as REGISTRY
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.attention import NAME as PACKED_ATTENTION
 from mm_unidpo.models.layouts import CHOSEN, LAYOUTS, PAD, PROMPT, REJECTED
@@ -69,8 +70,11 @@ def test_packed_path_equals_plain_path_logps_and_gradients(family, variant):
     plain = get_adapter(model, processor, shared_prefix=False)
     packed = get_adapter(model, processor, **options)
     batch = packed.collate(records)
-    assert batch.layout == "packed" and batch.num_pairs == 4
-    assert batch.blocks.num_rows == (1 if variant in ("one row", "materialised head") else 4)
+    if "packed" not in REGISTRY[family].spec.layouts:  # plain only: asking for packed falls back to plain
+        assert not packed.shared_prefix and batch.layout == "plain" and batch.blocks.num_rows == 8
+    else:
+        assert batch.layout == "packed" and batch.num_pairs == 4
+        assert batch.blocks.num_rows == (1 if variant in ("one row", "materialised head") else 4)
     a, grads_a = _run(plain, model, records)
     b, grads_b = _run(packed, model, records)
     _assert_same(a, b, grads_a, grads_b)
@@ -218,7 +222,8 @@ def _varlen_emulation(module, query, key, value, attention_mask, *, cu_seq_lens_
 
 
 @needs_images
-@pytest.mark.parametrize("family", ["causal_lm", "llava", "llava_next", "llava_onevision"])
+@pytest.mark.parametrize("family", ["causal_lm", "llava", "llava_next", "llava_onevision", "idefics3", "smolvlm",
+                                    "internvl"])
 def test_varlen_inputs_for_flash_kernels_equal_the_plain_path(family):
     """Under flash attention the plain layout goes padding-free: the 2B sequences in one row with restarted
     positions and cu_seq_lens. Run through a kernel that honours exactly those inputs, it gives the padded
@@ -257,3 +262,53 @@ def test_flash_attention_picks_the_varlen_layout_where_positions_are_1d():
         model.config.get_text_config()._attn_implementation = "flash_attention_2"
         adapter = get_adapter(model, processor)
         assert not adapter.shared_prefix and adapter.varlen is expected
+
+
+PLAIN_ONLY = [f for f in available_families() if "packed" not in REGISTRY[f].spec.layouts]
+
+
+@needs_images
+@pytest.mark.parametrize("family", PLAIN_ONLY)
+def test_plain_only_families_would_be_wrong_packed(family, monkeypatch):
+    """Why these families declare the plain layout only: forced into the packed one (its per-pair causal
+    attention), they give other log-probs (Gemma-3: bidirectional image blocks and sliding windows; Qwen3.5:
+    the linear-attention state runs on along the row) or refuse it (Mllama: its images are per row). Asking
+    for packed gives plain."""
+    import dataclasses
+
+    model, processor = tiny(family)
+    model.eval()
+    records = _records(text_only=False)
+    plain = get_adapter(model, processor, shared_prefix=False)
+    asked = get_adapter(model, processor, shared_prefix=True)
+    assert asked.layout == "plain" and not asked.shared_prefix
+    monkeypatch.setattr(REGISTRY[family], "spec", dataclasses.replace(REGISTRY[family].spec, layouts=("plain", "packed")))
+    forced = get_adapter(model, processor)
+    assert forced.layout == "packed"
+    with torch.no_grad():
+        a = plain.sequence_logps(model, plain.collate(records))
+        try:
+            b = forced.sequence_logps(model, forced.collate(records))
+        except ValueError as error:  # refused outright (mllama: its images are per row) is fine too
+            assert "plain" in str(error)
+            return
+    worst = max((a.chosen_logps - b.chosen_logps).abs().max(), (a.rejected_logps - b.rejected_logps).abs().max())
+    assert worst > 1e-3, f"{family}: packed equals plain here ({worst:.2e}); the declaration may be too strict"
+
+
+@needs_images
+@pytest.mark.parametrize("family", [f for f in ("idefics3", "gemma4", "mllama") if f in available_families()])
+def test_training_from_a_saved_checkpoint(tmp_path, family):
+    """LoRA training loads a saved checkpoint through the family (its loader where it has one), and the
+    default layout's curve equals the plain one's: idefics3 packs; gemma4 and mllama (forwards per image
+    count) are plain either way."""
+    model, processor = tiny(family)
+    model.save_pretrained(tmp_path / family)
+    processor.save_pretrained(tmp_path / family)
+    with open(tmp_path / "data.jsonl", "w") as f:
+        for i, r in enumerate(_records(text_only=False)[:3] * 2):
+            f.write(json.dumps({"id": f"r{i}", "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
+                                "images": r.images, "score_chosen": 7.0, "score_rejected": 3.0}) + "\n")
+    curves = packed_and_plain_training_curves(tmp_path, tmp_path / family, loss="unidpo", max_steps=2)
+    assert len(curves[True]) == 2
+    torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-3, atol=1e-4)

@@ -14,6 +14,7 @@ from mm_unidpo.testing import (FAMILIES, available_families, load_processor_with
                                tiny_tokenizer)
 from mm_unidpo.testing.tokenizer import STYLES, base_tokenizer_json
 
+OPEN_TURN_STYLES = ("glm4v",)
 IMAGES = Path(os.environ.get("MM_UNIDPO_TEST_IMAGES", "/work/shared/data/images"))
 VLMS = [f for f in available_families() if f != "causal_lm"]
 HF_VLMS = [f for f in VLMS if f != "llava_orig"]
@@ -23,6 +24,10 @@ EXPECTED_TOKENS = {
     "llava": (16, 16, 16), "llava_orig": (16, 16, 16),
     "llava_next": (36, 44, 36), "llava_onevision": (36, 44, 36),
     "qwen2_vl": (16, 12, 16), "qwen2_5_vl": (16, 12, 16), "qwen3_vl": (16, 12, 16),
+    "gemma3": (4, 4, 4), "idefics3": (40, 28, 40), "smolvlm": (40, 28, 40),
+    "internvl": (20, 28, 20), "qwen3_5": (16, 12, 16),
+    "glm4v": (4, 6, 4), "qwen3_vl_moe": (16, 12, 16), "qwen3_5_moe": (16, 12, 16), "glm4v_moe": (4, 6, 4),
+    "mllama": (1, 1, 1), "gemma4": (64, 60, 64),
 }
 # LLaVA-OneVision drops anyres tiles for rows with several images: base features + 1 newline each.
 MULTI_IMAGE_ROW_TOKENS = {"llava_onevision": 17}
@@ -82,7 +87,8 @@ def test_chat_template_shape(style):
     prompt = tok.apply_chat_template(conv[:1], tokenize=False, add_generation_prompt=True)
     full = tok.apply_chat_template(conv, tokenize=False)
     assert full.startswith(prompt), (prompt, full)
-    assert full.rstrip("\n").endswith("A red rocket." + tok.eos_token)
+    # GLM-4.1V's template, like the real one, closes no assistant turn (the model ends it with its eos)
+    assert full.rstrip("\n").endswith("A red rocket." + ("" if style in OPEN_TURN_STYLES else tok.eos_token))
     ids = tok(full, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == full
     assert tok.pad_token_id is not None and tok.eos_token_id is not None
@@ -167,17 +173,24 @@ def test_batch_images_of_different_sizes(family, padding_side):
         got = out.logits[0][-n:] if padding_side == "left" else out.logits[0][:n]
     else:
         got = out.logits[0][batch["attention_mask"][0].bool()]
+    if family == "mllama":
+        # Not so in transformers' Mllama: a token with no image to cross-attend (here those before the image)
+        # attends uniformly to every vision token of its row, the padding image included, and every later
+        # token sees it; the adapter runs each image count in a forward of its own (families/mllama.py).
+        assert not torch.allclose(got, alone, rtol=1e-4, atol=1e-4)
+        return
     torch.testing.assert_close(got, alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("family", HF_VLMS)
+# mllama: its images are outside the token stream (one <|image|> each, not expanded): no count to check
+@pytest.mark.parametrize("family", [f for f in HF_VLMS if f != "mllama"])
 def test_image_token_count_mismatch_is_detected(family):
     img = _image("horse.png")
     model, processor = tiny(family)
     text = processor.apply_chat_template([_user("Describe the photo.")], tokenize=False, add_generation_prompt=True)
     batch = dict(_encode(family, processor, [text], [[img]]))
     pos = int((batch["input_ids"][0] == model.config.image_token_id).nonzero()[0])
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
         if key in batch:
             batch[key] = torch.cat([batch[key][:, :pos], batch[key][:, pos + 1:]], dim=1)
     with pytest.raises(ValueError, match="(?i)tokens"):
@@ -201,7 +214,7 @@ def test_same_seed_same_weights(family):
 
 
 # ---------------------------------------------------------------------------------------- processors
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision", "internvl"])
 def test_processor_without_video_save_load(family, tmp_path):
     import transformers
 
@@ -241,3 +254,23 @@ def test_other_families_do_not_import_llava():
     code = ("import sys; from mm_unidpo.testing import tiny; tiny('llava'); tiny('qwen2_vl'); "
             "assert 'llava' not in sys.modules, 'llava imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "gemma4"])
+def test_checkpoint_loads_through_the_family_loader(family, tmp_path):
+    """A saved SmolVLM / Gemma-4 checkpoint loads through the family's loader (no video processor, and for
+    SmolVLM no num2words) into a processor that renders and tokenizes exactly as the one saved."""
+    from mm_unidpo.models.loading import load_pretrained
+
+    model, processor = tiny(family)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded_model, loaded = load_pretrained(str(tmp_path), dtype="float32")
+    assert type(loaded_model) is type(model) and type(loaded).__name__ == type(processor).__name__
+    assert getattr(loaded, "image_seq_len", None) == getattr(processor, "image_seq_len", None)
+    assert getattr(loaded, "image_seq_length", None) == getattr(processor, "image_seq_length", None)
+    conv = [[{"role": "user", "content": [{"type": "image", "image": _image("coffee.png")},
+                                          {"type": "text", "text": "Hi"}]}]]
+    a, b = (p.apply_chat_template(conv, tokenize=True, return_dict=True, add_generation_prompt=True,
+                                  return_tensors="pt") for p in (processor, loaded))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

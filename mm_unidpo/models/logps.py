@@ -123,6 +123,19 @@ def batch_logps(
 ) -> ItemSums:
     """(items, slots) sums of response log-probs, token counts and the LD-DPO shared sums; with `greedy`
     whether every token of each response is the greedy one; with `log_sum_sq` WPO's Σ log Σ_v p(v)²."""
+    parts = family.forward_parts(batch)
+    if parts is not None:  # separate forwards (Family.forward_parts); each holds some items' responses whole
+        results = [batch_logps(model, part, family, options, greedy=greedy, log_sum_sq=log_sum_sq) for part in parts]
+        total = ItemSums(
+            sum(r.logps for r in results),  # type: ignore[arg-type]
+            sum(r.counts for r in results),  # type: ignore[arg-type]
+            sum(r.shared for r in results),  # type: ignore[arg-type]
+        )
+        if greedy:  # an item's absent parts: True
+            total.greedy = torch.stack([r.greedy for r in results if r.greedy is not None]).all(0)
+        if log_sum_sq:
+            total.log_sum_sq = sum(r.log_sum_sq for r in results if r.log_sum_sq is not None)  # type: ignore[assignment]
+        return total
     inputs, blocks = forward_inputs(model, batch, family, options)
     device = batch.input_ids.device
     source = batch.blocks.scored(device)  # token ids where the batch holds them

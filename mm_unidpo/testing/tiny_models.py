@@ -21,6 +21,21 @@ qwen2_vl           Qwen2VLForConditionalGeneration (patch 14)  Qwen2VLProcessor 
 qwen2_5_vl         Qwen2_5_VLForConditionalGeneration          Qwen2_5_VLProcessor [*]         4..16
 qwen3_vl           Qwen3VLForConditionalGeneration (patch 16)  Qwen3VLProcessor [*]            4..16 (128x128 max)
 llava_orig         llava.model.LlavaLlamaForCausalLM           llava_orig.LlavaOrigProcessor   1 id (-200) -> 16
+gemma3             Gemma3ForConditionalGeneration (SigLIP)     Gemma3Processor                 4 (+ boi/eoi, "\n\n")
+gemma4             Gemma4ForConditionalGeneration              Gemma4Processor [*]             60..64 (70 max; patch
+                                                                                               8, 2x2 pooled; + boi/eoi)
+idefics3           Idefics3ForConditionalGeneration (Llama)    Idefics3Processor               40 = (9 tiles + 1) x 4
+smolvlm            SmolVLMForConditionalGeneration (Llama)     SmolVLMProcessor [*]            40 = (9 tiles + 1) x 4
+internvl           InternVLForConditionalGeneration (Qwen2)    InternVLProcessor [*]           (1..6 tiles + 1) x 4
+qwen3_5            Qwen3_5ForConditionalGeneration             Qwen3VLProcessor [*]            4..16 (128x128 max)
+                   (layer 0 Gated DeltaNet, layer 1 attention)
+glm4v              Glm4vForConditionalGeneration (patch 14)    Glm4vProcessor [*]              4 (6 for 640x427)
+qwen3_vl_moe,      the MoE classes of qwen3_vl, qwen3_5, glm4v: as those, with 4 experts (2 per token, 32 wide) in every
+qwen3_5_moe,       MoE layer (glm4v_moe: layer 0 dense, layer 1 MoE + a shared expert; qwen3_5_moe: + a shared expert)
+glm4v_moe
+mllama             MllamaForConditionalGeneration              MllamaProcessor                 1 (<|image|>; 1..4 tiles
+                   (layer 1 of 3 cross-attends to the images)                                  of 16 patches + CLS
+                                                                                               cross-attended)
 =================  ==========================================  ==============================  =====================
 
 [*] built by :func:`mm_unidpo.models.processors.processor_without_video` (no torchvision).
@@ -35,28 +50,46 @@ Overrides (all optional):
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
-import torch
+import transformers
 
-from mm_unidpo.models.processors import processor_without_video
-
-from .tokenizer import tiny_tokenizer
+from .tiny_classic import _causal_lm, _llava, _llava_next, _llava_onevision, _qwen_vl
+from .tiny_common import clip_vision, text_kwargs
+from .tiny_recent import _gemma3, _gemma4, _idefics3, _internvl, _mllama
 
 __all__ = ["FAMILIES", "available_families", "tiny"]
 
-FAMILIES = ("causal_lm", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_orig")
-
-HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2  # head_dim 16
-CLIP_IMAGE, CLIP_PATCH = 32, 8  # 4x4 = 16 patch features per tile
-PINPOINTS = [[32, 32], [32, 64], [64, 32]]  # anyres grids (height, width): 1x1, 1x2, 2x1 tiles
+# family -> builder(family, seed, attn, padding_side, overrides) -> (model, processor); llava_orig (below) needs
+# llava-torch, imported only when built.
+BUILDERS: dict[str, Callable[..., tuple[Any, Any]] | None] = {
+    "causal_lm": _causal_lm,
+    "llava": _llava,
+    "llava_next": _llava_next,
+    "llava_onevision": _llava_onevision,
+    "qwen2_vl": _qwen_vl,
+    "qwen2_5_vl": _qwen_vl,
+    "qwen3_vl": _qwen_vl,
+    "llava_orig": None,
+    "gemma3": _gemma3,
+    "idefics3": _idefics3,
+    "smolvlm": _idefics3,
+    "internvl": _internvl,
+    "qwen3_5": _qwen_vl,
+    "glm4v": _qwen_vl,
+    "qwen3_vl_moe": _qwen_vl,
+    "qwen3_5_moe": _qwen_vl,
+    "glm4v_moe": _qwen_vl,
+    "mllama": _mllama,
+    "gemma4": _gemma4,
+}
+FAMILIES = tuple(BUILDERS)
 
 
 def available_families() -> tuple[str, ...]:
     """The families that can be built here (``qwen3_vl`` needs transformers with Qwen3-VL,
     ``llava_orig`` needs the ``llava-torch`` package)."""
-    import transformers
-
     out = []
     for fam in FAMILIES:
         if fam == "qwen3_vl" and not hasattr(transformers, "Qwen3VLForConditionalGeneration"):
@@ -67,275 +100,23 @@ def available_families() -> tuple[str, ...]:
     return tuple(out)
 
 
-def _round_up(n: int, m: int = 64) -> int:
-    return (n + m - 1) // m * m
-
-
-def _text_kwargs(tok, ov: dict[str, Any]) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(
-        vocab_size=ov.pop("vocab_size", _round_up(len(tok))),
-        hidden_size=ov.pop("hidden_size", HIDDEN),
-        intermediate_size=INTERMEDIATE,
-        num_hidden_layers=ov.pop("num_hidden_layers", LAYERS),
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        max_position_embeddings=2048,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-        tie_word_embeddings=False,
-    )
-    kw.update(ov.pop("text_config", {}))
-    return kw
-
-
-def _clip_vision(ov: dict[str, Any]):
-    from transformers import CLIPVisionConfig
-
-    kw: dict[str, Any] = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_IMAGE,
-        patch_size=CLIP_PATCH,
-        projection_dim=32,
-    )
-    kw.update(ov.pop("vision_config", {}))
-    return CLIPVisionConfig(**kw)
-
-
-def _finish(model_cls, config, ov: dict[str, Any], seed: int, attn: str):
-    for key, value in ov.items():
-        setattr(config, key, value)
-    torch.manual_seed(seed)
-    model = model_cls._from_config(config, attn_implementation=attn, dtype=torch.float32)
-    return model
-
-
-def tiny(family: str, seed: int = 0, **overrides: Any):
+def tiny(family: str, seed: int = 0, **overrides: Any) -> tuple[Any, Any]:
     """Build ``(model, processor)`` for ``family`` (one of :data:`FAMILIES`); see module doc."""
     ov = dict(overrides)
     attn = ov.pop("attn_implementation", "sdpa")
     padding_side = ov.pop("padding_side", "right")
-    if family not in FAMILIES:
+    if family not in BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
-    if family == "llava_orig":
+    builder = BUILDERS[family]
+    if builder is None:
         from .llava_orig import tiny_llava_orig  # imports `llava` (llava-torch) only here
 
         return tiny_llava_orig(
             seed=seed,
             attn=attn,
             padding_side=padding_side,
-            text_kwargs=_text_kwargs,
-            clip_vision=_clip_vision,
+            text_kwargs=text_kwargs,
+            clip_vision=clip_vision,
             overrides=ov,
         )
-    builder = {
-        "causal_lm": _causal_lm,
-        "llava": _llava,
-        "llava_next": _llava_next,
-        "llava_onevision": _llava_onevision,
-    }.get(family, _qwen_vl)
     return builder(family, seed, attn, padding_side, ov)
-
-
-def _causal_lm(family, seed, attn, padding_side, ov):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = tiny_tokenizer("llama3", padding_side=padding_side)
-    config = LlamaConfig(**_text_kwargs(tok, ov))
-    return _finish(LlamaForCausalLM, config, ov, seed, attn), tok
-
-
-def _llava(family, seed, attn, padding_side, ov):
-    from transformers import (
-        CLIPImageProcessorPil,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    tok = tiny_tokenizer("llava", padding_side=padding_side)
-    vision = _clip_vision(ov)
-    n_tokens = (vision.image_size // vision.patch_size) ** 2  # "default" drops CLS: 17 - 1
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=LlamaConfig(**_text_kwargs(tok, ov)),
-        image_token_index=tok.image_token_id,
-        image_seq_length=n_tokens,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": vision.image_size}, crop_size={"height": vision.image_size, "width": vision.image_size}
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tok,
-        patch_size=vision.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=tok.chat_template,
-    )
-    return _finish(LlavaForConditionalGeneration, config, ov, seed, attn), processor
-
-
-def _llava_next(family, seed, attn, padding_side, ov):
-    from transformers import (
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessorPil,
-        LlavaNextProcessor,
-        MistralConfig,
-    )
-
-    tok = tiny_tokenizer("mistral", padding_side=padding_side)
-    vision = _clip_vision(ov)
-    size = vision.image_size
-    pinpoints = [[h * size // CLIP_IMAGE, w * size // CLIP_IMAGE] for h, w in PINPOINTS]
-    config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=MistralConfig(**_text_kwargs(tok, ov), sliding_window=None),
-        image_token_index=tok.image_token_id,
-        image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        image_seq_length=(size // vision.patch_size) ** 2,
-    )
-    image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_grid_pinpoints=pinpoints
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tok,
-        patch_size=vision.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=tok.chat_template,
-    )
-    return _finish(LlavaNextForConditionalGeneration, config, ov, seed, attn), processor
-
-
-def _llava_onevision(family, seed, attn, padding_side, ov):
-    from transformers import (
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        LlavaOnevisionImageProcessorPil,
-        LlavaOnevisionProcessor,
-        Qwen2Config,
-        SiglipVisionConfig,
-    )
-
-    tok = tiny_tokenizer("chatml_llava", padding_side=padding_side)
-    vkw: dict[str, Any] = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_IMAGE,
-        patch_size=CLIP_PATCH,
-    )
-    vkw.update(ov.pop("vision_config", {}))
-    vision = SiglipVisionConfig(**vkw)
-    size: int = vision.image_size  # type: ignore[assignment]  # an int in our config
-    pinpoints = [[h * size // CLIP_IMAGE, w * size // CLIP_IMAGE] for h, w in PINPOINTS]
-    patch: int = vision.patch_size  # type: ignore[assignment]  # an int in our config
-    n_tokens = (size // patch) ** 2  # SigLIP has no CLS token: "full" keeps all
-    config = LlavaOnevisionConfig(
-        vision_config=vision,
-        text_config=Qwen2Config(**_text_kwargs(tok, ov)),
-        image_token_index=tok.image_token_id,
-        video_token_index=tok.video_token_id,
-        image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-        vision_aspect_ratio="anyres_max_9",
-    )
-    image_processor = LlavaOnevisionImageProcessorPil(
-        size={"height": size, "width": size},
-        image_grid_pinpoints=pinpoints,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = processor_without_video(
-        LlavaOnevisionProcessor,
-        image_processor=image_processor,
-        tokenizer=tok,
-        num_image_tokens=n_tokens,
-        vision_feature_select_strategy="full",
-        vision_aspect_ratio="anyres_max_9",
-    )
-    return _finish(LlavaOnevisionForConditionalGeneration, config, ov, seed, attn), processor
-
-
-def _qwen_vl(family, seed, attn, padding_side, ov):
-    import transformers as T
-
-    tok = tiny_tokenizer("qwen3_vl" if family == "qwen3_vl" else "qwen2_vl", padding_side=padding_side)
-    text = _text_kwargs(tok, ov)
-    head_dim = text["hidden_size"] // text["num_attention_heads"]
-    q = head_dim // 2  # mrope sections (t, h, w) must add up to head_dim / 2
-    section = [q - 2 * (3 * q // 8), 3 * q // 8, 3 * q // 8]
-    cfg_cls: type[Any]
-    model_cls: type[Any]
-    proc_cls: type[Any]
-    if family == "qwen2_vl":
-        cfg_cls, model_cls, proc_cls = T.Qwen2VLConfig, T.Qwen2VLForConditionalGeneration, T.Qwen2VLProcessor
-        patch = 14
-        vision: dict[str, Any] = dict(
-            depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2, patch_size=patch
-        )
-        rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
-    elif family == "qwen2_5_vl":
-        cfg_cls, model_cls, proc_cls = T.Qwen2_5_VLConfig, T.Qwen2_5_VLForConditionalGeneration, T.Qwen2_5_VLProcessor
-        patch = 14
-        vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=text["hidden_size"],
-            patch_size=patch,
-            window_size=56,
-            fullatt_block_indexes=[1],
-        )
-        rope = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
-    else:
-        cfg_cls, model_cls, proc_cls = T.Qwen3VLConfig, T.Qwen3VLForConditionalGeneration, T.Qwen3VLProcessor
-        patch = 16
-        vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=text["hidden_size"],
-            patch_size=patch,
-            num_position_embeddings=64,
-            deepstack_visual_indexes=[0],
-        )
-        rope = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": True, "rope_theta": 5e6}
-        text["head_dim"] = head_dim
-    text["rope_parameters"] = rope
-    vision.update(ov.pop("vision_config", {}))
-    patch = vision["patch_size"]
-    config = cfg_cls(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=tok.image_token_id,
-        video_token_id=tok.video_token_id,
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
-    )
-    unit = patch * 2  # one merged token = (2 x patch)^2 pixels
-    image_processor = T.Qwen2VLImageProcessorPil(
-        patch_size=patch,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": unit * unit * 4, "longest_edge": unit * unit * 16},  # 4..16 image tokens
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = processor_without_video(proc_cls, image_processor=image_processor, tokenizer=tok)
-    return _finish(model_cls, config, ov, seed, attn), processor

@@ -18,6 +18,28 @@ style               modelled on
                     ``<|vision_start|><|image_pad|><|vision_end|>``)
 ``qwen3_vl``        Qwen3-VL-Instruct (as ``qwen2_vl`` without default system)
 ``vicuna``          original LLaVA-1.5 ``conv_vicuna_v1`` (``USER: ... ASSISTANT: ...</s>``)
+``gemma3``          google/gemma-3-*-it (``<start_of_turn>user\n...<end_of_turn>``, turn
+                    "model", the system prompt folded into the first user turn,
+                    ``<start_of_image>`` per image; ``<bos>`` added by the tokenizer
+                    *and* written by the template, like the real one)
+``idefics3``        HuggingFaceM4/Idefics3-8B-Llama3 (``<|begin_of_text|>User:<image>q
+                    <end_of_utterance>\nAssistant: a<end_of_utterance>\n``; Llama-3
+                    specials, BOS added by the tokenizer and written by the template)
+``smolvlm``         HuggingFaceTB/SmolVLM2-*-Instruct (as ``idefics3``, opened by
+                    ``<|im_start|>``, SmolLM2 specials, no BOS added)
+``internvl``        OpenGVLab/InternVL3-*-hf (ChatML, ``<IMG_CONTEXT>\n`` per image
+                    before the text, no default system prompt)
+``glm4v``           zai-org/GLM-4.1V-9B-Thinking (``[gMASK]<sop><|user|>\n...
+                    <|assistant|>\n...``; like the real one, an assistant turn is
+                    not closed by a token: the model ends it with ``<|endoftext|>``
+                    or the next ``<|user|>``)
+``gemma4``          google/gemma-4-*-it, as far as known here: Gemma-3's turns, one
+                    ``<|image|>`` per image (expanded by the processor between
+                    ``<start_of_image>`` and ``<end_of_image>``); audio tokens named
+                    but unused (the real template was not available offline)
+``mllama``          meta-llama/Llama-3.2-*-Vision-Instruct (Llama-3 headers, ``<|image|>``
+                    per image; the real template's dated system block for prompts
+                    without images is left out)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -31,6 +53,8 @@ from __future__ import annotations
 import functools
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from . import templates as T
 
 __all__ = ["BASE_VOCAB_SIZE", "STYLES", "base_tokenizer_json", "tiny_tokenizer"]
 
@@ -56,7 +80,22 @@ The text in the image says: "Welcome to the museum". The sign is written in Engl
 She is wearing a black hat and a long coat. He is reading a book in the library.
 """
 
-STYLES = ("llama3", "llava", "mistral", "chatml_llava", "qwen2_vl", "qwen3_vl", "vicuna")
+STYLES = (
+    "llama3",
+    "llava",
+    "mistral",
+    "chatml_llava",
+    "qwen2_vl",
+    "qwen3_vl",
+    "vicuna",
+    "gemma3",
+    "idefics3",
+    "smolvlm",
+    "internvl",
+    "glm4v",
+    "mllama",
+    "gemma4",
+)
 
 
 @functools.cache
@@ -91,111 +130,18 @@ def base_tokenizer_json(corpus: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Chat templates (Jinja).  `_TEXT` renders a message's text whether content is a str or parts.
-_TEXT = (
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}{%- if part['type'] == 'text' %}"
-    "{{- part['text'] }}{%- endif %}{%- endfor %}{%- endif %}"
+# Special tokens and roles per style; the chat templates (Jinja) are in templates.py.
+_IDEFICS3_IMAGE_SPECIALS = (
+    ["<fake_token_around_image>", "<image>", "<global-img>"]
+    + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    + ["<end_of_utterance>"]
 )
-
-_LLAMA3 = (
-    "{{- bos_token }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
-    + _TEXT.replace("{{- message['content'] }}", "{{- message['content'] | trim }}").replace(
-        "{{- part['text'] }}", "{{- part['text'] | trim }}"
-    )
-    + "{{- '<|eot_id|>' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
-)
-
-# llava-hf/llava-1.5: images first ("<image>\n" each), then text; the real template does not
-# close assistant turns, ours closes them with eos "</s>" (as LLaVA was trained).
-_LLAVA = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'system' %}" + _TEXT + "{{- ' ' }}"
-    "{%- else %}{{- message['role'].upper() + ': ' }}"
-    "{%- if message['content'] is not string %}"
-    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>\n' }}{%- endif %}{%- endfor %}"
-    "{%- endif %}"
-    "{%- if message['role'] == 'assistant' %}{% generation %}" + _TEXT + "{{- eos_token }}{% endgeneration %}"
-    "{%- else %}" + _TEXT + "{{- ' ' }}{%- endif %}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- 'ASSISTANT:' }}{%- endif %}"
-)
-
-# llava-hf/llava-v1.6-mistral: "[INST] <image>\nq [/INST] a</s>" (the real one has the "<\\s>" typo).
-_MISTRAL = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'system' %}{{- '<<SYS>>\n' }}" + _TEXT + "{{- '\n<</SYS>>\n\n' }}"
-    "{%- elif message['role'] == 'user' %}{{- '[INST] ' }}"
-    "{%- if message['content'] is not string %}"
-    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>\n' }}{%- endif %}{%- endfor %}"
-    "{%- endif %}" + _TEXT + "{{- ' [/INST]' }}"
-    "{%- else %}{{- ' ' }}" + _TEXT + "{{- eos_token }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-)
-
-# llava-hf/llava-onevision-qwen2: "<|im_start|>user <image>\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"
-# (the real one renders past assistant turns as "assistant \n", unlike its generation prompt; ours
-# keeps "prompt + response" a prefix-consistent rendering).
-_CHATML_LLAVA = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] }}"
-    "{%- if message['role'] != 'assistant' %}{{- ' ' }}{%- endif %}"
-    "{%- if message['content'] is not string %}"
-    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>' }}{%- endif %}{%- endfor %}"
-    "{%- for part in message['content'] %}{%- if part['type'] == 'video' %}{{- '<video>' }}{%- endif %}{%- endfor %}"
-    "{%- endif %}"
-    "{{- '\n' }}" + _TEXT + "{{- '<|im_end|>\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
-)
-
-_QWEN_PARTS = (
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}"
-    "{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{%- elif part['type'] == 'video' or 'video' in part %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
-    "{%- elif 'text' in part %}{{- part['text'] }}{%- endif %}"
-    "{%- endfor %}{%- endif %}"
-)
-
-_QWEN2_VL = (
-    "{%- for message in messages %}"
-    "{%- if loop.first and message['role'] != 'system' %}"
-    "{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}"
-    "{{- '<|im_start|>' + message['role'] + '\n' }}" + _QWEN_PARTS + "{{- '<|im_end|>\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
-)
-
-_QWEN3_VL = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\n' }}" + _QWEN_PARTS + "{{- '<|im_end|>\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
-)
-
-# llava.conversation.conv_vicuna_v1 (sep=" ", sep2="</s>"), the LLaVA-1.5 training format.
-_VICUNA = (
-    "{%- if messages[0]['role'] == 'system' %}{%- set message = messages[0] %}" + _TEXT + "{{- ' ' }}"
-    '{%- else %}{{- "A chat between a curious user and an artificial intelligence assistant. '
-    "The assistant gives helpful, detailed, and polite answers to the user's questions. \" }}{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'user' %}{{- 'USER: ' }}"
-    "{%- if message['content'] is not string %}"
-    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{{- '<image>\n' }}{%- endif %}{%- endfor %}"
-    "{%- endif %}" + _TEXT + "{{- ' ' }}"
-    "{%- elif message['role'] == 'assistant' %}{{- 'ASSISTANT: ' }}" + _TEXT + "{{- eos_token }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- 'ASSISTANT:' }}{%- endif %}"
-)
+_IDEFICS3_EXTRA = {
+    "image_token": "<image>",
+    "fake_image_token": "<fake_token_around_image>",
+    "global_image_token": "<global-img>",
+    "end_of_utterance_token": "<end_of_utterance>",
+}
 
 _LLAMA2_SPECIALS = dict(bos="<s>", eos="</s>", unk="<unk>")
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -203,7 +149,7 @@ _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # style -> (chat template, special tokens in id order, token roles, extra named tokens, add-bos?)
 _SPECS: dict[str, dict] = {
     "llama3": dict(
-        template=_LLAMA3,
+        template=T.LLAMA3,
         specials=[
             "<|begin_of_text|>",
             "<|end_of_text|>",
@@ -217,28 +163,28 @@ _SPECS: dict[str, dict] = {
         add_bos=True,
     ),
     "llava": dict(
-        template=_LLAVA,
+        template=T.LLAVA,
         specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
         roles=dict(_LLAMA2_SPECIALS, pad="<pad>"),
         extra={"image_token": "<image>"},
         add_bos=True,
     ),
     "mistral": dict(
-        template=_MISTRAL,
+        template=T.MISTRAL,
         specials=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
         roles=dict(_LLAMA2_SPECIALS, pad="<pad>"),
         extra={"image_token": "<image>"},
         add_bos=True,
     ),
     "chatml_llava": dict(
-        template=_CHATML_LLAVA,
+        template=T.CHATML_LLAVA,
         specials=[*_QWEN_SPECIALS, "<image>", "<video>"],
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
         extra={"image_token": "<image>", "video_token": "<video>"},
         add_bos=False,
     ),
     "qwen2_vl": dict(
-        template=_QWEN2_VL,
+        template=T.QWEN2_VL,
         specials=[*_QWEN_SPECIALS, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
         roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
         extra={
@@ -250,15 +196,112 @@ _SPECS: dict[str, dict] = {
         add_bos=False,
     ),
     "vicuna": dict(
-        template=_VICUNA,
+        template=T.VICUNA,
         specials=["<unk>", "<s>", "</s>"],
         # LLaVA's train.py sets pad_token = unk_token for the v1 (vicuna) conversation format.
         roles=dict(_LLAMA2_SPECIALS, pad="<unk>"),
         extra={},
         add_bos=True,
     ),
+    "gemma3": dict(
+        template=T.GEMMA3,
+        specials=[
+            "<pad>",
+            "<eos>",
+            "<bos>",
+            "<start_of_turn>",
+            "<end_of_turn>",
+            "<start_of_image>",
+            "<end_of_image>",
+            "<image_soft_token>",
+        ],
+        # the real tokenizer's eos is <eos>, its generation config's [<eos>, <end_of_turn>]; here (as for every
+        # style) the end-of-turn token is the eos
+        roles=dict(bos="<bos>", eos="<end_of_turn>", pad="<pad>"),
+        extra={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"},
+        add_bos=True,
+    ),
+    "idefics3": dict(
+        template=T.idefics3_template("<|begin_of_text|>"),
+        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", *_IDEFICS3_IMAGE_SPECIALS],
+        roles=dict(bos="<|begin_of_text|>", eos="<end_of_utterance>", pad="<|finetune_right_pad_id|>"),
+        extra=_IDEFICS3_EXTRA,
+        add_bos=True,
+    ),
+    "smolvlm": dict(
+        template=T.idefics3_template("<|im_start|>"),
+        specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IDEFICS3_IMAGE_SPECIALS],
+        roles=dict(bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>"),
+        extra=_IDEFICS3_EXTRA,
+        add_bos=False,
+    ),
+    "internvl": dict(
+        template=T.INTERNVL,
+        specials=[*_QWEN_SPECIALS, "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+        roles=dict(eos="<|im_end|>", pad="<|endoftext|>"),
+        extra={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
+        add_bos=False,
+    ),
+    "glm4v": dict(
+        template=T.GLM4V,
+        specials=[
+            "<|endoftext|>",
+            "[MASK]",
+            "[gMASK]",
+            "[sMASK]",
+            "<sop>",
+            "<eop>",
+            "<|system|>",
+            "<|user|>",
+            "<|assistant|>",
+            "<|observation|>",
+            "<|begin_of_image|>",
+            "<|end_of_image|>",
+            "<|begin_of_video|>",
+            "<|end_of_video|>",
+            "<|image|>",
+            "<|video|>",
+        ],
+        roles=dict(eos="<|endoftext|>", pad="<|endoftext|>"),
+        extra={"image_token": "<|image|>", "video_token": "<|video|>"},
+        add_bos=False,
+    ),
+    "mllama": dict(
+        template=T.MLLAMA,
+        specials=[
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|finetune_right_pad_id|>",
+            "<|python_tag|>",
+            "<|image|>",
+        ],
+        roles=dict(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>"),
+        extra={"image_token": "<|image|>"},
+        add_bos=True,
+    ),
 }
-_SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=_QWEN3_VL)
+_SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=T.QWEN3_VL)
+_SPECS["gemma4"] = dict(
+    _SPECS["gemma3"],
+    template=T.GEMMA4,
+    specials=_SPECS["gemma3"]["specials"] + ["<|image|>", "<start_of_audio>", "<end_of_audio>", "<|audio|>"],
+    extra={
+        "image_token": "<|image|>",
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "audio_token": "<|audio|>",
+        "boa_token": "<start_of_audio>",
+        "eoa_token": "<end_of_audio>",
+    },
+)
 
 
 def tiny_tokenizer(style: str, model_max_length: int = 2048, padding_side: str = "right", corpus: str | None = None):

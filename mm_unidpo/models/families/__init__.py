@@ -12,9 +12,20 @@ from typing import Any
 
 from .base import Family, FamilySpec
 from .causal_lm import CausalLM
+from .gemma3 import Gemma3
+from .gemma4 import Gemma4
+from .glm4v import Glm4v
+from .glm4v_moe import Glm4vMoe
+from .idefics3 import Idefics3
+from .internvl import InternVL
 from .llava import Llava, LlavaNext, LlavaOnevision
 from .llava_orig import LlavaOrig
+from .mllama import Mllama
+from .qwen3_5 import Qwen3_5
+from .qwen3_5_moe import Qwen3_5Moe
+from .qwen3_vl_moe import Qwen3VLMoe
 from .qwen_vl import Qwen2_5_VL, Qwen2VL, Qwen3VL
+from .smolvlm import SmolVLM
 
 FAMILIES: dict[str, type[Family]] = {
     family.spec.name: family
@@ -26,6 +37,17 @@ FAMILIES: dict[str, type[Family]] = {
         Qwen2_5_VL,
         Qwen3VL,
         LlavaOrig,
+        Gemma3,
+        Gemma4,
+        Idefics3,
+        SmolVLM,
+        InternVL,
+        Qwen3_5,
+        Glm4v,
+        Qwen3VLMoe,
+        Qwen3_5Moe,
+        Glm4vMoe,
+        Mllama,
         CausalLM,
     )
 }

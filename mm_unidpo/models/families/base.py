@@ -10,6 +10,7 @@ classes whose processor expands each image placeholder into the model's image to
     stack_vision      the vision tensors of a batch's blocks, laid out as the model takes them
     model_inputs      a batch -> forward keyword arguments (LLaVA-orig: splices image features in)
     position_ids      a batch's positions (None: the model derives its own, e.g. M-RoPE on plain rows)
+    forward_parts     a batch split into parts that need forwards of their own (None: one forward; Mllama)
 
 Encoding (encoding.py), layouts (layouts/) and the forward (logps.py) call these hooks; nothing
 else in the package knows a family by name.
@@ -185,6 +186,12 @@ class Family:
     def position_ids(self, model: Any, batch: PairBatch, blocks: Blocks) -> torch.Tensor | None:
         """Text positions restarting at every block, continuing from the prompt into each response."""
         return blocks.positions(batch.input_ids.device)
+
+    def forward_parts(self, batch: PairBatch) -> list[PairBatch] | None:
+        """The batch as parts (the same items and slots, each part holding some of the blocks) that must go
+        through the model in separate forwards, for a model whose result for a row depends on what the
+        other rows of its forward hold; their log-probs are summed. None (the default): one forward."""
+        return None
 
     def max_length(self, wanted: int) -> int:
         """The longest sequence the model takes when `wanted` is asked for."""
