@@ -19,12 +19,11 @@ from typing import Any
 
 import torch
 import transformers
-from huggingface_hub import snapshot_download
 from peft import PeftModel
 from transformers import AutoProcessor, AutoTokenizer, BitsAndBytesConfig, PretrainedConfig
 
 from .families import FAMILIES, family_for_model_type, projector_module_names, vision_module_names
-from .processors import load_processor_without_video
+from .processors import load_processor_without_video, processor_folder
 
 logger = logging.getLogger(__name__)
 
@@ -136,17 +135,7 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
         logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
-        return load_processor_without_video(_local_dir(name_or_path, **hub_kwargs), **hub_kwargs)
-
-
-def _local_dir(name_or_path: str, **hub_kwargs: Any) -> str:
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    return snapshot_download(
-        name_or_path,
-        allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
-        **{k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")},
-    )
+        return load_processor_without_video(processor_folder(name_or_path, **hub_kwargs), **hub_kwargs)
 
 
 def load_pretrained(

@@ -25,13 +25,14 @@ import os
 from typing import Any
 
 import transformers
+from huggingface_hub import snapshot_download
 from transformers import AutoImageProcessor, AutoTokenizer
 
 __all__ = ["load_processor_without_video", "processor_without_video", "qwen_vl_processor_without_video"]
 
 
 @functools.cache
-def _without_video_class(processor_cls: type) -> type:
+def without_video_class(processor_cls: type) -> type:
     base_attributes = processor_cls.get_attributes()  # type: ignore[attr-defined]
     if "video_processor" not in base_attributes:
         return processor_cls
@@ -66,7 +67,7 @@ def processor_without_video(
     ``video_processor`` argument are built unchanged.  ``kwargs`` are the processor's own
     options (``num_image_tokens``, ``vision_feature_select_strategy``...).
     """
-    cls = _without_video_class(processor_cls)
+    cls = without_video_class(processor_cls)
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None)
     return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
@@ -116,4 +117,15 @@ def load_processor_without_video(pretrained: str | os.PathLike, processor_cls: t
     options = {k: v for k, v in options.items() if k in init_args and not k.endswith("processor") and k != "tokenizer"}
     return processor_without_video(
         processor_cls, image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **options
+    )
+
+
+def processor_folder(name_or_path: str, **hub_kwargs: Any) -> str:
+    """A local folder with the processor's files (a hub id: just those files, downloaded)."""
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    return snapshot_download(
+        name_or_path,
+        allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"],
+        **{k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")},
     )

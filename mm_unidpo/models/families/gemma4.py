@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..processors import _without_video_class, load_processor_without_video
+from ..processors import load_processor_without_video, processor_folder, without_video_class
 from .base import Family, FamilySpec
 
 
@@ -53,7 +53,7 @@ def gemma4_processor_class() -> type:
             feature_extractor = Gemma4AudioFeatureExtractor(**settings)
         Gemma4Processor.__init__(self, feature_extractor, image_processor, tokenizer, None, **kwargs)
 
-    base = _without_video_class(Gemma4Processor)
+    base = without_video_class(Gemma4Processor)
     __init__ = functools.wraps(Gemma4Processor.__init__)(__init__)  # its options, read from processor_config.json
     return type(
         "Gemma4Processor",
@@ -71,11 +71,9 @@ def load_gemma4(name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
     """(model, processor) of a Gemma-4 checkpoint (hub id or local folder)."""
     import transformers
 
-    from ..loading import _local_dir
-
     model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
     hub = {k: v for k, v in kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only")}
-    processor = load_processor_without_video(_local_dir(name_or_path, **hub), gemma4_processor_class(), **hub)
+    processor = load_processor_without_video(processor_folder(name_or_path, **hub), gemma4_processor_class(), **hub)
     return model, processor
 
 

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from ..processors import _without_video_class, load_processor_without_video, processor_without_video
+from ..processors import load_processor_without_video, processor_folder, processor_without_video, without_video_class
 from .base import FamilySpec
 from .idefics3 import Idefics3
 
@@ -52,7 +52,7 @@ def smolvlm_processor_class() -> type:
     """SmolVLMProcessor for images only (an instance of the real class, saved under its name)."""
     from transformers import SmolVLMProcessor
 
-    base = _without_video_class(SmolVLMProcessor)
+    base = without_video_class(SmolVLMProcessor)
 
     @functools.wraps(SmolVLMProcessor.__init__)  # its signature: the options read from processor_config.json
     def __init__(self, image_processor, tokenizer, video_processor=None, **kwargs):
@@ -81,11 +81,9 @@ def load_smolvlm(name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
     """(model, processor) of a SmolVLM checkpoint (hub id or local folder)."""
     import transformers
 
-    from ..loading import _local_dir
-
     model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
     hub = {k: v for k, v in kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only")}
-    processor = load_processor_without_video(_local_dir(name_or_path, **hub), smolvlm_processor_class(), **hub)
+    processor = load_processor_without_video(processor_folder(name_or_path, **hub), smolvlm_processor_class(), **hub)
     return model, processor
 
 
