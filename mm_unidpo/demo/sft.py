@@ -23,6 +23,7 @@ from mm_unidpo.data.records import Prompt
 from mm_unidpo.models import IGNORE_INDEX, get_adapter, pad_rows
 from mm_unidpo.testing import tiny, tiny_tokenizer
 
+from .vision import demo_training_args
 from .world import CAPTION_PROMPT, COLOURS, NO, OBJECTS, PARTNER, QUESTION, YES, Scene, caption, vocabulary_corpus
 
 logger = logging.getLogger(__name__)
@@ -187,28 +188,11 @@ def train_sft(
 ) -> list[dict[str, float]]:
     """Full fine-tuning with `transformers.Trainer`; saves model + processor to `output_dir`.
     Returns the Trainer's log history (for the SFT loss curve)."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     adapter = get_adapter(model, processor)
     dataset = EncodedExamples(examples, adapter)
-    args = TrainingArguments(
-        output_dir=str(output_dir / "trainer"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        weight_decay=0.0,
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=False,
-    )
+    args = demo_training_args(output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=Collator(adapter.pad_token_id))
     trainer.train()
     model.save_pretrained(output_dir)

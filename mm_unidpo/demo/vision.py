@@ -82,23 +82,12 @@ class ScenePixels(Dataset):
         return {"pixel_values": self.pixels[i], "object_labels": self.objects[i], "colour_labels": self.colours[i]}
 
 
-def pretrain_vision(
-    model: Any,
-    processor: Any,
-    scenes: list[Scene],
-    output_dir: Path,
-    *,
-    epochs: float,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-) -> tuple[QuadrantProbe, list[dict[str, float]]]:
-    """Train the LLaVA's vision tower in place on quadrant labels; returns the probe (tower + heads)
-    and the Trainer's log history."""
-    from transformers import Trainer, TrainingArguments
+def demo_training_args(output_dir: Path, *, epochs: float, batch_size: int, learning_rate: float, seed: int) -> Any:
+    """The demo's `TrainingArguments` for its supervised stages (vision pre-training, SFT): CPU, cosine
+    schedule, no checkpoints, seeded data order."""
+    from transformers import TrainingArguments
 
-    probe = QuadrantProbe(model.model.vision_tower, model.config.vision_config.hidden_size)
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(output_dir / "trainer"),
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
@@ -116,6 +105,25 @@ def pretrain_vision(
         remove_unused_columns=False,
         disable_tqdm=False,
     )
+
+
+def pretrain_vision(
+    model: Any,
+    processor: Any,
+    scenes: list[Scene],
+    output_dir: Path,
+    *,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> tuple[QuadrantProbe, list[dict[str, float]]]:
+    """Train the LLaVA's vision tower in place on quadrant labels; returns the probe (tower + heads)
+    and the Trainer's log history."""
+    from transformers import Trainer
+
+    probe = QuadrantProbe(model.model.vision_tower, model.config.vision_config.hidden_size)
+    args = demo_training_args(output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     trainer = Trainer(model=probe, args=args, train_dataset=ScenePixels(scenes, processor.image_processor))
     trainer.train()
     return probe, trainer.state.log_history

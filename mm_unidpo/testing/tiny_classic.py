@@ -7,7 +7,7 @@ from typing import Any
 
 from mm_unidpo.models.processors import processor_without_video
 
-from .tiny_common import CLIP_IMAGE, CLIP_PATCH, PINPOINTS, clip_vision, finish, text_kwargs
+from .tiny_common import CLIP_IMAGE, PINPOINTS, clip_vision, finish, text_kwargs, vision_kwargs
 from .tokenizer import tiny_tokenizer
 
 _MOE_PREFIX = {"qwen3_vl": "Qwen3VL", "qwen3_5": "Qwen3_5", "glm4v": "Glm4v"}
@@ -115,15 +115,7 @@ def _llava_onevision(family, seed, attn, padding_side, ov):
     )
 
     tok = tiny_tokenizer("chatml_llava", padding_side=padding_side)
-    vkw: dict[str, Any] = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_IMAGE,
-        patch_size=CLIP_PATCH,
-    )
-    vkw.update(ov.pop("vision_config", {}))
+    vkw = vision_kwargs(ov)
     vision = SiglipVisionConfig(**vkw)
     size: int = vision.image_size  # type: ignore[assignment]  # an int in our config
     pinpoints = [[h * size // CLIP_IMAGE, w * size // CLIP_IMAGE] for h, w in PINPOINTS]

@@ -33,9 +33,8 @@ def text_kwargs(tok, ov: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def clip_vision(ov: dict[str, Any]):
-    from transformers import CLIPVisionConfig
-
+def vision_kwargs(ov: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A 2-layer, width-32 vision tower on 32-pixel images in 8-pixel patches, with `ov`'s vision_config."""
     kw: dict[str, Any] = dict(
         hidden_size=32,
         intermediate_size=64,
@@ -43,10 +42,16 @@ def clip_vision(ov: dict[str, Any]):
         num_attention_heads=2,
         image_size=CLIP_IMAGE,
         patch_size=CLIP_PATCH,
-        projection_dim=32,
+        **extra,
     )
     kw.update(ov.pop("vision_config", {}))
-    return CLIPVisionConfig(**kw)
+    return kw
+
+
+def clip_vision(ov: dict[str, Any]):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(**vision_kwargs(ov, projection_dim=32))
 
 
 def finish(model_cls, config, ov: dict[str, Any], seed: int, attn: str):
@@ -60,16 +65,7 @@ def finish(model_cls, config, ov: dict[str, Any], seed: int, attn: str):
 def siglip_vision(ov: dict[str, Any]):
     from transformers import SiglipVisionConfig
 
-    kw: dict[str, Any] = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_IMAGE,
-        patch_size=CLIP_PATCH,
-    )
-    kw.update(ov.pop("vision_config", {}))
-    return SiglipVisionConfig(**kw)
+    return SiglipVisionConfig(**vision_kwargs(ov))
 
 
 GEMMA3_SLIDING_WINDOW = 16  # shorter than every test sequence: the sliding layer's window is exercised

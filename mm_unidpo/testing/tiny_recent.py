@@ -8,7 +8,15 @@ import torch
 
 from mm_unidpo.models.processors import processor_without_video
 
-from .tiny_common import CLIP_IMAGE, CLIP_PATCH, GEMMA3_SLIDING_WINDOW, finish, siglip_vision, text_kwargs
+from .tiny_common import (
+    CLIP_IMAGE,
+    CLIP_PATCH,
+    GEMMA3_SLIDING_WINDOW,
+    finish,
+    siglip_vision,
+    text_kwargs,
+    vision_kwargs,
+)
 from .tokenizer import tiny_tokenizer
 
 
@@ -70,15 +78,7 @@ def _idefics3(family, seed, attn, padding_side, ov):
 
     tok = tiny_tokenizer(family, padding_side=padding_side)
     smol = family == "smolvlm"
-    vkw: dict[str, Any] = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_IMAGE,
-        patch_size=CLIP_PATCH,
-    )
-    vkw.update(ov.pop("vision_config", {}))
+    vkw = vision_kwargs(ov)
     vision: Any = (T.SmolVLMVisionConfig if smol else T.Idefics3VisionConfig)(**vkw)
     scale = 2
     n_tokens = (vision.image_size // vision.patch_size) ** 2 // scale**2
