@@ -232,3 +232,14 @@ def test_train_script_refuses_more_gpus_than_the_global_batch():
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_qwen2vl_2b_unidpo_official.sh")], env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "global batch 128 < 1 x 256 GPUs" in proc.stderr and not proc.stdout
+
+
+def test_readme_override_of_the_objective_on_a_shipped_config():
+    """README: `mm-unidpo train CONFIG.yaml --loss.name=adadpo --loss.params.beta=0.1` on a shipped Uni-DPO
+    config: the other objective's parameters (eta, gamma, ...) go with it, the given ones apply."""
+    shipped = CONFIGS / "llava15_7b_qlora_unidpo_rlaifv.yaml"
+    config = load_config(shipped, ["--loss.name=adadpo", "--loss.params.beta=0.1"])
+    assert config.loss.name == "adadpo" and config.loss.params == {"beta": 0.1}
+    config.validate()
+    same = load_config(shipped, ["--loss.name=unidpo", "--loss.params.beta=0.5"])
+    assert same.loss.params["beta"] == 0.5 and "eta" in same.loss.params  # the same objective keeps its own

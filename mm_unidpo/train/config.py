@@ -12,6 +12,7 @@ A top-level `base: other.yaml` builds on another config (merged recursively; see
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
@@ -163,24 +164,34 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `--a.b.c=value` overrides (value parsed as YAML) to the raw config mapping."""
-    raw = dict(raw)
-    for item in overrides:
-        text = item[2:] if item.startswith("--") else item
-        if "=" not in text:
-            raise ConfigError(f"override {item!r} must look like --section.key=value")
-        dotted, value = text.split("=", 1)
-        keys = dotted.split(".")
+    """Apply `--a.b.c=value` overrides (value parsed as YAML) to the raw config mapping. An override that
+    names another objective (`--loss.name=...`) starts its `loss` section afresh, as `base:` merging does:
+    the config's parameters belong to its own objective (`--loss.params.*` overrides then apply)."""
+    parsed = [_parse_override(item) for item in overrides]
+    raw = copy.deepcopy(dict(raw))
+    names = [value for keys, value, _ in parsed if keys == ["loss", "name"]]
+    loss = raw.get("loss")
+    if names and isinstance(loss, dict) and names[-1] != loss.get("name"):
+        raw["loss"] = {}
+    for keys, value, item in parsed:
         node = raw
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {key!r} is not a section")
-        try:
-            node[keys[-1]] = load_yaml(value)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML: {error}") from None
+        node[keys[-1]] = value
     return raw
+
+
+def _parse_override(item: str) -> tuple[list[str], Any, str]:
+    text = item[2:] if item.startswith("--") else item
+    if "=" not in text:
+        raise ConfigError(f"override {item!r} must look like --section.key=value")
+    dotted, value = text.split("=", 1)
+    try:
+        return dotted.split("."), load_yaml(value), item
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML: {error}") from None
 
 
 def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
