@@ -34,6 +34,10 @@ __all__ = ["JUDGES", "Judge", "Judgement", "VLMJudge", "judge_options", "make_ju
 
 def judge_options(kind: str) -> list[str]:
     """The keyword options the factory of `kind` takes."""
+    if ":" not in kind and kind not in JUDGES:
+        raise ValueError(
+            f"unknown judge {kind!r}; known: {', '.join(JUDGES)} (or module.path:function, path/to/file.py:function)"
+        )
     factory = JUDGES["rule" if ":" in kind else kind]
     return [name for name, p in inspect.signature(factory).parameters.items() if p.kind is not p.VAR_KEYWORD]
 
@@ -45,7 +49,9 @@ def make_judge(kind: str, **options: Any) -> Judge:
         options = {"scorer": kind, **options}
         kind = "rule"
     if kind not in JUDGES:
-        raise ValueError(f"unknown judge {kind!r}; known: {', '.join(JUDGES)} (or module.path:function)")
+        raise ValueError(
+            f"unknown judge {kind!r}; known: {', '.join(JUDGES)} (or module.path:function, path/to/file.py:function)"
+        )
     factory = JUDGES[kind]
     takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
     unknown = sorted(set(options) - set(judge_options(kind)))

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import inspect
 import json
 import logging
 import math
+import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,6 +93,35 @@ def _normalise(name: str) -> str:
 BUILTIN_SCORERS: dict[str, Callable[..., Any]] = {"object_overlap": object_overlap}
 
 
+def import_callable(spec: str, flag: str) -> Any:
+    """The object `spec` names: "module.path:name" (a module importable from the current directory or the
+    installed packages) or "path/to/file.py:name". Only what the command line names is imported."""
+    module_name, _, attr = spec.rpartition(":")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name:
+            path = Path(module_name).expanduser()
+            if not path.is_file():
+                raise ValueError(f"{flag} {spec!r}: no file {str(path)!r}")
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ValueError(f"{flag} {spec!r}: {str(path)!r} is not a Python file")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:  # `mm-unidpo` (a script) does not add it
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"{flag} {spec!r}: cannot import {error.name!r} (looked in the current directory "
+            f"{os.getcwd()!r} and the installed packages; or give path/to/file.py:{attr})"
+        ) from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise ValueError(f"{flag} {spec!r}: {module_name!r} has no {attr!r}")
+    return target
+
+
 def resolve_scorer(spec: str, kwargs: dict[str, str] | None = None) -> Scorer:
     """A scorer from a built-in name or "module.path:function" (a factory when `kwargs` are given)."""
     target: Any
@@ -97,12 +130,21 @@ def resolve_scorer(spec: str, kwargs: dict[str, str] | None = None) -> Scorer:
     else:
         if ":" not in spec:
             raise ValueError(f"--scorer {spec!r}: give module.path:function or one of {sorted(BUILTIN_SCORERS)}")
-        module_name, _, attr = spec.partition(":")
-        target = getattr(importlib.import_module(module_name), attr, None)
-        if target is None:
-            raise ValueError(f"--scorer {spec!r}: module {module_name!r} has no {attr!r}")
+        target = import_callable(spec, "--scorer")
     # A built-in factory is always called (with or without arguments); a user function only when given arguments.
     if kwargs or spec in BUILTIN_SCORERS:
+        needed = [
+            n
+            for n, p in inspect.signature(target).parameters.items()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        missing = [n for n in needed if n not in (kwargs or {})]
+        if missing:
+            raise ValueError(
+                f"--scorer {spec!r} needs "
+                + ", ".join(f"--scorer-arg {n}=..." for n in missing)
+                + f" (it takes {', '.join(inspect.signature(target).parameters)})"
+            )
         target = target(**(kwargs or {}))
     if not callable(target):
         raise ValueError(f"--scorer {spec!r} did not give a callable scorer")
