@@ -221,6 +221,8 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     if trained.exists():
         result = json.loads(trained.read_text(encoding="utf-8"))
     else:
+        # A round killed mid-training continues from its newest checkpoint (train refuses to reuse the folder).
+        train_config.train.setdefault("resume_from_checkpoint", True)
         result = train(train_config)
         result = {
             "train_loss": result["train_loss"],

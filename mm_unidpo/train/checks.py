@@ -136,7 +136,7 @@ def _check_train(config: TrainConfig) -> None:
     train = config.train
     hints = typing.get_type_hints(TrainingArguments)
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    bad = sorted(set(train) - known - {"resume_from_checkpoint"})
+    bad = sorted(set(train) - known - {"resume_from_checkpoint", "overwrite_output_dir"})
     if bad:
         raise ConfigError(
             f"train.{bad[0]} is not a transformers.TrainingArguments field"
@@ -148,7 +148,9 @@ def _check_train(config: TrainConfig) -> None:
     if not isinstance(resume, (bool, str, type(None))):  # ours (run.py): true / "latest" / a checkpoint path
         raise ConfigError(f"train.resume_from_checkpoint must be true/false or a checkpoint path, got {resume!r}")
     for key, value in train.items():
-        expected = hints.get(key) if key != "resume_from_checkpoint" else None
+        expected = hints.get(key) if key not in ("resume_from_checkpoint", "overwrite_output_dir") else bool
+        if key == "resume_from_checkpoint":
+            continue
         if expected is not None and _is_simple(expected) and not _matches(value, expected):
             raise _type_error(f"train.{key}", value, expected)
     for key, rule in _POSITIVE.items():

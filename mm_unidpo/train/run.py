@@ -15,6 +15,7 @@ from mm_unidpo.models.loading import check_model_source
 
 from .checkpoints import save_final_model
 from .config import TrainConfig, load_config, training_arguments
+from .output_dir import check_resume, prepare_output_dir
 from .preflight import preflight
 from .reference import cache_key, compute_reference_logps, load_or_compute
 from .report import write_report
@@ -118,7 +119,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from transformers import set_seed
 
     resume = config.train.pop("resume_from_checkpoint", None)
+    overwrite = bool(config.train.pop("overwrite_output_dir", False))
     args = training_arguments(config)
+    prepare_output_dir(args.output_dir, resume=resume, overwrite=overwrite)  # before any work is done
     set_seed(args.seed)
     # A missing checkpoint and a bad data file fail in seconds, before a model is loaded.
     check_model_source(config.model.name_or_path)
@@ -183,7 +186,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         ),
         pair_lengths=_pair_lengths(adapter, train_set) if config.data.max_tokens_per_batch else None,
     )
-    result = trainer.train(resume_from_checkpoint=_resume_target(resume, args.output_dir))
+    checkpoint = _resume_target(resume, args.output_dir)
+    check_resume(checkpoint, config.to_dict())
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     final_dir = save_final_model(trainer, args.output_dir)
     # Every record counted once: at loading, in the pre-flight pass, or (without it) at collate time.
     skipped = train_set.skips.merged(trainer.collate_skips)
@@ -214,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mm-unidpo train", description=__doc__)
     parser.add_argument("config", help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="--section.key=value, e.g. --loss.params.beta=0.5")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in train.output_dir (default: refuse to reuse the folder)",
+    )
     args, unknown = parser.parse_known_args(argv)
-    config = load_config(args.config, [*args.overrides, *unknown])
+    overrides = [*args.overrides, *unknown, *(["--train.overwrite_output_dir=true"] if args.overwrite else [])]
+    config = load_config(args.config, overrides)
     summary = train(config)
     if "report" in summary:
         print(f"report: {summary['report']}")
