@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER
 
+from ..layouts.blocks import pad_rows
 from ..utils import unwrap_model
 
 __all__ = ["DEFAULT_CONV_MODE", "LlavaOrigProcessor", "load_llava_orig", "num_image_tokens"]
@@ -81,14 +82,8 @@ class LlavaOrigProcessor:
             raise ValueError(
                 f"{n_img} {self.image_token} placeholders but {0 if images is None else len(images)} images"
             )
-        width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            sl = slice(width - len(r), width) if self.tokenizer.padding_side == "left" else slice(0, len(r))
-            ids[i, sl] = torch.tensor(r, dtype=torch.long)
-            mask[i, sl] = 1
+        ids, mask = pad_rows([list(r) for r in rows], pad, "left" if self.tokenizer.padding_side == "left" else "right")
         out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if images:
             out["images"] = self.process_images(images)
