@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from mm_unidpo.models.families.gemma4 import gemma4_processor_class
+from mm_unidpo.models.families.smolvlm import smolvlm_processor
 from mm_unidpo.models.processors import processor_without_video
 
 from .tiny_common import (
@@ -73,8 +75,6 @@ def _idefics3(family, seed, attn, padding_side, ov):
     3x3: images of other shapes get other tile counts) plus a 32x32 global view; each tile is 4x4 patches,
     pixel-shuffled (scale 2) into 4 tokens."""
     import transformers as T
-
-    from mm_unidpo.models.families.smolvlm import smolvlm_processor
 
     tok = tiny_tokenizer(family, padding_side=padding_side)
     smol = family == "smolvlm"
@@ -204,8 +204,6 @@ def _gemma4(family, seed, attn, padding_side, ov):
     images cut into patches of 8 pixels, 2x2-pooled into at most 70 soft tokens, bidirectional among an
     image's tokens (``mm_token_type_ids``)."""
     import transformers as T
-
-    from mm_unidpo.models.families.gemma4 import gemma4_processor_class
 
     tok = tiny_tokenizer("gemma4", padding_side=padding_side)
     text = text_kwargs(tok, ov)
