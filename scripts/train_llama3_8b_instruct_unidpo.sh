@@ -4,10 +4,9 @@
 # One 24 GB GPU: QLoRA instead of the official full fine-tuning, 1 pair per micro-batch instead of 2.
 # Loss settings, data and the global batch of 128 stay; the learning rate goes from 1e-6 to 1e-5
 # because LoRA needs a larger one.
-# Expected peak ~16-18 GB at 2048 tokens (ESTIMATE from parameter counts, not yet measured: NF4 LM
-# linear layers 3.6 GB + bf16 embeddings and LM head 2 x 525M = 2.1 GB + LoRA r=64 with AdamW 2.7 GB
-# + checkpointed activations 1.1 GB + fp32 logits of <= 2 x 2048 response tokens x 128256 vocab,
-# 2.1 GB a copy, 2-3 live).
+# Expected peak ~11-13 GB allocated at 2048 tokens (ESTIMATE, `python scripts/estimate_memory.py`: NF4
+# LM linear layers 3.6 GB + bf16 embeddings and LM head 2.1 GB + LoRA r=64 with AdamW 2.7 GB + activations
+# 2.0 GB + one chunk of the chunked head 0.4 GB; full-vocabulary logits are never held).
 #
 # Many GPUs, as released (full FT, ZeRO-3, 2 pairs per GPU, global batch 128):
 #   NUM_GPUS=4 scripts/train_llama3_8b_instruct_unidpo.sh

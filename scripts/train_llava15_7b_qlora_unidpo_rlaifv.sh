@@ -2,9 +2,8 @@
 # Uni-DPO on RLAIF-V with LLaVA-1.5-7B, 4-bit QLoRA (configs/llava15_7b_qlora_unidpo_rlaifv.yaml).
 #
 # One 24 GB GPU:   scripts/train_llava15_7b_qlora_unidpo_rlaifv.sh [--section.key=value ...]
-# Expected peak GPU memory ~11-12 GB (ESTIMATE from parameter counts, not yet measured: NF4 LM linear
-# layers 3.3 GB + bf16 embeddings / LM head / CLIP ViT-L-336 / projector 1.2 GB + LoRA r=64 with AdamW
-# 2.6 GB + checkpointed activations and logits at 2048 tokens ~3 GB + ~1 GB CUDA context).
+# Expected peak ~9-11 GB allocated (ESTIMATE, `python scripts/estimate_memory.py`; the breakdown is in
+# the config's header).
 # Measure on the GPU with: python scripts/bench_qlora_memory.py --model llava15-7b
 #
 # Many GPUs (DDP, a 4-bit copy per GPU; effective batch = 16 x NUM_GPUS pairs):

@@ -2,12 +2,11 @@
 # Uni-DPO on math with Qwen2.5-Math-7B, official math settings (configs/qwen25math_7b_unidpo_official.yaml).
 #
 # One 24 GB GPU: QLoRA instead of the official full fine-tuning, and max length 2048 instead of 4096
-# (at 4096 the estimate is 25-30 GB). Loss settings, data, 2 epochs and the global batch of 128 stay;
-# the learning rate goes from 1e-6 to 1e-5 because LoRA needs a larger one.
-# Expected peak ~16-19 GB at 2048 tokens (ESTIMATE from parameter counts, not yet measured: NF4 LM
-# linear layers 3.4 GB + bf16 embeddings and LM head 2 x 545M = 2.2 GB + LoRA r=64 with AdamW 2.6 GB
-# + checkpointed activations 0.8 GB + fp32 logits of <= 2 x 2048 response tokens x 152064 vocab,
-# 2.5 GB a copy, 2-3 live).
+# (4096 is estimated at ~12-14 GB too: --data.max_length=4096). Loss settings, data, 2 epochs and the
+# global batch of 128 stay; the learning rate goes from 1e-6 to 1e-5 because LoRA needs a larger one.
+# Expected peak ~10-12 GB allocated at 2048 tokens (ESTIMATE, `python scripts/estimate_memory.py`: NF4
+# LM linear layers 3.4 GB + bf16 embeddings and LM head 2.2 GB + LoRA r=64 with AdamW 2.6 GB + activations
+# 1.8 GB + one chunk of the chunked head 0.5 GB; full-vocabulary logits are never held).
 #
 # Many GPUs, as released (full FT, ZeRO-3, global batch 128):  NUM_GPUS=8 scripts/train_qwen25math_7b_unidpo_official.sh
 #   = accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes 8 \

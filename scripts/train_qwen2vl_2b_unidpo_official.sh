@@ -4,10 +4,9 @@
 # One 24 GB GPU: QLoRA instead of the official full fine-tuning (full FT of 2.2B params with AdamW
 # needs ~27 GB before activations). Loss settings, data, schedule and the global batch of 128 stay;
 # the learning rate goes from 6e-6 to 2e-5 because LoRA needs a larger one.
-# Expected peak ~18-23 GB at the official 4096 tokens, ~12-15 GB at 2048 (ESTIMATE from parameter
-# counts, not yet measured: NF4 LM 0.7 GB + fp32 tied embeddings 0.9 GB + fp32 ViT 2.7 GB + LoRA with
-# AdamW 1.2 GB + activations, dominated by the fp32 logits: <= 2 x 4096 response tokens x 151936
-# vocab x 4 B = 5 GB a copy).
+# Expected peak ~6-7 GB allocated at the official 4096 tokens (ESTIMATE, `python
+# scripts/estimate_memory.py`: NF4 LM 0.7 GB + bf16 tied embeddings and ViT 1.8 GB + LoRA with AdamW
+# 1.2 GB + activations 1.6 GB + one chunk of the chunked head 0.5 GB; full-vocabulary logits are never held).
 # A 2B model also fits as plain LoRA in bf16: add --model.load_in_4bit=false.
 #
 # Many GPUs, as released (full FT, ZeRO-2, global batch 128):  NUM_GPUS=4 scripts/train_qwen2vl_2b_unidpo_official.sh
