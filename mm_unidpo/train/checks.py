@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainingArguments
 
 from mm_unidpo.data import FORMATS
+from mm_unidpo.data.corruption import parse_corruption
 from mm_unidpo.losses import build_loss
 from mm_unidpo.models import FAMILIES
 from mm_unidpo.yaml_config import ConfigError, check_types
@@ -107,6 +108,10 @@ def _check_data(config: TrainConfig) -> None:
         raise ConfigError(f"data.preflight_workers must be >= 0 (or null: automatic), got {d.preflight_workers}")
     if d.format is not None and d.format != "auto" and d.format not in FORMATS:
         raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
+    try:
+        parse_corruption(d.corruption)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_loss(config: TrainConfig) -> None:
@@ -118,6 +123,11 @@ def _check_loss(config: TrainConfig) -> None:
     problem = check_sync(config.reference, loss.needs_reference, str(config.loss.name))  # TR-DPO's reference
     if problem:
         raise ConfigError(problem)
+    if loss.needs_contrast and config.data.corruption is None:
+        raise ConfigError(
+            "loss image_term needs data.corruption: the contrast image the chosen response is scored with "
+            "(crop: mDPO's, noise: CHiP's, blank or shuffle)"
+        )
 
 
 _POSITIVE = {

@@ -96,6 +96,9 @@ class DataConfig:
     preflight: bool = True
     preflight_workers: int | None = None  # DataLoader worker processes; None: automatic
     preflight_cache_dir: str | None = None
+    # the contrast image of the image-side terms (loss.params.image_term; data/corruption.py): a kind
+    # (crop, noise, blank, shuffle) or {kind, seed, noise_step, crop_scale}
+    corruption: str | dict[str, Any] | None = None
 
 
 @dataclass
