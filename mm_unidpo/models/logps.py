@@ -34,6 +34,8 @@ class SequenceLogps:
     # WPO: Σ_t log Σ_v p(v | y_<t)² over each response (no gradient), when asked for
     chosen_log_sum_sq_probs: torch.Tensor | None = None
     rejected_log_sum_sq_probs: torch.Tensor | None = None
+    # the image-side terms: the chosen response's sum under the contrast image (slot 2), when scored
+    chosen_contrast: torch.Tensor | None = None
 
 
 @dataclass
