@@ -90,6 +90,7 @@ class Adapter:
         per_pair_attention: bool = True,
         contrast_views: Callable[[PreferenceRecord], list[Image.Image]] | None = None,
         contrast_key: str | None = None,
+        token_weight: float | None = None,
         **family_options: Any,
     ):
         if padding_side not in ("left", "right"):
@@ -111,6 +112,9 @@ class Adapter:
         # setting, so it is part of the reference cache's adapter fingerprint.
         self.contrast_views = contrast_views
         self.contrast_key = contrast_key
+        if token_weight is not None and not token_weight > 0:
+            raise ValueError(f"token_weight must be > 0 (DDPO's weight of the differing tokens), got {token_weight}")
+        self.token_weight = token_weight  # DDPO (token_weights.py); a plain setting: in the cache fingerprint
         attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
         self.layout = _choose_layout(self.spec.layouts, attn, shared_prefix=shared_prefix, varlen=varlen)
         if shared_prefix and self.layout != "packed" and "packed" not in self.spec.layouts:
@@ -210,8 +214,11 @@ class Adapter:
 
     def sequence_logps(self, model: Any, batch: PairBatch, *, log_sum_sq: bool = False) -> SequenceLogps:
         """Chosen / rejected log-prob sums and lengths (and LD-DPO's shared sums); with `log_sum_sq`, WPO's
-        Σ_t log Σ_v p(v)² per response, from the same head pass."""
-        out = batch_logps(model, batch, self.hooks, self.forward_options, log_sum_sq=log_sum_sq)
+        Σ_t log Σ_v p(v)² per response, from the same head pass. With `token_weight` (DDPO,
+        token_weights.py) the sums are weighted; the lengths stay token counts."""
+        out = batch_logps(
+            model, batch, self.hooks, self.forward_options, log_sum_sq=log_sum_sq, token_weight=self.token_weight
+        )
         sq = out.log_sum_sq
         return SequenceLogps(
             out.logps[:, 0],

@@ -71,6 +71,8 @@ def _check_model(config: TrainConfig) -> None:
             f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
             f"logits), got {m.head_chunk_size!r}"
         )
+    if m.token_weight is not None and not (math.isfinite(m.token_weight) and m.token_weight > 0):
+        raise ConfigError(f"model.token_weight must be > 0 (DDPO's weight; 4 in RLHF-V) or null, got {m.token_weight}")
     if m.family is not None and m.family not in FAMILIES:
         raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(FAMILIES)}")
 

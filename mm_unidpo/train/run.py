@@ -159,6 +159,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         pack_pairs=m.pack_pairs,
         max_tokens_per_row=m.max_tokens_per_row,
         head_chunk_size=m.head_chunk_size,
+        token_weight=m.token_weight,
         **_contrast_options(config, train_data.records),
     )
     train_set = _check_data(config, train_data, adapter, args.output_dir, "data.train", config.reference.precompute)
