@@ -104,3 +104,24 @@ def test_precomputed_reference_holds_the_contrast(workdir):
     b = load_file(str(workdir / "cached" / "final" / "adapter_model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_contrast_key_follows_the_corruption_and_the_records(workdir):
+    from mm_unidpo.data import PreferenceRecord
+    from mm_unidpo.train.run import _contrast_options
+
+    def key(corruption, pool, loss=None):
+        raw = {
+            "model": {"name_or_path": "x"},
+            "data": {"train": "d", "corruption": corruption},
+            "loss": loss or {"name": "dpo", "params": {"image_term": "mdpo"}},
+            "train": {"output_dir": "o"},
+        }
+        return _contrast_options(config_from_dict(raw).validate(), pool).get("contrast_key")
+
+    pool = [PreferenceRecord("<image>q", "a", "b", images=["x.png"], id=f"r{i}", index=i) for i in range(3)]
+    base = key("crop", pool)
+    assert base is not None and base == key({"kind": "crop", "seed": 0}, pool)
+    assert key({"kind": "crop", "seed": 1}, pool) != base and key("noise", pool) != base
+    assert key("crop", pool[::-1]) != base  # the views are drawn per id and position: a reordered file
+    assert key("crop", pool, {"name": "dpo"}) is None  # no image term: no contrast view scored
