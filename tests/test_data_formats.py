@@ -43,7 +43,11 @@ POVID = {"id": "p-1", "image": "COCO_1.jpg",
                            {"from": "gpt", "value": "A cup."}],
          "rejected_conversations": [{"from": "human", "value": "<image>\nWhat is on the table?"},
                                     {"from": "gpt", "value": "A cup and a dragon."}]}
-ROWS = {"unidpo": UNIDPO, "rlaif_v": RLAIF_V, "trl": TRL, "vlfeedback": VLFEEDBACK, "povid": POVID}
+SWIFT = {"id": "s-1", "images": ["COCO_1.jpg"], "rejected_images": ["COCO_1.jpg"],
+         "messages": [{"role": "user", "content": "<image>What is on the table?"},
+                      {"role": "assistant", "content": "A cup."}],
+         "rejected_response": "A cup and a dragon."}
+ROWS = {"unidpo": UNIDPO, "rlaif_v": RLAIF_V, "trl": TRL, "vlfeedback": VLFEEDBACK, "povid": POVID, "swift": SWIFT}
 
 
 def test_registry_holds_all_formats():
@@ -70,6 +74,7 @@ def test_converted_through_the_loader(name, how, tmp_path):
         "trl": (TRL["prompt"], "Red.", "Blue.", (None, None), None),
         "vlfeedback": ("<image>\nDescribe the image.", "Great.", "Poor.", (5.0, 1.5), "vf-3"),
         "povid": ("<image>\nWhat is on the table?", "A cup.", "A cup and a dragon.", (None, None), "p-1"),
+        "swift": ("<image>What is on the table?", "A cup.", "A cup and a dragon.", (None, None), "s-1"),
     }[name]
     assert (record.prompt, record.chosen, record.rejected, (record.score_chosen, record.score_rejected),
             record.id) == expected

@@ -125,6 +125,14 @@ def _images(row: Row, keys: tuple[str, ...] = ("images", "image")) -> list[Any]:
     return []
 
 
+def _rejected_images(row: Row) -> list[Any] | None:
+    """`rejected_images` as given (None when absent or null: the rejected response sees the prompt's)."""
+    value = row.get("rejected_images")
+    if value is None:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _response(value: Any, name: str, index: int, record_id: str | None) -> Any:
     """A response given as text, or as a message list (TRL conversational): its assistant text."""
     if isinstance(value, list):
@@ -199,6 +207,39 @@ def convert_povid(row: Row, index: int) -> PreferenceRecord:
         images=_images(row),
         id=rid,
         index=index,
+    )
+
+
+@register_format(
+    "swift",
+    signature="messages ending with the chosen assistant turn, rejected_response, images, rejected_images",
+    detect=lambda row: _has(row, "messages", "rejected_response"),
+)
+def convert_swift(row: Row, index: int) -> PreferenceRecord:
+    """ms-swift's DPO rows: `messages` (system / user / assistant turns, `<image>` tags in the text)
+    ending with the chosen assistant turn, `rejected_response`, `images` and optional `rejected_images`.
+
+    The turns before the last are the prompt: the user text when there is a single user turn, else a
+    chat message list (a system turn included).
+    """
+    rid = _record_id(row)
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise _bad(index, rid, "missing_field", "messages must be a non-empty list of {role, content} turns")
+    if messages[-1].get("role") != "assistant":
+        raise _bad(index, rid, "missing_field", "messages must end with the chosen assistant turn")
+    context = [dict(m) for m in messages[:-1]]
+    if not context or context[-1].get("role") != "user":
+        raise _bad(index, rid, "missing_field", "messages has no user turn before the chosen assistant turn")
+    single = len(context) == 1 and isinstance(context[0].get("content"), str)
+    return PreferenceRecord(
+        prompt=context[0]["content"] if single else context,
+        chosen=messages[-1].get("content"),
+        rejected=_response(row["rejected_response"], "rejected_response", index, rid),
+        images=_images(row),
+        id=rid,
+        index=index,
+        rejected_images=_rejected_images(row),
     )
 
 
@@ -301,7 +342,9 @@ def _is_trl(row: Row) -> bool:
     )
 
 
-@register_format("trl", signature="prompt, chosen, rejected as chat message lists, images", detect=_is_trl)
+@register_format(
+    "trl", signature="prompt, chosen, rejected as chat message lists, images, rejected_images", detect=_is_trl
+)
 def convert_trl(row: Row, index: int) -> PreferenceRecord:
     """TRL conversational preference data: message lists; chosen/rejected become their assistant text.
 
@@ -316,19 +359,21 @@ def convert_trl(row: Row, index: int) -> PreferenceRecord:
         images=_images(row),
         id=rid,
         index=index,
+        rejected_images=_rejected_images(row),
     )
 
 
 @register_format(
     "unidpo",
-    signature="instruction or prompt, chosen, rejected, optional score_chosen/score_rejected, images or image, id",
+    signature="instruction or prompt, chosen, rejected, optional score_chosen/score_rejected, images or image, "
+    "rejected_images, id",
     detect=lambda row: _has(row, "chosen", "rejected") and ("instruction" in row or "prompt" in row),
 )
 def convert_unidpo(row: Row, index: int) -> PreferenceRecord:
     """Our own format (also the Uni-DPO release): text or chat prompt, text responses, optional scores.
 
     Images are paths (relative to the image root), {"bytes_b64": ...} as `save_preference_data` writes,
-    or `datasets` image dicts.
+    or `datasets` image dicts; optional `rejected_images` are the rejected response's (records.py).
     """
     rid = _record_id(row)
     prompt = _first(row, ("instruction", "prompt"), index, rid)
@@ -342,4 +387,5 @@ def convert_unidpo(row: Row, index: int) -> PreferenceRecord:
         score_rejected=row.get("score_rejected"),
         id=rid,
         index=index,
+        rejected_images=_rejected_images(row),
     )

@@ -135,7 +135,7 @@ def load_preference_data(
             record = _convert(convert, row, index, format, detected_from)
             record.index, record.image_root = index, root
             validate_record(record)
-            for ref in record.images:
+            for ref in [*record.images, *(record.rejected_images or [])]:
                 check_image(ref, root, max_image_pixels, record=record)
         except BadRecordError as e:
             if on_bad_record == "error":
@@ -242,11 +242,12 @@ def save_preference_data(
     """Write records as JSON lines in the `unidpo` format, readable back with `load_preference_data`.
 
     One object per line: id, prompt (text or chat messages), chosen, rejected, score_chosen,
-    score_rejected and images. Image paths are written relative to `image_root` (default: the output
-    file's folder, which is also where `load_preference_data` resolves them by default); embedded bytes
-    and PIL images are written inline as {"bytes_b64": <base64>} (PIL images encoded as PNG), so the
-    file is self-contained. An image path outside `image_root` is an error rather than an absolute path
-    that loading would refuse. The file is written to a temporary name and renamed when complete.
+    score_rejected, images (and rejected_images where a record has them). Image paths are written
+    relative to `image_root` (default: the output file's folder, which is also where
+    `load_preference_data` resolves them by default); embedded bytes and PIL images are written inline
+    as {"bytes_b64": <base64>} (PIL images encoded as PNG), so the file is self-contained. An image path
+    outside `image_root` is an error rather than an absolute path that loading would refuse. The file is
+    written to a temporary name and renamed when complete.
     """
     path = Path(path)
     root = Path(image_root if image_root is not None else path.parent).resolve()
@@ -262,6 +263,8 @@ def save_preference_data(
             if record.score_chosen is not None or record.score_rejected is not None:
                 row["score_chosen"], row["score_rejected"] = record.score_chosen, record.score_rejected
             row["images"] = [_saved_image(ref, record, root) for ref in record.images]
+            if record.rejected_images is not None:
+                row["rejected_images"] = [_saved_image(ref, record, root) for ref in record.rejected_images]
             yield row
 
     return write_jsonl(path, rows())

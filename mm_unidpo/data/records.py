@@ -60,7 +60,11 @@ class Prompt:
 
 @dataclass
 class PreferenceRecord:
-    """One preference pair: a prompt (with images), a preferred and a dispreferred response."""
+    """One preference pair: a prompt (with images), a preferred and a dispreferred response.
+
+    `rejected_images` (image-contrast pairs: POVID, SymMPO, ms-swift's column): the rejected response is
+    scored with these images in the prompt's slots instead of `images` (one per slot); None: `images`.
+    """
 
     prompt: str | list[Message]
     chosen: str
@@ -71,6 +75,7 @@ class PreferenceRecord:
     id: str | None = None
     index: int | None = None  # position in the source file, for error messages
     image_root: str | None = None  # where relative image paths are resolved
+    rejected_images: list[ImageRef] | None = None
 
     def where(self) -> str:
         """How error messages name this record."""
@@ -321,6 +326,17 @@ def validate_record(record: PreferenceRecord) -> PreferenceRecord:
         record.score_chosen = _score(record, "score_chosen", record.score_chosen)
         record.score_rejected = _score(record, "score_rejected", record.score_rejected)
     _normalize_images(record)
+    if record.rejected_images is not None:
+        rejected: Any = record.rejected_images
+        rejected = list(rejected) if isinstance(rejected, (list, tuple)) else [rejected]
+        record.rejected_images = [as_image_ref(image, record) for image in rejected]
+        if len(record.rejected_images) != len(record.images):
+            raise BadRecordError(
+                record,
+                "placeholder_mismatch",
+                f"rejected_images has {len(record.rejected_images)} image(s) but the prompt has "
+                f"{len(record.images)} image slot(s): one rejected image per slot",
+            )
     return record
 
 

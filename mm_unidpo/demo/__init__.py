@@ -3,6 +3,8 @@
     mm-unidpo demo                       # ~3-4 min on 2 CPU cores -> runs/demo/report.md
     mm-unidpo demo --seeds 3             # mean ± std over seeds 0, 1, 2 (~10 min)
     mm-unidpo demo --tiny --out /tmp/d   # every stage, a few steps each (the smoke test, ~15 s)
+    mm-unidpo demo --study               # SFT, DPO, Uni-DPO and its ablations, + mDPO, AdaDPO; 3 seeds,
+                                         # with the blank-image reliance measure -> runs/study/study.md
     mm-unidpo demo --task math           # the text path, SmolLM2-135M-Instruct on arithmetic word
                                          # problems (~20 min) -> runs/demo_math/report.md
 
@@ -28,8 +30,9 @@ from pathlib import Path
 from mm_unidpo.errors import UsageError
 
 from .math_task import main as math_main
-from .pipeline import METHODS, DemoConfig, run_seed
+from .pipeline import STUDY, VARIANTS, DemoConfig, run_seed
 from .report import write_report
+from .study import write_study
 
 __all__ = ["main"]
 
@@ -39,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="mm-unidpo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", help="report folder (default: runs/demo; runs/demo_math for --task math)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds; >1 reports mean ± std")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds; >1 reports mean ± std (default 1; --study: 3)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument(
         "--tiny",
@@ -49,7 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         help="tiny sizes and a few steps per stage (a smoke test, numbers are meaningless)",
     )
     parser.add_argument("--task", choices=("vlm", "math"), default="vlm")
-    parser.add_argument("--methods", default="dpo,unidpo,adadpo", help="comma-separated subset of the objectives")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated alignment runs (default dpo,unidpo,adadpo; --study: its list) of {', '.join(VARIANTS)}",
+    )
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="the image study: every run of the ablation and the image terms, 3 seeds, blank-image reliance",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -93,6 +107,10 @@ def _quiet(verbose: bool, threads: int) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.seeds = args.seeds or (3 if args.study else 1)
+    if args.study and args.task != "vlm":
+        raise UsageError("--study is the VLM task's image study (no --task math)")
+    args.methods = args.methods or (",".join(STUDY) if args.study else "dpo,unidpo,adadpo")
     threads = args.threads or (2 if args.task == "math" else 1)
     with _quiet(args.verbose, threads):
         if args.task == "math":
@@ -102,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _vlm(args: argparse.Namespace, argv: list[str]) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in VARIANTS]
     if unknown:
-        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {', '.join(VARIANTS)}")
     config = DemoConfig.tiny() if args.tiny else DemoConfig()
     config.methods = methods
-    out = Path(args.out or "runs/demo")
+    config.image_reliance = args.study
+    out = Path(args.out or ("runs/study" if args.study else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     per_seed = []
@@ -118,6 +137,8 @@ def _vlm(args: argparse.Namespace, argv: list[str]) -> int:
             shutil.rmtree(run_dir / "work")
         per_seed.append(run_seed(config, seed, run_dir, out))
     report = write_report(out, per_seed, time.perf_counter() - start, argv)
+    if args.study:
+        report = write_study(out, per_seed, time.perf_counter() - start, "mm-unidpo demo " + " ".join(argv))
     minutes = (time.perf_counter() - start) / 60
     print(f"\nDone in {minutes:.1f} min. Report: {report}  (numbers: {out / 'results.json'})", flush=True)
     return 0

@@ -17,13 +17,40 @@ from mm_unidpo.train.config import load_config
 from mm_unidpo.train.run import train
 
 from .evaluate import evaluate_model, pope_questions, write_tasks
+from .image_reliance import blank_image_reliance
 from .preferences import build_preferences
 from .sft import ModelSize, NoiseConfig, build_model, sft_examples, train_sft
 from .vision import pretrain_vision, probe_accuracy
 from .world import WorldConfig, contact_sheet, make_scenes
 
-METHODS = ("dpo", "unidpo", "adadpo")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An alignment run: its label, its config (configs/demo/<config>.yaml) and overrides on top."""
+
+    label: str
+    config: str
+    overrides: tuple[str, ...] = ()
+
+
+_MDPO = ("--loss.params.image_term=mdpo", "--data.corruption=crop")
+# The one list of alignment runs; `--methods` and `--study` pick from it.
+VARIANTS: dict[str, Variant] = {
+    "dpo": Variant("DPO", "dpo"),
+    "unidpo": Variant("Uni-DPO", "unidpo"),
+    "adadpo": Variant("AdaDPO", "adadpo"),
+    # Uni-DPO's ablation (the paper's): without w_qual (η = 0: σ(0) = ½ for every pair, no quality
+    # ranking), without w_perf (γ = 0: weight 1), without the calibrated NLL (λ = 0)
+    "unidpo-no-wqual": Variant("Uni-DPO w/o w_qual", "unidpo", ("--loss.params.eta=0",)),
+    "unidpo-no-wperf": Variant("Uni-DPO w/o w_perf", "unidpo", ("--loss.params.gamma=0",)),
+    "unidpo-no-cnll": Variant("Uni-DPO w/o c-NLL", "unidpo", ("--loss.params.nll_weight=0",)),
+    "dpo-mdpo": Variant("DPO + mDPO", "dpo", _MDPO),
+    "unidpo-mdpo": Variant("Uni-DPO + mDPO", "unidpo", _MDPO),
+}
+METHODS = ("dpo", "unidpo", "adadpo")
+STUDY = ("dpo", "unidpo", "unidpo-no-wqual", "unidpo-no-wperf", "unidpo-no-cnll", "dpo-mdpo", "unidpo-mdpo", "adadpo")
 
 
 @dataclass
@@ -45,6 +72,7 @@ class DemoConfig:
     samples: int = 6  # sampled captions per preference image
     temperature: float = 1.0
     methods: tuple[str, ...] = METHODS
+    image_reliance: bool = False  # also ask POPE's present-object questions with a blank image (the study)
     train_overrides: tuple[str, ...] = ()  # extra `--section.key=value` for every alignment run
     batch_size: int = 64  # generation batch
 
@@ -178,13 +206,20 @@ def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, 
             results_path=out / "lmms_eval" / "sft_results.json",
         )
     }
+    if config.image_reliance:
+        results["sft"]["image_reliance"] = blank_image_reliance(model, processor, heldout, questions, config.batch_size)
     del model, probe
     lap("eval_sft")
 
     runs: dict[str, Any] = {}
     for k, method in enumerate(config.methods):
-        stage(f"[5/6] alignment {k + 1}/{len(config.methods)}: {method} (LoRA, configs/demo/{method}.yaml)")
+        variant = VARIANTS[method]
+        stage(
+            f"[5/6] alignment {k + 1}/{len(config.methods)}: {variant.label} (LoRA, configs/demo/{variant.config}.yaml"
+            + (f" {' '.join(variant.overrides)})" if variant.overrides else ")")
+        )
         overrides = [
+            *variant.overrides,
             f"--model.name_or_path={work / 'sft'}",
             f"--data.train={pref_path}",
             f"--train.output_dir={out / method}",
@@ -193,7 +228,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, 
             f"--train.data_seed={seed}",
             *config.train_overrides,
         ]
-        train_config = load_config(CONFIG_DIR / f"{method}.yaml", overrides)
+        train_config = load_config(CONFIG_DIR / f"{variant.config}.yaml", overrides)
         shutil.rmtree(out / method, ignore_errors=True)  # no stale logs or adapters from an earlier run
         with log_stdout_to(out / method / "trainer_stdout.log"):
             summary = train(train_config)
@@ -215,6 +250,10 @@ def run_seed(config: DemoConfig, seed: int, out: Path, root: Path) -> dict[str, 
             name=method,
             results_path=out / "lmms_eval" / f"{method}_results.json",
         )
+        if config.image_reliance:
+            results[method]["image_reliance"] = blank_image_reliance(
+                tuned, tuned_processor, heldout, questions, config.batch_size
+            )
         del tuned
         lap(method)
 

@@ -17,8 +17,9 @@ from mm_unidpo.evaluation.lmms.summary import summarize_runs
 
 from . import plots
 from .evaluate import CHAIR_KEYS, POPE_KEYS, SPLITS
+from .pipeline import VARIANTS
 
-LABELS = {"sft": "SFT", "dpo": "DPO", "unidpo": "Uni-DPO", "adadpo": "AdaDPO"}
+LABELS = {"sft": "SFT", **{name: variant.label for name, variant in VARIANTS.items()}}
 # (section, key, label, higher is better)
 HEADLINE = [
     ("pope", "accuracy", "POPE acc", True),

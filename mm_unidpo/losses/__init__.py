@@ -9,8 +9,8 @@
 Adding an objective = one function (see `objectives.py`, `trl_types.py`) + one line in `LOSSES`
 (registry.py), where it also declares its parameter rules and the shared options it refuses. The
 shared options (AdaDPO's `balance`, Uni-DPO's `uni_weights`, WPO's `use_weighting`, LD-DPO's
-`ld_alpha`, RPO's `rpo_alpha`) are applied around the function in `core.py`; mixtures and presets
-(`mpo`) live in `mixture.py`; `check_loss` is what the train config's checks call.
+`ld_alpha`, RPO's `rpo_alpha`, mDPO's / CHiP's `image_term`, image.py) are applied around the function
+in `core.py`; mixtures and presets (`mpo`) live in `mixture.py`; `check_loss` is what the train config's checks call.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ __all__ = [
 def preference_loss(name: str, pair: PairLogps, **params: Any) -> LossOutput:
     """Compute objective (or preset, e.g. `mpo`) `name` on `pair`. `params` are the objective's keyword
     parameters plus the shared options (`balance`, `balance_clip`, `uni_weights`, `use_weighting`,
-    `ld_alpha`, `rpo_alpha`; registry.py); unknown names and values out of range are errors.
+    `ld_alpha`, `rpo_alpha`, `image_term` with `image_beta`, `image_weight`, `anchor_weight`,
+    `anchor_delta`; registry.py); unknown names and values out of range are errors.
     Stateless: bco_pair's δ is then the batch's own mean reward (a `Loss` keeps the running mean)."""
     if name in PRESETS:
         return build_loss(name, params, where="")(pair)

@@ -1,7 +1,7 @@
 """`compute`: one objective on one batch, with the shared options applied around its function.
 
-    pair ──ld_alpha──▶ scored pair ──balance──▶ fn(pair, c_w, **params) ──uni_weights──▶ + rpo_alpha·NLL
-         ──use_weighting──▶ per_pair ──mean──▶ loss
+    pair ──ld_alpha──▶ scored pair ──balance──▶ fn(pair, c_w, [image_margin], **params) ──uni_weights──▶
+         + rpo_alpha·NLL + mDPO's image terms ──use_weighting──▶ per_pair ──mean──▶ loss
 
 ld_alpha (LD-DPO, Liu et al., arXiv 2409.06411): each response's log-prob sum becomes
     L' = L_shared + α·(L − L_shared), L_shared = the sum over its first min(|y_w|, |y_l|) tokens,
@@ -14,6 +14,9 @@ rpo_alpha (RPO, Pang et al., arXiv 2404.19733): + α · TRL's `sft` term, the NL
 use_weighting (WPO, Zhou et al., arXiv 2406.11827, eq. 2): per_pair · w_w · w_l, detached, with
     w = exp(mean over the response's tokens of log π(y_t) − log Σ_v π(v)²), from the unweighted log-probs;
     needs `PairLogps.*_log_sum_sq_probs` (the models layer must supply them).
+image_term (mDPO arXiv 2406.11839 / CHiP arXiv 2501.16629; image.py): "mdpo" adds
+    image_weight·conditional + anchor_weight·anchored to per_pair; "chip" passes the visual margin
+    image_weight·(r_w − r̃_w) into the objective's logit. Both need `PairLogps.*_chosen_contrast`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .balance import balance_coefficient
+from .image import chip_margin, mdpo_terms
 from .objectives import Terms
 from .pair import PairLogps, validate_and_cast
 from .registry import LOSSES, OPTIONS
@@ -48,13 +52,14 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
     objective = LOSSES[name]
     params = {k: v for k, v in values.items() if k not in _OPTION_KEYS}
     options = {k: v for k, v in values.items() if k in _OPTION_KEYS}
-    balance, ld_alpha = options.get("balance"), options.get("ld_alpha")
+    balance, ld_alpha, image_term = options.get("balance"), options.get("ld_alpha"), options.get("image_term")
     raw = validate_and_cast(
         pair,
         needs_reference=objective.needs_reference,
         objective=name,
         ld_alpha=ld_alpha is not None,
         weighting=bool(options.get("use_weighting")),
+        contrast=image_term is not None,
     )
     scored = raw if ld_alpha is None else length_desensitised(raw, ld_alpha)
     chosen_scale: torch.Tensor | float = 1.0
@@ -62,6 +67,8 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
         chosen_scale = balance_coefficient(scored, balance, float(options.get("balance_clip", 2.0)))
     if objective.stateful:
         params.update(state=state, train=train)
+    if image_term == "chip":
+        params["image_margin"] = chip_margin(raw, options["image_weight"])
 
     terms = objective.fn(scored, chosen_scale, **params)
     per_pair = terms.per_pair
@@ -75,6 +82,8 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
         nll = sft(raw).per_pair
         per_pair = per_pair + options["rpo_alpha"] * nll
         terms.details["loss/rpo_nll"] = nll.detach()
+    if image_term is not None:
+        per_pair = per_pair + _image_terms(raw, image_term, options, terms, float(values.get("beta", 1.0)))
     if options.get("use_weighting"):
         weight = wpo_weights(raw)
         per_pair = per_pair * weight
@@ -91,6 +100,19 @@ def compute(name: str, pair: PairLogps, values: dict[str, Any], state: Any = Non
             **terms.details,
         },
     )
+
+
+def _image_terms(pair: PairLogps, image_term: str, options: dict[str, Any], terms: Terms, beta: float) -> torch.Tensor:
+    """mDPO's weighted terms to add to per_pair (0 for chip, which is inside the logit); logs the
+    contrast margin β·(r_w − r̃_w) (β_img for mdpo, the objective's β for chip) and L̃_w."""
+    scale = options["image_beta"] if image_term == "mdpo" else beta
+    terms.details["rewards/contrast_margin"] = (scale * chip_margin(pair, 1.0)).detach()
+    terms.details["logps/chosen_contrast"] = pair.chosen_contrast.detach()
+    if image_term != "mdpo":
+        return torch.zeros_like(pair.policy_chosen)
+    conditional, anchored = mdpo_terms(pair, options["image_beta"], options["anchor_delta"])
+    terms.details.update({"loss/image_conditional": conditional.detach(), "loss/image_anchored": anchored.detach()})
+    return options["image_weight"] * conditional + options["anchor_weight"] * anchored
 
 
 def length_desensitised(pair: PairLogps, ld_alpha: float) -> PairLogps:

@@ -58,6 +58,11 @@ class Loss:
         return any(bool(c.values.get("use_weighting")) for c in self.components)
 
     @property
+    def needs_contrast(self) -> bool:
+        """An image term (image.py) reads the chosen response's log-probs under the contrast image."""
+        return any(c.values.get("image_term") is not None for c in self.components)
+
+    @property
     def stateful(self) -> bool:
         return any(c.state is not None for c in self.components)
 
@@ -140,6 +145,11 @@ def _components(mixture: Any, shared: dict[str, Any], where: str) -> list[Compon
         raise ParamError(
             f"{where}.params.rpo_alpha cannot be shared by a mixture's components: give it to one "
             f"component, or add a component {{name: sft, weight: α}}"
+        )
+    if shared.get("image_term") == "mdpo":  # shared, it would add mDPO's terms once per component
+        raise ParamError(
+            f"{where}.params.image_term: mdpo cannot be shared by a mixture's components (its terms would be "
+            f"added once per component): give it to one component's params"
         )
     used: set[str] = set()
     components: list[Component] = []

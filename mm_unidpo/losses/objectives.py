@@ -55,6 +55,7 @@ def dpo(
     length_normalize: bool = False,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """DPO (Rafailov et al., arXiv 2305.18290) with cDPO label smoothing ε; TRL's `sigmoid`, and with
     `length_normalize` its `sigmoid_norm`.
@@ -63,10 +64,12 @@ def dpo(
         loss = −(1 − ε)·log σ(βΔ) − ε·log σ(−βΔ)
 
     Another `f_divergence_type` replaces each log-ratio by f'(π/π_ref) (divergence.py).
-    Composes with AdaDPO's balance (c_w scales the chosen score) and with Uni-DPO's pair weights.
+    Composes with AdaDPO's balance (c_w scales the chosen score) and with Uni-DPO's pair weights;
+    `image_margin` (CHiP, image.py) is added to Δ (divided by |y_w| if length_normalize).
     """
     chosen, rejected = _log_ratios(pair, length_normalize, f_divergence_type, f_alpha_divergence_coef)
-    logits = beta * (chosen_scale * chosen - rejected)
+    margin = image_margin / pair.chosen_lengths if length_normalize else image_margin
+    logits = beta * (chosen_scale * chosen - rejected + margin)
     per_pair = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
     return _terms(per_pair, beta, chosen, rejected)
 
@@ -115,14 +118,16 @@ def rdpo(
     beta: float = 0.1,
     alpha: float = 0.01,
     length_normalize: bool = False,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """R-DPO (Park et al., arXiv 2403.19159), DPO with a length penalty α:
 
-    loss = −log σ(βΔ − α(|y_w| − |y_l|))
+    loss = −log σ(βΔ − α(|y_w| − |y_l|))          (CHiP's `image_margin` added to Δ, as in dpo)
     """
     chosen, rejected = _log_ratios(pair, length_normalize)
     length_gap = pair.chosen_lengths - pair.rejected_lengths
-    per_pair = -F.logsigmoid(beta * (chosen_scale * chosen - rejected) - alpha * length_gap)
+    margin = image_margin / pair.chosen_lengths if length_normalize else image_margin
+    per_pair = -F.logsigmoid(beta * (chosen_scale * chosen - rejected + margin) - alpha * length_gap)
     return _terms(per_pair, beta, chosen, rejected)
 
 

@@ -28,9 +28,12 @@ _FIELDS = (
     "reference_rejected_shared",
     "chosen_log_sum_sq_probs",
     "rejected_log_sum_sq_probs",
+    "policy_chosen_contrast",
+    "reference_chosen_contrast",
 )
 _SHARED = ("policy_chosen_shared", "policy_rejected_shared", "reference_chosen_shared", "reference_rejected_shared")
 _LOG_SUM_SQ = ("chosen_log_sum_sq_probs", "rejected_log_sum_sq_probs")
+_CONTRAST = ("policy_chosen_contrast", "reference_chosen_contrast")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class PairLogps:
                  min(|y_w|, |y_l|) tokens only (the chosen and the rejected of a pair share that count).
     *_log_sum_sq_probs  (use_weighting, WPO) Σ_t log Σ_v π(v | y_<t)² over the response's tokens, from the
                  policy (TRL's `log_sum_sq_probs`, summed like the log-probs).
+    *_chosen_contrast  (image_term, losses/image.py) the SUM of the chosen response's log-probs under the
+                 contrast image (a corrupted view or another image) instead of the prompt's, from the
+                 policy and the reference.
     """
 
     policy_chosen: torch.Tensor
@@ -64,6 +70,8 @@ class PairLogps:
     reference_rejected_shared: torch.Tensor | None = None
     chosen_log_sum_sq_probs: torch.Tensor | None = None
     rejected_log_sum_sq_probs: torch.Tensor | None = None
+    policy_chosen_contrast: torch.Tensor | None = None
+    reference_chosen_contrast: torch.Tensor | None = None
 
     # Mean token log-probs ℓ̄ = L / length.
     @property
@@ -109,6 +117,14 @@ class PairLogps:
         )
 
     @property
+    def chosen_contrast(self) -> torch.Tensor:
+        return _require(self.policy_chosen_contrast, "policy_chosen_contrast")
+
+    @property
+    def reference_contrast(self) -> torch.Tensor:
+        return _require(self.reference_chosen_contrast, "reference_chosen_contrast")
+
+    @property
     def batch_size(self) -> int:
         return int(self.policy_chosen.shape[0])
 
@@ -126,14 +142,21 @@ def _rows(mask: torch.Tensor, limit: int = 10) -> str:
 
 
 def validate_and_cast(
-    pair: PairLogps, *, needs_reference: bool, objective: str, ld_alpha: bool = False, weighting: bool = False
+    pair: PairLogps,
+    *,
+    needs_reference: bool,
+    objective: str,
+    ld_alpha: bool = False,
+    weighting: bool = False,
+    contrast: bool = False,
 ) -> PairLogps:
     """Check shapes and values; return a copy computed in float32 (float64 stays float64).
 
     Raises ValueError naming the field and the offending rows for: a non-tensor or non-1-D field, a
     batch-size mismatch, a length < 1, a NaN log-prob, a NaN/inf score, only one of the two scores,
     and a missing reference where the objective needs one; with `ld_alpha` / `weighting`, a missing
-    `*_shared` / `*_log_sum_sq_probs` field.
+    `*_shared` / `*_log_sum_sq_probs` field; with `contrast` (an image term), a missing
+    `policy_chosen_contrast`, or a missing `reference_chosen_contrast` where the pair has references.
     """
     if not isinstance(pair, PairLogps):
         raise TypeError(f"expected PairLogps, got {type(pair).__name__}")
@@ -167,6 +190,15 @@ def validate_and_cast(
             else "use_weighting needs Σ_t log Σ_v π(v)² of each response"
         )
         raise ValueError(f"{why}: {', '.join(missing)} is None (the models layer must supply it)")
+    if contrast:
+        wanted = _CONTRAST if pair.reference_chosen is not None else _CONTRAST[:1]
+        absent = [n for n in wanted if getattr(pair, n) is None]
+        if absent:
+            raise ValueError(
+                f"an image term (image_term) compares the chosen response under the real and a contrast image: "
+                f"{', '.join(absent)} is None (give the chosen response's summed log-probs under the contrast "
+                f"image, or set image_term to null)"
+            )
     if (pair.score_chosen is None) != (pair.score_rejected is None):
         given = "score_chosen" if pair.score_chosen is not None else "score_rejected"
         raise ValueError(f"only {given} was given: pass both score_chosen and score_rejected, or neither")
@@ -178,7 +210,8 @@ def validate_and_cast(
         bad = ~(cast[name] >= 1)  # also catches NaN
         if bad.any():
             raise ValueError(f"{name} must be >= 1 (a response has at least one token): {_rows(bad)}")
-    for name in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected", *_SHARED, *_LOG_SUM_SQ):
+    logps = ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected")
+    for name in (*logps, *_SHARED, *_LOG_SUM_SQ, *_CONTRAST):
         if cast[name] is not None and torch.isnan(cast[name]).any():
             raise ValueError(f"{name} is NaN in {_rows(torch.isnan(cast[name]))}")
     for name in ("score_chosen", "score_rejected"):

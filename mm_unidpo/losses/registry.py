@@ -10,6 +10,8 @@ The options every objective takes unless it refuses them (`OPTIONS`, applied in 
   use_weighting            WPO's per-pair weights (core.py; needs *_log_sum_sq_probs in PairLogps)
   ld_alpha                 LD-DPO's down-weighted verbose tail (core.py; needs *_shared in PairLogps)
   rpo_alpha                RPO's NLL on the chosen responses (TRL's `sft` term, added with this weight)
+  image_term, image_*, anchor_*  mDPO's / CHiP's image-side terms (image.py; needs *_chosen_contrast);
+                           chip only where the function takes `image_margin` (its logit)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import image
 from .objectives import Terms, cpo, dpo, hinge, ipo, orpo, rdpo, simpo
 from .params import COMMON_RULES, ParamError, Range, Rule, check_value
 from .trl_types import (
@@ -44,9 +47,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "use_weighting": {"use_weighting": False},
     "ld_alpha": {"ld_alpha": None},
     "rpo_alpha": {"rpo_alpha": None},
+    "image_term": image.DEFAULTS,
 }
+_OPTION_RULES: dict[str, Rule] = image.RULES  # rules an option owns (the others are in params.COMMON_RULES)
 _OPTION_OF = {param: option for option, params in OPTIONS.items() for param in params}
-_NOT_FUNCTION_PARAMETERS = ("state", "train")  # passed by core.py, not configured
+_NOT_FUNCTION_PARAMETERS = ("state", "train", "image_margin")  # passed by core.py, not configured
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,12 @@ class Objective:
         return params
 
     def rule(self, key: str) -> Rule | None:
-        return self.rules.get(key, COMMON_RULES.get(key))
+        return self.rules.get(key, _OPTION_RULES.get(key, COMMON_RULES.get(key)))
+
+    @property
+    def has_logit(self) -> bool:
+        """Whether CHiP's visual margin can go inside this objective's logit (fn takes `image_margin`)."""
+        return "image_margin" in inspect.signature(self.fn).parameters
 
 
 _PAIRWISE = "its per-pair rows are sorted over the batch, not pairs"
@@ -155,6 +165,7 @@ def check_params(name: str, params: dict[str, Any], where: str = "loss") -> dict
     for key, value in values.items():
         check_value(prefix + key, value, allowed[key], objective.rule(key))
     message = objective.check(values) if objective.check is not None else None
+    message = message or image.check_image_term(name, values, objective.has_logit)
     if message:
         raise ParamError(f"{prefix}{message}")
     return values

@@ -30,6 +30,7 @@ def sigmoid(
     beta: float = 0.1,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """TRL's `sigmoid`: `dpo` (objectives.py) without label smoothing, as TRL 1.16 has it — so a shared
     `label_smoothing` in a mixture (TRL's one value for robust, exo_pair, aot) leaves it alone.
@@ -44,6 +45,7 @@ def sigmoid(
         beta=beta,
         f_divergence_type=f_divergence_type,
         f_alpha_divergence_coef=f_alpha_divergence_coef,
+        image_margin=image_margin,
     )
     return _terms(terms.per_pair, beta, *_ratios(pair))
 
@@ -55,6 +57,7 @@ def sigmoid_norm(
     beta: float = 0.1,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """TRL's `sigmoid_norm`: `dpo` with `length_normalize` (each score divided by its response's length),
     without label smoothing.
@@ -70,6 +73,7 @@ def sigmoid_norm(
         length_normalize=True,
         f_divergence_type=f_divergence_type,
         f_alpha_divergence_coef=f_alpha_divergence_coef,
+        image_margin=image_margin,
     )
     return _terms(terms.per_pair, beta, *_ratios(pair))
 
@@ -82,6 +86,7 @@ def robust(
     label_smoothing: float = 0.0,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """Robust DPO (Chowdhury et al., arXiv 2403.00409): an unbiased loss when a label is flipped with
     probability ε = `label_smoothing` ∈ [0, 0.5):
@@ -91,7 +96,7 @@ def robust(
     Composes with balance and Uni-DPO's pair weights.
     """
     chosen, rejected = _log_ratios(pair, False, f_divergence_type, f_alpha_divergence_coef)
-    z = beta * (chosen_scale * chosen - rejected)
+    z = beta * (chosen_scale * chosen - rejected + image_margin)
     eps = label_smoothing
     per_pair = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
     return _terms(per_pair, beta, *_ratios(pair))
@@ -105,6 +110,7 @@ def exo_pair(
     label_smoothing: float = 1e-3,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """EXO-pref (Ji et al., arXiv 2402.00856, eq. 16): the reverse KL from the model's preference
     distribution q = softmax(β·s) over {chosen, rejected} to the smoothed label p = (1 − ε, ε):
@@ -115,7 +121,7 @@ def exo_pair(
     is an error there). Composes with balance and Uni-DPO's pair weights.
     """
     chosen, rejected = _log_ratios(pair, False, f_divergence_type, f_alpha_divergence_coef)
-    z = beta * (chosen_scale * chosen - rejected)
+    z = beta * (chosen_scale * chosen - rejected + image_margin)
     eps = torch.as_tensor(label_smoothing, dtype=z.dtype)
     log_qw, log_ql = F.logsigmoid(z), F.logsigmoid(-z)
     per_pair = log_qw.exp() * (log_qw - torch.log1p(-eps)) + log_ql.exp() * (log_ql - torch.log(eps))
@@ -280,6 +286,7 @@ def discopop(
     discopop_tau: float = 0.05,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
     """DiscoPOP / log-ratio modulated loss (Chris Lu et al., "Discovering Preference Optimization
     Algorithms with and for LLMs", arXiv 2406.08414, eq. 5), z = βΔ, τ = `discopop_tau`:
@@ -290,7 +297,7 @@ def discopop(
     pair weights.
     """
     chosen, rejected = _log_ratios(pair, False, f_divergence_type, f_alpha_divergence_coef)
-    z = beta * (chosen_scale * chosen - rejected)
+    z = beta * (chosen_scale * chosen - rejected + image_margin)
     per_pair = torch.sigmoid(-z / discopop_tau) * -F.logsigmoid(z) + torch.exp(F.logsigmoid(z / discopop_tau) - z)
     return _terms(per_pair, beta, *_ratios(pair))
 

@@ -48,8 +48,10 @@ def unidpo(
     tau_good: float = 2.5,
     nll_weight: float = 0.001,
     detach_perf_weight: bool = False,
+    image_margin: torch.Tensor | float = 0.0,
 ) -> Terms:
-    """Uni-DPO per-pair loss. Defaults: the official multimodal settings (Qwen2-VL-2B)."""
+    """Uni-DPO per-pair loss. Defaults: the official multimodal settings (Qwen2-VL-2B). CHiP's
+    `image_margin` (image.py) is added, divided by |y_w| (Uni-DPO's logit is on ℓ̄), inside β(m − m_ref)."""
     policy_w, policy_l = pair.policy_chosen_mean, pair.policy_rejected_mean
     ref_w, ref_l = pair.reference_chosen_mean, pair.reference_rejected_mean
 
@@ -69,7 +71,7 @@ def unidpo(
         w_perf = w_perf.detach()
 
     # The AdaDPO coefficient, when on, scales the chosen log-ratio; with c_w = 1 this is β(m − m_ref).
-    logits = beta * (chosen_scale * (policy_w - ref_w) - (policy_l - ref_l))
+    logits = beta * (chosen_scale * (policy_w - ref_w) - (policy_l - ref_l) + image_margin / pair.chosen_lengths)
     preference = -w_qual * w_perf * F.logsigmoid(logits)
 
     below_reference = (ref_w > policy_w).to(policy_w.dtype).detach()

@@ -7,6 +7,11 @@
     prompt = adapter.encode_prompt(Prompt("<image>\\nWhat is this?", images=[...]))
     sums, greedy = adapter.score_continuations(model, [prompt], [continuation_ids])
 
+Every prompt is a block followed by the responses scored after it (layouts/blocks.py): a pair's prompt
+with its chosen and rejected responses; with `rejected_images` the rejected response after the prompt
+with those images instead; with `contrast_views` (the image-side terms) the chosen response once more
+after the prompt with the contrast view, slot 2 (`SequenceLogps.chosen_contrast`).
+
 Layouts: by default the pairs of a micro-batch are packed back to back with their prompts shared
 (`packed`); `shared_prefix=False` gives the `plain` layout, two padded rows per pair, or under
 flash-attention its padding-free form (`varlen`). A family declares the layouts that are exact for it
@@ -16,10 +21,13 @@ LM head runs on the scored positions only, from the final hidden states (head.py
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
+from PIL import Image
 
 from mm_unidpo.data.images import DEFAULT_MAX_PIXELS
 from mm_unidpo.data.records import BadRecordError, Message, PreferenceRecord, PromptFields
@@ -33,6 +41,34 @@ from .logps import ForwardOptions, SequenceLogps, batch_logps
 from .utils import to_model_inputs, unwrap_model
 
 logger = logging.getLogger(__name__)
+CONTRAST = 2  # the slot of the chosen response under the contrast image
+
+
+class Unit(NamedTuple):
+    """A prompt and the responses scored after it, with their item and slots: one block of a layout."""
+
+    item: int
+    prompt_ids: list[int]
+    responses: list[list[int]]
+    slots: tuple[int, ...]
+    token_extras: dict[str, list[int]]
+    vision: dict[str, torch.Tensor]
+
+
+def pair_units(item: int, e: EncodedPair) -> list[Unit]:
+    """An encoded pair's prompts: the shared one with both responses, or with the chosen only when the
+    rejected response has its own images; then the contrast prompt with the chosen response again."""
+    rejected, contrast = e.rejected_prompt, e.contrast_prompt
+    units = [
+        Unit(item, e.prompt_ids, [e.chosen_ids, e.rejected_ids], (0, 1), e.token_extras, e.vision)
+        if rejected is None
+        else Unit(item, e.prompt_ids, [e.chosen_ids], (0,), e.token_extras, e.vision)
+    ]
+    if rejected is not None:
+        units.append(Unit(item, rejected.ids, [e.rejected_ids], (1,), rejected.token_extras, rejected.vision))
+    if contrast is not None:
+        units.append(Unit(item, contrast.ids, [e.chosen_ids], (CONTRAST,), contrast.token_extras, contrast.vision))
+    return units
 
 
 class Adapter:
@@ -52,6 +88,9 @@ class Adapter:
         head_chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
         varlen: bool | None = None,
         per_pair_attention: bool = True,
+        contrast_views: Callable[[PreferenceRecord], list[Image.Image]] | None = None,
+        contrast_key: str | None = None,
+        token_weight: float | None = None,
         **family_options: Any,
     ):
         if padding_side not in ("left", "right"):
@@ -69,6 +108,13 @@ class Adapter:
         self.padding_side = padding_side
         self.max_image_pixels = max_image_pixels
         self.on_bad_record = on_bad_record
+        # The contrast image of each record (data/corruption.py), and what it depends on: a plain string
+        # setting, so it is part of the reference cache's adapter fingerprint.
+        self.contrast_views = contrast_views
+        self.contrast_key = contrast_key
+        if token_weight is not None and not token_weight > 0:
+            raise ValueError(f"token_weight must be > 0 (DDPO's weight of the differing tokens), got {token_weight}")
+        self.token_weight = token_weight  # DDPO (token_weights.py); a plain setting: in the cache fingerprint
         attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
         self.layout = _choose_layout(self.spec.layouts, attn, shared_prefix=shared_prefix, varlen=varlen)
         if shared_prefix and self.layout != "packed" and "packed" not in self.spec.layouts:
@@ -125,7 +171,10 @@ class Adapter:
         )
 
     def encode(self, record: PreferenceRecord) -> EncodedPair:
-        return encode_pair(self.hooks, record, max_length=self.max_length, max_image_pixels=self.max_image_pixels)
+        contrast = self.contrast_views(record) if self.contrast_views is not None else None
+        return encode_pair(
+            self.hooks, record, max_length=self.max_length, max_image_pixels=self.max_image_pixels, contrast=contrast
+        )
 
     def encode_prompt(self, prompt: PromptFields) -> EncodedPrompt:
         return encode_prompt(self.hooks, prompt, max_image_pixels=self.max_image_pixels)
@@ -151,9 +200,8 @@ class Adapter:
         ``on_bad_record="skip"`` bad records are left out: `batch.kept` lists the positions kept and
         `batch.skipped` the errors; a batch of only bad records is an error."""
         encoded, kept, skipped = self._encode_all(records)
-        batch = self._lay_out(
-            [(e.prompt_ids, [e.chosen_ids, e.rejected_ids], e.token_extras, e.vision) for e in encoded], num_slots=2
-        )
+        units = [unit for i, e in enumerate(encoded) for unit in pair_units(i, e)]
+        batch = self._lay_out(units, num_items=len(encoded), num_slots=1 + max(max(u.slots) for u in units))
         scores = [(e.record.score_chosen, e.record.score_rejected) for e in encoded]
         if all(c is not None and r is not None for c, r in scores):
             batch.score_chosen = torch.tensor([c for c, _ in scores], dtype=torch.float32)
@@ -166,8 +214,11 @@ class Adapter:
 
     def sequence_logps(self, model: Any, batch: PairBatch, *, log_sum_sq: bool = False) -> SequenceLogps:
         """Chosen / rejected log-prob sums and lengths (and LD-DPO's shared sums); with `log_sum_sq`, WPO's
-        Σ_t log Σ_v p(v)² per response, from the same head pass."""
-        out = batch_logps(model, batch, self.hooks, self.forward_options, log_sum_sq=log_sum_sq)
+        Σ_t log Σ_v p(v)² per response, from the same head pass. With `token_weight` (DDPO,
+        token_weights.py) the sums are weighted; the lengths stay token counts."""
+        out = batch_logps(
+            model, batch, self.hooks, self.forward_options, log_sum_sq=log_sum_sq, token_weight=self.token_weight
+        )
         sq = out.log_sum_sq
         return SequenceLogps(
             out.logps[:, 0],
@@ -178,6 +229,7 @@ class Adapter:
             out.shared[:, 1],
             None if sq is None else sq[:, 0],
             None if sq is None else sq[:, 1],
+            out.logps[:, CONTRAST] if out.logps.shape[1] > CONTRAST else None,
         )
 
     @torch.no_grad()
@@ -188,8 +240,11 @@ class Adapter:
         responses do): (prompts, most continuations) sums of their log-probs and whether greedy decoding
         gives exactly them (evaluation log-likelihoods, judges' yes/no answers); zero / False where a
         prompt has fewer."""
-        items = [(p.ids, list(c), p.token_extras, p.vision) for p, c in zip(prompts, continuations)]
-        batch = self._lay_out(items, num_slots=max((len(c) for c in continuations), default=1))
+        units = [
+            Unit(i, p.ids, list(c), tuple(range(len(c))), p.token_extras, p.vision)
+            for i, (p, c) in enumerate(zip(prompts, continuations))
+        ]
+        batch = self._lay_out(units, num_items=len(units), num_slots=max((len(c) for c in continuations), default=1))
         batch = batch.to(device if device is not None else model.device)
         batch.vision = to_model_inputs(batch.vision, model, device)  # floating inputs in the model's dtype
         out = batch_logps(model, batch, self.hooks, self.forward_options, greedy=True)
@@ -199,18 +254,29 @@ class Adapter:
         )
         return out.logps * present, out.greedy & present.to(out.greedy.device)
 
-    def _lay_out(self, items: list[tuple[list[int], list[list[int]], dict, dict]], *, num_slots: int) -> PairBatch:
-        """(prompt ids, responses, per-token extras, vision) per item -> a batch in this adapter's layout."""
+    def _lay_out(self, units: list[Unit], *, num_items: int, num_slots: int) -> PairBatch:
+        """Units (a prompt and its responses) -> a batch in this adapter's layout, each block named by its
+        unit's item and slots."""
         name = self.layout
-        blocks = LAYOUTS[name].plan(
-            [(len(p), tuple(len(r) for r in rs)) for p, rs, _, _ in items],
+        planned = LAYOUTS[name].plan(
+            [(len(u.prompt_ids), tuple(len(r) for r in u.responses)) for u in units],
             padding_side=self.padding_side,
             max_row_tokens=self.max_row_tokens,
         )
-        per_block = [(items[b.item][0], [items[b.item][1][s] for s in b.slots]) for b in blocks.blocks]
-        input_ids, extras = fill_rows(blocks, per_block, self.pad_token_id, [items[b.item][2] for b in blocks.blocks])
-        vision = self.hooks.stack_vision([items[b.item][3] for b in blocks.blocks])
-        return PairBatch(input_ids, blocks, name, vision, extras)
+        per_block = [(units[b.item].prompt_ids, [units[b.item].responses[s] for s in b.slots]) for b in planned.blocks]
+        extras = [units[b.item].token_extras for b in planned.blocks]
+        input_ids, token_extras = fill_rows(planned, per_block, self.pad_token_id, extras)
+        vision = self.hooks.stack_vision([units[b.item].vision for b in planned.blocks])
+        blocks = dataclasses.replace(
+            planned,
+            blocks=tuple(
+                dataclasses.replace(b, item=units[b.item].item, slots=tuple(units[b.item].slots[s] for s in b.slots))
+                for b in planned.blocks
+            ),
+            num_items=num_items,
+            num_slots=num_slots,
+        )
+        return PairBatch(input_ids, blocks, name, vision, token_extras)
 
     def _encode_all(
         self, records: list[PreferenceRecord]

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 
 from mm_unidpo.data.images import load_record_images
-from mm_unidpo.data.records import BadRecordError, Message, PreferenceRecord, PromptFields
+from mm_unidpo.data.records import BadRecordError, ImageRef, Message, PreferenceRecord, Prompt, PromptFields
 
 from .families.base import Family
 
@@ -35,8 +36,21 @@ class EncodedPrompt:
 
 
 @dataclass
+class OtherPrompt:
+    """The record's prompt with other images, the response(s) scored under it: the rejected one with
+    the record's `rejected_images`, or the chosen one with the contrast image (losses/image.py)."""
+
+    ids: list[int]
+    vision: dict[str, torch.Tensor]
+    token_extras: dict[str, list[int]]
+    positions: int
+
+
+@dataclass
 class EncodedPair:
-    """One record tokenized: the shared prompt (image tokens expanded) and both responses."""
+    """One record tokenized: the shared prompt (image tokens expanded) and both responses; with
+    `rejected_prompt` the rejected response is scored after it instead, and with `contrast_prompt` the
+    chosen response is scored after it once more."""
 
     prompt_ids: list[int]
     chosen_ids: list[int]
@@ -46,12 +60,16 @@ class EncodedPair:
     truncated: bool
     record: PreferenceRecord
     prompt_positions: int = -1  # -1: len(prompt_ids)
+    rejected_prompt: OtherPrompt | None = None
+    contrast_prompt: OtherPrompt | None = None
 
     @property
     def packed_length(self) -> int:
-        """The positions a pair takes in a packed row: its prompt once, both responses."""
+        """The positions a pair takes in a packed row: each prompt once, its responses."""
         p = self.prompt_positions if self.prompt_positions >= 0 else len(self.prompt_ids)
-        return p + len(self.chosen_ids) + len(self.rejected_ids)
+        extra = sum(o.positions for o in (self.rejected_prompt, self.contrast_prompt) if o is not None)
+        contrast = len(self.chosen_ids) if self.contrast_prompt is not None else 0
+        return p + len(self.chosen_ids) + len(self.rejected_ids) + extra + contrast
 
 
 def render_prompt(family: Family, prompt: PromptFields) -> tuple[list[Message], str]:
@@ -92,9 +110,19 @@ def encode_prompt(family: Family, prompt: PromptFields, *, max_image_pixels: int
     return EncodedPrompt(text, ids, vision, extras, family.prompt_positions(ids), messages)
 
 
+def _with_images(record: PreferenceRecord, images: list[ImageRef] | list[Image.Image]) -> Prompt:
+    return Prompt(record.prompt, list(images), record.id, record.index, record.image_root)
+
+
 def encode_pair(
-    family: Family, record: PreferenceRecord, *, max_length: int, max_image_pixels: int | None = None
+    family: Family,
+    record: PreferenceRecord,
+    *,
+    max_length: int,
+    max_image_pixels: int | None = None,
+    contrast: list[Image.Image] | None = None,
 ) -> EncodedPair:
+    """`contrast`: the images the chosen response is also scored with (the image-side terms' view)."""
     messages, prompt_text = render_prompt(family, record)
     texts = {
         name: response_text(family, messages, prompt_text, getattr(record, name), record)
@@ -103,7 +131,13 @@ def encode_pair(
     for name in texts:
         family.check_response(name, getattr(record, name), record)
     prompt = encode_prompt(family, record, max_image_pixels=max_image_pixels)
-    room = max_length - prompt.positions
+    others = {
+        name: encode_prompt(family, _with_images(record, images), max_image_pixels=max_image_pixels)
+        for name, images in (("rejected", record.rejected_images), ("contrast", contrast))
+        if images is not None
+    }
+    # One cut for every prompt, so the chosen response scored under the contrast image is the same tokens.
+    room = max_length - max(p.positions for p in (prompt, *others.values()))
     if room < 1:
         raise BadRecordError(
             record,
@@ -124,6 +158,7 @@ def encode_pair(
                 f"would take for an image slot",
             )
     truncated = any(len(response) > room for response in ids.values())
+    other = {name: OtherPrompt(p.ids, p.vision, p.token_extras, p.positions) for name, p in others.items()}
     return EncodedPair(
         prompt.ids,
         ids["chosen"][:room],
@@ -133,4 +168,6 @@ def encode_pair(
         truncated,
         record,
         prompt.positions,
+        other.get("rejected"),
+        other.get("contrast"),
     )

@@ -20,6 +20,7 @@ import torch
 from .families.base import Family
 from .head import ScoredHead, keeps_its_head, log_sum_sq_probs, scored_head
 from .layouts import LAYOUTS, PairBatch
+from .token_weights import token_weights
 
 
 @dataclass
@@ -34,6 +35,8 @@ class SequenceLogps:
     # WPO: Σ_t log Σ_v p(v | y_<t)² over each response (no gradient), when asked for
     chosen_log_sum_sq_probs: torch.Tensor | None = None
     rejected_log_sum_sq_probs: torch.Tensor | None = None
+    # the image-side terms: the chosen response's sum under the contrast image (slot 2), when scored
+    chosen_contrast: torch.Tensor | None = None
 
 
 @dataclass
@@ -120,12 +123,17 @@ def batch_logps(
     *,
     greedy: bool = False,
     log_sum_sq: bool = False,
+    token_weight: float | None = None,
 ) -> ItemSums:
     """(items, slots) sums of response log-probs, token counts and the LD-DPO shared sums; with `greedy`
-    whether every token of each response is the greedy one; with `log_sum_sq` WPO's Σ log Σ_v p(v)²."""
+    whether every token of each response is the greedy one; with `log_sum_sq` WPO's Σ log Σ_v p(v)²;
+    with `token_weight` the sums weighted by DDPO's token weights (token_weights.py)."""
     parts = family.forward_parts(batch)
     if parts is not None:  # separate forwards (Family.forward_parts); each holds some items' responses whole
-        results = [batch_logps(model, part, family, options, greedy=greedy, log_sum_sq=log_sum_sq) for part in parts]
+        results = [
+            batch_logps(model, part, family, options, greedy=greedy, log_sum_sq=log_sum_sq, token_weight=token_weight)
+            for part in parts
+        ]
         total = ItemSums(
             sum(r.logps for r in results),  # type: ignore[arg-type]
             sum(r.counts for r in results),  # type: ignore[arg-type]
@@ -145,8 +153,11 @@ def batch_logps(
         model, inputs, scored.rows, scored.predictors, targets, family, options, greedy=greedy, log_sum_sq=log_sum_sq
     )
     assert out.logps is not None
-    sums, counts = scored.sums(out.logps)
-    result = ItemSums(sums, counts, scored.shared_sums(out.logps, counts))
+    values = out.logps
+    if token_weight is not None:  # the same tokens as `targets`, in the same order
+        values = values * token_weights(source, targets, token_weight).to(values.dtype)
+    sums, counts = scored.sums(values)
+    result = ItemSums(sums, counts, scored.shared_sums(values, counts))
     if out.greedy is not None:
         result.greedy = scored.sums((~out.greedy).to(out.logps.dtype))[0] == 0
     if out.log_sum_sq is not None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainingArguments
 
 from mm_unidpo.data import FORMATS
+from mm_unidpo.data.corruption import parse_corruption
 from mm_unidpo.losses import build_loss
 from mm_unidpo.models import FAMILIES
 from mm_unidpo.yaml_config import ConfigError, check_types
@@ -70,6 +71,8 @@ def _check_model(config: TrainConfig) -> None:
             f"model.head_chunk_size must be 'auto', a positive integer or null (materialise the "
             f"logits), got {m.head_chunk_size!r}"
         )
+    if m.token_weight is not None and not (math.isfinite(m.token_weight) and m.token_weight > 0):
+        raise ConfigError(f"model.token_weight must be > 0 (DDPO's weight; 4 in RLHF-V) or null, got {m.token_weight}")
     if m.family is not None and m.family not in FAMILIES:
         raise ConfigError(f"model.family {m.family!r} is not a model family; known: {', '.join(FAMILIES)}")
 
@@ -107,6 +110,10 @@ def _check_data(config: TrainConfig) -> None:
         raise ConfigError(f"data.preflight_workers must be >= 0 (or null: automatic), got {d.preflight_workers}")
     if d.format is not None and d.format != "auto" and d.format not in FORMATS:
         raise ConfigError(f"data.format {d.format!r} is not a data format; known: {', '.join(FORMATS)} (or auto)")
+    try:
+        parse_corruption(d.corruption)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_loss(config: TrainConfig) -> None:
@@ -118,6 +125,11 @@ def _check_loss(config: TrainConfig) -> None:
     problem = check_sync(config.reference, loss.needs_reference, str(config.loss.name))  # TR-DPO's reference
     if problem:
         raise ConfigError(problem)
+    if loss.needs_contrast and config.data.corruption is None:
+        raise ConfigError(
+            "loss image_term needs data.corruption: the contrast image the chosen response is scored with "
+            "(crop: mDPO's, noise: CHiP's, blank or shuffle)"
+        )
 
 
 _POSITIVE = {

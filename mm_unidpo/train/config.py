@@ -62,6 +62,9 @@ class ModelConfig:
     # Load PyTorch `.bin` weights where a checkpoint has no safetensors (the original LLaVA ones), with
     # torch.load(weights_only=True) only: tensors, never pickled code. `mm-unidpo convert` is the other way.
     allow_bin_weights: bool = False
+    # DDPO (RLHF-V; CHiP's segment level): the tokens where chosen and rejected differ count this many times
+    # in every log-prob sum (models/token_weights.py); null: off
+    token_weight: float | None = None
 
 
 @dataclass
@@ -96,6 +99,9 @@ class DataConfig:
     preflight: bool = True
     preflight_workers: int | None = None  # DataLoader worker processes; None: automatic
     preflight_cache_dir: str | None = None
+    # the contrast image of the image-side terms (loss.params.image_term; data/corruption.py): a kind
+    # (crop, noise, blank, shuffle) or {kind, seed, noise_step, crop_scale}
+    corruption: str | dict[str, Any] | None = None
 
 
 @dataclass

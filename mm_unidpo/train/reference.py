@@ -149,6 +149,10 @@ def compute_reference_logps(
             assert result.chosen_shared is not None and result.rejected_shared is not None  # always summed
             out["chosen_shared"][index] = result.chosen_shared.float().cpu()
             out["rejected_shared"][index] = result.rejected_shared.float().cpu()
+            if result.chosen_contrast is not None:  # the image-side terms' contrast view (adapter.contrast_key)
+                out.setdefault("chosen_contrast", torch.full((n,), float("nan")))[index] = (
+                    result.chosen_contrast.float().cpu()
+                )
     model.train(was_training)
     return out
 

@@ -7,9 +7,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from mm_unidpo.data import load_preference_data, record_digests
+from mm_unidpo.data import PreferenceRecord, load_preference_data, record_digests
+from mm_unidpo.data.corruption import contrast_images, parse_corruption
+from mm_unidpo.io import sha256_json
+from mm_unidpo.losses import build_loss
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.loading import check_model_source
 
@@ -100,6 +104,22 @@ def _pair_lengths(adapter, data: CheckedData) -> list[int]:
     return [adapter.packed_length(adapter.encode(r)) for r in tqdm(data.records, desc="pair lengths", unit="pair")]
 
 
+def _contrast_options(config: TrainConfig, pool: list[PreferenceRecord]) -> dict[str, Any]:
+    """The adapter's contrast views when the loss has an image term (data/corruption.py): seeded per
+    record, `shuffle` drawing from the training records. The key names the settings and the records' ids
+    and positions the views are drawn from, so the reference cache misses when either changes."""
+    corruption = parse_corruption(config.data.corruption)
+    if not build_loss(config.loss.name, config.loss.params, config.loss.mixture).needs_contrast:
+        if corruption is not None:
+            logger.warning("data.corruption is set but the loss has no image_term: no contrast view is scored")
+        return {}
+    assert corruption is not None  # checks.py: an image term needs data.corruption
+    return {
+        "contrast_views": partial(contrast_images, corruption=corruption, pool=pool),
+        "contrast_key": sha256_json([corruption.key(), [(r.id, r.index) for r in pool]]),
+    }
+
+
 def _resume_target(value: Any, output_dir: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -139,6 +159,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         pack_pairs=m.pack_pairs,
         max_tokens_per_row=m.max_tokens_per_row,
         head_chunk_size=m.head_chunk_size,
+        token_weight=m.token_weight,
+        **_contrast_options(config, train_data.records),
     )
     train_set = _check_data(config, train_data, adapter, args.output_dir, "data.train", config.reference.precompute)
     eval_set = _check_data(config, eval_data, adapter, args.output_dir, "data.eval", False) if eval_data else None

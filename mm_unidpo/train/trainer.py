@@ -182,6 +182,8 @@ class PreferenceTrainer(Trainer):
             reference_rejected_shared=ref.rejected_shared if ref else None,
             chosen_log_sum_sq_probs=policy.chosen_log_sum_sq_probs,
             rejected_log_sum_sq_probs=policy.rejected_log_sum_sq_probs,
+            policy_chosen_contrast=policy.chosen_contrast,
+            reference_chosen_contrast=ref.chosen_contrast if ref else None,
         )
         out = self.loss(pair, train=model.training)
         mode = "train" if model.training else "eval"
@@ -198,17 +200,18 @@ class PreferenceTrainer(Trainer):
                 k: self.reference_logps[k][positions].to(self.args.device)
                 for k in ("chosen", "rejected", "chosen_lengths", "rejected_lengths")
             }
-            shared = [
+            optional = [
                 self.reference_logps[k][positions].to(self.args.device) if k in self.reference_logps else None
-                for k in ("chosen_shared", "rejected_shared")
+                for k in ("chosen_shared", "rejected_shared", "chosen_contrast")
             ]
             return SequenceLogps(
                 values["chosen"],
                 values["rejected"],
                 values["chosen_lengths"],
                 values["rejected_lengths"],
-                shared[0],
-                shared[1],
+                optional[0],
+                optional[1],
+                chosen_contrast=optional[2],
             )
         with torch.no_grad():
             if self.reference_model is not None:
