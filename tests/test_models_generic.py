@@ -123,6 +123,10 @@ def test_generic_equals_the_plain_forward_on_the_processors_rendering(models, na
     model = copy.deepcopy(model).double()
     adapter = get_adapter(model, processor, padding_side=padding_side)
     assert adapter.family == "generic" and adapter.layout == "plain"
+    # Aya-Vision's text config has Cohere's logit_scale, which AyaVisionForConditionalGeneration's forward does
+    # not apply: the model's own forward is the reference (TRL 1.16's fused head applies it: its log-probs are
+    # not the model's, 0.2-0.5 nats per response apart on this tiny model).
+    assert name != "aya_vision" or model.config.text_config.logit_scale != 1.0
     records = [record(i) for i in range(len(CASES))]
     out = adapter.sequence_logps(model, adapter.collate(records))
     params = [p for p in model.parameters() if p.requires_grad]
