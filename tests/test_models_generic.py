@@ -209,3 +209,18 @@ def test_a_per_token_processor_input_is_refused(models):
     adapter = get_adapter(model, processor, family="generic")
     with pytest.raises(BadRecordError, match=r"unsupported_model: .*per-token input\(s\) \['token_type_ids'\]"):
         adapter.encode(record(0))
+
+
+def test_a_processor_that_needs_torchvision_is_refused_naming_the_model(tmp_path):
+    """Mistral-3's PixtralProcessor cannot be built without torchvision (never installed here): loading says
+    so, naming the model, before any weight is read (a saved processor relabelled as PixtralProcessor)."""
+    from mm_unidpo.models.loading import ModelLoadError, load_processor
+
+    _, processor = tiny("llava")
+    processor.save_pretrained(tmp_path)
+    for path in tmp_path.glob("*.json"):
+        data = json.loads(path.read_text())
+        if "processor_class" in data:
+            path.write_text(json.dumps({**data, "processor_class": "PixtralProcessor"}))
+    with pytest.raises(ModelLoadError, match=r"processor of '.*' here: PixtralProcessor requires the Torchvision"):
+        load_processor(str(tmp_path), "generic")

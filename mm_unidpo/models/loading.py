@@ -178,7 +178,14 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
         logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
+    try:
         return load_processor_without_video(processor_folder(name_or_path, **hub_kwargs), **hub_kwargs)
+    except ImportError as error:  # e.g. PixtralProcessor (Mistral-3): transformers needs torchvision to build it
+        detail = " ".join(str(error).split())
+        raise ModelLoadError(
+            f"cannot build the processor of {name_or_path!r} here: {detail} This project does not install "
+            f"torchvision, so this model cannot be served"
+        ) from None
 
 
 def load_pretrained(
@@ -268,8 +275,9 @@ def _load(
     if spec.loader is not None:
         model, processor = spec.loader(name_or_path, **kwargs)
     else:
-        model = getattr(transformers, spec.auto_class).from_pretrained(name_or_path, **kwargs)
+        # the processor first: one that cannot be built here fails before the weights are downloaded
         processor = load_processor(name_or_path, family, trust_remote_code=trust_remote_code, **hub_kwargs)
+        model = getattr(transformers, spec.auto_class).from_pretrained(name_or_path, **kwargs)
     if load_in_4bit:
         check_quantisation(model)
     check_vision_side(model, spec, quantised=load_in_4bit)
