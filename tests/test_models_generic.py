@@ -179,6 +179,14 @@ def test_a_template_without_a_generation_prompt_is_refused(models):
         get_adapter(model, processor)
 
 
+def test_a_template_that_fails_on_a_text_turn_is_refused(models):
+    model, processor = models["deepseek_vl"]
+    processor = copy.copy(processor)
+    processor.chat_template = "{{ raise_exception('images only') }}"
+    with pytest.raises(ValueError, match=r"chat template fails on a one-turn text conversation .*images only"):
+        get_adapter(model, processor)
+
+
 def test_a_template_that_rewrites_earlier_turns_is_refused(models):
     model, processor = models["deepseek_vl"]
     processor = copy.copy(processor)  # the last user turn is written differently once an answer follows it

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jinja2 import TemplateError
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from mm_unidpo.data.records import BadRecordError, PreferenceRecord
@@ -57,13 +58,19 @@ class Generic(Family):
                 f"response split cannot be the model's own; give a processor with a chat template (e.g. the "
                 f"checkpoint's chat_template.jinja) or add a family file"
             )
-        prompt = self.render(_PROBE, None)
-        if prompt == processor.apply_chat_template(_PROBE, tokenize=False, add_generation_prompt=False):
+        try:
+            prompt, full = self.render(_PROBE, None), self.render(_PROBE, "Yes.")
+            bare = processor.apply_chat_template(_PROBE, tokenize=False, add_generation_prompt=False)
+        except (TemplateError, TypeError, KeyError, IndexError, ValueError) as error:  # raise_exception, ...
+            raise ValueError(
+                f"{what}: its chat template fails on a one-turn text conversation ({type(error).__name__}: "
+                f"{error}); add a family file"
+            ) from None
+        if prompt == bare:
             raise ValueError(
                 f"{what}: its chat template writes no generation prompt, so the assistant's turn header "
                 f"cannot be told from the response; add a family file"
             )
-        full = self.render(_PROBE, "Yes.")
         if not full.startswith(prompt) or "Yes." not in full[len(prompt) :]:
             raise ValueError(
                 f"{what}: its chat template does not write the prompt then the assistant's response after it "
