@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/family_exactness.py gemma3 mllama      # or no argument: every family
 
-For each family's tiny model (mm_unidpo.testing.tiny) and the adapter tests' three records (two photos,
-one text-only), in each layout the tests use (plain padded right / left, packed, which a plain-only
+For each family's tiny model (mm_unidpo.testing.tiny; the generic family's models too: GENERIC) and the
+adapter tests' three records (two photos, one text-only), in each layout the tests use (plain padded right / left, packed, which a plain-only
 family answers with plain): the largest |difference| of a response's summed log-prob, and of any
 parameter's gradient of sum(chosen) - 0.5 sum(rejected), against each example's own plain forward on
 the processor's rendering (tests/helpers.py naive_logp). Run from the repository root.
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mm_unidpo.testing import available_families, tiny  # noqa: E402
+from mm_unidpo.testing import GENERIC, available_families, tiny  # noqa: E402
 from tests.helpers import LAYOUTS, make_adapter, naive_logp  # noqa: E402
 from tests.test_models_adapters import base_records, gradients_against_naive  # noqa: E402
 
@@ -46,4 +46,4 @@ def main(families: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(available_families()))
+    main(sys.argv[1:] or [*available_families(), *GENERIC])

@@ -14,7 +14,7 @@ from mm_unidpo.testing import (FAMILIES, available_families, load_processor_with
                                tiny_tokenizer)
 from mm_unidpo.testing.tokenizer import STYLES, base_tokenizer_json
 
-OPEN_TURN_STYLES = ("glm4v",)
+OPEN_TURN_STYLES = ("glm4v", "deepseek_vl")
 IMAGES = Path(os.environ.get("MM_UNIDPO_TEST_IMAGES", "/work/shared/data/images"))
 VLMS = [f for f in available_families() if f != "causal_lm"]
 HF_VLMS = [f for f in VLMS if f != "llava_orig"]
@@ -87,7 +87,7 @@ def test_chat_template_shape(style):
     prompt = tok.apply_chat_template(conv[:1], tokenize=False, add_generation_prompt=True)
     full = tok.apply_chat_template(conv, tokenize=False)
     assert full.startswith(prompt), (prompt, full)
-    # GLM-4.1V's template, like the real one, closes no assistant turn (the model ends it with its eos)
+    # GLM-4.1V's and DeepSeek-VL's templates, like the real ones, close no assistant turn (the model adds eos)
     assert full.rstrip("\n").endswith("A red rocket." + ("" if style in OPEN_TURN_STYLES else tok.eos_token))
     ids = tok(full, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == full

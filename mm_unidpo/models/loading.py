@@ -22,7 +22,7 @@ import transformers
 from peft import PeftModel
 from transformers import AutoProcessor, AutoTokenizer, BitsAndBytesConfig, PretrainedConfig
 
-from .families import FAMILIES, family_for_model_type, projector_module_names, vision_module_names
+from .families import FAMILIES, FamilySpec, family_for_model_type, projector_module_names, vision_module_names
 from .processors import load_processor_without_video, processor_folder
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,49 @@ def check_quantisation(model: torch.nn.Module) -> None:
         raise RuntimeError(f"these modules must stay unquantised but are 4-bit: {wrong[:5]}")
 
 
+def vision_side(model: torch.nn.Module, spec: FamilySpec) -> list[str]:
+    """Names of the modules the family's spec calls its vision tower and projector, in this model."""
+    parts = (*spec.vision_modules, *spec.projector_modules)
+    return [n for n, _ in model.named_modules() if n and parts and n.split(".")[-1] in parts]
+
+
+def check_vision_side(model: torch.nn.Module, spec: FamilySpec, *, quantised: bool) -> None:
+    """Hold a loaded model to its family's spec: the vision tower and projector it names exist, every linear
+    layer outside the language model and the LM head lies in them (else it would be quantised and trained as
+    the language model), and, in 4-bit, none of them holds 4-bit weights."""
+    if not spec.vision_modules:
+        return
+    side = vision_side(model, spec)
+    named = spec.vision_modules + spec.projector_modules
+    what = f"{type(model).__name__} (family {spec.name!r}, vision modules {named})"
+    if not side:
+        raise ModelLoadError(f"{what}: no such module in this model; its family spec does not fit this checkpoint")
+    names = {id(module): name for name, module in model.named_modules()}
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = names.get(id(get_decoder())) if callable(get_decoder) else None
+    inside = (*side, *([decoder] if decoder else []))
+    stray = [
+        name
+        for name, module in model.named_modules()
+        if _linear(module)
+        and not any(name == root or name.startswith(f"{root}.") for root in inside if root)
+        and name.split(".")[-1] != "lm_head"
+    ]
+    if stray:
+        raise ModelLoadError(
+            f"{what}: linear layers outside the language model that the spec does not name as vision tower or "
+            f"projector: {stray[:5]}; they would be quantised and trained as the language model"
+        )
+    if quantised:
+        wrong = [n for n in quantised_module_names(model) if any(n == s or n.startswith(f"{s}.") for s in side)]
+        if wrong:
+            raise ModelLoadError(f"{what}: these vision / projector modules were quantised to 4-bit: {wrong[:5]}")
+
+
+def _linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
+
+
 def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = False, **hub_kwargs: Any):
     if FAMILIES[family].spec.processor_class == "AutoTokenizer":
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
@@ -135,7 +178,14 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
         logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
+    try:
         return load_processor_without_video(processor_folder(name_or_path, **hub_kwargs), **hub_kwargs)
+    except ImportError as error:  # e.g. PixtralProcessor (Mistral-3): transformers needs torchvision to build it
+        detail = " ".join(str(error).split())
+        raise ModelLoadError(
+            f"cannot build the processor of {name_or_path!r} here: {detail} This project does not install "
+            f"torchvision, so this model cannot be served"
+        ) from None
 
 
 def load_pretrained(
@@ -225,10 +275,12 @@ def _load(
     if spec.loader is not None:
         model, processor = spec.loader(name_or_path, **kwargs)
     else:
-        model = getattr(transformers, spec.auto_class).from_pretrained(name_or_path, **kwargs)
+        # the processor first: one that cannot be built here fails before the weights are downloaded
         processor = load_processor(name_or_path, family, trust_remote_code=trust_remote_code, **hub_kwargs)
+        model = getattr(transformers, spec.auto_class).from_pretrained(name_or_path, **kwargs)
     if load_in_4bit:
         check_quantisation(model)
+    check_vision_side(model, spec, quantised=load_in_4bit)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
     return model, processor

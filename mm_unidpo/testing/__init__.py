@@ -17,11 +17,12 @@ from mm_unidpo.models.processors import (
     qwen_vl_processor_without_video,
 )
 
-from .tiny_models import FAMILIES, available_families, tiny
+from .tiny_models import FAMILIES, GENERIC, available_families, tiny
 from .tokenizer import tiny_tokenizer
 
 __all__ = [
     "FAMILIES",
+    "GENERIC",
     "available_families",
     "load_processor_without_video",
     "processor_without_video",

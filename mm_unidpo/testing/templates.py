@@ -198,3 +198,36 @@ MLLAMA = (
 )
 
 # the image tokens Idefics3 / SmolVLM processors expand "<image>" into (tile positions, the global view)
+
+# CohereLabs/aya-vision-*: "<BOS_TOKEN><|START_OF_TURN_TOKEN|><|USER_TOKEN|><image>q<|END_OF_TURN_TOKEN|>
+# <|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>a<|END_OF_TURN_TOKEN|>" (the real one's default system preamble left out).
+AYA_VISION = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}{{- '<|START_OF_TURN_TOKEN|>' }}"
+    "{%- if message['role'] == 'user' %}{{- '<|USER_TOKEN|>' }}"
+    "{%- elif message['role'] == 'assistant' %}{{- '<|CHATBOT_TOKEN|>' }}"
+    "{%- else %}{{- '<|SYSTEM_TOKEN|>' }}{%- endif %}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<image>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|END_OF_TURN_TOKEN|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{%- endif %}"
+)
+
+# deepseek-community/deepseek-vl-*-chat: "System text\n\nUser: <image_placeholder>q\n\nAssistant: a\n\n" -- like the
+# real one, an assistant turn is closed by "\n\n", not by a token (its seps[i % 2] never reaches the EOS: Jinja
+# resets `i` in every loop pass); the generation prompt is "Assistant:".
+DEEPSEEK_VL = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}{{- 'User: ' }}"
+    "{%- elif message['role'] == 'assistant' %}{{- 'Assistant: ' }}{%- endif %}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<image_placeholder>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '\n\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- 'Assistant:' }}{%- endif %}"
+)

@@ -40,6 +40,9 @@ style               modelled on
 ``mllama``          meta-llama/Llama-3.2-*-Vision-Instruct (Llama-3 headers, ``<|image|>``
                     per image; the real template's dated system block for prompts
                     without images is left out)
+``aya_vision``      CohereLabs/aya-vision-* (Cohere turns, ``<image>`` per image)
+``deepseek_vl``     deepseek-community/deepseek-vl-*-chat (``User: ... Assistant: a\n\n``:
+                    no end-of-turn token, the EOS comes after the turn)
 ==================  ===========================================================
 
 Every template ends assistant turns with the family's end-of-turn token (which
@@ -95,6 +98,8 @@ STYLES = (
     "glm4v",
     "mllama",
     "gemma4",
+    "aya_vision",
+    "deepseek_vl",
 )
 
 
@@ -288,6 +293,36 @@ _SPECS: dict[str, dict] = {
         add_bos=True,
     ),
 }
+_SPECS["aya_vision"] = dict(
+    template=T.AYA_VISION,
+    specials=[
+        "<PAD>",
+        "<BOS_TOKEN>",
+        "<EOS_TOKEN>",
+        "<|START_OF_TURN_TOKEN|>",
+        "<|END_OF_TURN_TOKEN|>",
+        "<|USER_TOKEN|>",
+        "<|CHATBOT_TOKEN|>",
+        "<|SYSTEM_TOKEN|>",
+        "<image>",
+        "<|START_OF_IMG|>",
+        "<|END_OF_IMG|>",
+        "<|IMG_PATCH|>",
+        "<|IMG_LINE_BREAK|>",
+        "TILE",
+        "TILE_GLOBAL",
+    ],
+    roles=dict(bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>"),
+    extra={"image_token": "<image>"},
+    add_bos=True,
+)
+_SPECS["deepseek_vl"] = dict(
+    template=T.DEEPSEEK_VL,
+    specials=["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<image_placeholder>", "<pad>"],
+    roles=dict(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>", pad="<pad>"),
+    extra={"image_token": "<image_placeholder>"},
+    add_bos=True,
+)
 _SPECS["qwen3_vl"] = dict(_SPECS["qwen2_vl"], template=T.QWEN3_VL)
 _SPECS["gemma4"] = dict(
     _SPECS["gemma3"],

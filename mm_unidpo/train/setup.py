@@ -15,8 +15,14 @@ from typing import Any
 import torch
 
 from mm_unidpo.losses import needs_reference
-from mm_unidpo.models.families import projector_module_names, vision_module_names
-from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained
+from mm_unidpo.models.families import (
+    FAMILIES,
+    FamilySpec,
+    family_for_model,
+    projector_module_names,
+    vision_module_names,
+)
+from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained, vision_side
 
 from .config import LoraSettings, TrainConfig
 
@@ -83,6 +89,34 @@ def freeze_vision(model: torch.nn.Module) -> None:
             param.requires_grad_(False)
 
 
+def check_frozen(model: torch.nn.Module, spec: FamilySpec, *, train_projector: bool = False) -> None:
+    """Raise unless every parameter of the vision tower and projector the family's spec names is frozen (the
+    projector's trainable copy under `lora.train_projector` excepted)."""
+    side = tuple(vision_side(model, spec))
+    allowed = spec.projector_modules if train_projector else ()
+    wrong = [
+        name
+        for name, param in model.named_parameters()
+        if param.requires_grad
+        and any(name.startswith(f"{s}.") for s in side)
+        and not any(part in allowed for part in name.split("."))
+    ]
+    if wrong:
+        raise RuntimeError(f"family {spec.name!r}: vision tower / projector parameters left trainable: {wrong[:5]}")
+
+
+def _moved_lora(model: torch.nn.Module, detail: str) -> str:
+    """peft (0.21) rewrites LoRA targets named like transformers-4 MoE experts (gate_proj, up_proj, down_proj)
+    into the fused expert weights of transformers 5 for some model types (glm4v_moe): dense MLP layers lose
+    their LoRA and the experts get one of a kind that needs dropout 0 -- not the LoRA asked for."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return (
+        f"peft moves LoRA on model_type {model_type!r} from the MLP layers to its fused expert weights (its "
+        f"transformers v4 -> v5 MoE conversion; {detail}), which is not the LoRA asked for: set "
+        f"lora.target_modules to the attention projections, e.g. [q_proj, k_proj, v_proj, o_proj]"
+    )
+
+
 def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> tuple[Any, Any, Any]:
     """(policy, processor, reference_or_None). With LoRA the reference is None (adapter disabled)."""
     m = config.model
@@ -96,8 +130,10 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
         allow_bin_weights=m.allow_bin_weights,
         **({"revision": m.revision} if m.revision else {}),  # type: ignore[arg-type]
     )
+    spec = (FAMILIES[m.family] if m.family else family_for_model(model)).spec
     if not config.lora.enabled:
         freeze_vision(model)
+        check_frozen(model, spec)
         # A frozen copy only when the objective reads a reference (SimPO, CPO, ORPO do not).
         reference = (
             copy.deepcopy(model).eval().requires_grad_(False)
@@ -115,7 +151,19 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
     model.requires_grad_(False)
     if gradient_checkpointing or m.load_in_4bit:
         model.enable_input_require_grads()
-    model = get_peft_model(model, lora_config(model, config.lora))
+    lora = lora_config(model, config.lora)
+    wanted = set(language_model_linear_names(model))
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as error:
+        if "ParamWrapper" not in str(error):
+            raise
+        raise ValueError(_moved_lora(model, str(error))) from None
+    tuner = model.base_model
+    moved = set(tuner.targeted_module_names) - wanted or getattr(tuner, "targeted_parameter_names", None)
+    if moved:
+        raise ValueError(_moved_lora(model, f"LoRA landed on {sorted(moved)[:3]}"))
+    check_frozen(model, spec, train_projector=config.lora.train_projector)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("LoRA: %d trainable parameters of %d (%.3f%%)", trainable, total, 100 * trainable / max(total, 1))

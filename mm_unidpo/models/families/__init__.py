@@ -2,8 +2,9 @@
 
 A family file declares a `FamilySpec` (model types, auto class, vision-tower and projector module names,
 the exact layouts) and overrides only the hooks of `Family` (base.py) in which it differs. `loading`,
-`train.setup` and `get_adapter` all read this one registry. The causal-LM family is the fallback for a
-model without a vision tower.
+`train.setup` and `get_adapter` all read this one registry. A model type no file claims goes to the
+generic family when transformers maps it to AutoModelForImageTextToText, else to the causal-LM family
+(a model without a vision tower).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .base import Family, FamilySpec
 from .causal_lm import CausalLM
 from .gemma3 import Gemma3
 from .gemma4 import Gemma4
+from .generic import Generic
 from .glm4v import Glm4v
 from .glm4v_moe import Glm4vMoe
 from .idefics3 import Idefics3
@@ -48,6 +50,7 @@ FAMILIES: dict[str, type[Family]] = {
         Qwen3_5Moe,
         Glm4vMoe,
         Mllama,
+        Generic,
         CausalLM,
     )
 }
@@ -66,8 +69,10 @@ __all__ = [
 
 
 def family_for_model_type(model_type: str | None) -> type[Family]:
-    """The family serving checkpoints of `model_type` (the causal-LM fallback for any other)."""
-    return next((f for f in FAMILIES.values() if model_type in f.spec.model_types), FALLBACK)
+    """The family serving checkpoints of `model_type`: the generic family for any other image-text-to-text
+    type, the causal-LM fallback for the rest."""
+    claimed = next((f for f in FAMILIES.values() if model_type in f.spec.model_types), None)
+    return claimed or (Generic if Generic.accepts(model_type) else FALLBACK)
 
 
 def family_for_model(model: Any) -> type[Family]:
