@@ -24,19 +24,29 @@ pytestmark = pytest.mark.slow
 
 
 def _worker(rank: int, world: int, port: int, stage: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), DS_ACCELERATOR="cpu")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        DS_ACCELERATOR="cpu",
+    )
     torch.set_num_threads(1)
     import deepspeed as ds
     import torch.distributed as dist
 
     ds.init_distributed(dist_backend="gloo")
-    config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
-              "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True,
-              "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
+    config = {
+        "train_micro_batch_size_per_gpu": 2,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": stage},
+        "zero_allow_untested_optimizer": True,
+        "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+    }
     model, processor = _model(lora=False)
     engine, *_ = ds.initialize(model=model, config=config, model_parameters=list(model.parameters()))
-    loss = _loss(engine, processor, _records()[rank * 2:(rank + 1) * 2], lora=False)
+    loss = _loss(engine, processor, _records()[rank * 2 : (rank + 1) * 2], None)
     engine.backward(loss)
     grads = {n: ds.utils.safe_get_full_grad(p).clone() for n, p in engine.module.named_parameters()}
     total = loss.detach().clone()
@@ -50,11 +60,10 @@ def _worker(rank: int, world: int, port: int, stage: int, out: str) -> None:
 def test_zero_two_processes_equal_one_process(tmp_path, stage):
     torch.set_num_threads(1)
     model, processor = _model(lora=False)
-    loss = sum(_loss(model, processor, _records()[k * 2:(k + 1) * 2], lora=False) for k in range(2)) / 2
+    loss = sum(_loss(model, processor, _records()[k * 2 : (k + 1) * 2], None) for k in range(2)) / 2
     loss.backward()
     out, port = str(tmp_path / "rank0.pt"), _free_port()
-    processes = [mp.get_context("spawn").Process(target=_worker, args=(rank, 2, port, stage, out))
-                 for rank in range(2)]
+    processes = [mp.get_context("spawn").Process(target=_worker, args=(rank, 2, port, stage, out)) for rank in range(2)]
     for p in processes:
         p.start()
     for p in processes:
