@@ -1,12 +1,13 @@
 """DeepSpeed ZeRO-2 / ZeRO-3 through our fast paths, on 2 CPU processes over gloo (DS_ACCELERATOR=cpu).
 
 DeepSpeed is not in the lock (its sdist builds against torch at install time, which the locked install
-cannot do without pulling a CUDA build), so CI skips this module; with DeepSpeed importable it runs, e.g.
-in a scratch venv that sees the project's packages (a .pth file naming .venv's site-packages) after
-`DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8`. Under ZeRO-3 the LM head's weight is a partitioned placeholder outside its module's call, and is
-re-gathered for the backward only through the hook DeepSpeed puts on the head's returned output: our
-step must differentiate through what the model returned (models/logps.py). Each case: the loss and every
-gradient of two processes on halves of 4 pairs equal one process on all of them.
+cannot do without pulling a CUDA build), so CI skips this module; with DeepSpeed importable it runs, e.g. in
+a scratch venv that sees the project's packages (a .pth file naming .venv's site-packages) after
+`DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8`. Under ZeRO-3 the LM head's weight is a
+partitioned placeholder outside its module's call, and is re-gathered for the backward only through the hook
+DeepSpeed puts on the head's returned output: our step must differentiate through what the model returned
+(models/logps.py). Each case: the loss and every gradient of two processes on halves of 4 pairs equal one
+process on all of them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from safetensors.torch import load_file
 import torch
 import torch.multiprocessing as mp
+import yaml
+from safetensors.torch import load_file
 
 from mm_unidpo.testing import tiny
 
@@ -88,7 +89,7 @@ def _train_config(root: Path, out: str, batch: int) -> Path:
     raw = {
         "model": {"name_or_path": str(root / "model"), "dtype": "float32", "head_chunk_size": 8},
         "lora": {"enabled": False},
-        "data": {"train": str(root / "data.jsonl"), "max_length": 128},
+        "data": {"train": str(root / "data.jsonl"), "max_length": 128, "on_bad_record": "skip"},
         "loss": {"name": "unidpo", "params": {"beta": 2.0}},
         "reference": {"precompute": True},
         "train": {
@@ -111,17 +112,16 @@ def _train_config(root: Path, out: str, batch: int) -> Path:
 def test_accelerate_zero3_full_fine_tuning_with_precompute_equals_one_process(tmp_path):
     """`accelerate launch --config_file configs/accelerate/zero3.yaml` (as the official full fine-tuning
     configs run) with 2 CPU processes: the reference precompute before training needs the weights whole,
-    which ZeRO-3 partitions at load (train/setup.py: whole_weights); 2 steps of 2 + 2 pairs equal one
-    process on 4 pairs: every logged metric and the saved model."""
+    which ZeRO-3 partitions at load (train/setup.py: whole_weights); the pre-flight drops a bad record
+    once, the second process reading the first one's verdicts; 2 steps of 2 + 2 pairs equal one process
+    on 4 pairs: every logged metric and the saved model."""
     model, processor = tiny("causal_lm", seed=0)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     keys = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected")
-    (tmp_path / "data.jsonl").write_text(
-        "".join(
-            json.dumps({"id": f"r{i}", **{k: getattr(r, k) for k in keys}}) + "\n" for i, r in enumerate(_records() * 2)
-        )
-    )
+    rows = [{k: getattr(r, k) for k in keys} for r in _records() * 2]
+    rows.insert(3, {**rows[0], "prompt": "word " * 200})  # too long for max_length: the pre-flight drops it
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"id": f"r{i}", **r}) + "\n" for i, r in enumerate(rows)))
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -150,7 +150,12 @@ def test_accelerate_zero3_full_fine_tuning_with_precompute_equals_one_process(tm
         result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         if name == "two":
-            assert "training on 2 processes (DEEPSPEED)" in result.stderr, result.stderr[-3000:]
+            for line in (
+                "training on 2 processes (DEEPSPEED)",
+                "9 records, 9 encoded, 0 verdicts from the cache, 1 dropped",  # the main process first
+                "9 records, 0 encoded, 9 verdicts from the cache, 1 dropped",  # then the other, from its cache
+            ):
+                assert line in result.stderr, result.stderr[-3000:]
     logged = {
         name: [
             e for e in json.loads((tmp_path / name / "trainer_state.json").read_text())["log_history"] if "loss" in e
