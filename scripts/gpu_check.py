@@ -62,7 +62,7 @@ class Row:
 def _tiny_job(workdir: Path, tuning: str) -> Path:
     """A tiny LLaVA, 8 pairs with generated images, and the job config (LoRA or full fine-tuning)."""
     model_dir = workdir / "tiny_llava"
-    if not model_dir.is_dir():
+    if not model_dir.is_dir():  # imported here: --dry-run and the wheel download need none of these
         import numpy as np
         from PIL import Image
 
@@ -170,7 +170,9 @@ def scale_out(args: argparse.Namespace, workdir: Path) -> list[Row]:
         for name, config in launchers.items():
             check = f"accelerate {name} = plain ({tuning})"
             if name == "zero3" and not _importable("deepspeed"):
-                rows.append(Row(check, "SKIP", note="deepspeed is not installed and not among the wheels"))
+                rows.append(
+                    Row(check, "SKIP", note="deepspeed does not import (not installed, or its wheel did not install)")
+                )
                 continue
             launch = [
                 sys.executable,
@@ -303,7 +305,8 @@ def _importable(module: str) -> bool:
 def plan(args: argparse.Namespace) -> tuple[list[Check], list[Row]]:
     """The checks to run, and a SKIP row for each of the others with the reason."""
     parts = ["part1", "part2"] if args.part == "all" else [args.part]
-    available = {module_of(w) for w in wheel_files(Path(args.wheels))}
+    # a dry run counts the wheels as installable; a real run has installed them (or failed to)
+    available = {module_of(w) for w in wheel_files(Path(args.wheels))} if args.dry_run else set()
     gpu = args.cpu or _cuda()
     todo, skipped = [], []
     for check in CHECKS:
@@ -315,19 +318,22 @@ def plan(args: argparse.Namespace) -> tuple[list[Check], list[Row]]:
         elif args.cpu and check.run is not scale_out:
             skipped.append(Row(check.name, "SKIP", note="GPU only (--cpu runs the scale-out comparison only)"))
         elif missing:
-            skipped.append(Row(check.name, "SKIP", note=f"{', '.join(missing)} not installed and not in {args.wheels}"))
+            skipped.append(Row(check.name, "SKIP", note=f"{', '.join(missing)}: not installed, not in {args.wheels}"))
         else:
             todo.append(check)
     return todo, skipped
 
 
 def _cuda() -> bool:
-    try:
-        import torch
+    return _device_name() not in ("no GPU", "no torch")
 
-        return torch.cuda.is_available()
+
+def _device_name() -> str:
+    try:
+        import torch  # the machine's: it may be missing, which the table says
     except ImportError:
-        return False
+        return "no torch"
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
 
 
 def print_table(rows: list[Row]) -> None:
@@ -341,21 +347,15 @@ def print_table(rows: list[Row]) -> None:
 
 
 def install_wheels(args: argparse.Namespace) -> list[str]:
-    """pip install of the wheels beside the script into this (the check's own) environment, no deps."""
+    """pip install of the wheels beside the script into this (the check's own) environment, no deps; one
+    that does not install is said, and the checks needing it are skipped (the plan finds it missing)."""
     files = wheel_files(Path(args.wheels))
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-index",
-        "--no-deps",
-        "--no-build-isolation",
-        *map(str, files),
-    ]
-    if files and not args.dry_run:
-        subprocess.run(command, check=True, env={**os.environ, "DS_BUILD_OPS": "0"})
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-build-isolation"]
+    env = {**os.environ, "DS_BUILD_OPS": "0"}  # DeepSpeed: no compiled ops at install (none is used here)
+    if files and not args.dry_run and subprocess.run([*pip, *map(str, files)], env=env).returncode != 0:
+        for file in files:  # one at a time, to say which
+            if subprocess.run([*pip, str(file)], env=env, capture_output=True).returncode != 0:
+                print(f"could not install {file.name}: the checks that need it are skipped")
     return [f.name for f in files]
 
 
@@ -378,12 +378,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ngpu_check {args.part} on {where}, {time.perf_counter() - start:.0f} s")
     print_table(rows)
     return 1 if any(r.status == "FAIL" for r in rows) else 0
-
-
-def _device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
 
 
 def main(argv: list[str] | None = None) -> int:

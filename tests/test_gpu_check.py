@@ -29,7 +29,7 @@ def test_the_plan_names_every_skipped_check_and_why(tmp_path, monkeypatch):
     todo, skipped = gpu_check.plan(_args(tmp_path, "part1"))
     assert [c.name for c in todo] == ["scale-out: accelerate FSDP / ZeRO-3 = plain"]
     notes = {r.check: r.note for r in skipped}
-    assert notes["bench_vs_trl batch 8"] == f"trl not installed and not in {tmp_path}"
+    assert notes["bench_vs_trl batch 8"] == f"trl: not installed, not in {tmp_path}"
     assert notes["QLoRA peak memory (bench_qlora_memory)"] == "in part2; this run is part1"
 
     (tmp_path / "trl-1.16.0-py3-none-any.whl").touch()  # a wheel beside the script counts as installable
