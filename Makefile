@@ -27,7 +27,7 @@ LATEST := .venv-latest
 LOWEST := .venv-lowest
 EXTRAS := $(shell $(PYTHON) -c "import tomllib; print(','.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']))")
 
-.PHONY: setup check test test-fast test-latest test-lowest demo lock clean
+.PHONY: setup check test test-fast test-latest test-lowest demo lock clean gpu-wheels
 
 setup: $(STAMP)
 
@@ -88,6 +88,14 @@ test-lowest: $(LOCK_VENV)/bin/uv
 	$(LOWEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r $(LOWEST)/requirements.txt
 	$(LOWEST)/bin/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
 	$(LOWEST)/bin/python -m pytest -q
+
+# The wheels scripts/gpu_check.sh installs on a GPU machine with no network, for one part of it (PART=part1 or
+# part2, each under 64 MiB), pinned to the lock's versions and hashes, for that machine's Python (GPU_PYTHON;
+# msgpack's pinned hash is its CPython 3.11 wheel's, so another Python needs that pin changed in gpu_check.py).
+PART ?= part1
+GPU_PYTHON ?= 3.11
+gpu-wheels: setup
+	$(PY) scripts/gpu_check.py wheels --part $(PART) --python-version $(GPU_PYTHON)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(LOWEST) $(LOCK_VENV) runs .pytest_cache

@@ -23,7 +23,7 @@ from .output_dir import check_resume, prepare_output_dir
 from .preflight import preflight
 from .reference import cache_key, compute_reference_logps, load_or_compute
 from .report import write_report
-from .setup import build_models
+from .setup import build_models, reads_weights_before_training, whole_weights
 from .trainer import PreferenceTrainer, RecordDataset
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     check_model_source(config.model.name_or_path)
     train_data = _load_data(config, config.data.train, config.data.split, "data.train")
     eval_data = _load_data(config, config.data.eval, config.data.eval_split or config.data.split, "data.eval")
-    model, processor, reference_model = build_models(config, args.gradient_checkpointing)
+    with whole_weights(args, reads_weights_before_training(config)):
+        model, processor, reference_model = build_models(config, args.gradient_checkpointing)
     m = config.model
     adapter = get_adapter(
         model,

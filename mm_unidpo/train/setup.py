@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 
 from mm_unidpo.losses import needs_reference
 from mm_unidpo.models.families import (
@@ -115,6 +118,32 @@ def _moved_lora(model: torch.nn.Module, detail: str) -> str:
         f"transformers v4 -> v5 MoE conversion; {detail}), which is not the LoRA asked for: set "
         f"lora.target_modules to the attention projections, e.g. [q_proj, k_proj, v_proj, o_proj]"
     )
+
+
+def reads_weights_before_training(config: TrainConfig) -> bool:
+    """Whether a reference runs outside the training engine: the precompute pass before training, or
+    full fine-tuning's frozen copy."""
+    outside = config.reference.precompute or not config.lora.enabled
+    return outside and needs_reference(config.loss.name, config.loss.params, config.loss.mixture)
+
+
+@contextmanager
+def whole_weights(args: Any, needed: bool) -> Iterator[None]:
+    """Models loaded whole even under DeepSpeed ZeRO-3, where `needed`. Under ZeRO-3 from_pretrained
+    partitions the weights as they load (whatever accelerate's zero3_init_flag says), and only the
+    DeepSpeed engine gathers them: a reference run outside it (`reads_weights_before_training`) would
+    read empty placeholders. Loaded whole, the engine partitions the policy when the Trainer wraps it;
+    the frozen copy stays whole on every GPU (reference.precompute frees it before training)."""
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if not needed or plugin is None or not is_deepspeed_zero3_enabled():
+        yield
+        return
+    logger.info("ZeRO-3 with a reference outside the engine: loading the weights whole, partitioned at wrapping")
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
 
 
 def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> tuple[Any, Any, Any]:

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -73,6 +74,37 @@ class LossStateCallback(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"saved": self.loss.state_dict() if self.loss is not None else self.saved}}
 
 
+class LaunchLog(TrainerCallback):
+    """Says once how the model is spread over the processes, and warns where the launch asked for more:
+    accelerate runs FSDP and DeepSpeed on GPUs only (on CPUs, train.use_cpu trains as plain DDP), and
+    without train.use_cpu on a machine with no GPU each launched process trains alone."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        kind = PartialState().distributed_type.value
+        if args.world_size > 1:
+            logger.info(
+                "training on %d processes (%s): the model runs as %s", args.world_size, kind, type(model).__name__
+            )
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != args.world_size:
+            logger.warning(
+                "launched as %d processes but training sees %d: each process trains alone on all the data "
+                "(no GPU here: set train.use_cpu: true to train together)",
+                launched,
+                args.world_size,
+            )
+        for asked, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED")):
+            if os.environ.get(flag, "").lower() in ("1", "true") and kind != asked:
+                logger.warning(
+                    "accelerate launch asked for %s but training runs as %s: parameters are not sharded "
+                    "(accelerate shards on GPUs only)",
+                    asked,
+                    kind,
+                )
+
+
 class PreferenceTrainer(Trainer):
     def __init__(
         self,
@@ -92,8 +124,9 @@ class PreferenceTrainer(Trainer):
     ):
         kwargs.setdefault("data_collator", PairCollator(adapter))
         self.loss = build_loss(loss_name, loss_params, loss_mixture)  # checked here; holds bco_pair's δ
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), LaunchLog()]
         if self.loss.stateful:
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), LossStateCallback(self.loss)]
+            kwargs["callbacks"].append(LossStateCallback(self.loss))
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.loss_name = loss_name
