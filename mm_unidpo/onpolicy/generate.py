@@ -8,8 +8,9 @@ DATA is anything `load_preference_data` reads, or a prompts-only file (rows with
 (the chat template, as in training) and continued in batches (`--batch-size` prompts, `--n` rows each):
 
 * `--backend hf` (default): the adapter's left-padded `generate` (every VLM family and causal LMs, CPU or
-  GPU), each prompt prefilled once and its KV cache repeated to the n samples (`sampling.py`). Each batch is seeded (`--seed` + the position of its first prompt): the same command gives the
-  same samples, and a resumed run redoes an unfinished batch exactly.
+  GPU), each prompt prefilled once and its KV cache repeated to the n samples (`sampling.py`). Each
+  batch is seeded (`--seed` + the position of its first prompt): the same command gives the same
+  samples, and a resumed run redoes an unfinished batch exactly.
 * `--backend vllm` (when vllm is installed): the same rendered prompts with their images
   (`multi_modal_data`), one seed per request; a `--adapter` is served as a LoRA request.
 
