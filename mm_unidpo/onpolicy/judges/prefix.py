@@ -131,9 +131,13 @@ def _score_group(
         select_rows(model, rows_cache, torch.zeros(len(batch), dtype=torch.long, device=device))
         kwargs = {"input_ids": full.to(device), "attention_mask": inputs["attention_mask"], "cache": rows_cache}
         positions = base._prepare_position_ids_for_generation(full.to(device), kwargs)[..., shared:]
-        logits = model(**inputs, position_ids=positions, cache=rows_cache, use_cache=True).logits
-        for r, (i, k) in enumerate(batch):
-            start_at = len(prompts[i].ids) - shared - 1  # the position that predicts the first token
+        # The head only where answers are read: from the earliest position that predicts one to the end.
+        starts = [len(prompts[i].ids) - shared - 1 for i, _ in batch]  # each row's position predicting its first
+        keep = width - min(starts)
+        extra = {"logits_to_keep": keep} if adapter.spec.takes_logits_to_keep else {}
+        logits = model(**inputs, position_ids=positions, cache=rows_cache, use_cache=True, **extra).logits
+        offset = width - logits.shape[1]
+        for r, ((i, k), start_at) in enumerate(zip(batch, starts)):
             target = torch.tensor(continuations[i][k], device=logits.device)
-            rows_logits = logits[r, start_at : start_at + len(target)].float()
+            rows_logits = logits[r, start_at - offset : start_at - offset + len(target)].float()
             out[i, k] = torch.log_softmax(rows_logits, -1).gather(-1, target[:, None]).sum().cpu()
