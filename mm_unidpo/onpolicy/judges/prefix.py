@@ -60,8 +60,9 @@ def prefix_logps(
 def _vision_key(vision: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha1()
     for key in sorted(vision):
-        value = vision[key].detach().cpu().contiguous()
+        value = vision[key].detach().cpu()
         digest.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
+        value = value.reshape(-1)
         digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
