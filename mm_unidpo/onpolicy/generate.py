@@ -8,8 +8,9 @@ DATA is anything `load_preference_data` reads, or a prompts-only file (rows with
 (the chat template, as in training) and continued in batches (`--batch-size` prompts, `--n` rows each):
 
 * `--backend hf` (default): the adapter's left-padded `generate` (every VLM family and causal LMs, CPU or
-  GPU). Each batch is seeded (`--seed` + the position of its first prompt): the same command gives the
-  same samples, and a resumed run redoes an unfinished batch exactly.
+  GPU), each prompt prefilled once and its KV cache repeated to the n samples (`sampling.py`). Each
+  batch is seeded (`--seed` + the position of its first prompt): the same command gives the same
+  samples, and a resumed run redoes an unfinished batch exactly.
 * `--backend vllm` (when vllm is installed): the same rendered prompts with their images
   (`multi_modal_data`), one seed per request; a `--adapter` is served as a LoRA request.
 
@@ -39,6 +40,9 @@ from .store import ResumableLines, chunks
 
 logger = logging.getLogger(__name__)
 
+# Rows x (prompt + new tokens) per generate call, the KV cache's size (LLaVA-7B in bf16: 0.5 MiB a token).
+DEFAULT_TOKEN_BUDGET = 1 << 16
+
 
 @dataclass
 class GenerateConfig:
@@ -67,38 +71,60 @@ class GenerateConfig:
 class HFSampler:
     """Batched sampling through the family adapter's `generate` (a loaded model and its processor)."""
 
-    def __init__(self, model: Any, processor: Any, config: GenerateConfig, *, family: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        config: GenerateConfig,
+        *,
+        family: str | None = None,
+        token_budget: int | None = DEFAULT_TOKEN_BUDGET,
+    ):
         from mm_unidpo.models import get_adapter  # lazy: torch; judge, pairs, score run without
 
-        self.model, self.config = model, config
+        self.model, self.config, self.token_budget = model, config, token_budget
         self.adapter = get_adapter(model, processor, family=family)
 
     def render(self, record: PromptRecord) -> str:
         return self.adapter.render_prompt(record)
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+        """`config.n` samples per record, one prefill per prompt (`sampling.py`); the records, longest
+        first, go in runs within `token_budget`, each seeded with its first record's seed."""
         import torch
+
+        from .sampling import generate_n, micro_batches  # lazy: torch
 
         c, adapter = self.config, self.adapter
         texts = [self.render(r) for r in records]
         images = [load_record_images(r) for r in records]
-        settings: dict[str, Any] = {"max_new_tokens": c.max_new_tokens, "num_return_sequences": c.n}
+        settings: dict[str, Any] = {"max_new_tokens": c.max_new_tokens}
         if c.temperature > 0:
             settings.update(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=0)
         else:
             settings.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if c.logprobs:
             settings.update(return_dict_in_generate=True, output_logits=True)
+        hooks = adapter.hooks  # positions each prompt takes, image tokens included
+        lengths = [
+            hooks.prompt_positions(hooks.tokenize_prompt(t, im, r)[0]) for t, im, r in zip(texts, images, records)
+        ]
+        rows: list[dict[str, Any]] = []
         was_training = self.model.training
         self.model.eval()
-        torch.manual_seed(seeds[0])
         try:
-            out = adapter.generate(self.model, texts, images, **settings)
+            for run in micro_batches(lengths, c.n, c.max_new_tokens, self.token_budget):
+                torch.manual_seed(seeds[run[0]])
+                out = generate_n(
+                    adapter, self.model, [texts[i] for i in run], [images[i] for i in run], c.n, **settings
+                )
+                ids = out if isinstance(out, torch.Tensor) else out.sequences
+                logps = _token_logps(out.logits, ids) if c.logprobs else None
+                rows += [
+                    self._sample(ids[k].tolist(), None if logps is None else logps[k].tolist()) for k in range(len(ids))
+                ]
         finally:
             self.model.train(was_training)
-        ids = out if isinstance(out, torch.Tensor) else out.sequences
-        logps = _token_logps(out.logits, ids) if c.logprobs else None
-        rows = [self._sample(ids[k].tolist(), None if logps is None else logps[k].tolist()) for k in range(len(ids))]
         return [rows[i * c.n : (i + 1) * c.n] for i in range(len(records))]
 
     def _sample(self, ids: list[int], logps: list[float] | None) -> dict[str, Any]:

@@ -62,7 +62,27 @@ class VLMJudge:
         )
 
     def margins(self, questions: list[Prompt]) -> list[float]:
-        """log p(yes) − log p(no) for every question, in batches."""
+        """log p(yes) − log p(no) for every question: the questions about one image (consecutive) from one
+        prefill of their shared image + instruction prefix (`prefix.py`), their claims and answers in
+        batches of 2 × `batch_size` rows; one forward per question where the family cannot share."""
+        from .prefix import prefix_logps, shares_prefix  # lazy: torch; judge, pairs, score run without
+
+        if not shares_prefix(self.adapter):
+            return self.margins_one_by_one(questions)
+        out: list[float] = []
+        for group in _runs(questions, key=lambda q: (tuple(q.images), q.image_root)):
+            prompts = [self.adapter.encode_prompt(q) for q in group]
+            answers = [
+                [self.adapter.response_ids(p, self.yes, q), self.adapter.response_ids(p, self.no, q)]
+                for p, q in zip(prompts, group)
+            ]
+            logps = prefix_logps(self.adapter, self.model, prompts, answers, rows=2 * self.batch_size)
+            assert logps is not None
+            out += (logps[:, 0] - logps[:, 1]).tolist()
+        return out
+
+    def margins_one_by_one(self, questions: list[Prompt]) -> list[float]:
+        """log p(yes) − log p(no) for every question, one forward each (prompt and both answers), in batches."""
         out: list[float] = []
         for start in range(0, len(questions), self.batch_size):
             prompts = [self.adapter.encode_prompt(q) for q in questions[start : start + self.batch_size]]
@@ -96,6 +116,17 @@ class VLMJudge:
                 judgement["rule_fallback"] = True
             out.append(judgement)
         return out
+
+
+def _runs(items: list[Any], key: Callable[[Any], Any]) -> list[list[Any]]:
+    """Consecutive items with equal keys, in order."""
+    runs: list[list[Any]] = []
+    for item in items:
+        if runs and key(runs[-1][0]) == key(item):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def vlm_judge(
