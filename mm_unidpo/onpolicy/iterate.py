@@ -21,7 +21,9 @@ starts from — and is anchored to — round r's result. One report puts every r
 Per round, under `output_dir/round-<r>/`: samples.jsonl, scored.jsonl, pairs.jsonl (+ summary),
 train/ (the run), merged/ (the next policy), eval/ and round.json. Every step is resumable: a rerun skips
 finished rounds and steps and continues an interrupted generate or judge where it stopped. The train
-section's `model.name_or_path`, `data.train`, `train.output_dir` and `train.seed` are set per round.
+section's `model.name_or_path`, `data.train`, `data.format` (unidpo: the pairs are ours, whatever the
+base pins), `train.output_dir` and `train.seed` are set per round. The whole config is checked before
+round 1 (`check_before_round_one`).
 Metrics: the on-policy mean score of each round's samples, the pairs (and prompts without one), the
 training loss, and on the held-out prompts the mean score plus the mean of every numeric judge detail
 (e.g. `correct` for the PRM with a benchmark: accuracy) — round 0 is the starting model. With
@@ -40,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
-from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config
+from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config, training_arguments
 from mm_unidpo.train.merge import merge_adapter
 from mm_unidpo.train.run import train
 from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
 
 from .generate import GenerateConfig, generate_samples, load_sampler
 from .judge import judge_samples, judged_means
-from .judges import Judge, make_judge
+from .judges import Judge, judge_options, make_judge
 from .pairs import PairConfig, build_pairs, format_summary, write_pairs
 from .records import load_prompts, record_of
 
@@ -96,7 +98,8 @@ class IterateConfig:
         raw = json.loads(json.dumps(self.train))
         raw.setdefault("model", {})["name_or_path"] = policy
         raw["model"].setdefault("family", self.family)
-        raw.setdefault("data", {})["train"] = pairs
+        # The pairs are ours (`save_preference_data` writes format unidpo), whatever format the base pinned.
+        raw.setdefault("data", {}).update(train=pairs, format="unidpo")
         if image_root is not None:
             raw["data"]["image_root"] = image_root
         raw.setdefault("train", {}).update(output_dir=output_dir, seed=self.seed + round_)
@@ -131,8 +134,28 @@ def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
         raise ConfigError(f"{path}: 'model' and 'prompts' are required")
     if config.rounds < 1:
         raise ConfigError(f"{path}: rounds must be >= 1")
-    config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
+    check_before_round_one(config, str(path))
     return config
+
+
+def check_before_round_one(config: IterateConfig, source: str) -> None:
+    """Everything a round would find wrong only after hours of sampling: every prompts file (each round's
+    and the held-out one) loads, the evaluate section builds, the train section gives valid training
+    arguments on this machine (a bf16 run on a CPU-only one fails here), the judge's options fit it."""
+    for prompts in dict.fromkeys([*config.prompts, *([config.evaluate.prompts] if config.evaluate.prompts else [])]):
+        data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
+        if not data.records:
+            raise ConfigError(f"{source}: prompts {prompts}: no prompts ({data.skips.summary()})")
+    e = config.evaluate
+    dataclasses.replace(config.generate, n=e.n, temperature=e.temperature, logprobs=False)  # checks n vs temperature
+    if e.math is not None:
+        from_dict(MathEvalConfig, e.math, source=source, section="evaluate.math")
+    judge_options(config.judge.kind)  # a known kind (its options are checked when it is built, before round 0)
+    train_config = config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
+    try:
+        training_arguments(train_config)
+    except (ValueError, ImportError) as error:
+        raise ConfigError(f"{source}, section train: {error}") from None
 
 
 # ---- one round ---------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@
 
 Every key is checked: an unknown key or a bad value is an error that names it, at load time.
 A top-level `base: other.yaml` builds on another config (merged recursively; see `read_config`).
+
+A `data.format` belongs to the file beside it: a config or override that names another `data.train`
+without a `data.format` detects the new file's format (so a shipped config that pins `rlaif_v` trains
+the `unidpo` pairs of `mm-unidpo pairs`), as a new `loss.name` drops the old objective's parameters.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
+    "key_origin",
     "load_config",
     "merge_configs",
     "read_config",
@@ -129,6 +134,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     train: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
+    # Where a key was set ("data.format" -> "configs/x.yaml, key data.format"), for messages; not a setting.
+    origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def validate(self) -> TrainConfig:
         """Check every value at load time (types, ranges, names, paths); a `ConfigError` names the key."""
@@ -136,7 +143,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "origins"}
 
 
 _SECTIONS = {
@@ -166,13 +173,18 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `--a.b.c=value` overrides (value parsed as YAML) to the raw config mapping. An override that
     names another objective (`--loss.name=...`) starts its `loss` section afresh, as `base:` merging does:
-    the config's parameters belong to its own objective (`--loss.params.*` overrides then apply)."""
+    the config's parameters belong to its own objective (`--loss.params.*` overrides then apply). Likewise
+    `--data.train=...` without `--data.format=...` drops the config's format (see the module doc)."""
     parsed = [_parse_override(item) for item in overrides]
     raw = copy.deepcopy(dict(raw))
     names = [value for keys, value, _ in parsed if keys == ["loss", "name"]]
     loss = raw.get("loss")
     if names and isinstance(loss, dict) and names[-1] != loss.get("name"):
         raw["loss"] = {}
+    data = raw.get("data")
+    given = {tuple(keys) for keys, _, _ in parsed}
+    if isinstance(data, dict) and ("data", "train") in given and ("data", "format") not in given:
+        data.pop("format", None)
     for keys, value, item in parsed:
         node = raw
         for key in keys[:-1]:
@@ -198,11 +210,14 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]
     """`child` on top of `base`: mappings merge recursively, anything else (lists too) replaces.
 
     One exception keeps objectives apart: a child `loss` that names another objective replaces the
-    base's `loss` whole, so e.g. Uni-DPO's `eta` never leaks into a DPO baseline's params.
+    base's `loss` whole, so e.g. Uni-DPO's `eta` never leaks into a DPO baseline's params. Another keeps
+    formats with their files: a child `data` that names a `train` file but no `format` drops the base's.
     """
     out = dict(base)
     for key, value in child.items():
         old = out.get(key)
+        if key == "data" and isinstance(old, dict) and isinstance(value, dict) and "train" in value:
+            old = {k: v for k, v in old.items() if k != "format"}
         if (
             key == "loss"
             and isinstance(old, dict)
@@ -250,9 +265,36 @@ def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     return merge_configs(merged, raw)
 
 
+def key_origin(path: str | Path, dotted: str, overrides: list[str] | None = None) -> str | None:
+    """Where the value of `dotted` (e.g. "data.format") in the config `path` + `overrides` was set: the
+    last override naming it, else the file of the `base:` chain that set it last; None if none did."""
+    keys = dotted.split(".")
+    for item in reversed(overrides or []):
+        if _parse_override(item)[0] == keys:
+            return f"the override {item}"
+    return _file_origin(Path(path).resolve(), keys)
+
+
+def _file_origin(path: Path, keys: list[str]) -> str | None:
+    raw = read_yaml_file(path)
+    node: Any = raw
+    for key in keys:
+        node = node.get(key, None) if isinstance(node, dict) else None
+    if node is not None:
+        return f"{path}, key {'.'.join(keys)}"
+    bases = raw.get("base") or []
+    for name in reversed([bases] if isinstance(bases, str) else bases):
+        found = _file_origin(path.parent / name, keys)
+        if found:
+            return found
+    return None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     raw = apply_overrides(read_config(path), overrides or [])
     config = config_from_dict(raw, source=str(path))
+    if config.data.format not in (None, "auto"):
+        config.origins["data.format"] = key_origin(path, "data.format", overrides) or str(path)
     try:
         return config.validate()
     except ConfigError as error:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from mm_unidpo.data import load_preference_data, record_digests
+from mm_unidpo.data import BadRecordError, load_preference_data, record_digests
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.loading import check_model_source
 
@@ -33,17 +33,30 @@ def _load_data(config: TrainConfig, source: str | None, split: str | None, what:
     if not source:
         return None
     d = config.data
-    data = load_preference_data(
-        source,
-        format=d.format,
-        split=split,
-        image_root=d.image_root,
-        on_bad_record=d.on_bad_record,
-        limit=d.limit,
-        unique_ids=d.unique_ids,
+    # A record that does not fit a format the config forced: say which format and where it was set.
+    forced = (
+        ""
+        if d.format in (None, "auto")
+        else f" (read as format {d.format!r}, forced by {config.origins.get('data.format', 'data.format')}; "
+        "leave data.format out to detect the format)"
     )
+    try:
+        data = load_preference_data(
+            source,
+            format=d.format,
+            split=split,
+            image_root=d.image_root,
+            on_bad_record=d.on_bad_record,
+            limit=d.limit,
+            unique_ids=d.unique_ids,
+        )
+    except BadRecordError as error:
+        if forced and error.reason in ("missing_field", "malformed_record"):
+            error.args = (f"{what} {source}: {error}{forced}",)
+        raise
     if not data.records:
-        raise EmptyDataError(f"{what}: {data.describe_empty()}")
+        shapes = {"missing_field", "malformed_record"} & set(data.skips.counts)
+        raise EmptyDataError(f"{what}: {data.describe_empty()}" + (forced if shapes else ""))
     return data
 
 
