@@ -140,11 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+MESSAGE_LIMIT = 2000  # characters: a 300-character file name repeated in a long message stays readable
+
+
 def _message(error: BaseException) -> str:
-    """Our errors already name the record, file or key; anything else also says what kind of error it is."""
+    """Our errors already name the record, file or key; anything else also says what kind of error it is.
+    A very long message keeps its start and end."""
     from_us = type(error).__module__.startswith("mm_unidpo") or type(error) in (ValueError, FileNotFoundError)
     text = str(error) or type(error).__name__
-    return text if from_us else f"{type(error).__name__}: {text}"
+    text = text if from_us else f"{type(error).__name__}: {text}"
+    if len(text) > MESSAGE_LIMIT:
+        half = MESSAGE_LIMIT // 2
+        text = f"{text[:half]} [... {len(text) - 2 * half} characters ...] {text[-half:]}"
+    return text
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
+from mm_unidpo.io import write_atomic
 from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config, training_arguments
 from mm_unidpo.train.merge import merge_adapter
 from mm_unidpo.train.run import train
 from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
 
-from .generate import GenerateConfig, generate_samples, load_sampler
+from .generate import GenerateConfig, check_prompts, generate_samples, load_sampler
 from .judge import judge_samples, judged_means
 from .judges import Judge, judge_options, make_judge
 from .pairs import PairConfig, build_pairs, format_summary, write_pairs
@@ -174,20 +175,36 @@ def _free() -> None:
 
 def sample_and_judge(
     config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path, generate: GenerateConfig
-) -> list[dict[str, Any]]:
-    """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable)."""
-    data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
+) -> tuple[list[dict[str, Any]], str]:
+    """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable) and the folder
+    their image paths resolve in."""
+    data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit, decode=True)
     if not data.records:
         raise ValueError(f"{prompts}: no prompts ({data.skips.summary()})")
     sampler = load_sampler(policy, generate, backend=config.backend, family=config.family, dtype=config.dtype)
+    data = check_prompts(data, sampler, generate)
+    root = str(data.records[0].image_root)
     lines = generate_samples(
-        data.records, sampler, generate, folder / "samples.jsonl", model_id=policy, desc=f"{folder.name}: generate"
+        data.records,
+        sampler,
+        generate,
+        folder / "samples.jsonl",
+        model_id=policy,
+        desc=f"{folder.name}: generate",
+        settings={
+            "family": sampler.adapter.family,
+            "backend": config.backend,
+            "dtype": config.dtype,
+            "image_root": root,
+        },
+        source=prompts,
     )
     del sampler
     _free()
-    samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}")) for line in lines]
-    settings = {"judge": config.judge.kind, **config.judge.options}
-    return judge_samples(samples, judge, folder / "scored.jsonl", settings=settings, desc=f"{folder.name}: judge")
+    samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}", root)) for line in lines]
+    settings = {"judge": config.judge.kind, **config.judge.options, "image_root": root}
+    scored = judge_samples(samples, judge, folder / "scored.jsonl", settings=settings, desc=f"{folder.name}: judge")
+    return scored, root
 
 
 def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> dict[str, Any]:
@@ -202,7 +219,7 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
             logprobs=False,
             max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens,
         )
-        lines = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
+        lines, _ = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
         metrics.update(judged_means(lines, prefix="eval_"))
     if e.math:
         results = evaluate_math(policy, config=MathEvalConfig(**{**e.math, "output_dir": str(folder / "math")}))
@@ -217,12 +234,13 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     folder = Path(config.output_dir) / f"round-{round_}"
     done = folder / "round.json"
     if done.exists():
-        return json.loads(done.read_text(encoding="utf-8"))
+        return read_json(done)
     folder.mkdir(parents=True, exist_ok=True)
     prompts = config.prompts[(round_ - 1) % len(config.prompts)]
     generate = dataclasses.replace(config.generate, seed=config.generate.seed + 1000 * round_)
-    lines = sample_and_judge(config, policy, prompts, judge, folder, generate)
-    records, stats = build_pairs([(line, record_of(line)) for line in lines], config.pairs)
+    lines, root = sample_and_judge(config, policy, prompts, judge, folder, generate)
+    scored = folder / "scored.jsonl"
+    records, stats = build_pairs([(line, record_of(line, str(scored), root)) for line in lines], config.pairs)
     summary = write_pairs(records, stats, folder / "pairs.jsonl")
     print(format_summary(summary), flush=True)
     metrics: dict[str, Any] = {
@@ -235,14 +253,14 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     }
     if not records:
         metrics["stopped"] = "no pairs: every prompt's samples tied or fell below the gap"
-        done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_json(done, metrics)
         return metrics
     train_config = config.train_config(
         policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_, image_root=summary["image_root"]
     )
     trained = folder / "train" / "train_summary.json"
     if trained.exists():
-        result = json.loads(trained.read_text(encoding="utf-8"))
+        result = read_json(trained)
     else:
         # A round killed mid-training continues from its newest checkpoint (train refuses to reuse the folder).
         train_config.train.setdefault("resume_from_checkpoint", True)
@@ -252,13 +270,51 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
             "global_step": result["global_step"],
             "final_dir": result["final_dir"],
         }
-        trained.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(trained, result)
     _free()
     metrics.update(train_loss=result["train_loss"], train_steps=result["global_step"])
     metrics["next_policy"] = _next_policy(train_config, result["final_dir"], folder / "merged")
     metrics.update(evaluate(config, metrics["next_policy"], judge, folder / "eval"))
-    done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(done, metrics)
     return metrics
+
+
+def write_json(path: Path, value: Any) -> None:
+    """A step's record, atomically: a crash leaves the old file or none, never a cut one."""
+    text = json.dumps(value, indent=2) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged ({error}); delete it and rerun: the finished steps are kept, the rest redone"
+        ) from None
+
+
+SETTINGS = "iterate_settings.json"
+
+
+def check_settings(config: IterateConfig) -> None:
+    """Finished rounds are reused only by the config that made them: any other setting (judge, generate.n,
+    prompts, train...) is refused, naming what changed; `rounds` may grow."""
+    out = Path(config.output_dir)
+    now = {
+        k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in ("rounds", "output_dir")
+    }
+    if (out / SETTINGS).exists():
+        old = read_json(out / SETTINGS)
+        diff = {k: (old.get(k), now.get(k)) for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)}
+        if diff:
+            raise ValueError(
+                f"{out} holds rounds made with other settings {diff} (old, new); use another output_dir, or "
+                "delete it to start again"
+            )
+    elif out.exists() and any(out.glob("round-*")):
+        raise ValueError(f"{out} holds rounds but no {SETTINGS}: not this config's run; use another output_dir")
+    write_json(out / SETTINGS, now)
 
 
 def _next_policy(train_config: TrainConfig, final_dir: str, merged: Path) -> str:
@@ -273,6 +329,7 @@ def _next_policy(train_config: TrainConfig, final_dir: str, merged: Path) -> str
 
 def iterate(config: IterateConfig) -> dict[str, Any]:
     """Every round, then the report; returns {"rounds": [...], "report": path}."""
+    check_settings(config)
     judge = make_judge(config.judge.kind, **config.judge.options)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,8 +343,8 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
                 "next_policy": config.model,
                 **evaluate(config, config.model, judge, out / "round-0" / "eval"),
             }
-            start.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        rows.append(json.loads(start.read_text(encoding="utf-8")))
+            write_json(start, metrics)
+        rows.append(read_json(start))
     policy = config.model
     for round_ in range(1, config.rounds + 1):
         print(f"\n== round {round_}/{config.rounds}: sampling from {policy}", flush=True)
@@ -303,7 +360,7 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
 
 def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
     """report.json and report.md: one column per round."""
-    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "report.json", rows)
     keys = [
         k
         for k in dict.fromkeys(k for row in rows for k in row)

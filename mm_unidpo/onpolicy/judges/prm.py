@@ -66,6 +66,9 @@ def load_prm(
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
+    from mm_unidpo.models.loading import check_model_source  # lazy: torch, only when a PRM is loaded
+
+    check_model_source(name_or_path)  # a wrong local path says so, not "Repo id must be in the form ..."
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     custom = "AutoModel" in (getattr(config, "auto_map", None) or {})
     if custom and not trust_remote_code:

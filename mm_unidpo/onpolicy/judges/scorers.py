@@ -183,8 +183,11 @@ class RewardModelScorer:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from mm_unidpo.models.loading import check_model_source  # lazy: torch, only for a model scorer
+
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        check_model_source(name_or_path)  # a wrong local path says so, not "Repo id must be ..."
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         self.model = (
             AutoModelForSequenceClassification.from_pretrained(
