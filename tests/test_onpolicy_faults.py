@@ -310,3 +310,12 @@ def test_messages_name_the_file_the_record_and_the_path(tmp_path, capsys):
     long = tmp_path / ("x" * 200) / ("y" * 50 + ".jsonl")
     assert cli(["judge", str(long), "--judge", "objects", "--out", str(tmp_path / "j.jsonl")]) == 1
     assert len(capsys.readouterr().err) < 2500
+
+
+def test_progress_is_logged_when_not_on_a_terminal(tmp_path, caplog):
+    prompts = _prompts(tmp_path, [f"prompt {k}" for k in range(20)])
+    records = load_prompts(prompts).records
+    with caplog.at_level("INFO", logger="mm_unidpo.onpolicy.store"):
+        generate_samples(records, CountingSampler(), CONFIG, tmp_path / "s.jsonl", progress=False, desc="gen")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gen: ")]
+    assert lines == [f"gen: {k}/20 prompts" for k in range(2, 21, 2)]

@@ -34,9 +34,10 @@ from typing import Any
 
 from mm_unidpo.cli_args import HelpFormatter, non_negative_float, positive_int, unit_interval
 from mm_unidpo.data import BadRecordError, load_record_images
+from mm_unidpo.model_source import check_model_source
 
 from .records import PromptData, PromptRecord, load_prompts, prompt_digest, prompt_line
-from .store import ResumableLines, check_out, chunks
+from .store import Progress, ResumableLines, check_out, chunks
 
 logger = logging.getLogger(__name__)
 
@@ -304,8 +305,6 @@ def generate_samples(
     seeded by position, so an interrupted run resumed with the same command writes the same lines.
     `settings`: what else shapes the samples (family, backend, dtype, image root), kept with `model_id`
     and `config` beside the output; `source`: the prompts file (see `store.ResumableLines`)."""
-    from tqdm.auto import tqdm
-
     by_index: dict[int, PromptRecord] = {r.index: r for r in records if r.index is not None}
     if len(by_index) != len(records):
         raise ValueError("prompt records must have distinct indices")
@@ -322,13 +321,8 @@ def generate_samples(
     todo = [batch for batch in chunks(order, config.batch_size) if any(i not in store.done for i in batch)]
     if len(store.done):
         logger.info("%s: %d of %d prompts already done", out, len(store.done), len(records))
-    with tqdm(
-        total=len(records),
-        initial=len(records) - sum(i not in store.done for b in todo for i in b),
-        desc=desc,
-        unit="prompt",
-        disable=None if progress is None else not progress,
-        leave=False,
+    with Progress(
+        len(records), len(records) - sum(i not in store.done for b in todo for i in b), desc, "prompt", progress
     ) as bar:
         for batch in todo:
             batch_records = [by_index[i] for i in batch]
@@ -382,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         logprobs=args.logprobs,
     )
     check_out(args.out, args.data)
+    check_model_source(args.model)  # a typo fails before torch is imported
     # Data first: a bad record should fail before minutes of model loading.
     data = load_prompts(
         args.data,

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
 from mm_unidpo.io import write_atomic
 from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config, training_arguments
@@ -393,12 +394,12 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mm-unidpo iterate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mm-unidpo iterate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="iterate config (YAML, see above)")
     parser.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
-    parser.add_argument("--output-dir", help="default: the config's output_dir")
+    parser.add_argument(
+        "--out", "--output-dir", dest="output_dir", help="the run's folder (None: the config's output_dir)"
+    )
     args = parser.parse_args(argv)
     config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
     result = iterate(config)

@@ -33,7 +33,7 @@ from mm_unidpo.yaml_config import load_yaml
 
 from .judges import Judge, judge_options, make_judge
 from .records import line_digest, record_of, score_problem
-from .store import ResumableLines, check_finished, check_out, chunks, read_lines
+from .store import Progress, ResumableLines, check_finished, check_out, chunks, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,6 @@ def judge_samples(
     source: Any = None,
 ) -> list[dict[str, Any]]:
     """Score the samples of every line into `out`; returns the scored lines in input order."""
-    from tqdm.auto import tqdm
-
     if isinstance(samples, (str, Path)):
         source, samples = samples, read_samples(samples)
     by_index = {record.index: (line, record) for line, record in samples}
@@ -94,13 +92,8 @@ def judge_samples(
     )
     order = list(by_index)
     todo = [batch for batch in chunks(order, chunk_size) if any(i not in store.done for i in batch)]
-    with tqdm(
-        total=len(order),
-        initial=len(order) - sum(i not in store.done for b in todo for i in b),
-        desc=desc,
-        unit="prompt",
-        disable=None if progress is None else not progress,
-        leave=False,
+    with Progress(
+        len(order), len(order) - sum(i not in store.done for b in todo for i in b), desc, "prompt", progress
     ) as bar:
         for batch in todo:
             items = [(by_index[i][1], s["text"]) for i in batch for s in by_index[i][0]["samples"] if s["text"].strip()]

@@ -221,3 +221,36 @@ def chunks(order: Sequence[int], size: int) -> list[list[int]]:
     """Fixed batches over the whole input: a resumed run redoes a batch with the same items and seed,
     so its output equals an uninterrupted run's."""
     return [list(order[i : i + size]) for i in range(0, len(order), size)]
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (a log file, a pipe, a batch job) a log line every tenth of the
+    items, so a long run shows it is alive without a bar's carriage returns."""
+
+    def __init__(self, total: int, initial: int, desc: str, unit: str, enabled: bool | None = None):
+        from tqdm.auto import tqdm  # lazy: keeps `mm-unidpo pairs` light
+
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit=unit,
+            disable=None if enabled is None else not enabled,
+            leave=False,
+        )
+        self.total, self.done, self.desc, self.unit = total, initial, desc, unit
+        self.step = max(1, total // 10)
+        self.logged = initial // self.step
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+        if self.bar.disable and (self.done // self.step > self.logged or self.done == self.total):
+            self.logged = self.done // self.step
+            logger.info("%s: %d/%d %ss", self.desc, self.done, self.total, self.unit)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.data import BadRecordError, load_preference_data, record_digests
 from mm_unidpo.models import get_adapter
 from mm_unidpo.models.loading import check_model_source
@@ -229,7 +230,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mm-unidpo train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mm-unidpo train", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="--section.key=value, e.g. --loss.params.beta=0.5")
     parser.add_argument(
