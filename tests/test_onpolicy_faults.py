@@ -319,3 +319,27 @@ def test_progress_is_logged_when_not_on_a_terminal(tmp_path, caplog):
         generate_samples(records, CountingSampler(), CONFIG, tmp_path / "s.jsonl", progress=False, desc="gen")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gen: ")]
     assert lines == [f"gen: {k}/20 prompts" for k in range(2, 21, 2)]
+
+
+def test_iterate_reuses_rounds_only_under_their_config(tmp_path):
+    from mm_unidpo.onpolicy.iterate import IterateConfig, JudgeSection, check_settings, load_iterate_config
+
+    config = IterateConfig(model="m", prompts=["p.jsonl"], output_dir=str(tmp_path / "run"))
+    check_settings(config)
+    (tmp_path / "run" / "round-1").mkdir()
+    check_settings(IterateConfig(model="m", prompts=["p.jsonl"], output_dir=str(tmp_path / "run"), rounds=5))
+    for changed in (
+        IterateConfig(
+            model="m", prompts=["p.jsonl"], output_dir=str(tmp_path / "run"), judge=JudgeSection("vlm", {"model": "j"})
+        ),
+        IterateConfig(model="m", prompts=["p.jsonl"], output_dir=str(tmp_path / "run"), generate=GenerateConfig(n=4)),
+    ):
+        with pytest.raises(ValueError, match=r"holds rounds made with other settings \{'(judge|generate)'"):
+            check_settings(changed)
+    (tmp_path / "run" / "iterate_settings.json").unlink()
+    with pytest.raises(ValueError, match="holds rounds but no iterate_settings.json"):
+        check_settings(config)
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("model: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.yaml: byte \d+ is not UTF-8"):
+        load_iterate_config(bad)
