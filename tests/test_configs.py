@@ -15,13 +15,13 @@ import yaml
 
 from mm_unidpo.losses import LOSSES, PairLogps, preference_loss
 from mm_unidpo.models import FAMILIES
-from mm_unidpo.train.config import load_config, training_arguments
+from mm_unidpo.train.config import _hardware_dtype, load_config, model_dtype, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TRAINING_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.relative_to(CONFIGS).parts)
 ACCELERATE_CONFIGS = sorted((CONFIGS / "accelerate").glob("*.yaml"))
-JOBS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+JOBS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "minimal_cpu")  # real-model jobs
 SCRIPTS = sorted((ROOT / "scripts").glob("train_*.sh"))
 
 
@@ -87,7 +87,7 @@ def test_training_config_validates(path, tmp_path):
         for key, value in values.items():
             assert not (isinstance(value, str) and _is_number(value)), f"{section}.{key}: {value!r} is a string"
     assert config.model.family is None or config.model.family in FAMILIES
-    assert config.model.dtype in ("bfloat16", "float16", "float32")
+    assert config.model.dtype in (None, "bfloat16", "float16", "float32")  # None: from the hardware
     # Parameter values must work too: run the objective once on a random batch.
     out = preference_loss(config.loss.name, _pair(), **config.loss.params)
     assert torch.isfinite(out.loss)
@@ -100,7 +100,7 @@ def test_training_config_validates(path, tmp_path):
     config.train.update(output_dir=str(tmp_path / "out"), use_cpu=True)
     args = training_arguments(config)
     assert args.per_device_train_batch_size >= 1 and args.learning_rate > 0
-    assert args.bf16 == (config.model.dtype == "bfloat16")
+    assert args.bf16 == (model_dtype(config.model) == "bfloat16")
 
 
 def test_official_multimodal_settings():
@@ -323,3 +323,38 @@ def test_readme_pairs_train_on_the_shipped_config_that_pins_a_format(tmp_path):
     with_base = load_config(child, ["--data.limit=1"])  # the file that set it, not its base
     assert with_base.origins["data.format"] == f"{child}, key data.format"
     assert load_config(shipped).origins["data.format"] == f"{shipped}, key data.format"
+
+
+def test_minimal_cpu_config_trains_where_the_user_is(tmp_path, caplog):
+    """configs/minimal_cpu.yaml sets nothing machine-specific (no use_cpu, bf16 or dtype): on a CPU-only
+    machine the dtype is float32 (logged) and it trains; on a GPU it would be bfloat16."""
+    from mm_unidpo.data import PreferenceRecord, save_preference_data
+    from mm_unidpo.testing import tiny
+    from mm_unidpo.train.run import train
+
+    raw = yaml.safe_load((CONFIGS / "minimal_cpu.yaml").read_text())
+    assert "use_cpu" not in raw["train"] and "bf16" not in raw["train"] and "dtype" not in raw["model"]
+    model, tokenizer = tiny("causal_lm")
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    pairs = [PreferenceRecord(f"Question {k}?", f"Answer {k}.", "No.", id=str(k)) for k in range(2)]
+    save_preference_data(pairs, tmp_path / "pairs.jsonl")
+    config = load_config(
+        CONFIGS / "minimal_cpu.yaml",
+        [
+            f"--model.name_or_path={tmp_path / 'm'}",
+            f"--data.train={tmp_path / 'pairs.jsonl'}",
+            f"--train.output_dir={tmp_path / 'out'}",
+            "--train.max_steps=1",
+            "--train.disable_tqdm=true",
+        ],
+    )
+    _hardware_dtype.cache_clear()
+    with caplog.at_level("INFO", logger="mm_unidpo.train.config"):
+        args = training_arguments(config)
+    expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    assert args.bf16 == (expected == "bfloat16") and f"model.dtype not set: {expected}" in caplog.text
+    if not torch.cuda.is_available():
+        assert args.device.type == "cpu"
+        summary = train(config)
+        assert summary["global_step"] == 1 and summary["train_loss"] == summary["train_loss"]  # finite, not NaN

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ import yaml
 from mm_unidpo.yaml_config import ConfigError, from_dict, load_yaml, read_yaml_file
 
 from .checks import check_config
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_NAME",
@@ -43,6 +47,7 @@ __all__ = [
     "key_origin",
     "load_config",
     "merge_configs",
+    "model_dtype",
     "read_config",
     "save_run_config",
     "training_arguments",
@@ -53,7 +58,7 @@ __all__ = [
 class ModelConfig:
     name_or_path: str = ""
     family: str | None = None  # detected from the checkpoint's config when None
-    dtype: str = "bfloat16"
+    dtype: str | None = None  # None: bfloat16 on a GPU that has it, else float32 (`model_dtype`, logged)
     load_in_4bit: bool = False
     attn_implementation: str | None = "sdpa"
     trust_remote_code: bool = False
@@ -311,6 +316,22 @@ def save_run_config(config: dict[str, Any], directory: str | Path) -> None:
         yaml.safe_dump(config, f, sort_keys=False)
 
 
+def model_dtype(model: ModelConfig) -> str:
+    """`model.dtype`, or where the config leaves it out the machine's: bfloat16 on a GPU that supports it,
+    float32 elsewhere, so a config without `train.use_cpu` also runs on a CPU-only machine."""
+    return model.dtype if model.dtype is not None else _hardware_dtype()
+
+
+@functools.cache
+def _hardware_dtype() -> str:
+    import torch  # lazy: reading and checking a config needs no torch
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    dtype = "bfloat16" if bf16 else "float32"
+    logger.info("model.dtype not set: %s (%s)", dtype, "a GPU with bfloat16" if bf16 else "no GPU with bfloat16")
+    return dtype
+
+
 def training_arguments(config: TrainConfig):
     """transformers.TrainingArguments from the `train` section, with defaults suited to preference data."""
     from transformers import TrainingArguments
@@ -330,7 +351,7 @@ def training_arguments(config: TrainConfig):
         "save_steps": 500,
         checkpointing: {"use_reentrant": False},
     }
-    if config.model.dtype == "bfloat16":
+    if model_dtype(config.model) == "bfloat16":
         args["bf16"] = True
     args.update(config.train)
     return TrainingArguments(**{k: v for k, v in args.items() if k in accepted})

@@ -18,7 +18,7 @@ from mm_unidpo.losses import needs_reference
 from mm_unidpo.models.families import projector_module_names, vision_module_names
 from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained
 
-from .config import LoraSettings, TrainConfig
+from .config import LoraSettings, TrainConfig, model_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
         m.name_or_path,
         family=m.family,
         load_in_4bit=m.load_in_4bit,
-        dtype=m.dtype,
+        dtype=model_dtype(m),
         trust_remote_code=m.trust_remote_code,
         attn_implementation=m.attn_implementation,
         allow_bin_weights=m.allow_bin_weights,
