@@ -325,6 +325,7 @@ def test_readme_pairs_train_on_the_shipped_config_that_pins_a_format(tmp_path):
     assert load_config(shipped).origins["data.format"] == f"{shipped}, key data.format"
 
 
+@pytest.mark.filterwarnings("error::FutureWarning", "error:.*pin_memory:UserWarning")  # none the user can act on
 def test_minimal_cpu_config_trains_where_the_user_is(tmp_path, caplog):
     """configs/minimal_cpu.yaml sets nothing machine-specific (no use_cpu, bf16 or dtype): on a CPU-only
     machine the dtype is float32 (logged) and it trains; on a GPU it would be bfloat16."""

@@ -105,7 +105,8 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
     except (AttributeError, ImportError, OSError, ValueError) as error:
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
-        logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
+        # Harmless for images and text, and nothing a user can act on: debug, not info.
+        logger.debug("AutoProcessor failed (%s); loading the processor without its video processor", error)
         return load_processor_without_video(processor_folder(name_or_path, **hub_kwargs), **hub_kwargs)
 
 

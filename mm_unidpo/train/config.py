@@ -334,6 +334,7 @@ def _hardware_dtype() -> str:
 
 def training_arguments(config: TrainConfig):
     """transformers.TrainingArguments from the `train` section, with defaults suited to preference data."""
+    import torch
     from transformers import TrainingArguments
 
     accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
@@ -350,8 +351,22 @@ def training_arguments(config: TrainConfig):
         "save_strategy": "steps",
         "save_steps": 500,
         checkpointing: {"use_reentrant": False},
+        "dataloader_pin_memory": torch.cuda.is_available(),  # no "no accelerator is found" warning on a CPU
     }
     if model_dtype(config.model) == "bfloat16":
         args["bf16"] = True
     args.update(config.train)
+    # The configs' (and TRL's) gradient_checkpointing*, under this version's names: no FutureWarning a user
+    # of a shipped config cannot act on.
+    for old, new in RENAMED_ARGUMENTS:
+        if new in accepted and old in args:
+            value = args.pop(old)
+            if new not in config.train:
+                args[new] = value
     return TrainingArguments(**{k: v for k, v in args.items() if k in accepted})
+
+
+RENAMED_ARGUMENTS = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -115,7 +116,9 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
     model.requires_grad_(False)
     if gradient_checkpointing or m.load_in_4bit:
         model.enable_input_require_grads()
-    model = get_peft_model(model, lora_config(model, config.lora))
+    with warnings.catch_warnings():  # peft reads transformers' renamed is_gradient_checkpointing: not the user's to fix
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = get_peft_model(model, lora_config(model, config.lora))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("LoRA: %d trainable parameters of %d (%.3f%%)", trainable, total, 100 * trainable / max(total, 1))

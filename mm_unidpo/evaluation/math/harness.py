@@ -273,9 +273,20 @@ def evaluate_math(
         **{k: getattr(config, k) for k in GENERATION_KEYS if k not in ("model", "adapter")},
     }
     _check_run_config(out, run_config, config)
+    questions = sum(len(v) for v in items.values())
+    budget = questions * config.n * config.max_new_tokens
+    logger.info(
+        "token budget: %d questions x n %d x max_new_tokens %d = at most %d new tokens (answers stop earlier at "
+        "their stop strings; --limit and --max-new-tokens scale it)",
+        questions,
+        config.n,
+        config.max_new_tokens,
+        budget,
+    )
     generator = make_generator(model, tokenizer, config, adapter=adapter, dtype=dtype)
     results: dict[str, Any] = {
         "config": {**run_config, "benchmarks": list(config.benchmarks), "limit": config.limit},
+        "token_budget": budget,
         "benchmarks": {},
     }
     with GradingWorker(config.grading_timeout) as grader:
