@@ -43,17 +43,17 @@ from typing import Any
 
 from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
-from mm_unidpo.io import write_atomic
 from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config, training_arguments
 from mm_unidpo.train.merge import merge_adapter
 from mm_unidpo.train.run import train
 from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
 
-from .generate import GenerateConfig, check_prompts, generate_samples, load_sampler
+from .generate import GenerateConfig, generate_samples, load_sampler
 from .judge import judge_samples, judged_means
 from .judges import Judge, judge_options, make_judge
 from .pairs import PairConfig, build_pairs, format_summary, write_pairs
-from .records import load_prompts, record_of
+from .records import check_prompts, load_prompts, record_of
+from .store import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -278,21 +278,6 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     metrics.update(evaluate(config, metrics["next_policy"], judge, folder / "eval"))
     write_json(done, metrics)
     return metrics
-
-
-def write_json(path: Path, value: Any) -> None:
-    """A step's record, atomically: a crash leaves the old file or none, never a cut one."""
-    text = json.dumps(value, indent=2) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"{path} is damaged ({error}); delete it and rerun: the finished steps are kept, the rest redone"
-        ) from None
 
 
 SETTINGS = "iterate_settings.json"

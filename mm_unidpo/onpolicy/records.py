@@ -210,6 +210,38 @@ def _load_prompt_rows(
     return PromptData(records, skips, description)
 
 
+def check_prompts(data: PromptData, sampler: Any, config: Any, on_bad_record: str = "error") -> PromptData:
+    """Each prompt as the model will see it, before anything is sampled: images on a text-only model, and a
+    prompt whose positions plus `max_new_tokens` exceed the model's, are bad records (named, or skipped)."""
+    adapter, model = getattr(sampler, "adapter", None), getattr(sampler, "model", None)
+    if adapter is None:
+        return data
+    text_config = getattr(getattr(model, "config", None), "get_text_config", None)
+    limit = getattr(text_config(), "max_position_embeddings", None) if text_config else None
+    records = []
+    for record in data.records:
+        try:
+            if record.images and adapter.family == "causal_lm":
+                raise BadRecordError(
+                    record, "images_for_text_model", f"{len(record.images)} image(s) for the text-only model"
+                )
+            positions = adapter.encode_prompt(record).positions
+            if limit is not None and positions + config.max_new_tokens > limit:
+                raise BadRecordError(
+                    record,
+                    "prompt_too_long",
+                    f"{positions} prompt positions + max_new_tokens {config.max_new_tokens} exceed the model's "
+                    f"{limit} positions",
+                )
+        except BadRecordError as error:
+            if on_bad_record == "error":
+                raise
+            data.skips.add(error)
+            continue
+        records.append(record)
+    return PromptData(records, data.skips, data.source)
+
+
 # ---- sample lines ------------------------------------------------------------------------------------
 
 

@@ -217,6 +217,21 @@ class ResumableLines:
             self._lock_file.close()
 
 
+def write_json(path: Path, value: Any) -> None:
+    """A step's record, atomically: a crash leaves the old file or none, never a cut one."""
+    text = json.dumps(value, indent=2) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged ({error}); delete it and rerun: the finished steps are kept, the rest redone"
+        ) from None
+
+
 def chunks(order: Sequence[int], size: int) -> list[list[int]]:
     """Fixed batches over the whole input: a resumed run redoes a batch with the same items and seed,
     so its output equals an uninterrupted run's."""
