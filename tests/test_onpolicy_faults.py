@@ -118,6 +118,9 @@ def test_one_writer_per_output_and_finished_files_never_shrink(tmp_path, capsys)
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ValueError, match="another process is writing .*s.jsonl"):
             ResumableLines(out, {}, inputs={})
+        samples = _samples(tmp_path)  # the command line: refused before any model or judge is loaded
+        assert cli(["judge", str(samples), "--judge", "objects", "--out", str(out)]) == 1
+        assert "another process is writing" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()

@@ -37,7 +37,7 @@ from mm_unidpo.data import load_record_images
 from mm_unidpo.model_source import check_model_source
 
 from .records import PromptRecord, check_prompts, load_prompts, prompt_digest, prompt_line
-from .store import Progress, ResumableLines, check_out, chunks
+from .store import Progress, ResumableLines, check_out, chunks, lock_output
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         logprobs=args.logprobs,
     )
     check_out(args.out, args.data)
+    lock_output(args.out)  # before minutes of model loading: a second process on --out fails now
     check_model_source(args.model)  # a typo fails before torch is imported
     # Data first: a bad record should fail before minutes of model loading.
     data = load_prompts(

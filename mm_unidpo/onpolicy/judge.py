@@ -33,7 +33,7 @@ from mm_unidpo.yaml_config import load_yaml
 
 from .judges import Judge, judge_options, make_judge
 from .records import line_digest, record_of, score_problem
-from .store import Progress, ResumableLines, check_finished, check_out, chunks, read_lines
+from .store import Progress, ResumableLines, check_finished, check_out, chunks, lock_output, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_out(args.out, args.samples)
+    lock_output(args.out)  # before a judge model loads: a second process on --out fails now
     samples = read_samples(args.samples, args.image_root)  # the input first: a bad line fails before model loading
     judge, settings = judge_from_args(args)
     settings["image_root"] = str(Path(args.image_root or Path(args.samples).parent).resolve())

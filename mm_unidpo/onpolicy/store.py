@@ -62,6 +62,26 @@ def check_finished(path: str | os.PathLike, made_by: str) -> None:
         raise ValueError(f"{path} is unfinished: rerun the {made_by} command that writes it to complete it")
 
 
+def lock_output(out: str | os.PathLike) -> tuple[Path, IO[str]]:
+    """Hold `<out>.lock` for this process (a command takes it before loading a model, so a second process
+    on the same --out is refused in a second): another process's lock is refused; this process's own (a
+    run that raised) is taken over. Released by `ResumableLines.finish`, or when the process exits."""
+    path = Path(str(out) + ".lock").resolve()
+    if path in _HELD:
+        return path, _HELD[path]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 -- held until finish() or exit
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ValueError(
+            f"another process is writing {out} (it holds {path.name}); wait for it to finish or use another --out"
+        ) from None
+    _HELD[path] = handle
+    return path, handle
+
+
 def check_out(out: str | os.PathLike, source: Any) -> None:
     """Refuse an output that is the input file (the run would destroy its own input)."""
     if isinstance(source, (str, os.PathLike)) and Path(source).resolve() == Path(out).resolve():
@@ -141,21 +161,7 @@ class ResumableLines:
         self._write_settings()
 
     def _lock(self) -> None:
-        """Another process's lock is refused; this process's own (a run that raised) is taken over."""
-        self._lock_path = Path(str(self.path) + ".lock").resolve()
-        if self._lock_path in _HELD:
-            self._lock_file = _HELD[self._lock_path]
-            return
-        self._lock_file = open(self._lock_path, "a+")  # noqa: SIM115 -- held until finish() or exit
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise ValueError(
-                f"another process is writing {self.path} (it holds {self._lock_path.name}); wait for it to "
-                "finish or use another --out"
-            ) from None
-        _HELD[self._lock_path] = self._lock_file
+        self._lock_path, self._lock_file = lock_output(self.path)
 
     def _write_settings(self) -> None:
         text = json.dumps(self.settings, indent=2) + "\n"
