@@ -9,12 +9,30 @@ instead of a value silently replaced or a failure after the model has loaded.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from typing import Any
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written (its examples keep their lines) and "(default: ...)" after every option."""
+    """The description as written (its examples keep their lines) and "(default: ...)" after every option
+    that has a default to show (not a required one, an off flag, None, or a help that already says it)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and not self._hides_default(action):
+            action = copy.copy(action)  # an option without help still shows its default
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    @staticmethod
+    def _hides_default(action: argparse.Action) -> bool:
+        return action.required or action.default in (None, False, [], argparse.SUPPRESS)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if self._hides_default(action) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def positive_int(text: str) -> int:
