@@ -26,7 +26,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     @staticmethod
     def _hides_default(action: argparse.Action) -> bool:
-        return action.required or action.default in (None, False, [], argparse.SUPPRESS)
+        default = action.default  # by identity: a default of 0 or 0.0 is shown, an off flag (False) is not
+        return action.required or default is None or default is False or default == [] or default == argparse.SUPPRESS
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
