@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from mm_unidpo import __version__
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.errors import UsageError
 
 
@@ -112,7 +114,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand: the one place a failure becomes an exit status. Any exception is one message on
-    stderr and exit 1; a usage error (argparse's, or `errors.UsageError`) exits 2; Ctrl-C exits 130.
+    stderr and exit 1; a usage error (argparse's, or `errors.UsageError`) exits 2; Ctrl-C exits 130; a
+    closed pipe (`| head`) exits 141 without a traceback.
     `--debug` (anywhere on the line, or MM_UNIDPO_DEBUG=1) raises the exception instead, with its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("MM_UNIDPO_DEBUG", "") not in ("", "0")
@@ -120,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"mm-unidpo {argv[0]}" if argv and argv[0] in COMMANDS else "mm-unidpo"
     try:
         return _dispatch(argv)
+    except BrokenPipeError:  # `mm-unidpo losses | head`: the reader left; no traceback, as other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's exit flush must not hit the closed pipe again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -140,11 +147,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+MESSAGE_LIMIT = 2000  # characters: a 300-character file name repeated in a long message stays readable
+
+
 def _message(error: BaseException) -> str:
-    """Our errors already name the record, file or key; anything else also says what kind of error it is."""
+    """Our errors already name the record, file or key; anything else also says what kind of error it is.
+    A very long message keeps its start and end."""
     from_us = type(error).__module__.startswith("mm_unidpo") or type(error) in (ValueError, FileNotFoundError)
     text = str(error) or type(error).__name__
-    return text if from_us else f"{type(error).__name__}: {text}"
+    text = text if from_us else f"{type(error).__name__}: {text}"
+    if len(text) > MESSAGE_LIMIT:
+        half = MESSAGE_LIMIT // 2
+        text = f"{text[:half]} [... {len(text) - 2 * half} characters ...] {text[-half:]}"
+    return text
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -152,8 +167,12 @@ def _dispatch(argv: list[str]) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return COMMANDS[argv[0]][0](argparse.Namespace(command=argv[0], rest=argv[1:]))
     parser = argparse.ArgumentParser(
-        prog="mm-unidpo", description=__doc__, epilog="--debug (anywhere): show the full traceback of a failure"
+        prog="mm-unidpo",
+        description=__doc__,
+        epilog="--debug (anywhere): show the full traceback of a failure",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mm-unidpo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, add_help=name == "losses")

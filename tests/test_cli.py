@@ -69,12 +69,16 @@ def test_usage_error_raised_by_a_subcommand_is_one_message(capsys, monkeypatch):
     assert capsys.readouterr().err == "mm-unidpo losses: error: --flag: not like that\n"
 
 
-@pytest.mark.parametrize("error,status,text", [
-    (ValueError("data.jsonl, line 3: not JSON"), 1, "mm-unidpo losses: error: data.jsonl, line 3: not JSON"),
-    (RuntimeError("CUDA out of memory"), 1, "mm-unidpo losses: error: RuntimeError: CUDA out of memory"),
-    (SystemExit("a message instead of a status"), 1, "mm-unidpo losses: error: a message instead of a status"),
-    (KeyboardInterrupt(), 130, "mm-unidpo losses: interrupted"),
-], ids=["ours", "foreign", "exit with a message", "ctrl-c"])
+@pytest.mark.parametrize(
+    "error,status,text",
+    [
+        (ValueError("data.jsonl, line 3: not JSON"), 1, "mm-unidpo losses: error: data.jsonl, line 3: not JSON"),
+        (RuntimeError("CUDA out of memory"), 1, "mm-unidpo losses: error: RuntimeError: CUDA out of memory"),
+        (SystemExit("a message instead of a status"), 1, "mm-unidpo losses: error: a message instead of a status"),
+        (KeyboardInterrupt(), 130, "mm-unidpo losses: interrupted"),
+    ],
+    ids=["ours", "foreign", "exit with a message", "ctrl-c"],
+)
 def test_any_failure_of_a_subcommand_goes_through_the_handler(error, status, text, capsys, monkeypatch):
     def failing(args):
         raise error
@@ -107,8 +111,89 @@ def test_help_and_success_exit_0(capsys):
 
 def test_the_installed_command_exits_with_the_status(tmp_path):
     """End to end through the console script's entry point: stderr has the one message, no traceback."""
-    proc = subprocess.run([sys.executable, "-c", "import sys; from mm_unidpo.cli import main; sys.exit(main())",
-                           "pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "p.jsonl")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mm_unidpo.cli import main; sys.exit(main())",
+            "pairs",
+            str(tmp_path / "missing.jsonl"),
+            "--out",
+            str(tmp_path / "p.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     _one_message(proc.stderr, "pairs")
+
+
+# ---- one convention for every subcommand ------------------------------------------------------------------
+
+# each subcommand, and a default its --help must show (None: it has no option with a default to show)
+HELP = {
+    "generate": "(default: 8)",
+    "judge": "(default: 16)",
+    "pairs": "(default: best-worst)",
+    "iterate": None,
+    "score": None,
+    "merge": None,
+    "convert": None,
+    "train": None,
+    "demo": None,
+    "eval math": "(default: 1024)",
+    "eval lmms": "(default: INFO)",
+}
+
+
+@pytest.mark.parametrize("command", HELP)
+def test_every_help_shows_the_defaults(command, capsys):
+    assert cli.main([*command.split(), "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: mm-unidpo") and "(default: None)" not in out and "(default: False)" not in out
+    assert HELP[command] is None or HELP[command] in " ".join(out.split()), out
+
+
+def test_one_flag_per_concept_old_names_kept():
+    from mm_unidpo.evaluation.lmms.cli import _eval_parser
+    from mm_unidpo.evaluation.math.harness import build_parser
+
+    for argv in (["--model", "m", "--out", "o"], ["--pretrained", "m", "--output-path", "o"]):
+        ns, _ = _eval_parser().parse_known_args(argv)
+        assert (ns.pretrained, ns.output_path) == ("m", "o")
+    for flag in ("--out", "--output-dir"):
+        assert build_parser().parse_args(["--model", "m", flag, "o"]).output_dir == "o"
+
+
+def test_version_and_a_closed_pipe(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli._dispatch(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"mm-unidpo {cli.__version__}"
+    # A subcommand printing far more than a pipe holds, read by `head -1`.
+    code = (
+        "import sys; from mm_unidpo import cli; "
+        "cli.COMMANDS['losses'] = (lambda args: [print('x' * 99) for _ in range(50000)] and 0, ''); "
+        "sys.exit(cli.main(['losses']))"
+    )
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | head -1; echo "${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.splitlines() == ["x" * 99, "141"] and proc.stderr == "", proc.stderr
+
+
+def test_a_path_typo_is_reported_before_heavy_imports():
+    code = (
+        "import sys, time; from mm_unidpo.cli import main; t = time.time(); "
+        "rc = main(['eval', 'lmms', '--model', '/nonexistent/llava', '--tasks', 'pope']); "
+        "print(rc, 'lmms_eval' in sys.modules, 'torch' in sys.modules, time.time() - t)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    rc, lmms, torch, _ = proc.stdout.split()
+    assert (rc, lmms, torch) == ("1", "False", "False"), proc.stderr
+    assert "'/nonexistent/llava' is a local path that does not exist" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 2  # the message and the --debug hint

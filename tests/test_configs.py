@@ -15,13 +15,13 @@ import yaml
 
 from mm_unidpo.losses import LOSSES, PairLogps, preference_loss
 from mm_unidpo.models import FAMILIES
-from mm_unidpo.train.config import load_config, training_arguments
+from mm_unidpo.train.config import _hardware_dtype, load_config, model_dtype, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TRAINING_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.relative_to(CONFIGS).parts)
 ACCELERATE_CONFIGS = sorted((CONFIGS / "accelerate").glob("*.yaml"))
-JOBS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+JOBS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "minimal_cpu")  # real-model jobs
 SCRIPTS = sorted((ROOT / "scripts").glob("train_*.sh"))
 
 
@@ -40,14 +40,26 @@ def _is_number(text: str) -> bool:
 def _pair(n: int = 3) -> PairLogps:
     g = torch.Generator().manual_seed(0)
     logps = [-torch.rand(n, generator=g) * 20 - 1 for _ in range(4)]
-    return PairLogps(policy_chosen=logps[0], policy_rejected=logps[1], chosen_lengths=torch.full((n,), 10),
-                     rejected_lengths=torch.full((n,), 12), reference_chosen=logps[2], reference_rejected=logps[3],
-                     score_chosen=torch.tensor([8.0, 3.0, 9.5]), score_rejected=torch.tensor([2.0, 3.5, 1.0]))
+    return PairLogps(
+        policy_chosen=logps[0],
+        policy_rejected=logps[1],
+        chosen_lengths=torch.full((n,), 10),
+        rejected_lengths=torch.full((n,), 12),
+        reference_chosen=logps[2],
+        reference_rejected=logps[3],
+        score_chosen=torch.tensor([8.0, 3.0, 9.5]),
+        score_rejected=torch.tensor([2.0, 3.5, 1.0]),
+    )
 
 
 def test_configs_are_shipped():
-    assert {"llava15_7b_qlora_unidpo_rlaifv", "qwen2vl_7b_qlora_unidpo", "qwen2vl_2b_unidpo_official",
-            "qwen25math_7b_unidpo_official", "llama3_8b_instruct_unidpo"} <= set(JOBS)
+    assert {
+        "llava15_7b_qlora_unidpo_rlaifv",
+        "qwen2vl_7b_qlora_unidpo",
+        "qwen2vl_2b_unidpo_official",
+        "qwen25math_7b_unidpo_official",
+        "llama3_8b_instruct_unidpo",
+    } <= set(JOBS)
     for job in JOBS:  # the real-model jobs name their family, so no config download is needed to start
         assert load_config(CONFIGS / f"{job}.yaml").model.family in FAMILIES
         assert (ROOT / "scripts" / f"train_{job}.sh").is_file(), f"no script for {job}"
@@ -60,15 +72,22 @@ def test_configs_are_shipped():
 @pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=_id)
 def test_training_config_validates(path, tmp_path):
     # The demo's configs leave the paths it writes at run time empty; fill them as the demo does.
-    overrides = ([f"--model.name_or_path={tmp_path}/sft", f"--data.train={tmp_path}/prefs.jsonl",
-                  f"--train.output_dir={tmp_path}/out"] if "demo" in path.relative_to(CONFIGS).parts else [])
+    overrides = (
+        [
+            f"--model.name_or_path={tmp_path}/sft",
+            f"--data.train={tmp_path}/prefs.jsonl",
+            f"--train.output_dir={tmp_path}/out",
+        ]
+        if "demo" in path.relative_to(CONFIGS).parts
+        else []
+    )
     config = load_config(path, overrides)  # schema, unknown keys, loss parameters, TrainingArguments fields
     # YAML 1.1 reads "2e-5" (no dot) as a string: every number must have been written so it parses as one.
     for section, values in (("loss.params", config.loss.params), ("train", config.train)):
         for key, value in values.items():
             assert not (isinstance(value, str) and _is_number(value)), f"{section}.{key}: {value!r} is a string"
     assert config.model.family is None or config.model.family in FAMILIES
-    assert config.model.dtype in ("bfloat16", "float16", "float32")
+    assert config.model.dtype in (None, "bfloat16", "float16", "float32")  # None: from the hardware
     # Parameter values must work too: run the objective once on a random batch.
     out = preference_loss(config.loss.name, _pair(), **config.loss.params)
     assert torch.isfinite(out.loss)
@@ -81,7 +100,7 @@ def test_training_config_validates(path, tmp_path):
     config.train.update(output_dir=str(tmp_path / "out"), use_cpu=True)
     args = training_arguments(config)
     assert args.per_device_train_batch_size >= 1 and args.learning_rate > 0
-    assert args.bf16 == (config.model.dtype == "bfloat16")
+    assert args.bf16 == (model_dtype(config.model) == "bfloat16")
 
 
 def test_official_multimodal_settings():
@@ -89,8 +108,14 @@ def test_official_multimodal_settings():
     assert config.model.name_or_path.startswith("Qwen/Qwen2-VL-2B") and config.model.family == "qwen2_vl"
     assert not config.lora.enabled and not config.model.load_in_4bit  # the official run is full FT
     assert config.loss.name == "unidpo"
-    assert config.loss.params == {"beta": 2.0, "eta": 0.7, "tau_ref": 2.0, "gamma": 3.0, "nll_weight": 0.001,
-                                  "tau_good": 2.5}
+    assert config.loss.params == {
+        "beta": 2.0,
+        "eta": 0.7,
+        "tau_ref": 2.0,
+        "gamma": 3.0,
+        "nll_weight": 0.001,
+        "tau_good": 2.5,
+    }
     assert config.train["learning_rate"] == 6e-6 and config.train["num_train_epochs"] == 1
 
 
@@ -98,8 +123,14 @@ def test_official_math_settings():
     config = load_config(CONFIGS / "qwen25math_7b_unidpo_official.yaml")
     assert config.model.name_or_path == "Qwen/Qwen2.5-Math-7B" and config.model.family == "causal_lm"
     assert config.loss.name == "unidpo"
-    assert config.loss.params == {"beta": 2.0, "eta": 0.7, "tau_ref": 2.0, "gamma": 3.0, "nll_weight": 0.2,
-                                  "tau_good": 8.0}
+    assert config.loss.params == {
+        "beta": 2.0,
+        "eta": 0.7,
+        "tau_ref": 2.0,
+        "gamma": 3.0,
+        "nll_weight": 0.2,
+        "tau_good": 8.0,
+    }
     assert config.train["learning_rate"] == 1e-6 and config.train["num_train_epochs"] == 2
 
 
@@ -146,10 +177,11 @@ def test_accelerate_config_loads(path):
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_train_script_command_is_valid(script, num_gpus):
     env = {**os.environ, "DRY_RUN": "1", "NUM_GPUS": num_gpus}
-    line = subprocess.run(["bash", str(script), "--data.limit=8"], env=env, capture_output=True, text=True,
-                          check=True).stdout.split()
+    line = subprocess.run(
+        ["bash", str(script), "--data.limit=8"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     start = line.index("train") + 1
-    config, overrides = line[start], line[start + 1:]
+    config, overrides = line[start], line[start + 1 :]
     assert overrides[-1] == "--data.limit=8"
     loaded = load_config(ROOT / config, overrides)
     if num_gpus == "1":
@@ -160,23 +192,32 @@ def test_train_script_command_is_valid(script, num_gpus):
 
 # ---------------------------------------------------------------------------------- base: includes
 
+
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-BASE = {"model": {"name_or_path": "m", "family": "causal_lm", "dtype": "float32"},
-        "data": {"train": "d.jsonl", "max_length": 512},
-        "loss": {"name": "unidpo", "params": {"beta": 2.0, "eta": 0.7, "gamma": 3.0}},
-        "train": {"output_dir": "runs/a", "learning_rate": 1e-6, "num_train_epochs": 1}}
+BASE = {
+    "model": {"name_or_path": "m", "family": "causal_lm", "dtype": "float32"},
+    "data": {"train": "d.jsonl", "max_length": 512},
+    "loss": {"name": "unidpo", "params": {"beta": 2.0, "eta": 0.7, "gamma": 3.0}},
+    "train": {"output_dir": "runs/a", "learning_rate": 1e-6, "num_train_epochs": 1},
+}
 
 
 def test_base_merges_recursively(tmp_path):
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "base.yaml", BASE)
-    child = _write(tmp_path / "sub" / "child.yaml", {
-        "base": "../base.yaml", "data": {"max_length": 1024},
-        "loss": {"params": {"beta": 5.0}}, "train": {"output_dir": "runs/b"}})
+    child = _write(
+        tmp_path / "sub" / "child.yaml",
+        {
+            "base": "../base.yaml",
+            "data": {"max_length": 1024},
+            "loss": {"params": {"beta": 5.0}},
+            "train": {"output_dir": "runs/b"},
+        },
+    )
     config = load_config(child, ["--train.learning_rate=2.0e-6"])  # overrides come last
     assert config.model.name_or_path == "m" and config.data.train == "d.jsonl" and config.data.max_length == 1024
     assert config.loss.name == "unidpo" and config.loss.params == {"beta": 5.0, "eta": 0.7, "gamma": 3.0}
@@ -229,8 +270,9 @@ def test_bench_qlora_memory_cpu_smoke(capsys):
 
 def test_train_script_refuses_more_gpus_than_the_global_batch():
     env = {**os.environ, "DRY_RUN": "1", "NUM_GPUS": "256"}
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_qwen2vl_2b_unidpo_official.sh")], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "train_qwen2vl_2b_unidpo_official.sh")], env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "global batch 128 < 1 x 256 GPUs" in proc.stderr and not proc.stdout
 
 
@@ -243,3 +285,77 @@ def test_readme_override_of_the_objective_on_a_shipped_config():
     config.validate()
     same = load_config(shipped, ["--loss.name=unidpo", "--loss.params.beta=0.5"])
     assert same.loss.params["beta"] == 0.5 and "eta" in same.loss.params  # the same objective keeps its own
+
+
+def test_readme_pairs_train_on_the_shipped_config_that_pins_a_format(tmp_path):
+    """README "Make your own preference data": `mm-unidpo pairs` writes our format; the shipped LLaVA config
+    pins data.format: rlaif_v. A new data.train (override or child config) detects its own format; a format
+    given with it stays, and a record that does not fit a forced format says which and where it was set."""
+    from mm_unidpo.data import BadRecordError, PreferenceRecord, save_preference_data
+    from mm_unidpo.train.run import _load_data
+
+    shipped = CONFIGS / "llava15_7b_qlora_unidpo_rlaifv.yaml"
+    assert load_config(shipped).data.format == "rlaif_v"
+    pairs = save_preference_data([PreferenceRecord("Describe.", "A cat.", "A dog.", id="p0")], tmp_path / "p.jsonl")
+    config = load_config(shipped, [f"--data.train={pairs}"])
+    assert config.data.format is None and _load_data(config, str(pairs), "train", "data.train").format == "unidpo"
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"base": str(shipped), "data": {"train": str(pairs)}}))
+    assert load_config(child).data.format is None
+    child.write_text(
+        yaml.safe_dump(
+            {"base": str(shipped), "data": {"train": str(pairs), "format": "rlaif_v", "on_bad_record": "error"}}
+        )
+    )
+    forced = load_config(child)
+    with pytest.raises(
+        BadRecordError,
+        match=rf"record 0 \(id='p0'\): missing_field: .*question.*read as format "
+        rf"'rlaif_v', forced by {child}, key data.format",
+    ):
+        _load_data(forced, str(pairs), "train", "data.train")
+    override = load_config(shipped, [f"--data.train={pairs}", "--data.format=rlaif_v", "--data.on_bad_record=error"])
+    with pytest.raises(BadRecordError, match="forced by the override --data.format=rlaif_v"):
+        _load_data(override, str(pairs), "train", "data.train")
+    config = load_config(shipped, [f"--data.train={pairs}", "--data.format=rlaif_v", "--data.on_bad_record=skip"])
+    with pytest.raises(ValueError, match="all 1 records were bad .*forced by the override --data.format=rlaif_v"):
+        _load_data(config, str(pairs), "train", "data.train")
+    with_base = load_config(child, ["--data.limit=1"])  # the file that set it, not its base
+    assert with_base.origins["data.format"] == f"{child}, key data.format"
+    assert load_config(shipped).origins["data.format"] == f"{shipped}, key data.format"
+
+
+@pytest.mark.filterwarnings("error::FutureWarning", "error:.*pin_memory:UserWarning")  # none the user can act on
+def test_minimal_cpu_config_trains_where_the_user_is(tmp_path, caplog):
+    """configs/minimal_cpu.yaml sets nothing machine-specific (no use_cpu, bf16 or dtype): on a CPU-only
+    machine the dtype is float32 (logged) and it trains; on a GPU it would be bfloat16."""
+    from mm_unidpo.data import PreferenceRecord, save_preference_data
+    from mm_unidpo.testing import tiny
+    from mm_unidpo.train.run import train
+
+    raw = yaml.safe_load((CONFIGS / "minimal_cpu.yaml").read_text())
+    assert "use_cpu" not in raw["train"] and "bf16" not in raw["train"] and "dtype" not in raw["model"]
+    model, tokenizer = tiny("causal_lm")
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    pairs = [PreferenceRecord(f"Question {k}?", f"Answer {k}.", "No.", id=str(k)) for k in range(2)]
+    save_preference_data(pairs, tmp_path / "pairs.jsonl")
+    config = load_config(
+        CONFIGS / "minimal_cpu.yaml",
+        [
+            f"--model.name_or_path={tmp_path / 'm'}",
+            f"--data.train={tmp_path / 'pairs.jsonl'}",
+            f"--train.output_dir={tmp_path / 'out'}",
+            "--train.max_steps=1",
+            "--train.disable_tqdm=true",
+        ],
+    )
+    _hardware_dtype.cache_clear()
+    with caplog.at_level("INFO", logger="mm_unidpo.train.config"):
+        args = training_arguments(config)
+    expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    assert args.bf16 == (expected == "bfloat16") and f"model.dtype not set: {expected}" in caplog.text
+    if not torch.cuda.is_available():
+        assert args.device.type == "cpu"
+        summary = train(config)
+        assert summary["global_step"] == 1 and summary["train_loss"] == summary["train_loss"]  # finite, not NaN

@@ -48,8 +48,15 @@ def calls(monkeypatch):
 
 
 def _config(tmp_path, **overrides):
-    base = dict(benchmarks=("gsm8k", "math500"), output_dir=str(tmp_path / "out"), data_dir=str(MATH_DATA),
-                limit=3, max_new_tokens=6, batch_size=2, progress=False)
+    base = dict(
+        benchmarks=("gsm8k", "math500"),
+        output_dir=str(tmp_path / "out"),
+        data_dir=str(MATH_DATA),
+        limit=3,
+        max_new_tokens=6,
+        batch_size=2,
+        progress=False,
+    )
     return MathEvalConfig(**{**base, **overrides})
 
 
@@ -105,7 +112,7 @@ def test_end_to_end_crash_and_resume(tiny_lm, calls, tmp_path):
     # 3. a half-written last line (killed mid-write) is dropped and that item generated again
     text = math.read_text(encoding="utf-8")
     cut = text.rstrip("\n").rfind("\n") + 1
-    math.write_text(text[:cut + 40], encoding="utf-8")
+    math.write_text(text[: cut + 40], encoding="utf-8")
     calls.prompts.clear()
     evaluate_math(model, tokenizer, config)
     assert _n_prompts(calls) == 1
@@ -143,8 +150,9 @@ def test_other_settings_refused_unless_overwrite(tiny_lm, calls, tmp_path):
 
 def test_sampling_fewshot_pass_at_k_and_majority(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
-    config = _config(tmp_path, benchmarks=("math500",), limit=2, template="fewshot", n=3, temperature=1.0,
-                     max_new_tokens=4)
+    config = _config(
+        tmp_path, benchmarks=("math500",), limit=2, template="fewshot", n=3, temperature=1.0, max_new_tokens=4
+    )
     results = evaluate_math(model, tokenizer, config)
     s = results["benchmarks"]["math500"]
     assert s["samples_per_item"] == 3 and set(s["pass@k"]) == {"pass@1", "pass@2", "pass@3"} and "maj@3" in s
@@ -170,12 +178,29 @@ def test_cli_with_a_saved_model_and_lora_adapter(tiny_lm, tmp_path, capsys):
     base = AutoModelForCausalLM.from_pretrained(model_dir)  # a copy: peft changes the model it wraps
     peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter_dir)
 
-    code = main(["--model", str(model_dir), "--adapter", str(adapter_dir), "--benchmarks", "gsm8k",
-                 "--data-dir", str(MATH_DATA), "--limit", "2", "--max-new-tokens", "3", "--output-dir", str(out)])
+    code = main(
+        [
+            "--model",
+            str(model_dir),
+            "--adapter",
+            str(adapter_dir),
+            "--benchmarks",
+            "gsm8k",
+            "--data-dir",
+            str(MATH_DATA),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0 and "| gsm8k | 2 |" in capsys.readouterr().out
     config = json.loads((out / "run_config.json").read_text())
     assert config["model"] == str(model_dir) and config["adapter"] == str(adapter_dir)
     assert len(_lines(generations_path(out, "gsm8k"))) == 2
+    assert json.loads((out / "results.json").read_text())["token_budget"] == 2 * 1 * 3  # questions x n x new tokens
     with pytest.raises(UsageError, match="--data expects NAME=SOURCE"):
         main(["--model", "m", "--data", "nonsense"])
 
@@ -208,8 +233,12 @@ def test_vllm_backend(tiny_lm, monkeypatch, tmp_path):
 
     gen = VLLMGenerator("some/model", adapter="runs/adapter", seed=3)
     assert seen["llm"]["model"] == "some/model" and seen["llm"]["enable_lora"] is True
-    texts = gen.generate(["Question: q\nAnswer:"], add_special_tokens=True, stop=["\nQuestion:"],
-                         sampling=SamplingConfig(n=2, temperature=0.7, max_new_tokens=9))
+    texts = gen.generate(
+        ["Question: q\nAnswer:"],
+        add_special_tokens=True,
+        stop=["\nQuestion:"],
+        sampling=SamplingConfig(n=2, temperature=0.7, max_new_tokens=9),
+    )
     assert texts == [[" 6 The answer is 6.", " 6 The answer is 6."]]
     assert seen["inputs"][0]["prompt_token_ids"][0] == tokenizer.bos_token_id  # token ids, BOS once
     assert seen["params"].max_tokens == 9 and seen["params"].stop == ["\nQuestion:"]
@@ -219,15 +248,21 @@ def test_vllm_backend(tiny_lm, monkeypatch, tmp_path):
 def test_hub_dispatch(monkeypatch):
     """Without a local file each benchmark loads its hub dataset (datasets.load_dataset)."""
     seen = []
-    rows = {"openai/gsm8k": [{"question": "q", "answer": "x\n#### 5"}],
-            "HuggingFaceH4/MATH-500": [{"problem": "p", "answer": "\\frac12", "level": 1, "subject": "Algebra",
-                                        "unique_id": "test/algebra/1.json"}],
-            "me/my-aime": [{"problem": "p", "answer": "007", "id": 3}]}
+    rows = {
+        "openai/gsm8k": [{"question": "q", "answer": "x\n#### 5"}],
+        "HuggingFaceH4/MATH-500": [
+            {"problem": "p", "answer": "\\frac12", "level": 1, "subject": "Algebra", "unique_id": "test/algebra/1.json"}
+        ],
+        "me/my-aime": [{"problem": "p", "answer": "007", "id": 3}],
+    }
     fake = types.ModuleType("datasets")
     fake.load_dataset = lambda hub_id, config=None, split=None: seen.append((hub_id, config, split)) or rows[hub_id]
     monkeypatch.setitem(sys.modules, "datasets", fake)
     assert load_benchmark("gsm8k")[0].gold == "5"
     assert load_benchmark("math500")[0].meta == {"level": 1, "subject": "Algebra"}
     assert load_benchmark("aime24", "me/my-aime", split="train")[0].gold == "7"
-    assert seen == [("openai/gsm8k", "main", "test"), ("HuggingFaceH4/MATH-500", None, "test"),
-                    ("me/my-aime", None, "train")]
+    assert seen == [
+        ("openai/gsm8k", "main", "test"),
+        ("HuggingFaceH4/MATH-500", None, "test"),
+        ("me/my-aime", None, "train"),
+    ]

@@ -16,13 +16,19 @@ from mm_unidpo.onpolicy.records import record_of
 
 
 def _line(index: int, samples: list[tuple[str, float | None]], **judge) -> dict:
-    return {"index": index, "id": f"p{index}", "prompt": f"Question {index}?", "images": [], "image_root": None,
-            "meta": {}, "samples": [{"text": t, "score": s, **({"judge": judge[t]} if t in judge else {})}
-                                    for t, s in samples]}
+    return {
+        "index": index,
+        "id": f"p{index}",
+        "prompt": f"Question {index}?",
+        "images": [],
+        "image_root": None,
+        "meta": {},
+        "samples": [{"text": t, "score": s, **({"judge": judge[t]} if t in judge else {})} for t, s in samples],
+    }
 
 
 def _pairs(lines: list[dict], **config):
-    return build_pairs([(line, record_of(line)) for line in lines], PairConfig(**config))
+    return build_pairs([(line, record_of(line, "test", ".")) for line in lines], PairConfig(**config))
 
 
 def _texts(records) -> list[tuple[str, str, float, float]]:
@@ -49,22 +55,39 @@ def test_k_pairs_are_disjoint_and_largest_gaps_first():
 
 def test_all_pairs_above_the_gap():
     records, stats = _pairs([_line(0, SAMPLES)], strategy="all", min_gap=4.0)
-    expected = {("b", "c"), ("b", "f"), ("d", "c"), ("d", "f"), ("b", "a"), ("d", "a"), ("e", "c"), ("e", "f"),
-                ("b", "e"), ("d", "e")}  # 9 - 5 = 4: a gap of exactly min_gap counts
+    expected = {
+        ("b", "c"),
+        ("b", "f"),
+        ("d", "c"),
+        ("d", "f"),
+        ("b", "a"),
+        ("d", "a"),
+        ("e", "c"),
+        ("e", "f"),
+        ("b", "e"),
+        ("d", "e"),
+    }  # 9 - 5 = 4: a gap of exactly min_gap counts
     assert {(r.chosen, r.rejected) for r in records} == expected and stats.pairs == 10
     assert all(r.score_chosen - r.score_rejected >= 4.0 for r in records)
     assert [r.score_chosen - r.score_rejected for r in records] == sorted(stats.gaps, reverse=True)
 
 
 def test_prompts_without_a_pair_are_counted_by_why():
-    lines = [_line(0, [("a", 5.0), ("b", 5.0), ("c", 5.0)]),        # all tied
-             _line(1, [("a", 5.0), ("", None), ("a ", 7.0)]),       # one distinct text (and an empty sample)
-             _line(2, [("a", 5.0), ("b", 5.5)]),                    # below the gap
-             _line(3, [("short", 9.0), ("a much much longer answer", 1.0)]),  # filtered by length
-             _line(4, [("good", 8.0), ("bad", 2.0)])]
+    lines = [
+        _line(0, [("a", 5.0), ("b", 5.0), ("c", 5.0)]),  # all tied
+        _line(1, [("a", 5.0), ("", None), ("a ", 7.0)]),  # one distinct text (and an empty sample)
+        _line(2, [("a", 5.0), ("b", 5.5)]),  # below the gap
+        _line(3, [("short", 9.0), ("a much much longer answer", 1.0)]),  # filtered by length
+        _line(4, [("good", 8.0), ("bad", 2.0)]),
+    ]
     records, stats = _pairs(lines, min_gap=1.0, max_length_ratio=2.0)
     assert [r.id for r in records] == ["p4-0-1"]
-    assert (stats.prompts_all_tied, stats.prompts_too_few, stats.prompts_below_gap, stats.prompts_filtered) == (1, 1, 1, 1)
+    assert (stats.prompts_all_tied, stats.prompts_too_few, stats.prompts_below_gap, stats.prompts_filtered) == (
+        1,
+        1,
+        1,
+        1,
+    )
     assert stats.prompts_without_pairs == 4 and stats.tied_pairs == 3
     assert stats.empty_samples == 1 and stats.duplicate_samples == 1
     summary = stats.summary()
@@ -78,8 +101,13 @@ def test_length_balance_and_required_correctness():
     assert (plain[0].chosen, plain[0].rejected) == ("x y z w", "p q")
     assert (balanced[0].chosen, balanced[0].rejected) == ("x y", "p q")  # the gap is the same, lengths match
     assert stats.chosen_lengths == [2] and stats.rejected_lengths == [2]
-    graded = _line(0, [("right", 6.0), ("wrong", 9.0), ("also wrong", 1.0)], right={"correct": True},
-                   wrong={"correct": False}, **{"also wrong": {"correct": False}})
+    graded = _line(
+        0,
+        [("right", 6.0), ("wrong", 9.0), ("also wrong", 1.0)],
+        right={"correct": True},
+        wrong={"correct": False},
+        **{"also wrong": {"correct": False}},
+    )
     records, _ = _pairs([graded], require_correct=True)
     assert (records[0].chosen, records[0].rejected) == ("right", "also wrong")
 
@@ -102,8 +130,10 @@ def test_command_writes_our_format_and_a_summary(tmp_path, capsys):
 
 def test_unscored_input_is_refused(tmp_path, capsys):
     path = tmp_path / "samples.jsonl"
-    path.write_text(json.dumps(_line(0, SAMPLES)) + "\n" + json.dumps({**_line(1, []), "samples": [{"text": "a"}]}) + "\n")
-    with pytest.raises(ValueError, match=r"samples.jsonl, line 2: sample 0 has no numeric 'score'"):
+    path.write_text(
+        json.dumps(_line(0, SAMPLES)) + "\n" + json.dumps({**_line(1, []), "samples": [{"text": "a"}]}) + "\n"
+    )
+    with pytest.raises(ValueError, match=r"samples.jsonl, line 2: sample 0 has no 'score'"):
         read_scored(path)
     assert cli(["pairs", str(path), "--out", str(tmp_path / "p.jsonl")]) == 1
     err = capsys.readouterr().err

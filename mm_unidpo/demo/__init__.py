@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.errors import UsageError
 
 from .math_task import main as math_main
@@ -38,9 +39,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mm-unidpo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mm-unidpo demo", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", help="report folder (default: runs/demo; runs/demo_math for --task math)")
     parser.add_argument(
         "--seeds", type=int, default=None, help="number of seeds; >1 reports mean ± std (default 1; --study: 3)"

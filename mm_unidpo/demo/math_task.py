@@ -177,14 +177,16 @@ def build_pairs(
     )
     scorer = "mm_unidpo.demo.math_problems:score_solution"
     scored = judge_samples(
-        [(line, record_of(line)) for line in lines],
+        [(line, record_of(line, "math samples", path.parent)) for line in lines],
         make_judge(scorer),
         path.with_name("math_scored.jsonl"),
         settings={"judge": scorer},
         overwrite=True,
         progress=False,
     )
-    records, stats = pair([(line, record_of(line)) for line in scored], PairConfig("best-worst"))
+    records, stats = pair(
+        [(line, record_of(line, "math samples", path.parent)) for line in scored], PairConfig("best-worst")
+    )
     save_preference_data(records, path)
     scores = [s["score"] for line in scored for s in line["samples"] if s["score"] is not None]
     return {

@@ -108,7 +108,7 @@ def build_preferences(
     clock = time.perf_counter()
     judge = make_judge("objects", vocabulary=list(OBJECTS), colours=list(COLOURS))
     scored = judge_samples(
-        [(line, record_of(line)) for line in lines],
+        [(line, record_of(line, "demo samples", work_dir)) for line in lines],
         judge,
         work_dir / "scored.jsonl",
         settings={"judge": "objects", "vocabulary": "demo"},
@@ -117,7 +117,9 @@ def build_preferences(
     )
     stats.seconds["judge"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
-    records, pair_stats = build_pairs([(line, record_of(line)) for line in scored], PairConfig("best-worst"))
+    records, pair_stats = build_pairs(
+        [(line, record_of(line, "demo samples", work_dir)) for line in scored], PairConfig("best-worst")
+    )
     judged = [
         (s["text"], scene) for line, scene in zip(scored, scenes) for s in line["samples"] if s["score"] is not None
     ]

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from huggingface_hub import save_torch_state_dict, snapshot_download
 
+from mm_unidpo.cli_args import HelpFormatter
+
 logger = logging.getLogger(__name__)
 
 # Pickles that are not weights: never unpickled, never copied.
@@ -108,9 +110,7 @@ def convert_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mm-unidpo convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mm-unidpo convert", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("source", help="a checkpoint folder or hub id with PyTorch .bin weights")
     parser.add_argument("--out", required=True, help="where to write the safetensors checkpoint")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")

@@ -22,6 +22,8 @@ import transformers
 from peft import PeftModel
 from transformers import AutoProcessor, AutoTokenizer, BitsAndBytesConfig, PretrainedConfig
 
+from mm_unidpo.model_source import ModelLoadError, check_model_source, looks_local
+
 from .families import FAMILIES, FamilySpec, family_for_model_type, projector_module_names, vision_module_names
 from .processors import load_processor_without_video, processor_folder
 
@@ -35,37 +37,6 @@ NOT_QUANTISED = (*vision_module_names(), *projector_module_names(), "lm_head")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours its messages
 
 
-class ModelLoadError(OSError):
-    """A model that cannot be loaded: the message names it and says what to do."""
-
-
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id ("owner/name", or a bare legacy name such as "gpt2")."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or os.path.exists(name)
-
-
-def check_model_source(name_or_path: str) -> None:
-    """Fail early, naming the model, if a local checkpoint path does not exist or is not a checkpoint."""
-    if not name_or_path:
-        raise ModelLoadError(
-            "no model given: set model.name_or_path to a hub id (e.g. llava-hf/llava-1.5-7b-hf) "
-            "or a local checkpoint folder"
-        )
-    if not _looks_local(name_or_path):
-        return
-    path = os.path.expanduser(name_or_path)
-    if not os.path.exists(path):
-        raise ModelLoadError(
-            f"model {name_or_path!r} is a local path that does not exist: give the folder holding the "
-            f"checkpoint (config.json and *.safetensors), or a hub id such as 'llava-hf/llava-1.5-7b-hf'"
-        )
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ModelLoadError(
-            f"model {name_or_path!r} has no config.json: it is not a model checkpoint folder (write "
-            f"one with save_pretrained, or give a hub id)"
-        )
-
-
 def _load_error(name_or_path: str, error: OSError) -> ModelLoadError:
     """A transformers / hub OSError rewritten to say which model and what to do."""
     first = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
@@ -75,7 +46,7 @@ def _load_error(name_or_path: str, error: OSError) -> ModelLoadError:
             f". If it has PyTorch .bin weights only (e.g. the original LLaVA checkpoints), convert them once with "
             f"`mm-unidpo convert {name_or_path} --out DIR`, or set model.allow_bin_weights: true"
         )
-    if _looks_local(name_or_path):
+    if looks_local(name_or_path):
         return ModelLoadError(f"cannot load the model from {name_or_path!r}: {first}{hint}")
     offline = " (HF_HUB_OFFLINE is set: only the local cache is read)" if os.environ.get("HF_HUB_OFFLINE") else ""
     return ModelLoadError(
@@ -177,7 +148,8 @@ def load_processor(name_or_path: str, family: str, *, trust_remote_code: bool = 
     except (AttributeError, ImportError, OSError, ValueError) as error:
         # transformers builds every video processor with torchvision; without it, Qwen-VL and
         # LLaVA-OneVision processors fail. Build the same processor without its video half.
-        logger.info("AutoProcessor failed (%s); loading the processor without its video processor", error)
+        # Harmless for images and text, and nothing a user can act on: debug, not info.
+        logger.debug("AutoProcessor failed (%s); loading the processor without its video processor", error)
     try:
         return load_processor_without_video(processor_folder(name_or_path, **hub_kwargs), **hub_kwargs)
     except ImportError as error:  # e.g. PixtralProcessor (Mistral-3): transformers needs torchvision to build it

@@ -33,10 +33,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter, non_negative_float, positive_int, unit_interval
 from mm_unidpo.data import load_record_images
+from mm_unidpo.model_source import check_model_source
 
-from .records import PromptRecord, load_prompts, prompt_line
-from .store import ResumableLines, chunks
+from .records import PromptRecord, check_prompts, load_prompts, prompt_digest, prompt_line
+from .store import Progress, ResumableLines, check_out, chunks, lock_output
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("n, max_new_tokens and batch_size must be >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
         if self.n > 1 and self.temperature <= 0:
             raise ValueError("n > 1 needs sampling: set a temperature > 0 (greedy samples would all be identical)")
         if not 0 < self.top_p <= 1:
@@ -286,18 +290,24 @@ def generate_samples(
     overwrite: bool = False,
     progress: bool | None = None,
     desc: str = "generate",
+    settings: dict[str, Any] | None = None,
+    source: Any = None,
 ) -> list[dict[str, Any]]:
     """Sample `config.n` responses per prompt into `out` (one line each); returns the lines in input order.
 
     Prompts are batched longest first (less padding); the batches are fixed over the whole input and
-    seeded by position, so an interrupted run resumed with the same command writes the same lines."""
-    from tqdm.auto import tqdm
-
+    seeded by position, so an interrupted run resumed with the same command writes the same lines.
+    `settings`: what else shapes the samples (family, backend, dtype, image root), kept with `model_id`
+    and `config` beside the output; `source`: the prompts file (see `store.ResumableLines`)."""
     by_index: dict[int, PromptRecord] = {r.index: r for r in records if r.index is not None}
     if len(by_index) != len(records):
         raise ValueError("prompt records must have distinct indices")
     store = ResumableLines(
-        out, {"model": model_id, **asdict(config)}, overwrite=overwrite, expected={i: r.id for i, r in by_index.items()}
+        out,
+        {"model": model_id, **asdict(config), **(settings or {})},
+        inputs={i: prompt_digest(r) for i, r in by_index.items()},
+        source=source,
+        overwrite=overwrite,
     )
     lengths = {i: len(sampler.render(r)) for i, r in by_index.items()}
     order = sorted(by_index, key=lambda i: -lengths[i])
@@ -305,13 +315,8 @@ def generate_samples(
     todo = [batch for batch in chunks(order, config.batch_size) if any(i not in store.done for i in batch)]
     if len(store.done):
         logger.info("%s: %d of %d prompts already done", out, len(store.done), len(records))
-    with tqdm(
-        total=len(records),
-        initial=len(records) - sum(i not in store.done for b in todo for i in b),
-        desc=desc,
-        unit="prompt",
-        disable=None if progress is None else not progress,
-        leave=False,
+    with Progress(
+        len(records), len(records) - sum(i not in store.done for b in todo for i in b), desc, "prompt", progress
     ) as bar:
         for batch in todo:
             batch_records = [by_index[i] for i in batch]
@@ -326,19 +331,19 @@ def generate_samples(
 
 def build_parser() -> argparse.ArgumentParser:
     d = GenerateConfig()
-    p = argparse.ArgumentParser(
-        prog="mm-unidpo generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="mm-unidpo generate", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("data", help="prompts: preference data or a prompts-only file (file, saved dataset, hub id)")
     p.add_argument("--model", required=True, help="policy model (hub id or path)")
     p.add_argument("--adapter", help="LoRA adapter folder on top of --model")
     p.add_argument("--family", help="model family (default: detected from the checkpoint)")
     p.add_argument("--out", required=True, help="output JSON-lines file (one line per prompt)")
-    p.add_argument("--n", type=int, default=d.n, help="samples per prompt")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy (needs --n 1)")
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generate call (n rows each)")
+    p.add_argument("--n", type=positive_int, default=d.n, help="samples per prompt")
+    p.add_argument("--temperature", type=non_negative_float, default=d.temperature, help="0 = greedy (needs --n 1)")
+    p.add_argument("--top-p", type=unit_interval, default=d.top_p)
+    p.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens)
+    p.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help="prompts per generate call (n rows each)"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--logprobs", action="store_true", help="keep token ids and per-token log-probs")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
@@ -348,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--image-root", help="where relative image paths resolve (default: the data file's folder)")
     p.add_argument("--on-bad-record", choices=("error", "skip"), default="error")
-    p.add_argument("--limit", type=int, help="first N prompts")
+    p.add_argument("--limit", type=positive_int, help="first N prompts")
     p.add_argument("--overwrite", action="store_true", help="discard samples already in --out")
     return p
 
@@ -364,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         logprobs=args.logprobs,
     )
+    check_out(args.out, args.data)
+    lock_output(args.out)  # before minutes of model loading: a second process on --out fails now
+    check_model_source(args.model)  # a typo fails before torch is imported
     # Data first: a bad record should fail before minutes of model loading.
     data = load_prompts(
         args.data,
@@ -372,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         image_root=args.image_root,
         on_bad_record=args.on_bad_record,
         limit=args.limit,
+        decode=True,
     )
     if not data.records:
         raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
@@ -384,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
     )
+    data = check_prompts(data, sampler, config, args.on_bad_record)
+    if not data.records:
+        raise ValueError(f"{args.data}: no prompts to sample from ({data.skips.summary()})")
     lines = generate_samples(
         data.records,
         sampler,
@@ -391,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         overwrite=args.overwrite,
         model_id=f"{args.model}+{args.adapter}" if args.adapter else args.model,
+        settings={
+            "family": getattr(getattr(sampler, "adapter", None), "family", args.family),
+            "backend": args.backend,
+            "dtype": args.dtype,
+            "image_root": data.records[0].image_root,
+        },
+        source=args.data,
     )
     samples = sum(len(line["samples"]) for line in lines)
     empty = sum(not s["text"] for line in lines for s in line["samples"])

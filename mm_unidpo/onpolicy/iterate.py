@@ -21,7 +21,9 @@ starts from — and is anchored to — round r's result. One report puts every r
 Per round, under `output_dir/round-<r>/`: samples.jsonl, scored.jsonl, pairs.jsonl (+ summary),
 train/ (the run), merged/ (the next policy), eval/ and round.json. Every step is resumable: a rerun skips
 finished rounds and steps and continues an interrupted generate or judge where it stopped. The train
-section's `model.name_or_path`, `data.train`, `train.output_dir` and `train.seed` are set per round.
+section's `model.name_or_path`, `data.train`, `data.format` (unidpo: the pairs are ours, whatever the
+base pins), `train.output_dir` and `train.seed` are set per round. The whole config is checked before
+round 1 (`check_before_round_one`).
 Metrics: the on-policy mean score of each round's samples, the pairs (and prompts without one), the
 training loss, and on the held-out prompts the mean score plus the mean of every numeric judge detail
 (e.g. `correct` for the PRM with a benchmark: accuracy) — round 0 is the starting model. With
@@ -39,17 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.evaluation.math import MathEvalConfig, evaluate_math
-from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config
+from mm_unidpo.train.config import TrainConfig, config_from_dict, merge_configs, read_config, training_arguments
 from mm_unidpo.train.merge import merge_adapter
 from mm_unidpo.train.run import train
 from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
 
 from .generate import GenerateConfig, generate_samples, load_sampler
 from .judge import judge_samples, judged_means
-from .judges import Judge, make_judge
+from .judges import Judge, judge_options, make_judge
 from .pairs import PairConfig, build_pairs, format_summary, write_pairs
-from .records import load_prompts, record_of
+from .records import check_prompts, load_prompts, record_of
+from .store import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +100,8 @@ class IterateConfig:
         raw = json.loads(json.dumps(self.train))
         raw.setdefault("model", {})["name_or_path"] = policy
         raw["model"].setdefault("family", self.family)
-        raw.setdefault("data", {})["train"] = pairs
+        # The pairs are ours (`save_preference_data` writes format unidpo), whatever format the base pinned.
+        raw.setdefault("data", {}).update(train=pairs, format="unidpo")
         if image_root is not None:
             raw["data"]["image_root"] = image_root
         raw.setdefault("train", {}).update(output_dir=output_dir, seed=self.seed + round_)
@@ -131,8 +136,28 @@ def load_iterate_config(path: str | Path, **overrides: Any) -> IterateConfig:
         raise ConfigError(f"{path}: 'model' and 'prompts' are required")
     if config.rounds < 1:
         raise ConfigError(f"{path}: rounds must be >= 1")
-    config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
+    check_before_round_one(config, str(path))
     return config
+
+
+def check_before_round_one(config: IterateConfig, source: str) -> None:
+    """Everything a round would find wrong only after hours of sampling: every prompts file (each round's
+    and the held-out one) loads, the evaluate section builds, the train section gives valid training
+    arguments on this machine (a bf16 run on a CPU-only one fails here), the judge's options fit it."""
+    for prompts in dict.fromkeys([*config.prompts, *([config.evaluate.prompts] if config.evaluate.prompts else [])]):
+        data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
+        if not data.records:
+            raise ConfigError(f"{source}: prompts {prompts}: no prompts ({data.skips.summary()})")
+    e = config.evaluate
+    dataclasses.replace(config.generate, n=e.n, temperature=e.temperature, logprobs=False)  # checks n vs temperature
+    if e.math is not None:
+        from_dict(MathEvalConfig, e.math, source=source, section="evaluate.math")
+    judge_options(config.judge.kind)  # a known kind (its options are checked when it is built, before round 0)
+    train_config = config.train_config(config.model, "pairs.jsonl", str(Path(config.output_dir) / "train"), 1)
+    try:
+        training_arguments(train_config)
+    except (ValueError, ImportError) as error:
+        raise ConfigError(f"{source}, section train: {error}") from None
 
 
 # ---- one round ---------------------------------------------------------------------------------------
@@ -151,20 +176,36 @@ def _free() -> None:
 
 def sample_and_judge(
     config: IterateConfig, policy: str, prompts: str, judge: Judge, folder: Path, generate: GenerateConfig
-) -> list[dict[str, Any]]:
-    """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable)."""
-    data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit)
+) -> tuple[list[dict[str, Any]], str]:
+    """Generate from `policy` on `prompts` and judge: the scored lines (both steps resumable) and the folder
+    their image paths resolve in."""
+    data = load_prompts(prompts, format=config.format, image_root=config.image_root, limit=config.limit, decode=True)
     if not data.records:
         raise ValueError(f"{prompts}: no prompts ({data.skips.summary()})")
     sampler = load_sampler(policy, generate, backend=config.backend, family=config.family, dtype=config.dtype)
+    data = check_prompts(data, sampler, generate)
+    root = str(data.records[0].image_root)
     lines = generate_samples(
-        data.records, sampler, generate, folder / "samples.jsonl", model_id=policy, desc=f"{folder.name}: generate"
+        data.records,
+        sampler,
+        generate,
+        folder / "samples.jsonl",
+        model_id=policy,
+        desc=f"{folder.name}: generate",
+        settings={
+            "family": sampler.adapter.family,
+            "backend": config.backend,
+            "dtype": config.dtype,
+            "image_root": root,
+        },
+        source=prompts,
     )
     del sampler
     _free()
-    samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}")) for line in lines]
-    settings = {"judge": config.judge.kind, **config.judge.options}
-    return judge_samples(samples, judge, folder / "scored.jsonl", settings=settings, desc=f"{folder.name}: judge")
+    samples = [(line, record_of(line, f"{folder / 'samples.jsonl'}", root)) for line in lines]
+    settings = {"judge": config.judge.kind, **config.judge.options, "image_root": root}
+    scored = judge_samples(samples, judge, folder / "scored.jsonl", settings=settings, desc=f"{folder.name}: judge")
+    return scored, root
 
 
 def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> dict[str, Any]:
@@ -179,7 +220,7 @@ def evaluate(config: IterateConfig, policy: str, judge: Judge, folder: Path) -> 
             logprobs=False,
             max_new_tokens=e.max_new_tokens or config.generate.max_new_tokens,
         )
-        lines = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
+        lines, _ = sample_and_judge(config, policy, e.prompts, judge, folder, generate)
         metrics.update(judged_means(lines, prefix="eval_"))
     if e.math:
         results = evaluate_math(policy, config=MathEvalConfig(**{**e.math, "output_dir": str(folder / "math")}))
@@ -194,12 +235,13 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     folder = Path(config.output_dir) / f"round-{round_}"
     done = folder / "round.json"
     if done.exists():
-        return json.loads(done.read_text(encoding="utf-8"))
+        return read_json(done)
     folder.mkdir(parents=True, exist_ok=True)
     prompts = config.prompts[(round_ - 1) % len(config.prompts)]
     generate = dataclasses.replace(config.generate, seed=config.generate.seed + 1000 * round_)
-    lines = sample_and_judge(config, policy, prompts, judge, folder, generate)
-    records, stats = build_pairs([(line, record_of(line)) for line in lines], config.pairs)
+    lines, root = sample_and_judge(config, policy, prompts, judge, folder, generate)
+    scored = folder / "scored.jsonl"
+    records, stats = build_pairs([(line, record_of(line, str(scored), root)) for line in lines], config.pairs)
     summary = write_pairs(records, stats, folder / "pairs.jsonl")
     print(format_summary(summary), flush=True)
     metrics: dict[str, Any] = {
@@ -212,14 +254,14 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
     }
     if not records:
         metrics["stopped"] = "no pairs: every prompt's samples tied or fell below the gap"
-        done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_json(done, metrics)
         return metrics
     train_config = config.train_config(
         policy, str(folder / "pairs.jsonl"), str(folder / "train"), round_, image_root=summary["image_root"]
     )
     trained = folder / "train" / "train_summary.json"
     if trained.exists():
-        result = json.loads(trained.read_text(encoding="utf-8"))
+        result = read_json(trained)
     else:
         # A round killed mid-training continues from its newest checkpoint (train refuses to reuse the folder).
         train_config.train.setdefault("resume_from_checkpoint", True)
@@ -229,13 +271,36 @@ def run_round(config: IterateConfig, round_: int, policy: str, judge: Judge) -> 
             "global_step": result["global_step"],
             "final_dir": result["final_dir"],
         }
-        trained.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(trained, result)
     _free()
     metrics.update(train_loss=result["train_loss"], train_steps=result["global_step"])
     metrics["next_policy"] = _next_policy(train_config, result["final_dir"], folder / "merged")
     metrics.update(evaluate(config, metrics["next_policy"], judge, folder / "eval"))
-    done.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(done, metrics)
     return metrics
+
+
+SETTINGS = "iterate_settings.json"
+
+
+def check_settings(config: IterateConfig) -> None:
+    """Finished rounds are reused only by the config that made them: any other setting (judge, generate.n,
+    prompts, train...) is refused, naming what changed; `rounds` may grow."""
+    out = Path(config.output_dir)
+    now = {
+        k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in ("rounds", "output_dir")
+    }
+    if (out / SETTINGS).exists():
+        old = read_json(out / SETTINGS)
+        diff = {k: (old.get(k), now.get(k)) for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)}
+        if diff:
+            raise ValueError(
+                f"{out} holds rounds made with other settings {diff} (old, new); use another output_dir, or "
+                "delete it to start again"
+            )
+    elif out.exists() and any(out.glob("round-*")):
+        raise ValueError(f"{out} holds rounds but no {SETTINGS}: not this config's run; use another output_dir")
+    write_json(out / SETTINGS, now)
 
 
 def _next_policy(train_config: TrainConfig, final_dir: str, merged: Path) -> str:
@@ -250,6 +315,7 @@ def _next_policy(train_config: TrainConfig, final_dir: str, merged: Path) -> str
 
 def iterate(config: IterateConfig) -> dict[str, Any]:
     """Every round, then the report; returns {"rounds": [...], "report": path}."""
+    check_settings(config)
     judge = make_judge(config.judge.kind, **config.judge.options)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +329,8 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
                 "next_policy": config.model,
                 **evaluate(config, config.model, judge, out / "round-0" / "eval"),
             }
-            start.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        rows.append(json.loads(start.read_text(encoding="utf-8")))
+            write_json(start, metrics)
+        rows.append(read_json(start))
     policy = config.model
     for round_ in range(1, config.rounds + 1):
         print(f"\n== round {round_}/{config.rounds}: sampling from {policy}", flush=True)
@@ -280,7 +346,7 @@ def iterate(config: IterateConfig) -> dict[str, Any]:
 
 def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
     """report.json and report.md: one column per round."""
-    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "report.json", rows)
     keys = [
         k
         for k in dict.fromkeys(k for row in rows for k in row)
@@ -313,12 +379,12 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mm-unidpo iterate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mm-unidpo iterate", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="iterate config (YAML, see above)")
     parser.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
-    parser.add_argument("--output-dir", help="default: the config's output_dir")
+    parser.add_argument(
+        "--out", "--output-dir", dest="output_dir", help="the run's folder (None: the config's output_dir)"
+    )
     args = parser.parse_args(argv)
     config = load_iterate_config(args.config, rounds=args.rounds, output_dir=args.output_dir)
     result = iterate(config)

@@ -30,10 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter, non_negative_float, positive_int
 from mm_unidpo.data import PreferenceRecord, save_preference_data
+from mm_unidpo.errors import UsageError
 
-from .records import PromptRecord, record_of
-from .store import read_lines
+from .records import PromptRecord, record_of, score_problem
+from .store import check_finished, check_out, read_lines
 
 STRATEGIES = ("best-worst", "k", "all")
 
@@ -205,20 +207,35 @@ def build_pairs(
     return records, stats
 
 
-def read_scored(path: str | Path) -> list[tuple[dict[str, Any], PromptRecord]]:
-    """(line, prompt record) of a judged samples file; every sample must carry a score (or null)."""
+def read_scored(path: str | Path, image_root: str | Path | None = None) -> list[tuple[dict[str, Any], PromptRecord]]:
+    """(line, prompt record) of a finished judged samples file, images resolved in `image_root` (default: the
+    file's folder; a path outside it is refused); every sample must carry a finite float32 score (or null)."""
+    check_finished(path, "judge")
+    root = Path(path).resolve().parent if image_root is None else Path(image_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image root {root} is not a directory")
     out = []
     for number, line in read_lines(path):
         where = f"{path}, line {number}"
-        record = record_of(line, where)
+        record = record_of(line, where, root)
         for k, sample in enumerate(line["samples"]):
-            score = sample.get("score", "missing")
-            if score == "missing" or not (score is None or isinstance(score, (int, float))) or isinstance(score, bool):
-                raise ValueError(
-                    f"{where}: sample {k} has no numeric 'score' (judge the samples first: mm-unidpo judge)"
-                )
+            if "score" not in sample:
+                raise ValueError(f"{where}: sample {k} has no 'score' (judge the samples first: mm-unidpo judge)")
+            problem = None if sample["score"] is None else score_problem(sample["score"])
+            if problem:
+                raise ValueError(f"{where}: sample {k} has score {sample['score']!r}, {problem}")
         out.append((line, record))
     return out
+
+
+def check_correctness(lines: list[tuple[dict[str, Any], PromptRecord]], source: str) -> None:
+    """`--require-correct` needs a judge that grades answers: without a `correct` on any sample it would
+    silently give no pairs."""
+    if not any("correct" in (s.get("judge") or {}) for line, _ in lines for s in line["samples"]):
+        raise UsageError(
+            f"--require-correct: no sample in {source} has a 'correct' judgement; judge with one that grades "
+            "answers (prm with --judge-arg benchmark=...) or leave --require-correct out"
+        )
 
 
 def write_pairs(
@@ -245,14 +262,12 @@ def write_pairs(
 
 def build_parser() -> argparse.ArgumentParser:
     d = PairConfig()
-    p = argparse.ArgumentParser(
-        prog="mm-unidpo pairs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="mm-unidpo pairs", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("scored", help="judged samples from mm-unidpo judge (JSON lines)")
     p.add_argument("--out", required=True, help="the pairs (our JSON-lines format)")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
-    p.add_argument("--k", type=int, default=d.k, help="pairs per prompt (strategy k)")
-    p.add_argument("--min-gap", type=float, default=d.min_gap, help="smallest score gap of a pair")
+    p.add_argument("--k", type=positive_int, default=d.k, help="pairs per prompt (strategy k)")
+    p.add_argument("--min-gap", type=non_negative_float, default=d.min_gap, help="smallest score gap of a pair")
     p.add_argument("--length-balance", action="store_true", help="among equal gaps prefer pairs of similar length")
     p.add_argument(
         "--max-length-ratio", type=float, help="drop pairs whose word counts differ by more than this factor"
@@ -262,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="chosen correct and rejected incorrect (judges that grade answers: prm with a benchmark)",
     )
-    p.add_argument("--image-root", help="write image paths relative to this folder (default: the samples' image root)")
+    p.add_argument(
+        "--image-root",
+        help="where the samples' image paths resolve, and the pairs' are relative to (default: the scored "
+        "file's folder)",
+    )
     p.add_argument("--no-plots", action="store_true")
     return p
 
@@ -277,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         max_length_ratio=args.max_length_ratio,
         require_correct=args.require_correct,
     )
-    records, stats = build_pairs(read_scored(args.scored), config)
+    check_out(args.out, args.scored)
+    scored = read_scored(args.scored, args.image_root)
+    if config.require_correct:
+        check_correctness(scored, args.scored)
+    records, stats = build_pairs(scored, config)
     summary = write_pairs(records, stats, args.out, image_root=args.image_root, plots=not args.no_plots)
     print(format_summary(summary))
     if Path(summary["image_root"]) != Path(args.out).resolve().parent and records and any(r.images for r in records):

@@ -9,19 +9,23 @@ where judges find it.
 A *sample line* (what `generate` writes, `judge` extends and `pairs` reads) is one JSON object per prompt:
 
     {"index": 0, "id": "...", "prompt": "<image>\\nDescribe the image.", "images": ["a.png"],
-     "image_root": "/abs/folder", "meta": {...}, "samples": [{"text": "...", "tokens": 17, "finish": "stop"}, ...]}
+     "meta": {...}, "samples": [{"text": "...", "tokens": 17, "finish": "stop"}, ...], "input_sha256": "..."}
 
-`judge` adds `score` (and judge details) to every sample. Image paths stay relative to `image_root`;
-embedded images are written inline as {"bytes_b64": ...}, as `save_preference_data` does.
+`judge` adds `score` (and judge details) to every sample. Image paths stay relative to the image root,
+which a line never names: `generate`, `judge` and `pairs` each take `--image-root`, and a path that
+leaves it is refused (a samples file from elsewhere cannot point a judge at other files). Embedded
+images are written inline as {"bytes_b64": ...}, as `save_preference_data` does.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -35,10 +39,13 @@ from mm_unidpo.data import (
     check_image,
     detect_format,
     load_preference_data,
+    load_record_images,
     validate_prompt,
 )
 from mm_unidpo.data.formats import UnknownFormatError
+from mm_unidpo.data.images import resolve_image_path
 from mm_unidpo.data.sources import guarded, open_rows  # the data layer's row reader (files, saved datasets, hub ids)
+from mm_unidpo.io import sha256_file, sha256_json
 
 PROMPT_KEYS = ("prompt", "question", "instruction", "problem", "messages")
 _ID_KEYS = ("id", "idx", "uid", "unique_id")
@@ -111,17 +118,45 @@ def load_prompts(
     on_bad_record: str = "error",
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     limit: int | None = None,
+    decode: bool = False,
 ) -> PromptData:
     """The prompts of `source` (see the module doc). Preference data (detected from the first row, or
     `format` naming a preference format) goes through `load_preference_data`; a prompts-only source is
     read with the same row reader and checks. Bad rows raise `BadRecordError` naming the row, or are
-    counted in `.skips` with `on_bad_record="skip"`."""
+    counted in `.skips` with `on_bad_record="skip"`. `decode`: decode every image now, not only its
+    header, so a truncated file is a bad record here rather than a crash in the middle of sampling."""
     if on_bad_record not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
-    if format in (None, "auto") and not _is_preference_data(source, split):
-        return _load_prompt_rows(source, split, image_root, on_bad_record, max_image_pixels, limit)
-    if format == "prompts":
-        return _load_prompt_rows(source, split, image_root, on_bad_record, max_image_pixels, limit)
+    if format in (None, "auto", "prompts") and (format == "prompts" or not _is_preference_data(source, split)):
+        data = _load_prompt_rows(source, split, image_root, on_bad_record, max_image_pixels, limit)
+    else:
+        data = _load_preference_prompts(source, format, split, image_root, on_bad_record, max_image_pixels, limit)
+    return _decoded(data, on_bad_record, max_image_pixels) if decode else data
+
+
+def _decoded(data: PromptData, on_bad_record: str, max_image_pixels: int | None) -> PromptData:
+    records = []
+    for record in data.records:
+        try:
+            load_record_images(record, max_pixels=max_image_pixels)
+        except BadRecordError as error:
+            if on_bad_record == "error":
+                raise
+            data.skips.add(error)
+            continue
+        records.append(record)
+    return PromptData(records, data.skips, data.source)
+
+
+def _load_preference_prompts(
+    source: Any,
+    format: str | None,
+    split: str | None,
+    image_root: Any,
+    on_bad_record: str,
+    max_image_pixels: int | None,
+    limit: int | None,
+) -> PromptData:
     data = load_preference_data(
         source,
         format=format,
@@ -150,8 +185,6 @@ def _is_preference_data(source: Any, split: str | None) -> bool:
 def _load_prompt_rows(
     source: Any, split: str | None, image_root: Any, on_bad_record: str, max_image_pixels: int | None, limit: int | None
 ) -> PromptData:
-    from pathlib import Path
-
     if image_root is not None and not Path(image_root).is_dir():
         raise FileNotFoundError(f"image_root {str(image_root)!r} is not a directory")
     rows, default_root, description = open_rows(source, split)
@@ -177,6 +210,38 @@ def _load_prompt_rows(
     return PromptData(records, skips, description)
 
 
+def check_prompts(data: PromptData, sampler: Any, config: Any, on_bad_record: str = "error") -> PromptData:
+    """Each prompt as the model will see it, before anything is sampled: images on a text-only model, and a
+    prompt whose positions plus `max_new_tokens` exceed the model's, are bad records (named, or skipped)."""
+    adapter, model = getattr(sampler, "adapter", None), getattr(sampler, "model", None)
+    if adapter is None:
+        return data
+    text_config = getattr(getattr(model, "config", None), "get_text_config", None)
+    limit = getattr(text_config(), "max_position_embeddings", None) if text_config else None
+    records = []
+    for record in data.records:
+        try:
+            if record.images and adapter.family == "causal_lm":
+                raise BadRecordError(
+                    record, "images_for_text_model", f"{len(record.images)} image(s) for the text-only model"
+                )
+            positions = adapter.encode_prompt(record).positions
+            if limit is not None and positions + config.max_new_tokens > limit:
+                raise BadRecordError(
+                    record,
+                    "prompt_too_long",
+                    f"{positions} prompt positions + max_new_tokens {config.max_new_tokens} exceed the model's "
+                    f"{limit} positions",
+                )
+        except BadRecordError as error:
+            if on_bad_record == "error":
+                raise
+            data.skips.add(error)
+            continue
+        records.append(record)
+    return PromptData(records, data.skips, data.source)
+
+
 # ---- sample lines ------------------------------------------------------------------------------------
 
 
@@ -198,13 +263,41 @@ def prompt_line(record: PromptRecord) -> dict[str, Any]:
         "id": record.id,
         "prompt": record.prompt,
         "images": [image_to_json(ref) for ref in record.images],
-        "image_root": record.image_root,
         "meta": record.meta,
     }
 
 
-def record_of(line: Mapping[str, Any], where: str = "") -> PromptRecord:
-    """The prompt record of a sample line (images validated as the data layer does)."""
+def prompt_digest(record: PromptRecord) -> str:
+    """The digest of what a prompt's samples depend on: its line (not its position) and its images' bytes."""
+    line = {k: v for k, v in prompt_line(record).items() if k != "index"}
+    images = [
+        sha256_file(resolve_image_path(ref, record.image_root, record)) if isinstance(ref, str) else None
+        for ref in record.images
+    ]
+    return sha256_json({**line, "image_sha256": images})
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # a score beyond it becomes inf in training's float32 tensors
+
+
+def score_problem(score: Any) -> str | None:
+    """What is wrong with a score, or None: a score is a finite number that float32 holds (NaN, Infinity or
+    1e39 would pick wrong pairs, or drop every pair in training)."""
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return "not a finite number"
+    if abs(score) > FLOAT32_MAX:
+        return f"beyond float32's range (|score| <= {FLOAT32_MAX:.4g})"
+    return None
+
+
+def line_digest(line: Mapping[str, Any]) -> str:
+    """The digest of a sample line's content (not its position): what its judgements depend on."""
+    return sha256_json({k: v for k, v in line.items() if k != "index"})
+
+
+def record_of(line: Mapping[str, Any], where: str, image_root: str | os.PathLike) -> PromptRecord:
+    """The prompt record of a sample line, its images resolved in `image_root` (the reader's, never the
+    line's) and checked as the data layer does: a path outside the root is refused."""
     for key in ("index", "prompt", "samples"):
         if key not in line:
             raise ValueError(f"{where}: not a sample line (no {key!r}; lines come from mm-unidpo generate)")
@@ -212,15 +305,14 @@ def record_of(line: Mapping[str, Any], where: str = "") -> PromptRecord:
         isinstance(s, dict) and isinstance(s.get("text"), str) for s in line["samples"]
     ):
         raise ValueError(f"{where}: 'samples' must be a list of objects with a string 'text'")
+    root = str(Path(image_root).resolve())
     record = Prompt(
-        line["prompt"],
-        images=list(line.get("images") or []),
-        id=line.get("id"),
-        index=line["index"],
-        image_root=line.get("image_root"),
+        line["prompt"], images=list(line.get("images") or []), id=line.get("id"), index=line["index"], image_root=root
     )
     try:
         validate_prompt(record)
+        for ref in record.images:
+            check_image(ref, root, None, record=record)
     except BadRecordError as error:
         raise ValueError(f"{where}: {error}") from None
     return PromptRecord(

@@ -56,7 +56,7 @@ def _check_model(config: TrainConfig) -> None:
         raise ConfigError(
             "model.name_or_path is required (a hub id such as llava-hf/llava-1.5-7b-hf, or a local folder)"
         )
-    if m.dtype not in DTYPES:
+    if m.dtype is not None and m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
     if m.load_in_4bit and not config.lora.enabled:
         raise ConfigError("model.load_in_4bit needs lora.enabled: 4-bit weights cannot be trained directly")

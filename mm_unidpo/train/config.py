@@ -8,13 +8,19 @@
 
 Every key is checked: an unknown key or a bad value is an error that names it, at load time.
 A top-level `base: other.yaml` builds on another config (merged recursively; see `read_config`).
+
+A `data.format` belongs to the file beside it: a config or override that names another `data.train`
+without a `data.format` detects the new file's format (so a shipped config that pins `rlaif_v` trains
+the `unidpo` pairs of `mm-unidpo pairs`), as a new `loss.name` drops the old objective's parameters.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,8 @@ import yaml
 from mm_unidpo.yaml_config import ConfigError, from_dict, load_yaml, read_yaml_file
 
 from .checks import check_config
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_NAME",
@@ -36,8 +44,10 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
+    "key_origin",
     "load_config",
     "merge_configs",
+    "model_dtype",
     "read_config",
     "save_run_config",
     "training_arguments",
@@ -48,7 +58,7 @@ __all__ = [
 class ModelConfig:
     name_or_path: str = ""
     family: str | None = None  # detected from the checkpoint's config when None
-    dtype: str = "bfloat16"
+    dtype: str | None = None  # None: bfloat16 on a GPU that has it, else float32 (`model_dtype`, logged)
     load_in_4bit: bool = False
     attn_implementation: str | None = "sdpa"
     trust_remote_code: bool = False
@@ -135,6 +145,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     train: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
+    # Where a key was set ("data.format" -> "configs/x.yaml, key data.format"), for messages; not a setting.
+    origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def validate(self) -> TrainConfig:
         """Check every value at load time (types, ranges, names, paths); a `ConfigError` names the key."""
@@ -142,7 +154,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "origins"}
 
 
 _SECTIONS = {
@@ -172,13 +184,18 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `--a.b.c=value` overrides (value parsed as YAML) to the raw config mapping. An override that
     names another objective (`--loss.name=...`) starts its `loss` section afresh, as `base:` merging does:
-    the config's parameters belong to its own objective (`--loss.params.*` overrides then apply)."""
+    the config's parameters belong to its own objective (`--loss.params.*` overrides then apply). Likewise
+    `--data.train=...` without `--data.format=...` drops the config's format (see the module doc)."""
     parsed = [_parse_override(item) for item in overrides]
     raw = copy.deepcopy(dict(raw))
     names = [value for keys, value, _ in parsed if keys == ["loss", "name"]]
     loss = raw.get("loss")
     if names and isinstance(loss, dict) and names[-1] != loss.get("name"):
         raw["loss"] = {}
+    data = raw.get("data")
+    given = {tuple(keys) for keys, _, _ in parsed}
+    if isinstance(data, dict) and ("data", "train") in given and ("data", "format") not in given:
+        data.pop("format", None)
     for keys, value, item in parsed:
         node = raw
         for key in keys[:-1]:
@@ -204,11 +221,14 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]
     """`child` on top of `base`: mappings merge recursively, anything else (lists too) replaces.
 
     One exception keeps objectives apart: a child `loss` that names another objective replaces the
-    base's `loss` whole, so e.g. Uni-DPO's `eta` never leaks into a DPO baseline's params.
+    base's `loss` whole, so e.g. Uni-DPO's `eta` never leaks into a DPO baseline's params. Another keeps
+    formats with their files: a child `data` that names a `train` file but no `format` drops the base's.
     """
     out = dict(base)
     for key, value in child.items():
         old = out.get(key)
+        if key == "data" and isinstance(old, dict) and isinstance(value, dict) and "train" in value:
+            old = {k: v for k, v in old.items() if k != "format"}
         if (
             key == "loss"
             and isinstance(old, dict)
@@ -256,9 +276,36 @@ def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     return merge_configs(merged, raw)
 
 
+def key_origin(path: str | Path, dotted: str, overrides: list[str] | None = None) -> str | None:
+    """Where the value of `dotted` (e.g. "data.format") in the config `path` + `overrides` was set: the
+    last override naming it, else the file of the `base:` chain that set it last; None if none did."""
+    keys = dotted.split(".")
+    for item in reversed(overrides or []):
+        if _parse_override(item)[0] == keys:
+            return f"the override {item}"
+    return _file_origin(Path(path).resolve(), keys)
+
+
+def _file_origin(path: Path, keys: list[str]) -> str | None:
+    raw = read_yaml_file(path)
+    node: Any = raw
+    for key in keys:
+        node = node.get(key, None) if isinstance(node, dict) else None
+    if node is not None:
+        return f"{path}, key {'.'.join(keys)}"
+    bases = raw.get("base") or []
+    for name in reversed([bases] if isinstance(bases, str) else bases):
+        found = _file_origin(path.parent / name, keys)
+        if found:
+            return found
+    return None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     raw = apply_overrides(read_config(path), overrides or [])
     config = config_from_dict(raw, source=str(path))
+    if config.data.format not in (None, "auto"):
+        config.origins["data.format"] = key_origin(path, "data.format", overrides) or str(path)
     try:
         return config.validate()
     except ConfigError as error:
@@ -275,8 +322,25 @@ def save_run_config(config: dict[str, Any], directory: str | Path) -> None:
         yaml.safe_dump(config, f, sort_keys=False)
 
 
+def model_dtype(model: ModelConfig) -> str:
+    """`model.dtype`, or where the config leaves it out the machine's: bfloat16 on a GPU that supports it,
+    float32 elsewhere, so a config without `train.use_cpu` also runs on a CPU-only machine."""
+    return model.dtype if model.dtype is not None else _hardware_dtype()
+
+
+@functools.cache
+def _hardware_dtype() -> str:
+    import torch  # lazy: reading and checking a config needs no torch
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    dtype = "bfloat16" if bf16 else "float32"
+    logger.info("model.dtype not set: %s (%s)", dtype, "a GPU with bfloat16" if bf16 else "no GPU with bfloat16")
+    return dtype
+
+
 def training_arguments(config: TrainConfig):
     """transformers.TrainingArguments from the `train` section, with defaults suited to preference data."""
+    import torch
     from transformers import TrainingArguments
 
     accepted = set(inspect.signature(TrainingArguments.__init__).parameters)
@@ -293,8 +357,22 @@ def training_arguments(config: TrainConfig):
         "save_strategy": "steps",
         "save_steps": 500,
         checkpointing: {"use_reentrant": False},
+        "dataloader_pin_memory": torch.cuda.is_available(),  # no "no accelerator is found" warning on a CPU
     }
-    if config.model.dtype == "bfloat16":
+    if model_dtype(config.model) == "bfloat16":
         args["bf16"] = True
     args.update(config.train)
+    # The configs' (and TRL's) gradient_checkpointing*, under this version's names: no FutureWarning a user
+    # of a shipped config cannot act on.
+    for old, new in RENAMED_ARGUMENTS:
+        if new in accepted and old in args:
+            value = args.pop(old)
+            if new not in config.train:
+                args[new] = value
     return TrainingArguments(**{k: v for k, v in args.items() if k in accepted})
+
+
+RENAMED_ARGUMENTS = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)

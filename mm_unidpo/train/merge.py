@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.errors import UsageError
 from mm_unidpo.models.loading import load_pretrained
 from mm_unidpo.yaml_config import load_yaml
@@ -141,9 +142,7 @@ def save_processor(processor: Any, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mm-unidpo merge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mm-unidpo merge", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("adapter", help="adapter directory (a run's final/ or checkpoint-N/)")
     parser.add_argument("--out", required=True, help="where to write the merged model")
     parser.add_argument("--base", help="base model (hub id or path); default: the adapter config's")

@@ -1,5 +1,7 @@
 """End-of-training report: `report.md` with the final metrics and PNG plots of the curves (loss, reward
-margins, accuracies) and, for Uni-DPO, histograms of the per-pair weights early / middle / late in training."""
+margins, accuracies) and, for Uni-DPO, histograms of the per-pair weights early / middle / late in training.
+A resumed run's report covers the whole run: the Trainer restores its log history from the checkpoint, and
+the per-pair weights are saved in every checkpoint (`trainer.PAIR_DETAILS`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,17 @@ def _series(log_history: list[dict[str, Any]], key: str) -> tuple[list[int], lis
             steps.append(entry["step"])
             values.append(entry[key])
     return steps, values
+
+
+def run_mean_loss(log_history: list[dict[str, Any]]) -> tuple[float, int] | None:
+    """The mean training loss over every logged step of the run (a resumed run's history includes the steps
+    before the resume; the Trainer's own `training_loss` counts only this session's): each logged loss
+    weighted by the steps since the previous log. (mean, last step), or None if nothing was logged."""
+    steps, values = _series(log_history, "loss")
+    if not steps:
+        return None
+    spans = [step - before for step, before in zip(steps, [0, *steps[:-1]])]
+    return sum(v * n for v, n in zip(values, spans)) / max(sum(spans), 1), steps[-1]
 
 
 def plot_curves(log_history: list[dict[str, Any]], path: str) -> bool:
@@ -88,6 +101,8 @@ def write_report(
     with open(os.path.join(output_dir, "pair_weights.json"), "w", encoding="utf-8") as f:
         json.dump({"values": details, "steps": detail_steps}, f)
     last_train: dict[str, Any] = next((e for e in reversed(log_history) if "loss" in e), {})
+    whole = run_mean_loss(log_history)
+    loss = f"{whole[0]:.4f} (logged steps 1-{whole[1]})" if whole else f"{summary.get('train_loss', float('nan')):.4f}"
     method = "4-bit QLoRA" if config.model.load_in_4bit else "LoRA" if config.lora.enabled else "full fine-tuning"
     skipped = summary.get("skipped_records") or "none"
     lines = [
@@ -96,7 +111,7 @@ def write_report(
         f"- model: `{config.model.name_or_path}` ({method})",
         f"- objective: `{config.loss.name}` {json.dumps(config.loss.params)}"
         + (f" of {json.dumps(config.loss.mixture)}" if config.loss.mixture else ""),
-        f"- steps: {summary.get('global_step')}, mean train loss {summary.get('train_loss', float('nan')):.4f}",
+        f"- steps: {summary.get('global_step')}, mean train loss {loss}",
         f"- truncated pairs: {summary.get('truncated_pairs', 0)}; skipped records: {skipped}",
         "",
         "## Last logged metrics",

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from mm_unidpo.data import PreferenceRecord, load_preference_data, record_digests
+from mm_unidpo.cli_args import HelpFormatter
+from mm_unidpo.data import BadRecordError, PreferenceRecord, load_preference_data, record_digests
 from mm_unidpo.data.corruption import contrast_images, parse_corruption
 from mm_unidpo.io import sha256_json
 from mm_unidpo.losses import build_loss
@@ -37,17 +38,30 @@ def _load_data(config: TrainConfig, source: str | None, split: str | None, what:
     if not source:
         return None
     d = config.data
-    data = load_preference_data(
-        source,
-        format=d.format,
-        split=split,
-        image_root=d.image_root,
-        on_bad_record=d.on_bad_record,
-        limit=d.limit,
-        unique_ids=d.unique_ids,
+    # A record that does not fit a format the config forced: say which format and where it was set.
+    forced = (
+        ""
+        if d.format in (None, "auto")
+        else f" (read as format {d.format!r}, forced by {config.origins.get('data.format', 'data.format')}; "
+        "leave data.format out to detect the format)"
     )
+    try:
+        data = load_preference_data(
+            source,
+            format=d.format,
+            split=split,
+            image_root=d.image_root,
+            on_bad_record=d.on_bad_record,
+            limit=d.limit,
+            unique_ids=d.unique_ids,
+        )
+    except BadRecordError as error:
+        if forced and error.reason in ("missing_field", "malformed_record"):
+            error.args = (f"{what} {source}: {error}{forced}",)
+        raise
     if not data.records:
-        raise EmptyDataError(f"{what}: {data.describe_empty()}")
+        shapes = {"missing_field", "malformed_record"} & set(data.skips.counts)
+        raise EmptyDataError(f"{what}: {data.describe_empty()}" + (forced if shapes else ""))
     return data
 
 
@@ -239,7 +253,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mm-unidpo train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mm-unidpo train", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="--section.key=value, e.g. --loss.params.beta=0.5")
     parser.add_argument(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from mm_unidpo.models.families import (
 )
 from mm_unidpo.models.loading import NOT_QUANTISED, load_pretrained, vision_side
 
-from .config import LoraSettings, TrainConfig
+from .config import LoraSettings, TrainConfig, model_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
         m.name_or_path,
         family=m.family,
         load_in_4bit=m.load_in_4bit,
-        dtype=m.dtype,
+        dtype=model_dtype(m),
         trust_remote_code=m.trust_remote_code,
         attn_implementation=m.attn_implementation,
         allow_bin_weights=m.allow_bin_weights,
@@ -183,7 +184,13 @@ def build_models(config: TrainConfig, gradient_checkpointing: bool = False) -> t
     lora = lora_config(model, config.lora)
     wanted = set(language_model_linear_names(model))
     try:
-        model = get_peft_model(model, lora)
+        with (
+            warnings.catch_warnings()
+        ):  # peft reads transformers' renamed is_gradient_checkpointing: not the user's to fix
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            model = get_peft_model(model, lora)
     except ValueError as error:
         if "ParamWrapper" not in str(error):
             raise

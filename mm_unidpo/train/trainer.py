@@ -9,6 +9,7 @@ order, DDP / FSDP / DeepSpeed through accelerate, report_to — is the Trainer's
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import defaultdict
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Per-pair values kept over the whole run for the report's histograms.
 TRACKED_DETAILS = ("weights/quality", "weights/perf", "balance/coef")
+PAIR_DETAILS = "pair_details.json"  # in every checkpoint: a resumed run's report covers the whole run
 
 
 class RecordDataset(Dataset):
@@ -296,6 +298,12 @@ class PreferenceTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.reference_sync is not None:
             self.reference_sync.load(resume_from_checkpoint)
+        saved = os.path.join(resume_from_checkpoint, PAIR_DETAILS)
+        if os.path.isfile(saved):  # the per-pair weights of the steps before the checkpoint
+            with open(saved, encoding="utf-8") as f:
+                details = json.load(f)
+            self.pair_details = defaultdict(list, details["values"])
+            self.pair_details_steps = defaultdict(list, details["steps"])
 
     def _load_callback_state(self) -> None:
         """On resume: the loss's running state back from the checkpoint (whatever
@@ -318,12 +326,16 @@ class PreferenceTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         """The Trainer's checkpoint, staged and renamed when complete (checkpoints.py), with TR-DPO's
-        moving reference in it."""
+        moving reference and the per-pair weights so far in it."""
 
         def save() -> None:
             super(PreferenceTrainer, self)._save_checkpoint(model, trial)
-            if self.reference_sync is not None and self.args.should_save:
-                run_dir = self._get_output_dir(trial=trial)
-                self.reference_sync.save(os.path.join(run_dir, f"{STAGING_PREFIX}-{self.state.global_step}"))
+            if not self.args.should_save:
+                return
+            staging = os.path.join(self._get_output_dir(trial=trial), f"{STAGING_PREFIX}-{self.state.global_step}")
+            if self.reference_sync is not None:
+                self.reference_sync.save(staging)
+            with open(os.path.join(staging, PAIR_DETAILS), "w", encoding="utf-8") as f:
+                json.dump({"values": self.pair_details, "steps": self.pair_details_steps}, f)
 
         save_checkpoint_atomically(self, trial, save)

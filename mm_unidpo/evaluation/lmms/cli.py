@@ -23,6 +23,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from mm_unidpo.cli_args import HelpFormatter
+from mm_unidpo.model_source import check_model_source
+
 from .registration import MODEL_NAME, register
 from .summary import summarize_runs
 
@@ -53,15 +56,21 @@ def _model_args(ns: argparse.Namespace) -> str:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mm-unidpo eval lmms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="mm-unidpo eval lmms", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument(
+        "--model", "--pretrained", dest="pretrained", required=True, help="hub id or local checkpoint of the base model"
     )
-    p.add_argument("--pretrained", required=True, help="hub id or local checkpoint of the base model")
-    p.add_argument("--adapter", help="LoRA adapter directory applied on top of --pretrained")
+    p.add_argument("--adapter", help="LoRA adapter directory applied on top of --model")
     p.add_argument("--load-in-4bit", action="store_true", help="load the base in NF4 4-bit (CUDA, bitsandbytes)")
-    p.add_argument("--dtype", default=None, help="auto (default), bfloat16, float16 or float32")
-    p.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated lmms-eval tasks (default {DEFAULT_TASKS})")
-    p.add_argument("--output-path", default=None, help="where results go (default runs/eval/<adapter or model name>)")
+    p.add_argument("--dtype", default=None, help="auto (None), bfloat16, float16 or float32")
+    p.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated lmms-eval tasks")
+    p.add_argument(
+        "--out",
+        "--output-path",
+        dest="output_path",
+        default=None,
+        help="where results go (None: runs/eval/<adapter or model name>)",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--limit", type=float, default=None, help="documents per task (for a quick check only)")
@@ -103,6 +112,10 @@ def _local_task_index(tasks: str, include_path: list[str]) -> Iterator[None]:
 
 def run_eval(argv: list[str]) -> int:
     ns, passthrough = _eval_parser().parse_known_args(argv)
+    # A typo in a path fails now, not after lmms-eval, torch and transformers have been imported.
+    check_model_source(ns.pretrained)
+    if ns.adapter and not Path(ns.adapter).is_dir():
+        raise FileNotFoundError(f"--adapter {ns.adapter}: no such folder")
     output = ns.output_path or _default_output(ns)
     lmms_argv = [
         "--model",
@@ -164,7 +177,9 @@ def run_eval(argv: list[str]) -> int:
 
 def run_summarize(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="mm-unidpo eval lmms summarize", description="compare finished lmms-eval runs: markdown table + bar chart"
+        prog="mm-unidpo eval lmms summarize",
+        description="compare finished lmms-eval runs: markdown table + bar chart",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("runs", nargs="+", help="lmms-eval --output_path folders or *_results.json files")
     p.add_argument("--names", help="comma-separated run names (default: folder names)")

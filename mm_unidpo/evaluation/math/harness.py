@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.errors import UsageError
 from mm_unidpo.io import append_jsonl, write_jsonl
+from mm_unidpo.model_source import check_model_source
 
 from .benchmarks import (
     FEWSHOT_EXAMPLES,
@@ -271,9 +273,20 @@ def evaluate_math(
         **{k: getattr(config, k) for k in GENERATION_KEYS if k not in ("model", "adapter")},
     }
     _check_run_config(out, run_config, config)
+    questions = sum(len(v) for v in items.values())
+    budget = questions * config.n * config.max_new_tokens
+    logger.info(
+        "token budget: %d questions x n %d x max_new_tokens %d = at most %d new tokens (answers stop earlier at "
+        "their stop strings; --limit and --max-new-tokens scale it)",
+        questions,
+        config.n,
+        config.max_new_tokens,
+        budget,
+    )
     generator = make_generator(model, tokenizer, config, adapter=adapter, dtype=dtype)
     results: dict[str, Any] = {
         "config": {**run_config, "benchmarks": list(config.benchmarks), "limit": config.limit},
+        "token_budget": budget,
         "benchmarks": {},
     }
     with GradingWorker(config.grading_timeout) as grader:
@@ -288,9 +301,7 @@ def evaluate_math(
 
 def build_parser() -> argparse.ArgumentParser:
     d = MathEvalConfig()
-    p = argparse.ArgumentParser(
-        prog="mm-unidpo eval math", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="mm-unidpo eval math", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="model path or hub id (causal LM)")
     p.add_argument("--adapter", help="LoRA adapter folder to put on top of the model")
     p.add_argument(
@@ -306,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", help="hub split (default: each benchmark's test split)")
     p.add_argument("--limit", type=int, help="first N questions of each benchmark")
-    p.add_argument("--output-dir", default=d.output_dir)
+    p.add_argument("--out", "--output-dir", dest="output_dir", default=d.output_dir, help="results folder")
     p.add_argument(
         "--template",
         choices=TEMPLATES,
@@ -336,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``mm-unidpo eval math ...``: evaluate, write the results, print the markdown table."""
     args = build_parser().parse_args(argv)
+    check_model_source(args.model)  # a typo fails before torch and transformers are imported
     names = args.benchmarks.split(",")
     benchmarks = BENCHMARKS if args.benchmarks == "all" else tuple(b.strip() for b in names if b.strip())
     data = {}

@@ -28,6 +28,7 @@ from mm_unidpo.evaluation.math.benchmarks import COT_INSTRUCTION, check_benchmar
 from mm_unidpo.evaluation.math.extract import extract_answer
 from mm_unidpo.evaluation.math.grade import is_equivalent
 from mm_unidpo.evaluation.math.worker import shared_worker
+from mm_unidpo.model_source import check_model_source
 
 from .base import Judge, Judgement
 from .scorers import text_messages
@@ -66,6 +67,7 @@ def load_prm(
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
+    check_model_source(name_or_path)  # a wrong local path says so, not "Repo id must be in the form ..."
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     custom = "AutoModel" in (getattr(config, "auto_map", None) or {})
     if custom and not trust_remote_code:

@@ -36,8 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mm_unidpo.cli_args import HelpFormatter
 from mm_unidpo.data import load_preference_data, save_preference_data
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Message, PreferenceRecord
+from mm_unidpo.model_source import check_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +187,7 @@ class RewardModelScorer:
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        check_model_source(name_or_path)  # a wrong local path says so, not "Repo id must be ..."
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         self.model = (
             AutoModelForSequenceClassification.from_pretrained(
@@ -274,9 +277,7 @@ def _scorer_kwargs(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mm-unidpo score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mm-unidpo score", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("data", help="preference data: a file, saved dataset or hub id")
     parser.add_argument("--out", required=True, help="output JSON-lines file (our unidpo format)")
     how = parser.add_mutually_exclusive_group(required=True)
