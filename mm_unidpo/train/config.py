@@ -3,8 +3,9 @@
     model:  what to load (hub id or path), dtype, 4-bit
     lora:   LoRA / QLoRA adapter settings (disable for full fine-tuning)
     data:   the preference data and how to read it
-    loss:   an objective of the loss core and its parameters
-    train:  any `transformers.TrainingArguments` field, plus our reference-cache options
+    loss:   an objective of the loss core and its parameters (image terms included)
+    reference: live (adapter disabled, frozen copy) or precomputed and cached; TR-DPO sync
+    train:  any `transformers.TrainingArguments` field
 
 Every key is checked: an unknown key or a bad value is an error that names it, at load time.
 A top-level `base: other.yaml` builds on another config (merged recursively; see `read_config`).
