@@ -23,7 +23,7 @@ import base64
 import io
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,10 +135,15 @@ def load_prompts(
 
 
 def _decoded(data: PromptData, on_bad_record: str, max_image_pixels: int | None) -> PromptData:
+    return _kept(data, lambda record: load_record_images(record, max_pixels=max_image_pixels), on_bad_record)
+
+
+def _kept(data: PromptData, check: Callable[[PromptRecord], Any], on_bad_record: str) -> PromptData:
+    """The records `check` does not raise a `BadRecordError` for; the others raise or are counted skips."""
     records = []
     for record in data.records:
         try:
-            load_record_images(record, max_pixels=max_image_pixels)
+            check(record)
         except BadRecordError as error:
             if on_bad_record == "error":
                 raise
@@ -218,28 +223,22 @@ def check_prompts(data: PromptData, sampler: Any, config: Any, on_bad_record: st
         return data
     text_config = getattr(getattr(model, "config", None), "get_text_config", None)
     limit = getattr(text_config(), "max_position_embeddings", None) if text_config else None
-    records = []
-    for record in data.records:
-        try:
-            if record.images and adapter.family == "causal_lm":
-                raise BadRecordError(
-                    record, "images_for_text_model", f"{len(record.images)} image(s) for the text-only model"
-                )
-            positions = adapter.encode_prompt(record).positions
-            if limit is not None and positions + config.max_new_tokens > limit:
-                raise BadRecordError(
-                    record,
-                    "prompt_too_long",
-                    f"{positions} prompt positions + max_new_tokens {config.max_new_tokens} exceed the model's "
-                    f"{limit} positions",
-                )
-        except BadRecordError as error:
-            if on_bad_record == "error":
-                raise
-            data.skips.add(error)
-            continue
-        records.append(record)
-    return PromptData(records, data.skips, data.source)
+
+    def check(record: PromptRecord) -> None:
+        if record.images and adapter.family == "causal_lm":
+            raise BadRecordError(
+                record, "images_for_text_model", f"{len(record.images)} image(s) for the text-only model"
+            )
+        positions = adapter.encode_prompt(record).positions
+        if limit is not None and positions + config.max_new_tokens > limit:
+            raise BadRecordError(
+                record,
+                "prompt_too_long",
+                f"{positions} prompt positions + max_new_tokens {config.max_new_tokens} exceed the model's "
+                f"{limit} positions",
+            )
+
+    return _kept(data, check, on_bad_record)
 
 
 # ---- sample lines ------------------------------------------------------------------------------------
