@@ -166,6 +166,12 @@ def test_one_flag_per_concept_old_names_kept():
         assert build_parser().parse_args(["--model", "m", flag, "o"]).output_dir == "o"
 
 
+@pytest.mark.parametrize("command, old", [("score", "--reward-model"), ("merge", "--base")])
+def test_the_model_is_model_everywhere(command, old, capsys):
+    assert cli.main([command, "--help"]) == 0
+    assert f"--model {old.upper().lstrip('-').replace('-', '_')}, {old}" in capsys.readouterr().out
+
+
 def test_version_and_a_closed_pipe(capsys):
     with pytest.raises(SystemExit) as stop:
         cli._dispatch(["--version"])

@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mm-unidpo merge", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("adapter", help="adapter directory (a run's final/ or checkpoint-N/)")
     parser.add_argument("--out", required=True, help="where to write the merged model")
-    parser.add_argument("--base", help="base model (hub id or path); default: the adapter config's")
+    parser.add_argument(
+        "--model", "--base", dest="base", help="base model (hub id or path); default: the adapter config's"
+    )
     parser.add_argument("--dtype", choices=MERGE_DTYPES, help="default: the run's model.dtype, else bfloat16")
     parser.add_argument("--family", help="model family (default: the run config's, else detected)")
     parser.add_argument(

@@ -5,13 +5,13 @@ Uni-DPO's quality weight σ(η (S_w − S_l)) and its τ_good gate need a score 
 RLAIF-V ships without them. Two kinds of scorer:
 
     mm-unidpo score data/pairs.jsonl --out data/pairs_scored.jsonl --scorer mypkg.judges:my_scorer
-    mm-unidpo score data/pairs.jsonl --out data/pairs_scored.jsonl --reward-model Skywork/Skywork-Reward-Llama-3.1-8B
+    mm-unidpo score data/pairs.jsonl --out data/pairs_scored.jsonl --model Skywork/Skywork-Reward-Llama-3.1-8B
 
 * `--scorer module.path:function` — a rule-based function `fn(record, response) -> float` (record: the
   `PreferenceRecord`, response: the chosen or the rejected text). With `--scorer-arg KEY=VALUE` the named
   callable is a factory: it is called with those arguments and must return such a function. Built in:
   `object_overlap` (see `object_overlap`).
-* `--reward-model PATH_OR_HUB_ID` — an `AutoModelForSequenceClassification` with one output, scoring
+* `--model PATH_OR_HUB_ID` (or `--reward-model`) — an `AutoModelForSequenceClassification` with one output, scoring
   the prompt and response as rendered by its tokenizer's chat template, in batches (`--batch-size`).
   A text reward model does NOT see the images: its scores judge the text alone, which misses visual
   hallucinations — prefer a rule-based judge with ground truth, or a multimodal judge, for those.
@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mm_unidpo.cli_args import HelpFormatter
+from mm_unidpo.cli_args import HelpFormatter, positive_int
 from mm_unidpo.data import load_preference_data, save_preference_data
 from mm_unidpo.data.records import IMAGE_PLACEHOLDER, Message, PreferenceRecord
 from mm_unidpo.model_source import check_model_source
@@ -199,7 +199,7 @@ class RewardModelScorer:
         if self.model.config.num_labels != 1:
             raise ValueError(
                 f"{name_or_path} has {self.model.config.num_labels} outputs; a reward model for "
-                f"--reward-model must have exactly one (num_labels=1)"
+                f"--model must have exactly one (num_labels=1)"
             )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output JSON-lines file (our unidpo format)")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--scorer", help="module.path:function, or a built-in: " + ", ".join(BUILTIN_SCORERS))
-    how.add_argument("--reward-model", help="AutoModelForSequenceClassification reward model (hub id or path)")
+    how.add_argument(
+        "--model",
+        "--reward-model",
+        dest="reward_model",
+        help="AutoModelForSequenceClassification reward model (hub id or path)",
+    )
     parser.add_argument(
         "--scorer-arg",
         action="append",
@@ -291,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         help="arguments for a scorer factory (repeatable)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing scores (default: fill missing)")
-    parser.add_argument("--batch-size", type=int, default=8, help="reward-model batch size")
-    parser.add_argument("--max-length", type=int, default=4096, help="reward-model input tokens (truncated)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="reward-model batch size")
+    parser.add_argument("--max-length", type=positive_int, default=4096, help="reward-model input tokens (truncated)")
     parser.add_argument("--device", help="reward-model device (default: cuda if available)")
     parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="reward-model dtype")
     parser.add_argument("--trust-remote-code", action="store_true")
