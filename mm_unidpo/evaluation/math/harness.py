@@ -1,7 +1,7 @@
 """The math evaluation loop: prompts -> generations (resumable JSON lines) -> grading -> scores.
 
     mm-unidpo eval math --model Qwen/Qwen2.5-Math-1.5B-Instruct --benchmarks gsm8k,math500 \\
-        --data-dir ../shared/data/math --output-dir runs/eval_math
+        --data-dir data/math --output-dir runs/eval_math
 
 Output folder:
 
