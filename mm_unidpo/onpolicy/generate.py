@@ -88,9 +88,19 @@ class HFSampler:
 
         self.model, self.config, self.token_budget = model, config, token_budget
         self.adapter = get_adapter(model, processor, family=family)
+        self._positions: dict[int, tuple[PromptRecord, int]] = {}  # by identity; holds the record alive
 
     def render(self, record: PromptRecord) -> str:
         return self.adapter.render_prompt(record)
+
+    def prompt_positions(self, record: PromptRecord) -> int:
+        """Positions the prompt takes, image tokens included. Remembered: the pre-check (`check_prompts`)
+        and the batching both ask, and each answer runs the image processor."""
+        if id(record) not in self._positions:
+            hooks = self.adapter.hooks
+            ids = hooks.tokenize_prompt(self.render(record), load_record_images(record), record)[0]
+            self._positions[id(record)] = (record, hooks.prompt_positions(ids))
+        return self._positions[id(record)][1]
 
     def sample(self, records: Sequence[PromptRecord], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
         """`config.n` samples per record, one prefill per prompt (`sampling.py`); the records, longest
@@ -109,10 +119,7 @@ class HFSampler:
             settings.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if c.logprobs:
             settings.update(return_dict_in_generate=True, output_logits=True)
-        hooks = adapter.hooks  # positions each prompt takes, image tokens included
-        lengths = [
-            hooks.prompt_positions(hooks.tokenize_prompt(t, im, r)[0]) for t, im, r in zip(texts, images, records)
-        ]
+        lengths = [self.prompt_positions(r) for r in records]
         rows: list[dict[str, Any]] = []
         was_training = self.model.training
         self.model.eval()

@@ -229,7 +229,7 @@ def check_prompts(data: PromptData, sampler: Any, config: Any, on_bad_record: st
             raise BadRecordError(
                 record, "images_for_text_model", f"{len(record.images)} image(s) for the text-only model"
             )
-        positions = adapter.encode_prompt(record).positions
+        positions = sampler.prompt_positions(record)
         if limit is not None and positions + config.max_new_tokens > limit:
             raise BadRecordError(
                 record,
