@@ -103,9 +103,10 @@ def test_reward_model_judge_against_an_unbatched_forward(reward_model_dir):
 
 
 def _token_counter(model) -> list[int]:
-    """Tokens each forward of `model` runs (rows x width), recorded by a pre-hook."""
+    """Tokens (not padding) each forward of `model` runs, recorded by a pre-hook."""
     counts: list[int] = []
-    model.register_forward_pre_hook(lambda _, __, kwargs: counts.append(kwargs["input_ids"].numel()),
+    pad = model.config.pad_token_id
+    model.register_forward_pre_hook(lambda _, __, kwargs: counts.append(int((kwargs["input_ids"] != pad).sum())),
                                     with_kwargs=True)
     return counts
 
@@ -120,13 +121,14 @@ def test_reward_model_shares_each_prompt_across_its_samples(reward_model_dir, ca
     items = [(a, "A cup."), (b, "Red, I think, or maybe a deep blue like the sea."), (a, "A cup of coffee on a table."),
              (c, "Yes."), (a, "A cup of tea and two books, one of them open."), (b, "Red.")]
     counts = _token_counter(scorer.model)
-    shared = scorer.score_all(items)
-    shared_tokens, counts[:] = sum(counts), []
-    for side in ("right", "left"):
+    for side in ("left", "right"):
         scorer.tokenizer.padding_side = side
+        shared = scorer.score_all(items)
+        shared_tokens, counts[:] = sum(counts), []
         reference = scorer.score_one_by_one(items)
         assert max(abs(x - y) for x, y in zip(shared, reference)) <= 1e-5, side
-    assert shared_tokens < sum(counts) / 2  # each prompt ran once, not once per sample (and per padding side)
+        assert shared_tokens < 0.7 * sum(counts), (side, shared_tokens, counts)  # a prompt once, not per sample
+        counts[:] = []
     single = scorer.score_all([(c, "Yes.")])  # a prompt of one sample: no gain, the same score
     assert abs(single[0] - shared[3]) <= 1e-5
     caplog.set_level("INFO")

@@ -235,7 +235,10 @@ class RewardModelScorer:
         last = [max((k for k, token in enumerate(row) if token != pad), default=0) for row in ids]
         keys = [repr(record.prompt) for record, _ in items]
         scores = [0.0] * len(items)
-        for rows, _, out in shared_prefix_forwards(self.model, ids, keys, last, pad, self.batch_size):
+        # Padded on the tokenizer's side, as one forward per response pads: a head reading the last
+        # position (some remote-code reward models) reads the same token on both paths.
+        side = self.tokenizer.padding_side
+        for rows, _, out in shared_prefix_forwards(self.model, ids, keys, last, pad, self.batch_size, side):
             for i, value in zip(rows, out.logits[:, 0].float().cpu().tolist()):
                 scores[i] = value
         return scores

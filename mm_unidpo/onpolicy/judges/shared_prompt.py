@@ -9,9 +9,10 @@ of leading token ids (so it ends at a token boundary of each: the full inputs ar
 prompt alone), cut back to the first position any of them is read at (`first_read`: a sequence
 classifier's last non-pad token, a PRM's first step separator), so every position that is read lies in
 a suffix. The prefix runs through the model once with a KV cache; the cache is repeated to the suffix
-rows with `sampling.select_rows` (the layers' own `reorder_cache`), and the suffixes, right-padded, run
-through the model's own forward against it, at the positions that follow the prefix. Only the order of
-floating-point sums changes against one forward per sequence; grouping by a wrong key costs speed only.
+rows with `sampling.select_rows` (the layers' own `reorder_cache`), and the suffixes, padded on the side
+the caller's reference path pads, run through the model's own forward against it (its own head reads
+them), at the positions that follow the prefix. Only the order of floating-point sums changes against
+one forward per sequence; grouping by a wrong key costs speed only.
 
 A model whose forward takes no past cache (encoder-only, encoder-decoder) cannot share: `cache_argument`
 is None and the caller scores one forward per sequence.
@@ -57,9 +58,10 @@ def shared_prefix_forwards(
     first_read: list[int],
     pad_id: int,
     rows: int,
+    side: str = "right",
 ) -> Iterator[tuple[list[int], list[list[int]], Any]]:
     """For batches of at most `rows` sequences of one key: (their indices, their suffixes, the model's
-    output on the right-padded suffixes after their group's prefix). `first_read[i]` is the earliest
+    output on the suffixes, padded on `side`, after their group's prefix). `first_read[i]` is the earliest
     position of sequence i the caller reads (the prefix ends before it)."""
     keyword = cache_argument(model)
     if keyword is None:
@@ -79,8 +81,9 @@ def shared_prefix_forwards(
         for start in range(0, len(members), rows):
             batch = members[start : start + rows]
             suffixes = [sequences[i][shared:] for i in batch]
-            ids, mask = pad_rows(suffixes, pad_id)
-            positions = torch.arange(shared, shared + ids.shape[1]).expand(len(batch), -1)
+            ids, mask = pad_rows(suffixes, pad_id, side)
+            # Each token's own position after the prefix: left padding sits between the two and takes none.
+            positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
             mask = torch.cat([torch.ones(len(batch), shared, dtype=torch.long), mask], dim=1)
             extra: dict[str, Any] = {}
             if cache is not None:  # the prefix's cache, one copy per row (the forward appends to it)
