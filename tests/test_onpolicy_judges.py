@@ -129,6 +129,8 @@ def test_reward_model_shares_each_prompt_across_its_samples(reward_model_dir, ca
         assert max(abs(x - y) for x, y in zip(shared, reference)) <= 1e-5, side
         assert shared_tokens < 0.7 * sum(counts), (side, shared_tokens, counts)  # a prompt once, not per sample
         counts[:] = []
+    reference_judge = make_judge("reward_model", model=str(reward_model_dir), device="cpu", share_prompt=False)
+    assert [j["score"] for j in reference_judge(items)] == pytest.approx(reference, abs=1e-6)
     single = scorer.score_all([(c, "Yes.")])  # a prompt of one sample: no gain, the same score
     assert abs(single[0] - shared[3]) <= 1e-5
     caplog.set_level("INFO")

@@ -12,7 +12,8 @@ RLAIF-V ships without them. Two kinds of scorer:
   callable is a factory: it is called with those arguments and must return such a function. Built in:
   `object_overlap` (see `object_overlap`).
 * `--model PATH_OR_HUB_ID` (or `--reward-model`) — an `AutoModelForSequenceClassification` with one output, scoring
-  the prompt and response as rendered by its tokenizer's chat template, in batches (`--batch-size`).
+  the prompt and response as rendered by its tokenizer's chat template, in batches (`--batch-size`); the
+  two responses of a pair share one prefill of their prompt (`shared_prompt.py`).
   A text reward model does NOT see the images: its scores judge the text alone, which misses visual
   hallucinations — prefer a rule-based judge with ground truth, or a multimodal judge, for those.
 
