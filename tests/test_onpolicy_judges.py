@@ -102,6 +102,46 @@ def test_reward_model_judge_against_an_unbatched_forward(reward_model_dir):
         assert score == pytest.approx(naive, abs=1e-5)
 
 
+def _token_counter(model) -> list[int]:
+    """Tokens (not padding) each forward of `model` runs, recorded by a pre-hook."""
+    counts: list[int] = []
+    pad = model.config.pad_token_id
+    model.register_forward_pre_hook(lambda _, __, kwargs: counts.append(int((kwargs["input_ids"] != pad).sum())),
+                                    with_kwargs=True)
+    return counts
+
+
+def test_reward_model_shares_each_prompt_across_its_samples(reward_model_dir, caplog):
+    from mm_unidpo.onpolicy.judges import shared_prompt
+    from mm_unidpo.onpolicy.judges.scorers import RewardModelScorer
+
+    scorer = RewardModelScorer(str(reward_model_dir), batch_size=2, device="cpu")
+    a, b, c = _record("What is on the table? Look closely."), _record("Name a colour."), _record("Alone?")
+    # different lengths, two prompts interleaved, one prompt with one sample, a common start past the prompt
+    items = [(a, "A cup."), (b, "Red, I think, or maybe a deep blue like the sea."), (a, "A cup of coffee on a table."),
+             (c, "Yes."), (a, "A cup of tea and two books, one of them open."), (b, "Red.")]
+    counts = _token_counter(scorer.model)
+    for side in ("left", "right"):
+        scorer.tokenizer.padding_side = side
+        shared = scorer.score_all(items)
+        shared_tokens, counts[:] = sum(counts), []
+        reference = scorer.score_one_by_one(items)
+        assert max(abs(x - y) for x, y in zip(shared, reference)) <= 1e-5, side
+        assert shared_tokens < 0.7 * sum(counts), (side, shared_tokens, counts)  # a prompt once, not per sample
+        counts[:] = []
+    reference_judge = make_judge("reward_model", model=str(reward_model_dir), device="cpu", share_prompt=False)
+    assert [j["score"] for j in reference_judge(items)] == pytest.approx(reference, abs=1e-6)
+    single = scorer.score_all([(c, "Yes.")])  # a prompt of one sample: no gain, the same score
+    assert abs(single[0] - shared[3]) <= 1e-5
+    caplog.set_level("INFO")
+    no_cache = RewardModelScorer(str(reward_model_dir), batch_size=2, device="cpu")
+    no_cache.model.forward = lambda input_ids=None, attention_mask=None: type(no_cache.model).forward(
+        no_cache.model, input_ids=input_ids, attention_mask=attention_mask)
+    assert shared_prompt.cache_argument(no_cache.model) is None
+    assert no_cache.score_all(items) == pytest.approx(shared, abs=1e-5)
+    assert "takes no past cache: one forward per response" in caplog.text
+
+
 # ---- the process reward model ------------------------------------------------------------------------
 
 def _prm_dir(folder: Path, *, num_labels: int = 2, head: bool = True, auto_map: bool = False) -> Path:
@@ -154,6 +194,31 @@ def test_prm_score_is_ten_times_the_minimum_step_reward(prm_dir):
         assert judgement["score"] == pytest.approx(10 * min(rewards), abs=1e-4)
     assert [j["correct"] for j in judgements] == [True, False, True] and judgements[1]["answer"] == "12"
     assert judgements[0]["gold"] == "13"
+
+
+def test_prm_shares_each_question_across_its_responses(prm_dir, monkeypatch):
+    from mm_unidpo.onpolicy.judges import shared_prompt
+
+    prefixes: list[tuple[int, int]] = []
+    common = shared_prompt.common_prefix
+    monkeypatch.setattr(shared_prompt, "common_prefix",
+                        lambda rows: prefixes.append((len(rows), common(rows))) or common(rows))
+    questions = [_record("Janet has 16 eggs and eats 3. How many are left?"), _record("What is 2 + 2?"),
+                 _record("1 + 1?")]
+    responses = ["She has 16 eggs.\n\nShe eats 3, so 16 - 3 = 13.\n\nThe answer is \\boxed{13}.",
+                 "She has 16 eggs.\n\nSo \\boxed{12}.", "16 - 3 = 13, the answer.", "", "4", "2 + 2 = 4.\n\nYes."]
+    items = [(questions[0], r) for r in responses[:4]] + [(questions[1], r) for r in responses[4:]] + [
+        (questions[2], "2.")]
+    shared = make_judge("prm", model=str(prm_dir), batch_size=3, device="cpu", dtype="float32")(items)
+    reference = make_judge("prm", model=str(prm_dir), batch_size=3, device="cpu", dtype="float32",
+                           share_prompt=False)(items)
+    for ours, theirs in zip(shared, reference):
+        assert ours["steps"] == theirs["steps"] and len(ours["step_rewards"]) == len(theirs["step_rewards"])
+        assert max((abs(x - y) for x, y in zip(ours["step_rewards"], theirs["step_rewards"])), default=0) <= 1e-5
+        assert abs(ours["score"] - theirs["score"]) <= 1e-4
+    assert shared[3]["steps"] == 0 and len(shared[3]["step_rewards"]) == 1  # an empty response: one separator
+    # one prefix per question, through the system turn, the question and the assistant's header (and more)
+    assert [n for n, _ in prefixes] == [4, 2, 1] and all(length > 40 for _, length in prefixes), prefixes
 
 
 def test_prm_loading_guards(tmp_path):

@@ -106,11 +106,16 @@ def prm_judge(
     split: str = STEP_SPLIT,
     separator: str = STEP_SEPARATOR,
     grading_timeout: float | None = 10.0,
+    share_prompt: bool = True,
 ) -> Judge:
-    """The PRM judge of the module doc (`system` defaults to the Qwen2.5-Math CoT instruction)."""
+    """The PRM judge of the module doc (`system` defaults to the Qwen2.5-Math CoT instruction). The
+    responses to one question are scored from one prefill of their common start (`share_prompt`; False:
+    one forward per response, the reference path)."""
     import torch
 
     from mm_unidpo.models import pad_rows  # lazy: torch; judge, pairs, score run without
+
+    from .shared_prompt import cache_argument, shared_prefix_forwards  # lazy: torch, as above
 
     if benchmark is not None:
         check_benchmark(benchmark)
@@ -129,21 +134,41 @@ def prm_judge(
         ids = tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
         return ids[:max_length], len(steps), len(ids) > max_length
 
-    def judge(items: list[tuple[Any, str]]) -> list[Judgement]:
-        encoded = [encode(record, response) for record, response in items]
-        rewards: list[list[float]] = [[] for _ in items]
-        order = sorted(range(len(items)), key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
+    def rewards_one_by_one(encoded: list[tuple[list[int], int, bool]]) -> list[list[float]]:
+        """Step rewards of every encoded response, one forward each (in padded batches): the reference path."""
+        rewards: list[list[float]] = [[] for _ in encoded]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
         for start in range(0, len(order), int(batch_size)):
             rows = order[start : start + int(batch_size)]
             ids, mask = pad_rows([encoded[i][0] for i in rows], tokenizer.pad_token_id)
             with torch.no_grad():
                 out = prm(input_ids=ids.to(device), attention_mask=mask.to(device))
-            logits = out.logits if hasattr(out, "logits") else out[0]
-            if logits.shape[-1] != 2:
-                raise ValueError(f"{model} gives {logits.shape[-1]} logits per token; a PRM gives 2")
             # Padding is never the separator, so only real separator positions are read.
-            for i, values in zip(rows, step_rewards(logits.cpu(), ids, separator_id)):
+            for i, values in zip(rows, step_rewards(_logits(out, model).cpu(), ids, separator_id)):
                 rewards[i] = values
+        return rewards
+
+    def rewards_shared(items: list[tuple[Any, str]], encoded: list[tuple[list[int], int, bool]]) -> list[list[float]]:
+        """The same from one prefill per question of its responses' common start (`shared_prompt.py`)."""
+        ids = [e[0] for e in encoded]
+        # The prefix ends before the first separator of every response (or its last token: none to read).
+        first = [row.index(separator_id) if separator_id in row else len(row) - 1 for row in ids]
+        keys = [text_messages(record, "")[-2]["content"] for record, _ in items]
+        rewards: list[list[float]] = [[] for _ in encoded]
+        pad = tokenizer.pad_token_id
+        for rows, suffixes, out in shared_prefix_forwards(prm, ids, keys, first, pad, int(batch_size)):
+            suffix_ids, _ = pad_rows(suffixes, pad)
+            for i, values in zip(rows, step_rewards(_logits(out, model).cpu(), suffix_ids, separator_id)):
+                rewards[i] = values
+        return rewards
+
+    share = bool(share_prompt) and cache_argument(prm) is not None
+    if share_prompt and not share:
+        logger.info("%s takes no past cache: one forward per response", type(prm).__name__)
+
+    def judge(items: list[tuple[Any, str]]) -> list[Judgement]:
+        encoded = [encode(record, response) for record, response in items]
+        rewards = rewards_shared(items, encoded) if share else rewards_one_by_one(encoded)
         out_judgements = []
         for (record, response), (_, steps, truncated), values in zip(items, encoded, rewards):
             judgement: Judgement = {
@@ -159,6 +184,13 @@ def prm_judge(
         return out_judgements
 
     return judge
+
+
+def _logits(out: Any, model: str) -> Any:
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    if logits.shape[-1] != 2:
+        raise ValueError(f"{model} gives {logits.shape[-1]} logits per token; a PRM gives 2")
+    return logits
 
 
 def _correctness(record: Any, response: str, benchmark: str, timeout: float | None) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """A text reward model as a judge: `mm-unidpo score --reward-model`'s scorer (`RewardModelScorer`), one
 output of an `AutoModelForSequenceClassification` on the chat-templated prompt and response. Text only:
-it does not see the images (a warning says so when prompts have some)."""
+it does not see the images (a warning says so when prompts have some). The responses to one prompt are
+scored from one prefill of their common start (`shared_prompt.py`); `share_prompt=false`: one forward
+per response, the reference path."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ def reward_model_judge(
     device: str | None = None,
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    share_prompt: bool = True,
 ) -> Judge:
     scorer = RewardModelScorer(
         model,
@@ -27,7 +30,9 @@ def reward_model_judge(
         trust_remote_code=bool(trust_remote_code),
     )
 
+    score = scorer.score_all if share_prompt else scorer.score_one_by_one
+
     def judge(items: list[tuple[Any, str]]) -> list[Judgement]:
-        return [{"score": value} for value in scorer.score_all(items)]
+        return [{"score": value} for value in score(items)]
 
     return judge

@@ -12,7 +12,8 @@ RLAIF-V ships without them. Two kinds of scorer:
   callable is a factory: it is called with those arguments and must return such a function. Built in:
   `object_overlap` (see `object_overlap`).
 * `--model PATH_OR_HUB_ID` (or `--reward-model`) — an `AutoModelForSequenceClassification` with one output, scoring
-  the prompt and response as rendered by its tokenizer's chat template, in batches (`--batch-size`).
+  the prompt and response as rendered by its tokenizer's chat template, in batches (`--batch-size`); the
+  two responses of a pair share one prefill of their prompt (`shared_prompt.py`).
   A text reward model does NOT see the images: its scores judge the text alone, which misses visual
   hallucinations — prefer a rule-based judge with ground truth, or a multimodal judge, for those.
 
@@ -207,7 +208,7 @@ class RewardModelScorer:
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.max_length = batch_size, max_length
-        self._warned_images = False
+        self._warned_images = self._warned_fallback = False
 
     def render(self, record: PreferenceRecord, response: str) -> str:
         messages = text_messages(record, response)
@@ -216,11 +217,38 @@ class RewardModelScorer:
         return "\n\n".join(m["content"] for m in messages)  # no template: plain prompt, then response
 
     def score_all(self, items: list[tuple[PreferenceRecord, str]]) -> list[float]:
+        """One score per (record, response): the responses to one prompt from one prefill of their
+        common start (`shared_prompt.py`); one forward each where the model takes no past cache."""
+        from .shared_prompt import cache_argument, shared_prefix_forwards  # lazy: torch; score runs without
+
+        self._warn_images(items)
+        if cache_argument(self.model) is None:
+            if not self._warned_fallback:
+                self._warned_fallback = True
+                logger.info("%s takes no past cache: one forward per response", type(self.model).__name__)
+            return self.score_one_by_one(items)
+        texts = [self.render(record, response) for record, response in items]
+        ids = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, add_special_tokens=not self.tokenizer.chat_template
+        )["input_ids"]
+        pad = self.model.config.pad_token_id
+        # The classifier reads its last non-pad token (either padding side): the prefix must end before it.
+        last = [max((k for k, token in enumerate(row) if token != pad), default=0) for row in ids]
+        keys = [repr(record.prompt) for record, _ in items]
+        scores = [0.0] * len(items)
+        # Padded on the tokenizer's side, as one forward per response pads: a head reading the last
+        # position (some remote-code reward models) reads the same token on both paths.
+        side = self.tokenizer.padding_side
+        for rows, _, out in shared_prefix_forwards(self.model, ids, keys, last, pad, self.batch_size, side):
+            for i, value in zip(rows, out.logits[:, 0].float().cpu().tolist()):
+                scores[i] = value
+        return scores
+
+    def score_one_by_one(self, items: list[tuple[PreferenceRecord, str]]) -> list[float]:
+        """One score per (record, response), one forward each (in padded batches): the reference path."""
         import torch
 
-        if not self._warned_images and any(record.images for record, _ in items):
-            self._warned_images = True
-            logger.warning("the reward model is text-only: images are not seen, scores judge the text alone")
+        self._warn_images(items)
         texts = [self.render(record, response) for record, response in items]
         # Longest first, so padding is small within a batch and an out-of-memory shows up at once.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -241,6 +269,11 @@ class RewardModelScorer:
             for i, value in zip(chunk, logits):
                 scores[i] = value
         return scores
+
+    def _warn_images(self, items: list[tuple[PreferenceRecord, str]]) -> None:
+        if not self._warned_images and any(record.images for record, _ in items):
+            self._warned_images = True
+            logger.warning("the reward model is text-only: images are not seen, scores judge the text alone")
 
 
 # ---- filling -------------------------------------------------------------------------------------
