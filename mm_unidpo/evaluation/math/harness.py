@@ -36,6 +36,7 @@ from .benchmarks import (
     MathItem,
     build_prompt,
     check_benchmark,
+    check_limit,
     load_benchmark,
     stop_strings,
 )
@@ -83,6 +84,7 @@ class MathEvalConfig:
             raise ValueError(f"unknown backend {self.backend!r}; expected 'hf' or 'vllm'")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        check_limit(self.limit)
         for name in self.data:
             check_benchmark(name)
         self.sampling  # noqa: B018 -- validates n / temperature now rather than after model loading
@@ -316,7 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local JSON(L) file or hub id for one benchmark (repeatable)",
     )
     p.add_argument("--split", help="hub split (default: each benchmark's test split)")
-    p.add_argument("--limit", type=int, help="first N questions of each benchmark")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="the first N questions of EACH benchmark (not in total); only they are prompted, generated "
+        "and graded: time is a fixed start-up + N x per-question (see the README)",
+    )
     p.add_argument("--out", "--output-dir", dest="output_dir", default=d.output_dir, help="results folder")
     p.add_argument(
         "--template",
