@@ -292,3 +292,18 @@ def test_limit_scales_the_work_not_just_the_output(tiny_lm, calls, tmp_path, mon
             _config(tmp_path, limit=bad)
         with pytest.raises(ValueError, match="--limit must be >= 1"):
             load_benchmark("gsm8k", data_dir=MATH_DATA, limit=bad)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the CPU default")
+def test_dtype_auto_is_float32_without_a_gpu(tiny_lm, tmp_path):
+    """A bf16 checkpoint loads in float32 on CPU under --dtype auto (bf16 ran ~4x slower per question)."""
+    import copy
+
+    import torch
+
+    model, tokenizer = tiny_lm
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        generator = make_generator(str(tmp_path), None, MathEvalConfig(), dtype=dtype)
+        assert next(generator.model.parameters()).dtype == expected

@@ -221,12 +221,13 @@ def make_generator(
     # lazy: torch and transformers; the spawned grading workers import this package and must start fast
     from mm_unidpo.models.loading import load_pretrained
 
+    gpu = torch.cuda.is_available()
+    if dtype == "auto" and not gpu:
+        # A bf16 checkpoint on a CPU without bf16 units: SmolLM2-135M took ~4x longer per question in bf16
+        dtype = "float32"
+        logger.info("--dtype auto without a GPU: float32 (bfloat16 matmuls are slow on most CPUs)")
     loaded, processor = load_pretrained(
-        model,
-        family="causal_lm",
-        adapter=adapter,
-        dtype=dtype,
-        device_map="auto" if torch.cuda.is_available() else None,
+        model, family="causal_lm", adapter=adapter, dtype=dtype, device_map="auto" if gpu else None
     )
     return HFGenerator(loaded, getattr(processor, "tokenizer", processor))
 
@@ -344,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", choices=("hf", "vllm"), default=d.backend)
-    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's on a GPU, float32 on CPU), bfloat16, float16 or float32"
+    )
     p.add_argument("--grading-timeout", type=float, default=d.grading_timeout, help="seconds per answer check")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --output-dir")
     p.add_argument("--regrade", action="store_true", help="re-extract and re-grade stored generations")
