@@ -266,3 +266,44 @@ def test_hub_dispatch(monkeypatch):
         ("HuggingFaceH4/MATH-500", None, "test"),
         ("me/my-aime", None, "train"),
     ]
+
+
+def test_limit_scales_the_work_not_just_the_output(tiny_lm, calls, tmp_path, monkeypatch):
+    """``--limit`` (per benchmark) cuts prompts, generate calls and gradings in proportion; 0 and
+    negative limits are refused (0 used to run every question, -1 all but the last)."""
+    from mm_unidpo.evaluation.math import harness
+
+    model, tokenizer = tiny_lm
+    built, graded = [], []
+    real_build = harness.build_prompt
+    monkeypatch.setattr(harness, "build_prompt", lambda q, *a, **k: built.append(q) or real_build(q, *a, **k))
+    real_grade = harness.grade_completions
+    monkeypatch.setattr(harness, "grade_completions", lambda c, *a: graded.append(c) or real_grade(c, *a))
+    for limit in (1, 4):
+        built.clear(), graded.clear(), calls.prompts.clear()
+        config = _config(tmp_path / str(limit), limit=limit, max_new_tokens=1)
+        results = evaluate_math(model, tokenizer, config)
+        assert len(built) == len(graded) == _n_prompts(calls) == 2 * limit  # two benchmarks, each limited
+        assert len(calls.prompts) == 2 * -(-limit // config.batch_size)  # ceil: no batch beyond the limit
+        assert [results["benchmarks"][b]["items"] for b in config.benchmarks] == [limit, limit]
+        assert results["token_budget"] == 2 * limit * config.max_new_tokens
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"--limit must be >= 1 \\(got {bad}\\)"):
+            _config(tmp_path, limit=bad)
+        with pytest.raises(ValueError, match="--limit must be >= 1"):
+            load_benchmark("gsm8k", data_dir=MATH_DATA, limit=bad)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the CPU default")
+def test_dtype_auto_is_float32_without_a_gpu(tiny_lm, tmp_path):
+    """A bf16 checkpoint loads in float32 on CPU under --dtype auto (bf16 ran ~4x slower per question)."""
+    import copy
+
+    import torch
+
+    model, tokenizer = tiny_lm
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        generator = make_generator(str(tmp_path), None, MathEvalConfig(), dtype=dtype)
+        assert next(generator.model.parameters()).dtype == expected

@@ -136,9 +136,17 @@ def question_of(record: dict[str, Any]) -> str:
     raise ValueError(f"record has no 'problem' or 'question' field: {sorted(record)}")
 
 
+def check_limit(limit: int | None) -> int | None:
+    """``--limit``: None (every question) or N >= 1; 0 used to run every question and -1 all but the last."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1 (got {limit}); leave it out to run every question")
+    return limit
+
+
 def to_items(records: list[dict[str, Any]], benchmark: str, limit: int | None = None) -> list[MathItem]:
+    """The first ``limit`` records as items; records past the limit are not read for answers."""
     items = []
-    for i, record in enumerate(records[:limit] if limit else records):
+    for i, record in enumerate(records[: check_limit(limit)]):
         uid = next((record[k] for k in ("unique_id", "id", "idx") if record.get(k) not in (None, "")), i)
         meta = {k: record[k] for k in META_FIELDS if k in record}
         items.append(MathItem(i, str(uid), question_of(record), gold_answer(record, benchmark), meta))

@@ -36,6 +36,7 @@ from .benchmarks import (
     MathItem,
     build_prompt,
     check_benchmark,
+    check_limit,
     load_benchmark,
     stop_strings,
 )
@@ -83,6 +84,7 @@ class MathEvalConfig:
             raise ValueError(f"unknown backend {self.backend!r}; expected 'hf' or 'vllm'")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        check_limit(self.limit)
         for name in self.data:
             check_benchmark(name)
         self.sampling  # noqa: B018 -- validates n / temperature now rather than after model loading
@@ -219,12 +221,13 @@ def make_generator(
     # lazy: torch and transformers; the spawned grading workers import this package and must start fast
     from mm_unidpo.models.loading import load_pretrained
 
+    gpu = torch.cuda.is_available()
+    if dtype == "auto" and not gpu:
+        # A bf16 checkpoint on a CPU without bf16 units: SmolLM2-135M took ~4x longer per question in bf16
+        dtype = "float32"
+        logger.info("--dtype auto without a GPU: float32 (bfloat16 matmuls are slow on most CPUs)")
     loaded, processor = load_pretrained(
-        model,
-        family="causal_lm",
-        adapter=adapter,
-        dtype=dtype,
-        device_map="auto" if torch.cuda.is_available() else None,
+        model, family="causal_lm", adapter=adapter, dtype=dtype, device_map="auto" if gpu else None
     )
     return HFGenerator(loaded, getattr(processor, "tokenizer", processor))
 
@@ -316,7 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local JSON(L) file or hub id for one benchmark (repeatable)",
     )
     p.add_argument("--split", help="hub split (default: each benchmark's test split)")
-    p.add_argument("--limit", type=int, help="first N questions of each benchmark")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="the first N questions of EACH benchmark (not in total); only they are prompted, generated "
+        "and graded: time is a fixed start-up + N x per-question (see the README)",
+    )
     p.add_argument("--out", "--output-dir", dest="output_dir", default=d.output_dir, help="results folder")
     p.add_argument(
         "--template",
@@ -337,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", choices=("hf", "vllm"), default=d.backend)
-    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's on a GPU, float32 on CPU), bfloat16, float16 or float32"
+    )
     p.add_argument("--grading-timeout", type=float, default=d.grading_timeout, help="seconds per answer check")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --output-dir")
     p.add_argument("--regrade", action="store_true", help="re-extract and re-grade stored generations")
