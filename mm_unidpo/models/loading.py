@@ -225,6 +225,11 @@ def _load(
     **hub_kwargs: Any,
 ) -> tuple[Any, Any]:
     family = family or detect_family(name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs)
+    if dtype == "auto" and not torch.cuda.is_available():
+        # The checkpoint's own dtype is mostly bf16, whose matmuls are slow on most CPUs (SmolLM2-135M took
+        # ~3x longer per math question): every command that loads with "auto" gets float32 there.
+        dtype = "float32"
+        logger.info("dtype auto without a GPU: float32")
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     # use_safetensors=None: safetensors when present, else .bin, always with weights_only=True.
     kwargs: dict[str, Any] = {

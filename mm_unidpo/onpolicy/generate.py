@@ -354,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--logprobs", action="store_true", help="keep token ids and per-token log-probs")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
-    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's on a GPU, float32 on CPU), bfloat16, float16 or float32"
+    )
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--format", help="input format: a preference format, 'prompts', or detected (default)")
     p.add_argument("--split", default="train")

@@ -221,11 +221,7 @@ def make_generator(
     # lazy: torch and transformers; the spawned grading workers import this package and must start fast
     from mm_unidpo.models.loading import load_pretrained
 
-    gpu = torch.cuda.is_available()
-    if dtype == "auto" and not gpu:
-        # A bf16 checkpoint on a CPU without bf16 units: SmolLM2-135M took ~4x longer per question in bf16
-        dtype = "float32"
-        logger.info("--dtype auto without a GPU: float32 (bfloat16 matmuls are slow on most CPUs)")
+    gpu = torch.cuda.is_available()  # "auto" is float32 without one (load_pretrained)
     loaded, processor = load_pretrained(
         model, family="causal_lm", adapter=adapter, dtype=dtype, device_map="auto" if gpu else None
     )

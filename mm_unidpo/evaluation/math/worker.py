@@ -57,7 +57,7 @@ class GradingWorker:
             raise RuntimeError("the grading worker process did not start")
 
     def _kill(self) -> None:
-        if self._proc is not None:
+        if self._proc is not None and self._proc.pid is not None:  # a process that never started has no kill
             self._proc.kill()
             self._proc.join(5)
         if self._conn is not None:
