@@ -63,7 +63,7 @@ def run_generate(side: str, smoke: bool) -> dict:
     import bench_common as bc
     import torch
 
-    from mm_unidpo.onpolicy.generate import GenerateConfig, HFSampler
+    from mm_unidpo.onpolicy.samplers import GenerateConfig, HFSampler
     from mm_unidpo.onpolicy.sampling import generate_n
 
     model, processor, records, size = setup(smoke)

@@ -15,10 +15,10 @@ from PIL import Image
 
 from mm_unidpo.cli import main as cli
 from mm_unidpo.data import BadRecordError
-from mm_unidpo.onpolicy.generate import GenerateConfig, HFSampler, generate_samples
-
+from mm_unidpo.onpolicy.generate import generate_samples
 from mm_unidpo.onpolicy.judge import judge_samples, read_samples
 from mm_unidpo.onpolicy.records import PromptData, PromptRecord, check_prompts, load_prompts
+from mm_unidpo.onpolicy.samplers import GenerateConfig, HFSampler
 from mm_unidpo.onpolicy.store import ResumableLines, read_json, read_settings, write_json
 from mm_unidpo.testing import tiny
 

@@ -17,10 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mm_unidpo.data import BadRecordError
 from mm_unidpo.cli import main as cli
-from mm_unidpo.onpolicy.generate import GenerateConfig, HFSampler, VLLMSampler, generate_samples, main
+from mm_unidpo.data import BadRecordError
+from mm_unidpo.onpolicy.generate import generate_samples, main
 from mm_unidpo.onpolicy.records import PromptRecord, load_prompts
+from mm_unidpo.onpolicy.samplers import GenerateConfig, HFSampler, VLLMSampler
 from mm_unidpo.onpolicy.store import settings_path
 from mm_unidpo.testing import available_families, tiny
 
@@ -210,14 +211,15 @@ def test_greedy_and_settings_guard(tmp_path):
 KILLER = """
 import os, signal, sys
 from mm_unidpo.onpolicy import generate as g
+from mm_unidpo.onpolicy.samplers import HFSampler
 calls = {"n": 0}
-real = g.HFSampler.sample
+real = HFSampler.sample
 def sample(self, records, seeds):
     calls["n"] += 1
     if calls["n"] == int(os.environ["KILL_AT_BATCH"]):
         os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the run
     return real(self, records, seeds)
-g.HFSampler.sample = sample
+HFSampler.sample = sample
 sys.exit(g.main(sys.argv[1:]))
 """
 

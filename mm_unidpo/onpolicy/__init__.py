@@ -16,11 +16,12 @@ Every command writes one JSON line per prompt as it goes and continues where it 
 
 from __future__ import annotations
 
-from .generate import GenerateConfig, HFSampler, VLLMSampler, generate_samples, load_sampler
+from .generate import generate_samples
 from .judge import judge_samples, judged_means, read_samples
 from .judges import JUDGES, make_judge
 from .pairs import PairConfig, PairStats, build_pairs, read_scored, write_pairs
 from .records import PromptRecord, load_prompts, record_of
+from .samplers import GenerateConfig, HFSampler, VLLMSampler, load_sampler
 
 __all__ = [
     "JUDGES",

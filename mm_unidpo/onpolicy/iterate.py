@@ -48,11 +48,12 @@ from mm_unidpo.train.merge import merge_adapter
 from mm_unidpo.train.run import train
 from mm_unidpo.yaml_config import ConfigError, from_dict, read_yaml_file
 
-from .generate import GenerateConfig, generate_samples, load_sampler
+from .generate import generate_samples
 from .judge import judge_samples, judged_means
 from .judges import Judge, judge_options, make_judge
 from .pairs import PairConfig, build_pairs, format_summary, write_pairs
 from .records import check_prompts, load_prompts, record_of
+from .samplers import GenerateConfig, load_sampler
 from .store import read_json, write_json
 
 logger = logging.getLogger(__name__)
