@@ -32,6 +32,7 @@ from mm_unidpo.models.families import Family
 from mm_unidpo.models.utils import to_model_inputs, unwrap_model
 
 from ..sampling import prefill, select_rows
+from .shared_prompt import common_prefix
 
 
 def shares_prefix(adapter: Any) -> bool:
@@ -70,17 +71,9 @@ def _vision_key(vision: dict[str, torch.Tensor]) -> str:
 def _common_prefix(prompts: list[EncodedPrompt]) -> int:
     """Leading positions where every prompt has the same token and the same side inputs, at most the
     shortest prompt less one."""
-    first, length = prompts[0], min(len(p.ids) for p in prompts) - 1
-    for p in prompts[1:]:
-        k = 0
-        while (
-            k < length
-            and p.ids[k] == first.ids[k]
-            and all(v[k] == first.token_extras[n][k] for n, v in p.token_extras.items())
-        ):
-            k += 1
-        length = k
-    return length
+    names = sorted(prompts[0].token_extras)
+    rows = [list(zip(p.ids, *(p.token_extras[n] for n in names), strict=True)) for p in prompts]
+    return min(common_prefix(rows), min(len(p.ids) for p in prompts) - 1)
 
 
 def _score_group(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -42,8 +42,8 @@ def cache_argument(model: Any) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
-def common_prefix(sequences: list[list[int]]) -> int:
-    """How many leading token ids all `sequences` share."""
+def common_prefix(sequences: Sequence[Sequence[Any]]) -> int:
+    """How many leading items (token ids, or tuples of a token and its side inputs) all `sequences` share."""
     length = min(map(len, sequences))
     for other in sequences[1:]:
         length = next((k for k in range(length) if other[k] != sequences[0][k]), length)
